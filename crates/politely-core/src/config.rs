@@ -1,0 +1,76 @@
+//! Engine configuration.
+
+use crate::error::ConfigError;
+use crate::signal::ConnectionId;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Who yields when both sides offer at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// This side rolls back its own offer and accepts the remote's.
+    Polite,
+    /// This side ignores a colliding remote offer.
+    Impolite,
+    /// Derived from the two peers' server-assigned ids: the lower id is polite (OWT's rule,
+    /// and "first to connect is polite" when ids are time-ordered). Stable across reconnects.
+    FromIds {
+        /// This peer's id.
+        local: String,
+        /// The remote peer's id.
+        remote: String,
+    },
+}
+
+impl Role {
+    /// Whether this side is polite.
+    pub fn is_polite(&self) -> Result<bool, ConfigError> {
+        match self {
+            Role::Polite => Ok(true),
+            Role::Impolite => Ok(false),
+            Role::FromIds { local, remote } if local == remote => Err(ConfigError::EqualPeerIds),
+            Role::FromIds { local, remote } => Ok(local < remote),
+        }
+    }
+}
+
+/// Everything an [`Engine`](crate::Engine) needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Polite or impolite.
+    pub role: Role,
+    /// Local transport addresses: one host candidate each. The engine never binds them; the
+    /// caller owns the sockets and feeds datagrams in.
+    pub local_addrs: Vec<SocketAddr>,
+    /// The id of the first connection. Two engines configured with the same id share their
+    /// first connection (glare then resolves by rollback); by default each side draws its own
+    /// and a collision of two brand-new connections resolves by id (the polite side adopts).
+    pub connection_id: Option<ConnectionId>,
+    /// Seed for every random value the engine draws itself (connection ids, SSRCs, watchdog
+    /// jitter). rtc draws its own DTLS, ICE and SCTP randomness.
+    pub seed: u64,
+    /// Trickle local candidates as `candidate` messages, ending with `candidate: null`. Local
+    /// candidates are always embedded in the descriptions too.
+    pub trickle: bool,
+    /// How long a negotiation may make no progress before the watchdog acts. A random jitter
+    /// of up to half this is added, so two peers stuck the same way do not retry in lockstep.
+    pub watchdog_timeout: Duration,
+    /// Interval between ICE connectivity checks. rtc's default is 200 ms; 20 ms halves the time
+    /// to connect on low-latency paths at the cost of a few more STUN packets.
+    pub ice_check_interval: Duration,
+}
+
+impl Config {
+    /// A configuration with the given role and local addresses, and defaults for the rest.
+    pub fn new(role: Role, local_addrs: Vec<SocketAddr>) -> Self {
+        Self {
+            role,
+            local_addrs,
+            connection_id: None,
+            seed: 0,
+            trickle: true,
+            watchdog_timeout: Duration::from_secs(5),
+            ice_check_interval: Duration::from_millis(20),
+        }
+    }
+}

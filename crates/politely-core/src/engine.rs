@@ -1,0 +1,1638 @@
+//! The negotiation engine: one remote peer, one (replaceable) rtc peer connection.
+
+use crate::config::Config;
+use crate::error::{ApiError, ConfigError, Error, PeerError};
+use crate::event::{
+    ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
+};
+use crate::media::{
+    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, Origin, TransceiverId,
+    TransceiverInfo,
+};
+use crate::rng::Rng;
+use crate::sdp;
+use crate::signal::{Candidate, ConnectionId, Description, Payload, SdpKind, Signal};
+use crate::signaling::{self, DescType, Op, SignalingState};
+use bytes::BytesMut;
+use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How many retired connection ids are remembered, so late messages for them are recognised.
+const RETIRED_IDS: usize = 32;
+/// How many candidates are buffered before any remote description; more are dropped.
+const EARLY_CANDIDATES: usize = 64;
+/// Watchdog firings without progress before the connection is replaced by a new one.
+const STRIKES_BEFORE_NEW_CONNECTION: u32 = 3;
+
+/// Something the application must act on, drained with [`Engine::poll_output`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send this to the remote peer over the signaling channel.
+    Signal(Signal),
+    /// Send this datagram.
+    Transmit(Transmit),
+    /// Tell the application.
+    Event(Event),
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address to send from (one of [`Config::local_addrs`]).
+    pub source: SocketAddr,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The payload.
+    pub contents: Vec<u8>,
+}
+
+/// A local transceiver or channel the application asked for, replayed onto a new connection
+/// when the current one is replaced.
+#[derive(Debug, Clone)]
+enum Intent {
+    Channel {
+        label: String,
+        options: ChannelOptions,
+    },
+    Transceiver {
+        kind: MediaKind,
+        direction: Direction,
+    },
+}
+
+/// The engine's mirror of one entry of rtc's transceiver vector.
+#[derive(Debug, Clone)]
+struct TransceiverSlot {
+    id: TransceiverId,
+    kind: MediaKind,
+    origin: Origin,
+    /// Created by the remote offer that is pending now; rtc removes it on rollback unless a
+    /// track was attached since (RFC 9429 §5.7).
+    pending_remote: bool,
+}
+
+#[derive(Debug, Clone)]
+struct ChannelSlot {
+    rtc: RTCDataChannelId,
+    label: String,
+    origin: Origin,
+    open: bool,
+}
+
+/// One rtc peer connection with the pattern's per-connection state.
+struct Connection {
+    id: ConnectionId,
+    pc: RTCPeerConnection,
+    /// A message carrying this id arrived from the remote.
+    heard_from_remote: bool,
+    /// This side sent a message carrying this id.
+    sent: bool,
+    signaling: SignalingState,
+    connection_state: ConnectionState,
+
+    // The W3C pattern's flags (webrtc-pc "Perfect Negotiation Example").
+    making_offer: bool,
+    ignore_offer: bool,
+    is_setting_remote_answer_pending: bool,
+    /// rtc's negotiation-needed events, coalesced; cleared whenever the state leaves stable,
+    /// because rtc re-checks and fires again on the return to stable if still needed.
+    negotiation_needed: bool,
+    /// restartIce(): the local ufrag to replace. Persists until a local description with
+    /// another ufrag becomes current (W3C `[[LocalIceCredentialsToReplace]]`).
+    ice_restart: Option<String>,
+
+    next_offer_id: u64,
+    pending_offer: Option<u64>,
+    /// Our offers that were rolled back; an answer to one means the remote yielded too.
+    rolled_back: Vec<u64>,
+    last_remote_offer_id: Option<u64>,
+    last_remote_offer_sdp: Option<String>,
+    /// The last colliding offer we ignored, kept for the watchdog's recovery.
+    ignored_offer: Option<(Description, Option<u64>)>,
+
+    early_candidates: Vec<Candidate>,
+    /// Set when an offer is ignored; cleared once the next remote description is applied
+    /// (the newest WPT helper's `ignoreIceCandidateFailures`).
+    suppress_candidate_errors: bool,
+    old_remote_ufrags: Vec<String>,
+    local_candidates: Vec<RTCIceCandidateInit>,
+    trickled_ufrag: Option<String>,
+    last_local_ufrag: Option<String>,
+
+    channels: BTreeMap<ChannelId, ChannelSlot>,
+    transceivers: Vec<TransceiverSlot>,
+
+    watchdog: Option<Instant>,
+    negotiation_strikes: u32,
+    transport_strikes: u32,
+}
+
+/// The perfect-negotiation engine for one remote peer. See the [crate docs](crate) for the
+/// drain loop.
+pub struct Engine {
+    config: Config,
+    polite: bool,
+    rng: Rng,
+    now: Instant,
+    conn: Connection,
+    retired: VecDeque<ConnectionId>,
+    intents: BTreeMap<u32, Intent>,
+    next_object_id: u32,
+    queue: VecDeque<Output>,
+    counters: Counters,
+    closed: bool,
+    backoff_until: Option<Instant>,
+}
+
+impl Engine {
+    /// Creates an engine; `now` is the current time.
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        let polite = config.role.is_polite()?;
+        let mut rng = Rng::new(config.seed);
+        let id = config
+            .connection_id
+            .clone()
+            .unwrap_or_else(|| random_connection_id(&mut rng));
+        let conn = Connection::new(id, &config, now)?;
+        let mut engine = Self {
+            config,
+            polite,
+            rng,
+            now,
+            conn,
+            retired: VecDeque::new(),
+            intents: BTreeMap::new(),
+            next_object_id: 0,
+            queue: VecDeque::new(),
+            counters: Counters::default(),
+            closed: false,
+            backoff_until: None,
+        };
+        engine.pump();
+        Ok(engine)
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    /// Whether this side yields in a collision.
+    pub fn is_polite(&self) -> bool {
+        self.polite
+    }
+
+    /// The id of the current connection.
+    pub fn connection_id(&self) -> &ConnectionId {
+        &self.conn.id
+    }
+
+    /// The signaling state of the current connection.
+    pub fn signaling_state(&self) -> SignalingState {
+        if self.closed {
+            SignalingState::Closed
+        } else {
+            self.conn.signaling
+        }
+    }
+
+    /// The transport state of the current connection.
+    pub fn connection_state(&self) -> ConnectionState {
+        self.conn.connection_state
+    }
+
+    /// Whether a local or remote description is pending (an exchange is half done).
+    pub fn has_pending_description(&self) -> bool {
+        self.conn.pc.pending_local_description().is_some()
+            || self.conn.pc.pending_remote_description().is_some()
+    }
+
+    /// Whether the engine will make an offer as soon as it is stable (and out of back-off).
+    pub fn wants_to_negotiate(&self) -> bool {
+        self.conn.negotiation_needed || self.conn.ice_restart.is_some()
+    }
+
+    /// The pattern's flags, for tests and debugging: `(makingOffer, ignoreOffer,
+    /// isSettingRemoteAnswerPending)`.
+    pub fn pattern_flags(&self) -> (bool, bool, bool) {
+        (
+            self.conn.making_offer,
+            self.conn.ignore_offer,
+            self.conn.is_setting_remote_answer_pending,
+        )
+    }
+
+    /// Negotiation counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The ICE ufrag of the current local description.
+    pub fn local_ufrag(&self) -> Option<String> {
+        self.conn
+            .pc
+            .current_local_description()
+            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+    }
+
+    /// The ICE ufrag of the current remote description.
+    pub fn remote_ufrag(&self) -> Option<String> {
+        self.conn
+            .pc
+            .current_remote_description()
+            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+    }
+
+    /// The mids of the current local description, in m-line order.
+    pub fn negotiated_mids(&self) -> Vec<String> {
+        self.conn
+            .pc
+            .current_local_description()
+            .map(|d| mids(&d.sdp))
+            .unwrap_or_default()
+    }
+
+    /// A snapshot of every transceiver, in m-line creation order.
+    pub fn transceivers(&mut self) -> Vec<TransceiverInfo> {
+        let negotiated = self.negotiated_mids();
+        let mut out = Vec::with_capacity(self.conn.transceivers.len());
+        for (index, slot) in self.conn.transceivers.iter().enumerate() {
+            let Some(t) = self.conn.pc.rtp_transceiver(index) else {
+                continue;
+            };
+            // Expose a mid only once it is negotiated, never a provisional one
+            // (GetStream/stream-video-js PR #2344).
+            let mid = t.mid().clone().filter(|m| negotiated.contains(m));
+            out.push(TransceiverInfo {
+                id: slot.id,
+                kind: slot.kind,
+                mid,
+                direction: from_rtc_direction(t.direction()).unwrap_or(Direction::Inactive),
+                current_direction: from_rtc_direction(t.current_direction()),
+                origin: slot.origin,
+            });
+        }
+        out
+    }
+
+    /// A snapshot of every data channel.
+    pub fn channels(&mut self) -> Vec<ChannelInfo> {
+        let mut out = Vec::new();
+        for (id, slot) in &self.conn.channels {
+            let stream_id = self
+                .conn
+                .pc
+                .data_channel(slot.rtc)
+                .and_then(|dc| dc.stream_id());
+            out.push(ChannelInfo {
+                id: *id,
+                label: slot.label.clone(),
+                origin: slot.origin,
+                open: slot.open,
+                stream_id,
+            });
+        }
+        out
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Handles a signaling message from the remote peer.
+    ///
+    /// A peer error leaves the engine as it was: the message is validated completely before
+    /// anything changes. Expected anomalies (a colliding offer, a stale answer, a message for a
+    /// retired connection) are not errors; they are reported as [`Diagnostic`] events.
+    pub fn handle_signal(&mut self, now: Instant, signal: Signal) -> Result<(), PeerError> {
+        self.now = now;
+        if self.closed {
+            return Ok(());
+        }
+        let result = self.route(signal);
+        self.pump();
+        result
+    }
+
+    /// Handles a datagram that arrived from `source` on the local address `destination`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
+        self.now = now;
+        if self.closed {
+            return;
+        }
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: destination,
+                peer_addr: source,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(contents),
+        };
+        // A datagram is untrusted input; one rtc cannot parse is dropped, as a network would.
+        if let Err(e) = self.conn.pc.handle_read(msg) {
+            log::debug!("[{}] dropped datagram from {source}: {e}", self.conn.id);
+        }
+        self.pump();
+    }
+
+    /// Advances timers to `now`. Call it when [`poll_timeout`](Self::poll_timeout) is reached.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.closed {
+            return;
+        }
+        if let Err(e) = self.conn.pc.handle_timeout(now) {
+            log::debug!("[{}] rtc timeout handling failed: {e}", self.conn.id);
+        }
+        if self.backoff_until.is_some_and(|t| t <= now) {
+            self.backoff_until = None;
+        }
+        if self.conn.watchdog.is_some_and(|t| t <= now) {
+            self.conn.watchdog = None;
+            self.fire_watchdog();
+        }
+        self.pump();
+    }
+
+    // ---------------------------------------------------------------- intents
+
+    /// Creates a data channel. It opens once negotiated; [`Event::ChannelOpen`] tells when.
+    pub fn create_data_channel(
+        &mut self,
+        label: &str,
+        options: ChannelOptions,
+    ) -> Result<ChannelId, ApiError> {
+        self.check_open()?;
+        let id = ChannelId(self.next_id());
+        self.conn.create_channel(id, label, &options)?;
+        self.intents.insert(
+            id.0,
+            Intent::Channel {
+                label: label.to_owned(),
+                options,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Closes a data channel.
+    pub fn close_data_channel(&mut self, id: ChannelId) -> Result<(), ApiError> {
+        self.check_open()?;
+        self.intents.remove(&id.0);
+        let slot = self
+            .conn
+            .channels
+            .get(&id)
+            .ok_or(ApiError::UnknownChannel(id))?;
+        if let Some(mut dc) = self.conn.pc.data_channel(slot.rtc) {
+            dc.close().map_err(rtc_api)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a message on an open data channel.
+    pub fn send(&mut self, channel: ChannelId, data: &[u8], text: bool) -> Result<(), ApiError> {
+        self.check_open()?;
+        let slot = self
+            .conn
+            .channels
+            .get(&channel)
+            .ok_or(ApiError::UnknownChannel(channel))?;
+        if !slot.open {
+            return Err(ApiError::ChannelNotOpen(channel));
+        }
+        let now = self.now;
+        let mut dc = self
+            .conn
+            .pc
+            .data_channel(slot.rtc)
+            .ok_or(ApiError::UnknownChannel(channel))?;
+        if text {
+            let s = std::str::from_utf8(data)
+                .map_err(|_| ApiError::InvalidArgument("text message is not UTF-8".into()))?;
+            dc.send_text(now, s).map_err(rtc_api)
+        } else {
+            dc.send(now, BytesMut::from(data)).map_err(rtc_api)
+        }
+    }
+
+    /// Adds a transceiver. Sending directions get a track with one encoding (Opus or VP8)
+    /// and an SSRC drawn from the engine's seed.
+    pub fn add_transceiver(
+        &mut self,
+        kind: MediaKind,
+        direction: Direction,
+    ) -> Result<TransceiverId, ApiError> {
+        self.check_open()?;
+        let id = TransceiverId(self.next_id());
+        let ssrc = self.rng.next_u64() as u32;
+        self.conn.add_transceiver(id, kind, direction, ssrc)?;
+        self.intents
+            .insert(id.0, Intent::Transceiver { kind, direction });
+        Ok(id)
+    }
+
+    /// Adds a sending track (W3C addTrack): reuses a transceiver of the same kind that has no
+    /// sender (one created by a remote offer), or adds a sendrecv transceiver.
+    pub fn add_track(&mut self, kind: MediaKind) -> Result<TransceiverId, ApiError> {
+        self.check_open()?;
+        let ssrc = self.rng.next_u64() as u32;
+        let track = make_track(kind, ssrc, &mut self.rng);
+        let sender = self.conn.pc.add_track(track).map_err(rtc_api)?;
+        self.conn.sync_new_transceivers(Origin::Local, &mut self.next_object_id);
+        let index = self
+            .conn
+            .index_of_sender(sender)
+            .ok_or_else(|| ApiError::InvalidArgument("rtc lost the new sender".into()))?;
+        let slot = &mut self.conn.transceivers[index];
+        // A reused remote-created transceiver now carries our track: it survives rollback and
+        // is ours to replay on a new connection.
+        slot.origin = Origin::Local;
+        slot.pending_remote = false;
+        let id = slot.id;
+        self.intents.insert(
+            id.0,
+            Intent::Transceiver {
+                kind,
+                direction: Direction::SendRecv,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Stops sending on a transceiver (W3C removeTrack); it stays, receiving.
+    pub fn remove_track(&mut self, id: TransceiverId) -> Result<(), ApiError> {
+        self.check_open()?;
+        let index = self.conn.index_of(id)?;
+        let sender = self
+            .conn
+            .pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.sender())
+            .ok_or_else(|| ApiError::InvalidArgument(format!("{id} has no track")))?;
+        self.conn.pc.remove_track(sender).map_err(rtc_api)?;
+        if let Some(Intent::Transceiver { direction, .. }) = self.intents.get_mut(&id.0) {
+            *direction = if direction.sends() && *direction != Direction::SendOnly {
+                Direction::RecvOnly
+            } else {
+                Direction::Inactive
+            };
+        }
+        Ok(())
+    }
+
+    /// Sets a transceiver's preferred direction; renegotiates if it changes.
+    pub fn set_direction(&mut self, id: TransceiverId, direction: Direction) -> Result<(), ApiError> {
+        self.check_open()?;
+        let index = self.conn.index_of(id)?;
+        let mut t = self
+            .conn
+            .pc
+            .rtp_transceiver(index)
+            .ok_or(ApiError::UnknownTransceiver(id))?;
+        t.set_direction(to_rtc_direction(direction));
+        if let Some(Intent::Transceiver { direction: d, .. }) = self.intents.get_mut(&id.0) {
+            *d = direction;
+        }
+        Ok(())
+    }
+
+    /// Restarts ICE (W3C restartIce): the next offer carries new credentials, and the request
+    /// persists across rollback and lost glare until new credentials are applied. Before the
+    /// first local description there is nothing to restart and it does nothing.
+    pub fn restart_ice(&mut self) -> Result<(), ApiError> {
+        self.check_open()?;
+        if self.conn.ice_restart.is_some() {
+            return Ok(());
+        }
+        if let Some(local) = self.conn.pc.local_description() {
+            let ufrag = sdp::ice_ufrag(&local.sdp).unwrap_or_default().to_owned();
+            self.conn.ice_restart = Some(ufrag);
+        }
+        Ok(())
+    }
+
+    /// Closes the engine: says `bye` to the peer and closes the connection.
+    pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.send_signal(Payload::Bye);
+        self.shut_down_connection();
+        self.closed = true;
+        self.conn.signaling = SignalingState::Closed;
+        self.queue
+            .push_back(Output::Event(Event::Closed { by_remote: false }));
+    }
+
+    // ---------------------------------------------------------------- outputs
+
+    /// The next output, or `None` when there is nothing to do until the next input or
+    /// [`poll_timeout`](Self::poll_timeout). Call it until it returns `None` after every input.
+    ///
+    /// Negotiation runs here, as a browser queues negotiationneeded as a task: intents made
+    /// back to back before draining coalesce into one offer.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            if let Some(out) = self.queue.pop_front() {
+                return Some(out);
+            }
+            if self.closed {
+                return None;
+            }
+            if self.pump() {
+                continue;
+            }
+            if self.maybe_offer() {
+                continue;
+            }
+            // Events first, writes last: datagrams that events produce (SCTP INIT on DTLS up,
+            // DCEP OPEN on association up) leave in this same drain, not a timer tick later.
+            if let Some(w) = self.conn.pc.poll_write() {
+                return Some(Output::Transmit(Transmit {
+                    source: w.transport.local_addr,
+                    destination: w.transport.peer_addr,
+                    contents: w.message.to_vec(),
+                }));
+            }
+            return None;
+        }
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` means no timer.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        [
+            self.conn.pc.poll_timeout(),
+            self.conn.watchdog,
+            self.backoff_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---------------------------------------------------------------- routing
+
+    fn route(&mut self, signal: Signal) -> Result<(), PeerError> {
+        let Signal {
+            connection_id,
+            payload,
+        } = signal;
+        if connection_id != self.conn.id {
+            if self.retired.contains(&connection_id) {
+                self.diagnose(Diagnostic::UnknownConnection(connection_id));
+                return Ok(());
+            }
+            let is_offer = matches!(
+                &payload,
+                Payload::Description { description, .. } if description.kind == SdpKind::Offer
+            );
+            if !is_offer {
+                self.diagnose(Diagnostic::UnknownConnection(connection_id));
+                return Ok(());
+            }
+            // Validate before replacing anything: a malformed offer must not cost us the
+            // current connection.
+            if let Payload::Description { description, .. } = &payload {
+                parse_description(description)?;
+            }
+            if self.conn.heard_from_remote {
+                // The peer restarted (page reload, new process): replace the stale connection.
+                self.replace_connection(connection_id, Some(ReplaceReason::RemoteRestarted));
+            } else if !self.conn.sent {
+                // First contact: nothing of ours was sent, so there is nothing to collide with.
+                self.replace_connection(connection_id, None);
+            } else if self.polite {
+                // Two brand-new connections collided: the polite side adopts the remote's id.
+                self.replace_connection(connection_id, Some(ReplaceReason::Collision));
+            } else {
+                // The impolite side keeps its own; the polite side will adopt it.
+                self.remember_retired(connection_id.clone());
+                self.counters.ignored_offers += 1;
+                self.diagnose(Diagnostic::UnknownConnection(connection_id));
+                return Ok(());
+            }
+        }
+        self.conn.heard_from_remote = true;
+        match payload {
+            Payload::Description {
+                description,
+                offer_id,
+            } => match description.kind {
+                SdpKind::Offer => self.on_remote_offer(description, offer_id),
+                SdpKind::Answer => self.on_remote_answer(description, offer_id),
+            },
+            Payload::Candidate(candidate) => self.on_remote_candidate(candidate),
+            Payload::Bye => {
+                self.shut_down_connection();
+                self.closed = true;
+                self.conn.signaling = SignalingState::Closed;
+                self.queue
+                    .push_back(Output::Event(Event::Closed { by_remote: true }));
+                Ok(())
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- descriptions
+
+    fn on_remote_offer(
+        &mut self,
+        description: Description,
+        offer_id: Option<u64>,
+    ) -> Result<(), PeerError> {
+        let parsed = parse_description(&description)?;
+        self.counters.offers_received += 1;
+        let duplicate = match (offer_id, self.conn.last_remote_offer_id) {
+            (Some(id), Some(last)) => id <= last,
+            (None, _) => self.conn.last_remote_offer_sdp.as_deref() == Some(&description.sdp),
+            (Some(_), None) => false,
+        };
+        if duplicate {
+            self.counters.stale_descriptions += 1;
+            self.diagnose(Diagnostic::DuplicateOffer);
+            return Ok(());
+        }
+        self.conn.last_remote_offer_id = offer_id.or(self.conn.last_remote_offer_id);
+        self.conn.last_remote_offer_sdp = Some(description.sdp.clone());
+
+        // W3C webrtc-pc, "Perfect Negotiation Example" (current form, PR #2572).
+        let c = &self.conn;
+        let ready_for_offer = !c.making_offer
+            && (c.signaling == SignalingState::Stable || c.is_setting_remote_answer_pending);
+        let offer_collision = !ready_for_offer;
+        self.conn.ignore_offer = !self.polite && offer_collision;
+        if self.conn.ignore_offer {
+            self.counters.ignored_offers += 1;
+            self.conn.suppress_candidate_errors = true;
+            self.conn.ignored_offer = Some((description, offer_id));
+            if self.conn.watchdog.is_none() {
+                self.arm_watchdog();
+            }
+            self.diagnose(Diagnostic::IgnoredOffer);
+            return Ok(());
+        }
+        self.apply_remote_offer(parsed, offer_id)
+    }
+
+    /// SRD(offer) with the implicit rollback rtc lacks, then SLD(answer) and send it. The
+    /// rollback and the SRD are one step: no other input can run between them.
+    fn apply_remote_offer(
+        &mut self,
+        offer: RTCSessionDescription,
+        offer_id: Option<u64>,
+    ) -> Result<(), PeerError> {
+        if self.conn.signaling == SignalingState::HaveLocalOffer {
+            self.rollback_local_offer("remote offer collided");
+            self.diagnose(Diagnostic::RolledBack);
+        }
+        let now = self.now;
+        let before = self.conn.pc.get_transceivers().count();
+        if let Err(e) = self.conn.pc.set_remote_description(now, offer) {
+            self.pump();
+            return Err(PeerError::InvalidDescription(e.to_string()));
+        }
+        self.set_signaling(Op::SetRemote(DescType::Offer), "remote offer");
+        self.pump();
+        let after = self.conn.pc.get_transceivers().count();
+        for _ in before..after {
+            let id = TransceiverId(self.next_id());
+            let index = self.conn.transceivers.len();
+            let kind = self.conn.kind_at(index);
+            self.conn.transceivers.push(TransceiverSlot {
+                id,
+                kind,
+                origin: Origin::Remote,
+                pending_remote: true,
+            });
+        }
+        self.after_remote_description();
+
+        // Parameterless SLD in have-remote-offer creates and applies an answer (JSEP 5.4).
+        let answer = match self.conn.pc.create_answer(None) {
+            Ok(a) => a,
+            Err(e) => return Err(PeerError::InvalidDescription(e.to_string())),
+        };
+        if let Err(e) = self.conn.pc.set_local_description(now, answer.clone()) {
+            return Err(PeerError::InvalidDescription(e.to_string()));
+        }
+        self.set_signaling(Op::SetLocal(DescType::Answer), "local answer");
+        self.pump();
+        self.counters.answers += 1;
+        self.send_signal(Payload::Description {
+            description: Description {
+                kind: SdpKind::Answer,
+                sdp: answer.sdp,
+            },
+            offer_id,
+        });
+        self.trickle_local_candidates();
+        self.on_negotiated(false);
+        Ok(())
+    }
+
+    fn on_remote_answer(
+        &mut self,
+        description: Description,
+        offer_id: Option<u64>,
+    ) -> Result<(), PeerError> {
+        let parsed = parse_description(&description)?;
+        if let Some(id) = offer_id
+            && self.conn.rolled_back.contains(&id)
+        {
+            // We rolled that offer back, yet the remote applied it: it yielded to us while we
+            // yielded to it. Both sides are polite; break the symmetry with a random back-off.
+            self.counters.stale_descriptions += 1;
+            self.on_both_polite();
+            return Ok(());
+        }
+        if self.conn.signaling != SignalingState::HaveLocalOffer {
+            self.counters.stale_descriptions += 1;
+            self.diagnose(Diagnostic::AnswerWithoutOffer);
+            return Ok(());
+        }
+        if let (Some(answers), Some(pending)) = (offer_id, self.conn.pending_offer)
+            && answers != pending
+        {
+            self.counters.stale_descriptions += 1;
+            self.diagnose(Diagnostic::StaleAnswer {
+                answers,
+                pending: Some(pending),
+            });
+            return Ok(());
+        }
+        self.conn.is_setting_remote_answer_pending = true;
+        let result = self.conn.pc.set_remote_description(self.now, parsed);
+        self.conn.is_setting_remote_answer_pending = false;
+        if let Err(e) = result {
+            self.pump();
+            return Err(PeerError::InvalidDescription(e.to_string()));
+        }
+        self.set_signaling(Op::SetRemote(DescType::Answer), "remote answer");
+        self.pump();
+        self.conn.pending_offer = None;
+        self.counters.answers_applied += 1;
+        self.after_remote_description();
+        self.on_negotiated(true);
+        Ok(())
+    }
+
+    fn rollback_local_offer(&mut self, reason: &str) {
+        let rollback = RTCSessionDescription::rollback(None)
+            .expect("invariant: a rollback description without SDP always builds");
+        // In have-local-offer no transceiver is pending-remote (the flags clear on stable), so
+        // rtc removes none and the mirror keeps its indices.
+        if let Err(e) = self.conn.pc.set_local_description(self.now, rollback) {
+            self.surface(Error::Peer(PeerError::InvalidDescription(format!(
+                "rollback failed: {e}"
+            ))));
+            return;
+        }
+        self.set_signaling(Op::SetLocal(DescType::Rollback), reason);
+        self.pump();
+        if let Some(id) = self.conn.pending_offer.take() {
+            self.conn.rolled_back.push(id);
+            if self.conn.rolled_back.len() > 16 {
+                self.conn.rolled_back.remove(0);
+            }
+        }
+        self.counters.rollbacks += 1;
+    }
+
+    /// The one place the signaling state changes.
+    fn set_signaling(&mut self, op: Op, reason: &str) {
+        let old = self.conn.signaling;
+        match signaling::next(old, op) {
+            Ok(new) => {
+                log::debug!("[{}] signaling {old} -> {new} ({reason})", self.conn.id);
+                self.conn.signaling = new;
+                if new != SignalingState::Stable {
+                    self.conn.negotiation_needed = false;
+                }
+                if new != old {
+                    self.queue
+                        .push_back(Output::Event(Event::SignalingStateChange(new)));
+                }
+            }
+            // rtc accepted an operation our table forbids: a bug in the table, not peer input.
+            Err(invalid) => unreachable!("rtc accepted an invalid transition: {invalid}"),
+        }
+    }
+
+    /// After a remote description was applied: buffered candidates, ICE generations, and the
+    /// end of candidate-error suppression.
+    fn after_remote_description(&mut self) {
+        if let Some(ufrag) = self
+            .conn
+            .pc
+            .remote_description()
+            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+        {
+            if let Some(prev) = self.remote_ufrag_before()
+                && prev != ufrag
+                && !self.conn.old_remote_ufrags.contains(&prev)
+            {
+                self.conn.old_remote_ufrags.push(prev);
+            }
+        }
+        for candidate in std::mem::take(&mut self.conn.early_candidates) {
+            if let Err(e) = self.apply_candidate(candidate) {
+                self.surface(Error::Peer(e));
+            }
+        }
+        self.conn.suppress_candidate_errors = false;
+        self.conn.ignored_offer = None;
+    }
+
+    /// The remote ufrag of the last stable state, if it differs from the pending one.
+    fn remote_ufrag_before(&self) -> Option<String> {
+        self.conn
+            .pc
+            .current_remote_description()
+            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+    }
+
+    /// An offer/answer exchange completed; the connection is stable.
+    fn on_negotiated(&mut self, local_offer: bool) {
+        for slot in &mut self.conn.transceivers {
+            slot.pending_remote = false;
+        }
+        let ufrag = self.local_ufrag();
+        if ufrag != self.conn.last_local_ufrag {
+            if self.conn.last_local_ufrag.is_some() {
+                self.counters.ice_restarts += 1;
+            }
+            self.conn.last_local_ufrag = ufrag.clone();
+        }
+        if let (Some(old), Some(new)) = (&self.conn.ice_restart, &ufrag)
+            && old != new
+        {
+            self.conn.ice_restart = None;
+        }
+        self.conn.negotiation_strikes = 0;
+        self.conn.watchdog = None;
+        if self.conn.connection_state != ConnectionState::Connected {
+            self.arm_watchdog();
+        }
+        self.queue
+            .push_back(Output::Event(Event::Negotiated { local_offer }));
+    }
+
+    // ---------------------------------------------------------------- offers
+
+    /// negotiationneeded: makes an offer if one is needed and the connection is stable.
+    fn maybe_offer(&mut self) -> bool {
+        let c = &self.conn;
+        if c.signaling != SignalingState::Stable
+            || !(c.negotiation_needed || c.ice_restart.is_some())
+            || self.backoff_until.is_some_and(|t| t > self.now)
+        {
+            return false;
+        }
+        self.conn.making_offer = true;
+        let made = self.make_offer();
+        self.conn.making_offer = false;
+        if let Err(e) = made {
+            self.conn.negotiation_needed = false;
+            self.surface(e);
+        }
+        true
+    }
+
+    fn make_offer(&mut self) -> Result<(), Error> {
+        if self.conn.ice_restart.is_some() {
+            self.conn.pc.restart_ice();
+        }
+        let offer = self.conn.pc.create_offer(None).map_err(rtc_api)?;
+        if let Some(current) = self.conn.pc.current_local_description()
+            && sdp::summary(&current.sdp) == sdp::summary(&offer.sdp)
+        {
+            self.counters.redundant_offers += 1;
+        }
+        self.conn
+            .pc
+            .set_local_description(self.now, offer.clone())
+            .map_err(rtc_api)?;
+        self.set_signaling(Op::SetLocal(DescType::Offer), "local offer");
+        self.pump();
+        self.conn.negotiation_needed = false;
+        self.conn.next_offer_id += 1;
+        let id = self.conn.next_offer_id;
+        self.conn.pending_offer = Some(id);
+        self.counters.offers += 1;
+        self.send_signal(Payload::Description {
+            description: Description {
+                kind: SdpKind::Offer,
+                sdp: offer.sdp,
+            },
+            offer_id: Some(id),
+        });
+        self.trickle_local_candidates();
+        self.arm_watchdog();
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- candidates
+
+    fn on_remote_candidate(&mut self, candidate: Option<Candidate>) -> Result<(), PeerError> {
+        // `candidate: null` ends the remote's gathering; rtc needs nothing for it.
+        let Some(candidate) = candidate else {
+            return Ok(());
+        };
+        if self.conn.pc.remote_description().is_none() {
+            // W3C would reject with InvalidStateError; with trickle over a relay that only
+            // means the description is still on its way (webrtc-pc #2519). Keep it for later.
+            if self.conn.early_candidates.len() < EARLY_CANDIDATES {
+                self.conn.early_candidates.push(candidate);
+                self.diagnose(Diagnostic::BufferedCandidate);
+            }
+            return Ok(());
+        }
+        self.apply_candidate(candidate)
+    }
+
+    /// addIceCandidate with the W3C checks rtc skips: ufrag and mid must match the applied
+    /// remote description (webrtc-pc addIceCandidate steps, #1227/#1580).
+    fn apply_candidate(&mut self, candidate: Candidate) -> Result<(), PeerError> {
+        if candidate.candidate.is_empty() {
+            return Ok(()); // end-of-candidates for one m-section
+        }
+        let remote_sdp = self
+            .conn
+            .pc
+            .remote_description()
+            .map(|d| d.sdp.clone())
+            .unwrap_or_default();
+        let refusal = if let Some(ufrag) = candidate.username_fragment.as_deref()
+            && sdp::ice_ufrag(&remote_sdp) != Some(ufrag)
+        {
+            if self.conn.old_remote_ufrags.iter().any(|u| u == ufrag) {
+                self.counters.old_generation_candidates += 1;
+                self.diagnose(Diagnostic::OldGenerationCandidate);
+                return Ok(());
+            }
+            Some(format!("ufrag {ufrag} matches no applied remote description"))
+        } else if let Some(mid) = candidate.sdp_mid.as_deref()
+            && !mids(&remote_sdp).iter().any(|m| m == mid)
+        {
+            Some(format!("mid {mid} matches no remote m-section"))
+        } else {
+            self.conn
+                .pc
+                .add_remote_candidate(RTCIceCandidateInit {
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_m_line_index,
+                    username_fragment: candidate.username_fragment,
+                    url: None,
+                })
+                .err()
+                .map(|e| e.to_string())
+        };
+        match refusal {
+            None => Ok(()),
+            // The pattern: errors of candidates that belong to an ignored offer are expected.
+            Some(_) if self.conn.suppress_candidate_errors => {
+                self.counters.suppressed_candidates += 1;
+                self.diagnose(Diagnostic::SuppressedCandidateError);
+                Ok(())
+            }
+            Some(e) => Err(PeerError::InvalidCandidate(e)),
+        }
+    }
+
+    /// Trickles the local candidates once per local ICE generation, then `candidate: null`.
+    fn trickle_local_candidates(&mut self) {
+        if !self.config.trickle {
+            return;
+        }
+        let Some(local) = self.conn.pc.local_description() else {
+            return;
+        };
+        let ufrag = sdp::ice_ufrag(&local.sdp).map(str::to_owned);
+        if ufrag.is_none() || ufrag == self.conn.trickled_ufrag {
+            return;
+        }
+        let mid = mids(&local.sdp).into_iter().next();
+        self.conn.trickled_ufrag = ufrag.clone();
+        for c in self.conn.local_candidates.clone() {
+            self.send_signal(Payload::Candidate(Some(Candidate {
+                candidate: c.candidate,
+                sdp_mid: mid.clone(),
+                sdp_m_line_index: Some(0),
+                username_fragment: ufrag.clone(),
+            })));
+        }
+        self.send_signal(Payload::Candidate(None));
+    }
+
+    // ---------------------------------------------------------------- watchdog
+
+    fn arm_watchdog(&mut self) {
+        let base = self.config.watchdog_timeout;
+        let jitter = base.mul_f64(self.rng.unit() * 0.5);
+        self.conn.watchdog = Some(self.now + base + jitter);
+    }
+
+    fn fire_watchdog(&mut self) {
+        self.counters.watchdog_firings += 1;
+        match self.conn.signaling {
+            SignalingState::HaveLocalOffer => {
+                self.conn.negotiation_strikes += 1;
+                if self.conn.negotiation_strikes >= STRIKES_BEFORE_NEW_CONNECTION {
+                    self.watchdog_new_connection(WatchdogCause::AnswerTimeout);
+                } else if let Some((offer, offer_id)) = self.conn.ignored_offer.take() {
+                    // Our offer went unanswered while we ignored theirs: the remote is most
+                    // likely impolite too. Yield once, as a polite peer would.
+                    self.report_watchdog(WatchdogCause::BothImpolite, Recovery::YieldedToIgnoredOffer);
+                    match parse_description(&offer) {
+                        Ok(parsed) => {
+                            if let Err(e) = self.apply_remote_offer(parsed, offer_id) {
+                                self.surface(Error::Peer(e));
+                            }
+                        }
+                        Err(e) => self.surface(Error::Peer(e)),
+                    }
+                } else {
+                    self.report_watchdog(WatchdogCause::AnswerTimeout, Recovery::Reoffer);
+                    self.rollback_local_offer("watchdog: no answer");
+                    self.conn.negotiation_needed = true;
+                    self.arm_watchdog();
+                }
+            }
+            SignalingState::Stable if self.conn.local_candidates.is_empty() => {
+                self.report_watchdog(WatchdogCause::NoLocalCandidates, Recovery::ReportOnly);
+            }
+            SignalingState::Stable if self.conn.connection_state != ConnectionState::Connected => {
+                self.conn.transport_strikes += 1;
+                if self.conn.transport_strikes >= STRIKES_BEFORE_NEW_CONNECTION {
+                    self.watchdog_new_connection(WatchdogCause::TransportStalled);
+                } else {
+                    self.report_watchdog(WatchdogCause::TransportStalled, Recovery::RestartIce);
+                    let _ = self.restart_ice();
+                    self.arm_watchdog();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_both_polite(&mut self) {
+        self.counters.watchdog_firings += 1;
+        self.report_watchdog(WatchdogCause::BothPolite, Recovery::BackOff);
+        if self.backoff_until.is_none() {
+            let base = self.config.watchdog_timeout;
+            let delay = base.mul_f64(0.1 + 0.9 * self.rng.unit());
+            self.backoff_until = Some(self.now + delay);
+        }
+    }
+
+    fn watchdog_new_connection(&mut self, cause: WatchdogCause) {
+        self.report_watchdog(cause, Recovery::NewConnection);
+        let id = random_connection_id(&mut self.rng);
+        self.replace_connection(id, Some(ReplaceReason::Watchdog));
+        self.conn.negotiation_needed = true;
+    }
+
+    fn report_watchdog(&mut self, cause: WatchdogCause, recovery: Recovery) {
+        log::info!("[{}] watchdog: {cause:?}, {recovery:?}", self.conn.id);
+        self.queue
+            .push_back(Output::Event(Event::Watchdog { cause, recovery }));
+    }
+
+    // ---------------------------------------------------------------- connections
+
+    /// Replaces the current connection by a new one bound to `id`, replaying the
+    /// application's channels and transceivers onto it.
+    fn replace_connection(&mut self, id: ConnectionId, reason: Option<ReplaceReason>) {
+        let fresh = match Connection::new(id.clone(), &self.config, self.now) {
+            Ok(c) => c,
+            Err(e) => {
+                self.surface(Error::Config(e));
+                return;
+            }
+        };
+        self.shut_down_connection();
+        let old = std::mem::replace(&mut self.conn, fresh);
+        for (channel, slot) in &old.channels {
+            if slot.open {
+                self.queue
+                    .push_back(Output::Event(Event::ChannelClosed { id: *channel }));
+            }
+        }
+        self.remember_retired(old.id.clone());
+        for (raw, intent) in self.intents.clone() {
+            let result = match intent {
+                Intent::Channel { label, options } => {
+                    self.conn.create_channel(ChannelId(raw), &label, &options)
+                }
+                Intent::Transceiver { kind, direction } => {
+                    let ssrc = self.rng.next_u64() as u32;
+                    self.conn
+                        .add_transceiver(TransceiverId(raw), kind, direction, ssrc)
+                }
+            };
+            if let Err(e) = result {
+                self.surface(Error::Api(e));
+            }
+        }
+        self.pump();
+        if let Some(reason) = reason {
+            self.counters.connections_replaced += 1;
+            self.queue.push_back(Output::Event(Event::ConnectionReplaced {
+                old: old.id,
+                new: id,
+                reason,
+            }));
+        }
+    }
+
+    /// Closes the current rtc connection and queues its last datagrams (SCTP ABORT, DTLS
+    /// close_notify) so the peer learns at once.
+    fn shut_down_connection(&mut self) {
+        let _ = self.conn.pc.close();
+        while let Some(w) = self.conn.pc.poll_write() {
+            self.queue.push_back(Output::Transmit(Transmit {
+                source: w.transport.local_addr,
+                destination: w.transport.peer_addr,
+                contents: w.message.to_vec(),
+            }));
+        }
+        while self.conn.pc.poll_event().is_some() {}
+    }
+
+    fn remember_retired(&mut self, id: ConnectionId) {
+        if self.retired.len() == RETIRED_IDS {
+            self.retired.pop_front();
+        }
+        self.retired.push_back(id);
+    }
+
+    // ---------------------------------------------------------------- rtc events
+
+    /// Drains rtc's events and reads; returns whether anything was drained.
+    fn pump(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.conn.pc.poll_event() {
+                progressed = true;
+                self.on_rtc_event(event);
+            }
+            while let Some(read) = self.conn.pc.poll_read() {
+                progressed = true;
+                if let RTCMessage::DataChannelMessage(rtc_id, msg) = read.message
+                    && let Some(channel) = self.conn.channel_by_rtc(rtc_id)
+                {
+                    self.queue.push_back(Output::Event(Event::Message {
+                        channel,
+                        data: msg.data.to_vec(),
+                        text: msg.is_string,
+                    }));
+                }
+            }
+            if !progressed {
+                return any;
+            }
+            any = true;
+        }
+    }
+
+    fn on_rtc_event(&mut self, event: RTCPeerConnectionEvent) {
+        match event {
+            RTCPeerConnectionEvent::OnNegotiationNeededEvent => {
+                // rtc fires only in stable; a state change out of stable clears it again.
+                if self.conn.signaling == SignalingState::Stable {
+                    self.conn.negotiation_needed = true;
+                }
+            }
+            RTCPeerConnectionEvent::OnSignalingStateChangeEvent(state) => {
+                log::trace!("[{}] rtc signaling {state}", self.conn.id);
+            }
+            RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
+                Ok(init) => self.conn.local_candidates.push(init),
+                Err(err) => log::warn!("[{}] local candidate unusable: {err}", self.conn.id),
+            },
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let new = match state {
+                    RTCPeerConnectionState::Connecting => ConnectionState::Connecting,
+                    RTCPeerConnectionState::Connected => ConnectionState::Connected,
+                    RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+                    RTCPeerConnectionState::Failed => ConnectionState::Failed,
+                    RTCPeerConnectionState::Closed => ConnectionState::Closed,
+                    _ => ConnectionState::New,
+                };
+                if new != self.conn.connection_state {
+                    self.conn.connection_state = new;
+                    self.queue
+                        .push_back(Output::Event(Event::ConnectionStateChange(new)));
+                }
+                match new {
+                    ConnectionState::Connected => {
+                        self.conn.transport_strikes = 0;
+                        if self.conn.signaling == SignalingState::Stable {
+                            self.conn.watchdog = None;
+                        }
+                    }
+                    // MDN: on failure, restart ICE.
+                    ConnectionState::Failed => {
+                        let _ = self.restart_ice();
+                    }
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id)) => {
+                let id = match self.conn.channel_by_rtc(rtc_id) {
+                    Some(id) => id,
+                    None => {
+                        let id = ChannelId(self.next_id());
+                        let label = self
+                            .conn
+                            .pc
+                            .data_channel(rtc_id)
+                            .map(|dc| dc.label().to_owned())
+                            .unwrap_or_default();
+                        self.conn.channels.insert(
+                            id,
+                            ChannelSlot {
+                                rtc: rtc_id,
+                                label,
+                                origin: Origin::Remote,
+                                open: false,
+                            },
+                        );
+                        id
+                    }
+                };
+                if let Some(slot) = self.conn.channels.get_mut(&id)
+                    && !slot.open
+                {
+                    slot.open = true;
+                    let (label, origin) = (slot.label.clone(), slot.origin);
+                    self.queue
+                        .push_back(Output::Event(Event::ChannelOpen { id, label, origin }));
+                }
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id)) => {
+                if let Some(id) = self.conn.channel_by_rtc(rtc_id) {
+                    self.conn.channels.remove(&id);
+                    self.intents.remove(&id.0);
+                    self.queue
+                        .push_back(Output::Event(Event::ChannelClosed { id }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn send_signal(&mut self, payload: Payload) {
+        self.conn.sent = true;
+        self.queue.push_back(Output::Signal(Signal {
+            connection_id: self.conn.id.clone(),
+            payload,
+        }));
+    }
+
+    fn diagnose(&mut self, diagnostic: Diagnostic) {
+        log::debug!("[{}] {diagnostic:?}", self.conn.id);
+        self.queue
+            .push_back(Output::Event(Event::Diagnostic(diagnostic)));
+    }
+
+    fn surface(&mut self, error: Error) {
+        log::warn!("[{}] {error}", self.conn.id);
+        self.queue.push_back(Output::Event(Event::Error(error)));
+    }
+
+    fn check_open(&self) -> Result<(), ApiError> {
+        if self.closed {
+            Err(ApiError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn next_id(&mut self) -> u32 {
+        self.next_object_id += 1;
+        self.next_object_id
+    }
+}
+
+impl Connection {
+    fn new(id: ConnectionId, config: &Config, now: Instant) -> Result<Self, ConfigError> {
+        let mut media = MediaEngine::default();
+        media
+            .register_default_codecs()
+            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+        let settings = SettingEngineBuilder::new()
+            .with_ice_connection_attempts(Some(config.ice_check_interval), None)
+            .with_host_acceptance_min_wait(Some(Duration::ZERO))
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media)
+            .with_setting_engine(settings)
+            .build(now)
+            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+        for addr in &config.local_addrs {
+            let host = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+            let init = RTCIceCandidate::from(&host)
+                .to_json()
+                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+            pc.add_local_candidate(init)
+                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+        }
+        if !config.local_addrs.is_empty() {
+            // End of gathering: every candidate is known up front.
+            pc.add_local_candidate(RTCIceCandidateInit::default())
+                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+        }
+        Ok(Self {
+            id,
+            pc,
+            heard_from_remote: false,
+            sent: false,
+            signaling: SignalingState::Stable,
+            connection_state: ConnectionState::New,
+            making_offer: false,
+            ignore_offer: false,
+            is_setting_remote_answer_pending: false,
+            negotiation_needed: false,
+            ice_restart: None,
+            next_offer_id: 0,
+            pending_offer: None,
+            rolled_back: Vec::new(),
+            last_remote_offer_id: None,
+            last_remote_offer_sdp: None,
+            ignored_offer: None,
+            early_candidates: Vec::new(),
+            suppress_candidate_errors: false,
+            old_remote_ufrags: Vec::new(),
+            local_candidates: Vec::new(),
+            trickled_ufrag: None,
+            last_local_ufrag: None,
+            channels: BTreeMap::new(),
+            transceivers: Vec::new(),
+            watchdog: None,
+            negotiation_strikes: 0,
+            transport_strikes: 0,
+        })
+    }
+
+    fn create_channel(
+        &mut self,
+        id: ChannelId,
+        label: &str,
+        options: &ChannelOptions,
+    ) -> Result<(), ApiError> {
+        let init = RTCDataChannelInit {
+            ordered: options.ordered,
+            max_packet_life_time: options.max_packet_life_time,
+            max_retransmits: options.max_retransmits,
+            protocol: options.protocol.clone(),
+            negotiated: options.negotiated,
+        };
+        let dc = self
+            .pc
+            .create_data_channel(label, Some(init))
+            .map_err(rtc_api)?;
+        let rtc_id = dc.id();
+        let open = dc.ready_state() == RTCDataChannelState::Open;
+        self.channels.insert(
+            id,
+            ChannelSlot {
+                rtc: rtc_id,
+                label: label.to_owned(),
+                origin: Origin::Local,
+                open,
+            },
+        );
+        Ok(())
+    }
+
+    fn add_transceiver(
+        &mut self,
+        id: TransceiverId,
+        kind: MediaKind,
+        direction: Direction,
+        ssrc: u32,
+    ) -> Result<(), ApiError> {
+        let init = RTCRtpTransceiverInit {
+            direction: to_rtc_direction(direction),
+            streams: vec![],
+            send_encodings: vec![],
+        };
+        if direction.sends() {
+            let mut rng = Rng::new(u64::from(ssrc));
+            let track = make_track(kind, ssrc, &mut rng);
+            self.pc
+                .add_transceiver_from_track(track, Some(init))
+                .map_err(rtc_api)?;
+        } else {
+            // rtc adds by kind only as recvonly; set the wanted direction afterwards.
+            let index = self
+                .pc
+                .add_transceiver_from_kind(to_rtc_kind(kind), None)
+                .map_err(rtc_api)?;
+            if direction != Direction::RecvOnly
+                && let Some(mut t) = self.pc.rtp_transceiver(index)
+            {
+                t.set_direction(to_rtc_direction(direction));
+            }
+        }
+        self.transceivers.push(TransceiverSlot {
+            id,
+            kind,
+            origin: Origin::Local,
+            pending_remote: false,
+        });
+        Ok(())
+    }
+
+    /// Mirrors transceivers rtc appended on its own (add_track that found nothing to reuse).
+    fn sync_new_transceivers(&mut self, origin: Origin, next_id: &mut u32) {
+        let count = self.pc.get_transceivers().count();
+        while self.transceivers.len() < count {
+            *next_id += 1;
+            let kind = self.kind_at(self.transceivers.len());
+            self.transceivers.push(TransceiverSlot {
+                id: TransceiverId(*next_id),
+                kind,
+                origin,
+                pending_remote: false,
+            });
+        }
+    }
+
+    fn kind_at(&mut self, index: usize) -> MediaKind {
+        let sdp = self
+            .pc
+            .remote_description()
+            .map(|d| d.sdp.clone())
+            .unwrap_or_default();
+        let mid = self
+            .pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.mid().clone());
+        media_of_mid(&sdp, mid.as_deref()).unwrap_or(MediaKind::Video)
+    }
+
+    fn index_of(&self, id: TransceiverId) -> Result<usize, ApiError> {
+        self.transceivers
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or(ApiError::UnknownTransceiver(id))
+    }
+
+    fn index_of_sender(&mut self, sender: RTCRtpSenderId) -> Option<usize> {
+        (0..self.transceivers.len()).find(|&i| {
+            self.pc
+                .rtp_transceiver(i)
+                .is_some_and(|t| t.sender() == Some(sender))
+        })
+    }
+
+    fn channel_by_rtc(&self, rtc_id: RTCDataChannelId) -> Option<ChannelId> {
+        self.channels
+            .iter()
+            .find(|(_, s)| s.rtc == rtc_id)
+            .map(|(id, _)| *id)
+    }
+}
+
+fn parse_description(d: &Description) -> Result<RTCSessionDescription, PeerError> {
+    let parsed = match d.kind {
+        SdpKind::Offer => RTCSessionDescription::offer(d.sdp.clone()),
+        SdpKind::Answer => RTCSessionDescription::answer(d.sdp.clone()),
+    };
+    parsed.map_err(|e| PeerError::InvalidDescription(e.to_string()))
+}
+
+fn random_connection_id(rng: &mut Rng) -> ConnectionId {
+    ConnectionId::new(format!("{:016x}", rng.next_u64()))
+}
+
+fn mids(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn media_of_mid(sdp: &str, mid: Option<&str>) -> Option<MediaKind> {
+    let mid = mid?;
+    let mut media = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            media = match m.split_whitespace().next() {
+                Some("audio") => Some(MediaKind::Audio),
+                Some("video") => Some(MediaKind::Video),
+                _ => None,
+            };
+        } else if line.strip_prefix("a=mid:") == Some(mid) {
+            return media;
+        }
+    }
+    None
+}
+
+fn make_track(kind: MediaKind, ssrc: u32, rng: &mut Rng) -> MediaStreamTrack {
+    let (mime_type, clock_rate, channels) = match kind {
+        MediaKind::Audio => (MIME_TYPE_OPUS, 48_000, 2),
+        MediaKind::Video => (MIME_TYPE_VP8, 90_000, 0),
+    };
+    let tag = format!("{:016x}", rng.next_u64());
+    MediaStreamTrack::new(
+        format!("stream-{tag}"),
+        format!("track-{tag}"),
+        format!("{kind:?}").to_lowercase(),
+        to_rtc_kind(kind),
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: mime_type.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    )
+}
+
+fn to_rtc_kind(kind: MediaKind) -> RtpCodecKind {
+    match kind {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    }
+}
+
+fn to_rtc_direction(d: Direction) -> RTCRtpTransceiverDirection {
+    match d {
+        Direction::SendRecv => RTCRtpTransceiverDirection::Sendrecv,
+        Direction::SendOnly => RTCRtpTransceiverDirection::Sendonly,
+        Direction::RecvOnly => RTCRtpTransceiverDirection::Recvonly,
+        Direction::Inactive => RTCRtpTransceiverDirection::Inactive,
+    }
+}
+
+fn from_rtc_direction(d: RTCRtpTransceiverDirection) -> Option<Direction> {
+    match d {
+        RTCRtpTransceiverDirection::Sendrecv => Some(Direction::SendRecv),
+        RTCRtpTransceiverDirection::Sendonly => Some(Direction::SendOnly),
+        RTCRtpTransceiverDirection::Recvonly => Some(Direction::RecvOnly),
+        RTCRtpTransceiverDirection::Inactive => Some(Direction::Inactive),
+        _ => None,
+    }
+}
+
+fn rtc_api(e: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidArgument(e.to_string())
+}

@@ -1,0 +1,199 @@
+//! What the engine tells the application.
+
+use crate::error::Error;
+use crate::media::{ChannelId, MediaKind, Origin, TransceiverId};
+use crate::signal::ConnectionId;
+use crate::signaling::SignalingState;
+
+/// An application event, drained with [`Engine::poll_output`](crate::Engine::poll_output).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The signaling state changed.
+    SignalingStateChange(SignalingState),
+    /// An offer/answer exchange completed and the connection is stable (the WPT helper's
+    /// `negotiated`). `local_offer` tells whether this side made the offer.
+    Negotiated {
+        /// Whether this side was the offerer.
+        local_offer: bool,
+    },
+    /// The transport's overall state changed.
+    ConnectionStateChange(ConnectionState),
+    /// A data channel opened, on either side's initiative.
+    ChannelOpen {
+        /// The channel.
+        id: ChannelId,
+        /// Its label.
+        label: String,
+        /// Who created it.
+        origin: Origin,
+    },
+    /// A data channel closed.
+    ChannelClosed {
+        /// The channel.
+        id: ChannelId,
+    },
+    /// A message arrived on a data channel.
+    Message {
+        /// The channel.
+        channel: ChannelId,
+        /// The payload.
+        data: Vec<u8>,
+        /// Whether the sender sent it as text.
+        text: bool,
+    },
+    /// The remote side started sending on a transceiver.
+    Track {
+        /// The transceiver that receives it, if it is known to the engine.
+        transceiver: Option<TransceiverId>,
+        /// Audio or video.
+        kind: Option<MediaKind>,
+    },
+    /// The peer connection was replaced by a new one with a new connection id.
+    ConnectionReplaced {
+        /// The id that is retired.
+        old: ConnectionId,
+        /// The id now in use.
+        new: ConnectionId,
+        /// Why.
+        reason: ReplaceReason,
+    },
+    /// The negotiation watchdog found no progress and acted.
+    Watchdog {
+        /// The likely cause.
+        cause: WatchdogCause,
+        /// What the engine did about it.
+        recovery: Recovery,
+    },
+    /// Something the pattern expects and handles, reported for debugging (never an error).
+    Diagnostic(Diagnostic),
+    /// An error surfaced to the application. Errors the pattern expects (a colliding offer,
+    /// a candidate of an ignored offer) are never surfaced; they appear as diagnostics.
+    Error(Error),
+    /// The engine closed, on local request or because the peer said `bye`.
+    Closed {
+        /// True if the remote peer closed.
+        by_remote: bool,
+    },
+}
+
+/// The overall transport state (W3C `RTCPeerConnectionState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConnectionState {
+    /// Not started.
+    New,
+    /// ICE or DTLS in progress.
+    Connecting,
+    /// Connected.
+    Connected,
+    /// Connectivity lost, may recover.
+    Disconnected,
+    /// Failed; needs an ICE restart.
+    Failed,
+    /// Closed.
+    Closed,
+}
+
+/// Why a connection was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceReason {
+    /// Both sides created a connection at once; the polite side adopted the remote's id.
+    Collision,
+    /// The remote peer restarted and came back with a new connection id.
+    RemoteRestarted,
+    /// The watchdog gave up on the current connection.
+    Watchdog,
+}
+
+/// The watchdog's best guess at why a negotiation stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogCause {
+    /// Our offer was not answered while we ignored a colliding offer: the remote is probably
+    /// impolite too (both sides ignore, nobody answers).
+    BothImpolite,
+    /// An answer arrived for an offer we had rolled back: the remote yielded to us while we
+    /// yielded to it, so it is polite too (livelock).
+    BothPolite,
+    /// Our offer was not answered and nothing collided: a message was probably lost.
+    AnswerTimeout,
+    /// No local candidate exists: ICE gathering never started.
+    NoLocalCandidates,
+    /// Negotiation completed but the transport did not connect.
+    TransportStalled,
+}
+
+/// What the watchdog did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Applied the colliding offer it had ignored, as a polite peer would.
+    YieldedToIgnoredOffer,
+    /// Rolled back its own offer and will offer again.
+    Reoffer,
+    /// Waits a random back-off before offering again, to break the symmetry.
+    BackOff,
+    /// Restarted ICE.
+    RestartIce,
+    /// Replaced the connection with a new one (new connection id).
+    NewConnection,
+    /// Nothing the engine can do; the application must act (e.g. supply candidates).
+    ReportOnly,
+}
+
+/// Expected events of the pattern, reported for debugging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Diagnostic {
+    /// Impolite: a colliding offer was ignored.
+    IgnoredOffer,
+    /// Polite: our offer was rolled back to accept the remote's.
+    RolledBack,
+    /// An answer arrived while no offer of ours was pending.
+    AnswerWithoutOffer,
+    /// An answer for an older offer arrived after a newer one was sent.
+    StaleAnswer {
+        /// The offer it answers.
+        answers: u64,
+        /// The offer pending now.
+        pending: Option<u64>,
+    },
+    /// The same offer arrived twice.
+    DuplicateOffer,
+    /// A message for a connection that was replaced, or that we never adopted.
+    UnknownConnection(ConnectionId),
+    /// A candidate of an older ICE generation (its ufrag is no longer the remote's).
+    OldGenerationCandidate,
+    /// A candidate that failed because it belongs to an ignored offer.
+    SuppressedCandidateError,
+    /// Candidates arrived before any remote description and were buffered.
+    BufferedCandidate,
+}
+
+/// Counters an application can read with [`Engine::counters`](crate::Engine::counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Offers sent.
+    pub offers: u64,
+    /// Answers sent.
+    pub answers: u64,
+    /// Offers received.
+    pub offers_received: u64,
+    /// Answers received and applied.
+    pub answers_applied: u64,
+    /// Own offers rolled back (polite side of a glare).
+    pub rollbacks: u64,
+    /// Remote offers ignored (impolite side of a glare).
+    pub ignored_offers: u64,
+    /// Candidate failures suppressed because they belong to an ignored offer.
+    pub suppressed_candidates: u64,
+    /// Candidates dropped because they belong to an old ICE generation.
+    pub old_generation_candidates: u64,
+    /// Stale or duplicate descriptions ignored.
+    pub stale_descriptions: u64,
+    /// Watchdog firings.
+    pub watchdog_firings: u64,
+    /// Connections replaced by a new connection id.
+    pub connections_replaced: u64,
+    /// ICE restarts applied (local credentials changed).
+    pub ice_restarts: u64,
+    /// Offers that changed nothing against the current local description; the pattern's
+    /// minimum is zero.
+    pub redundant_offers: u64,
+}

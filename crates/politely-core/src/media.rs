@@ -1,0 +1,145 @@
+//! Application-level handles and options: data channels and transceivers.
+//!
+//! Ids are the engine's own, not rtc's: rtc's transceiver ids are indices that shift when a
+//! rollback removes a transceiver, and a connection replaced by a new one (new connection id)
+//! gets new rtc objects. The engine's ids stay valid across both.
+
+use std::fmt;
+
+/// A data channel of this engine, stable across rollbacks and connection replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChannelId(pub(crate) u32);
+
+/// A transceiver of this engine, stable across rollbacks and connection replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TransceiverId(pub(crate) u32);
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ch{}", self.0)
+    }
+}
+
+impl fmt::Display for TransceiverId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tr{}", self.0)
+    }
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MediaKind {
+    /// An audio m-section (Opus).
+    Audio,
+    /// A video m-section (VP8).
+    Video,
+}
+
+/// A transceiver's direction (W3C `RTCRtpTransceiverDirection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// Send and receive.
+    SendRecv,
+    /// Send only.
+    SendOnly,
+    /// Receive only.
+    RecvOnly,
+    /// Neither.
+    Inactive,
+}
+
+impl Direction {
+    /// The direction as the other end sees it.
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            d => d,
+        }
+    }
+
+    /// Whether this direction sends.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        })
+    }
+}
+
+/// Options of a new data channel (W3C `RTCDataChannelInit`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// Deliver in order (default true).
+    pub ordered: bool,
+    /// Give up on a message after this many retransmissions.
+    pub max_retransmits: Option<u16>,
+    /// Give up on a message after this many milliseconds.
+    pub max_packet_life_time: Option<u16>,
+    /// The subprotocol name.
+    pub protocol: String,
+    /// An out-of-band negotiated stream id; `None` announces the channel in-band (DCEP), with
+    /// the id chosen by DTLS role once it is known (RFC 8832 §6: client even, server odd).
+    pub negotiated: Option<u16>,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        Self {
+            ordered: true,
+            max_retransmits: None,
+            max_packet_life_time: None,
+            protocol: String::new(),
+            negotiated: None,
+        }
+    }
+}
+
+/// Who opened a data channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This side created it.
+    Local,
+    /// The remote side created it.
+    Remote,
+}
+
+/// A snapshot of one transceiver, for inspection and convergence checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransceiverInfo {
+    /// The engine's id.
+    pub id: TransceiverId,
+    /// Audio or video.
+    pub kind: MediaKind,
+    /// The mid, once negotiated; never a provisional one.
+    pub mid: Option<String>,
+    /// The preferred direction.
+    pub direction: Direction,
+    /// The negotiated direction, if negotiated.
+    pub current_direction: Option<Direction>,
+    /// Who created it.
+    pub origin: Origin,
+}
+
+/// A snapshot of one data channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The engine's id.
+    pub id: ChannelId,
+    /// The label.
+    pub label: String,
+    /// Who created it.
+    pub origin: Origin,
+    /// Whether it is open.
+    pub open: bool,
+    /// The SCTP stream id, once assigned.
+    pub stream_id: Option<u16>,
+}

@@ -1,0 +1,74 @@
+//! The few facts the engine reads from SDP text: ICE ufrag, mids, and a summary of what an
+//! offer would negotiate. Line-based on purpose: rtc has already validated any SDP these see.
+
+/// The ICE ufrag of the first m-section or the session, whichever comes first (BUNDLE: one
+/// transport).
+pub(crate) fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
+}
+
+/// The negotiable content of a description: per m-section its media, mid, direction and send
+/// stream, plus the ICE ufrag. Two descriptions with equal summaries negotiate the same thing,
+/// so an offer whose summary equals the current local description's was not needed.
+pub(crate) fn summary(sdp: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(ufrag) = ice_ufrag(sdp) {
+        out.push(format!("ufrag={ufrag}"));
+    }
+    let mut section: Option<String> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            out.extend(section.take());
+            // Media type and whether the section is rejected (port 0).
+            let mut parts = m.split_whitespace();
+            let media = parts.next().unwrap_or("");
+            let rejected = parts.next() == Some("0");
+            section = Some(format!("m={media} rejected={rejected}"));
+        } else if let Some(s) = section.as_mut() {
+            for key in ["a=mid:", "a=msid:"] {
+                if let Some(v) = line.strip_prefix(key) {
+                    // Only the stream id of an msid matters to negotiation-needed (W3C 5.3.1).
+                    let v = v.split_whitespace().next().unwrap_or("");
+                    s.push_str(&format!(" {key}{v}"));
+                }
+            }
+            if matches!(
+                line,
+                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+            ) {
+                s.push(' ');
+                s.push_str(line);
+            }
+        }
+    }
+    out.extend(section);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SDP: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:abcd\r\na=mid:0\r\na=sendrecv\r\na=msid:s1 t1\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:abcd\r\na=mid:1\r\n";
+
+    #[test]
+    fn reads_ufrag_and_summary() {
+        assert_eq!(ice_ufrag(SDP), Some("abcd"));
+        assert_eq!(
+            summary(SDP),
+            vec![
+                "ufrag=abcd".to_owned(),
+                "m=audio rejected=false a=mid:0 a=sendrecv a=msid:s1".to_owned(),
+                "m=application rejected=false a=mid:1".to_owned(),
+            ]
+        );
+        let changed = SDP.replace("a=sendrecv", "a=recvonly");
+        assert_ne!(summary(SDP), summary(&changed));
+        let reversioned = SDP.replace("o=- 1 2", "o=- 1 3");
+        assert_eq!(summary(SDP), summary(&reversioned));
+    }
+}

@@ -1,0 +1,288 @@
+//! Signaling messages between two peers: the W3C/MDN shapes plus a connection id.
+//!
+//! ```json
+//! {"connectionId":"…","description":{"type":"offer","sdp":"…"},"offerId":3}
+//! {"connectionId":"…","candidate":{"candidate":"…","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"…"}}
+//! {"connectionId":"…","candidate":null}
+//! {"connectionId":"…","bye":true}
+//! ```
+//!
+//! `offerId` is politely's stale-answer guard: each side numbers its offers on a connection, and
+//! an answer repeats the number of the offer it answers (LiveKit's offerId/answerId idea). It is
+//! optional, so a page written with the plain MDN pattern interoperates; without it, the engine
+//! falls back to the signaling state and to comparing SDP.
+
+use crate::error::PeerError;
+use serde_json::{Map, Value, json};
+use std::fmt;
+
+/// Identifies one peer connection between two peers (OWT's `connectionId`).
+///
+/// Every message of a connection carries it, so messages that belong to an older or another
+/// connection are recognised and dropped instead of being applied to the current one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionId(String);
+
+impl ConnectionId {
+    /// Wraps an id chosen by the application or received from the peer.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The type of a session description on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpKind {
+    /// An offer (JSEP `offer`).
+    Offer,
+    /// A final answer (JSEP `answer`).
+    Answer,
+}
+
+impl SdpKind {
+    /// The JSEP type string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SdpKind::Offer => "offer",
+            SdpKind::Answer => "answer",
+        }
+    }
+}
+
+/// A session description as carried by `{"description": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// Offer or answer.
+    pub kind: SdpKind,
+    /// The SDP text.
+    pub sdp: String,
+}
+
+/// An ICE candidate as carried by `{"candidate": {...}}` (W3C `RTCIceCandidateInit`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Candidate {
+    /// The `candidate:` attribute; empty means end-of-candidates for that m-section.
+    pub candidate: String,
+    /// The media stream identification tag the candidate belongs to.
+    pub sdp_mid: Option<String>,
+    /// The index of the m-section the candidate belongs to.
+    pub sdp_m_line_index: Option<u16>,
+    /// The ICE ufrag of the generation the candidate belongs to.
+    pub username_fragment: Option<String>,
+}
+
+/// What a signaling message says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// A session description, with the sender's offer number (see the module docs).
+    Description {
+        /// The description.
+        description: Description,
+        /// For an offer, its number; for an answer, the number of the offer it answers.
+        offer_id: Option<u64>,
+    },
+    /// A trickled candidate, or `None` for end-of-candidates (`"candidate": null`).
+    Candidate(Option<Candidate>),
+    /// The sender closed this connection.
+    Bye,
+}
+
+/// One signaling message of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// The connection the message belongs to.
+    pub connection_id: ConnectionId,
+    /// What it says.
+    pub payload: Payload,
+}
+
+impl Signal {
+    /// The message as a JSON value, in the W3C shapes.
+    pub fn to_json(&self) -> Value {
+        let mut obj = Map::new();
+        obj.insert("connectionId".into(), json!(self.connection_id.as_str()));
+        match &self.payload {
+            Payload::Description {
+                description,
+                offer_id,
+            } => {
+                obj.insert(
+                    "description".into(),
+                    json!({"type": description.kind.as_str(), "sdp": description.sdp}),
+                );
+                if let Some(id) = offer_id {
+                    obj.insert("offerId".into(), json!(id));
+                }
+            }
+            Payload::Candidate(None) => {
+                obj.insert("candidate".into(), Value::Null);
+            }
+            Payload::Candidate(Some(c)) => {
+                let mut cand = Map::new();
+                cand.insert("candidate".into(), json!(c.candidate));
+                cand.insert("sdpMid".into(), json!(c.sdp_mid));
+                cand.insert("sdpMLineIndex".into(), json!(c.sdp_m_line_index));
+                if let Some(ufrag) = &c.username_fragment {
+                    cand.insert("usernameFragment".into(), json!(ufrag));
+                }
+                obj.insert("candidate".into(), Value::Object(cand));
+            }
+            Payload::Bye => {
+                obj.insert("bye".into(), json!(true));
+            }
+        }
+        Value::Object(obj)
+    }
+
+    /// Parses a message in the W3C shapes. Unknown fields are ignored, so peers may add their
+    /// own; a message with none of `description`, `candidate` and `bye` is an error.
+    pub fn from_json(value: &Value) -> Result<Signal, PeerError> {
+        let obj = value
+            .as_object()
+            .ok_or(PeerError::MalformedSignal("not a JSON object"))?;
+        let connection_id = match obj.get("connectionId") {
+            Some(Value::String(s)) if !s.is_empty() => ConnectionId::new(s.clone()),
+            Some(Value::String(_)) => return Err(PeerError::MalformedSignal("empty connectionId")),
+            Some(_) => return Err(PeerError::MalformedSignal("connectionId is not a string")),
+            None => return Err(PeerError::MalformedSignal("missing connectionId")),
+        };
+        let payload = if let Some(d) = obj.get("description") {
+            let d = d
+                .as_object()
+                .ok_or(PeerError::MalformedSignal("description is not an object"))?;
+            let kind = match d.get("type").and_then(Value::as_str) {
+                Some("offer") => SdpKind::Offer,
+                Some("answer") => SdpKind::Answer,
+                Some("pranswer") => return Err(PeerError::Unsupported("pranswer")),
+                Some("rollback") => return Err(PeerError::Unsupported("rollback on the wire")),
+                _ => return Err(PeerError::MalformedSignal("description.type")),
+            };
+            let sdp = d
+                .get("sdp")
+                .and_then(Value::as_str)
+                .ok_or(PeerError::MalformedSignal("description.sdp"))?
+                .to_owned();
+            let offer_id = match obj.get("offerId") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .ok_or(PeerError::MalformedSignal("offerId is not a non-negative integer"))?,
+                ),
+            };
+            Payload::Description {
+                description: Description { kind, sdp },
+                offer_id,
+            }
+        } else if let Some(c) = obj.get("candidate") {
+            match c {
+                Value::Null => Payload::Candidate(None),
+                Value::Object(c) => {
+                    let opt_str = |key: &'static str| -> Result<Option<String>, PeerError> {
+                        match c.get(key) {
+                            None | Some(Value::Null) => Ok(None),
+                            Some(Value::String(s)) => Ok(Some(s.clone())),
+                            Some(_) => Err(PeerError::MalformedSignal(key)),
+                        }
+                    };
+                    let sdp_m_line_index = match c.get("sdpMLineIndex") {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(
+                            v.as_u64()
+                                .and_then(|n| u16::try_from(n).ok())
+                                .ok_or(PeerError::MalformedSignal("sdpMLineIndex"))?,
+                        ),
+                    };
+                    Payload::Candidate(Some(Candidate {
+                        candidate: opt_str("candidate")?.unwrap_or_default(),
+                        sdp_mid: opt_str("sdpMid")?,
+                        sdp_m_line_index,
+                        username_fragment: opt_str("usernameFragment")?,
+                    }))
+                }
+                _ => return Err(PeerError::MalformedSignal("candidate is not an object or null")),
+            }
+        } else if obj.get("bye").and_then(Value::as_bool) == Some(true) {
+            Payload::Bye
+        } else {
+            return Err(PeerError::MalformedSignal(
+                "none of description, candidate, bye",
+            ));
+        };
+        Ok(Signal {
+            connection_id,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(text: &str) -> Signal {
+        let value: Value = serde_json::from_str(text).unwrap();
+        let signal = Signal::from_json(&value).unwrap();
+        assert_eq!(signal.to_json(), value, "golden shape changed for {text}");
+        signal
+    }
+
+    #[test]
+    fn golden_description() {
+        let s = round_trip(
+            r#"{"connectionId":"c1","description":{"type":"offer","sdp":"v=0\r\n"},"offerId":3}"#,
+        );
+        assert!(matches!(
+            s.payload,
+            Payload::Description {
+                offer_id: Some(3),
+                ..
+            }
+        ));
+        round_trip(r#"{"connectionId":"c1","description":{"type":"answer","sdp":"v=0\r\n"}}"#);
+    }
+
+    #[test]
+    fn golden_candidate_and_end_of_candidates_and_bye() {
+        round_trip(
+            r#"{"connectionId":"c","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"abcd"}}"#,
+        );
+        let end = round_trip(r#"{"connectionId":"c","candidate":null}"#);
+        assert_eq!(end.payload, Payload::Candidate(None));
+        assert_eq!(
+            round_trip(r#"{"connectionId":"c","bye":true}"#).payload,
+            Payload::Bye
+        );
+    }
+
+    #[test]
+    fn malformed_signals_are_peer_errors() {
+        for text in [
+            "3",
+            r#"{"description":{"type":"offer","sdp":""}}"#,
+            r#"{"connectionId":"","bye":true}"#,
+            r#"{"connectionId":7,"bye":true}"#,
+            r#"{"connectionId":"c"}"#,
+            r#"{"connectionId":"c","description":{"type":"bogus","sdp":""}}"#,
+            r#"{"connectionId":"c","description":{"type":"offer"}}"#,
+            r#"{"connectionId":"c","description":{"type":"pranswer","sdp":""}}"#,
+            r#"{"connectionId":"c","description":{"type":"offer","sdp":""},"offerId":-1}"#,
+            r#"{"connectionId":"c","candidate":{"candidate":5}}"#,
+            r#"{"connectionId":"c","candidate":{"candidate":"x","sdpMLineIndex":70000}}"#,
+            r#"{"connectionId":"c","candidate":"x"}"#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert!(Signal::from_json(&value).is_err(), "accepted {text}");
+        }
+    }
+}
