@@ -55,6 +55,13 @@ pub struct Config {
     /// How long a negotiation may make no progress before the watchdog acts. A random jitter
     /// of up to half this is added, so two peers stuck the same way do not retry in lockstep.
     pub watchdog_timeout: Duration,
+    /// Carry a data section (`m=application`) in a connection's first offer even when the
+    /// application has not created a data channel yet. rtc 0.21 starts SCTP only at the moment
+    /// DTLS completes, so a data section added by a later renegotiation never connects and its
+    /// channels never open. The section is carried by an out-of-band negotiated channel on
+    /// stream 1000 that is never announced, so neither this application nor the peer's sees
+    /// it. Turn it off for media-only connections that will never open a data channel.
+    pub data_section: bool,
     /// Interval between ICE connectivity checks. rtc's default is 200 ms; 20 ms halves the time
     /// to connect on low-latency paths at the cost of a few more STUN packets.
     pub ice_check_interval: Duration,
@@ -70,6 +77,7 @@ impl Config {
             seed: 0,
             trickle: true,
             watchdog_timeout: Duration::from_secs(5),
+            data_section: true,
             ice_check_interval: Duration::from_millis(20),
         }
     }

@@ -27,6 +27,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+    RTCSctpTransportState,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
@@ -44,6 +45,9 @@ use std::time::{Duration, Instant};
 const RETIRED_IDS: usize = 32;
 /// How many candidates are buffered before any remote description; more are dropped.
 const EARLY_CANDIDATES: usize = 64;
+/// The stream of the hidden channel that carries the data section (see
+/// [`Config::data_section`]). High enough that no peer's in-band channels reach it.
+const DATA_SECTION_STREAM: u16 = 1000;
 /// Watchdog firings without progress before the connection is replaced by a new one.
 const STRIKES_BEFORE_NEW_CONNECTION: u32 = 3;
 
@@ -143,6 +147,11 @@ struct Connection {
     last_local_ufrag: Option<String>,
 
     channels: BTreeMap<ChannelId, ChannelSlot>,
+    /// Local channels held back while the SCTP association is handshaking (see
+    /// `Connection::create_channel`).
+    deferred_channels: Vec<(ChannelId, String, ChannelOptions)>,
+    /// The hidden channel that carries the data section, once created.
+    data_section: Option<RTCDataChannelId>,
     transceivers: Vec<TransceiverSlot>,
 
     watchdog: Option<Instant>,
@@ -275,6 +284,8 @@ impl Engine {
     /// A snapshot of every transceiver, in m-line creation order.
     pub fn transceivers(&mut self) -> Vec<TransceiverInfo> {
         let negotiated = self.negotiated_mids();
+        let local = self.conn.pc.current_local_description();
+        let remote = self.conn.pc.current_remote_description().cloned();
         let mut out = Vec::with_capacity(self.conn.transceivers.len());
         for (index, slot) in self.conn.transceivers.iter().enumerate() {
             let Some(t) = self.conn.pc.rtp_transceiver(index) else {
@@ -283,12 +294,15 @@ impl Engine {
             // Expose a mid only once it is negotiated, never a provisional one
             // (GetStream/stream-video-js PR #2344).
             let mid = t.mid().clone().filter(|m| negotiated.contains(m));
+            let slot_mid = mid.clone();
             out.push(TransceiverInfo {
                 id: slot.id,
                 kind: slot.kind,
                 mid,
                 direction: from_rtc_direction(t.direction()).unwrap_or(Direction::Inactive),
-                current_direction: from_rtc_direction(t.current_direction()),
+                current_direction: slot_mid
+                    .as_deref()
+                    .and_then(|m| negotiated_direction(&local, &remote, m)),
                 origin: slot.origin,
             });
         }
@@ -310,6 +324,15 @@ impl Engine {
                 origin: slot.origin,
                 open: slot.open,
                 stream_id,
+            });
+        }
+        for (id, label, _) in &self.conn.deferred_channels {
+            out.push(ChannelInfo {
+                id: *id,
+                label: label.clone(),
+                origin: Origin::Local,
+                open: false,
+                stream_id: None,
             });
         }
         out
@@ -405,6 +428,10 @@ impl Engine {
     pub fn close_data_channel(&mut self, id: ChannelId) -> Result<(), ApiError> {
         self.check_open()?;
         self.intents.remove(&id.0);
+        if let Some(i) = self.conn.deferred_channels.iter().position(|d| d.0 == id) {
+            self.conn.deferred_channels.remove(i);
+            return Ok(());
+        }
         let slot = self
             .conn
             .channels
@@ -419,6 +446,9 @@ impl Engine {
     /// Sends a message on an open data channel.
     pub fn send(&mut self, channel: ChannelId, data: &[u8], text: bool) -> Result<(), ApiError> {
         self.check_open()?;
+        if self.conn.deferred_channels.iter().any(|d| d.0 == channel) {
+            return Err(ApiError::ChannelNotOpen(channel));
+        }
         let slot = self
             .conn
             .channels
@@ -543,7 +573,7 @@ impl Engine {
         if self.closed {
             return;
         }
-        self.send_signal(Payload::Bye);
+        self.send_signal(Payload::Bye { reconnect: false });
         self.shut_down_connection();
         self.closed = true;
         self.conn.signaling = SignalingState::Closed;
@@ -652,7 +682,13 @@ impl Engine {
                 SdpKind::Answer => self.on_remote_answer(description, offer_id),
             },
             Payload::Candidate(candidate) => self.on_remote_candidate(candidate),
-            Payload::Bye => {
+            Payload::Bye { reconnect: true } => {
+                let id = random_connection_id(&mut self.rng);
+                self.replace_connection(id, Some(ReplaceReason::RemoteRequested));
+                self.conn.negotiation_needed = !self.intents.is_empty();
+                Ok(())
+            }
+            Payload::Bye { reconnect: false } => {
                 self.shut_down_connection();
                 self.closed = true;
                 self.conn.signaling = SignalingState::Closed;
@@ -718,7 +754,7 @@ impl Engine {
         let now = self.now;
         let before = self.conn.pc.get_transceivers().count();
         if let Err(e) = self.conn.pc.set_remote_description(now, offer) {
-            self.pump();
+            self.undo_failed_remote_offer();
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
         self.set_signaling(Op::SetRemote(DescType::Offer), "remote offer");
@@ -804,6 +840,23 @@ impl Engine {
         self.after_remote_description();
         self.on_negotiated(true);
         Ok(())
+    }
+
+    /// rtc's setRemoteDescription is not atomic: it can fail after entering have-remote-offer
+    /// (an offer without ICE credentials, say). Roll rtc back so it agrees with our state.
+    fn undo_failed_remote_offer(&mut self) {
+        if self.conn.pc.pending_remote_description().is_some() {
+            let rollback = RTCSessionDescription::rollback(None)
+                .expect("invariant: a rollback description without SDP always builds");
+            if let Err(e) = self.conn.pc.set_remote_description(self.now, rollback) {
+                log::warn!("[{}] could not undo a failed remote offer: {e}", self.conn.id);
+            }
+        }
+        // A failure part-way may have left transceivers behind; mirror them so ids stay right.
+        self.conn
+            .sync_new_transceivers(Origin::Remote, &mut self.next_object_id);
+        // rtc re-checks negotiation-needed on its way back to stable; pump picks that up.
+        self.pump();
     }
 
     fn rollback_local_offer(&mut self, reason: &str) {
@@ -932,7 +985,29 @@ impl Engine {
         if self.conn.ice_restart.is_some() {
             self.conn.pc.restart_ice();
         }
+        if self.config.data_section
+            && self.conn.data_section.is_none()
+            && self.conn.pc.current_local_description().is_none()
+        {
+            let init = RTCDataChannelInit {
+                negotiated: Some(DATA_SECTION_STREAM),
+                ..Default::default()
+            };
+            let dc = self
+                .conn
+                .pc
+                .create_data_channel("politely", Some(init))
+                .map_err(rtc_api)?;
+            self.conn.data_section = Some(dc.id());
+        }
         let offer = self.conn.pc.create_offer(None).map_err(rtc_api)?;
+        if !offer.sdp.contains("\nm=") {
+            // Nothing to negotiate yet (no channel or transceiver): an offer without an
+            // m-section cannot be applied by anyone.
+            self.conn.negotiation_needed = false;
+            self.conn.ice_restart = None;
+            return Ok(());
+        }
         if let Some(current) = self.conn.pc.current_local_description()
             && sdp::summary(&current.sdp) == sdp::summary(&offer.sdp)
         {
@@ -1118,9 +1193,15 @@ impl Engine {
 
     fn watchdog_new_connection(&mut self, cause: WatchdogCause) {
         self.report_watchdog(cause, Recovery::NewConnection);
+        let nothing_to_offer = self.intents.is_empty();
+        if nothing_to_offer {
+            // An offer needs at least one m-section; ask the remote, which has something, to
+            // open the new connection. Our fresh connection adopts its id on first contact.
+            self.send_signal(Payload::Bye { reconnect: true });
+        }
         let id = random_connection_id(&mut self.rng);
         self.replace_connection(id, Some(ReplaceReason::Watchdog));
-        self.conn.negotiation_needed = true;
+        self.conn.negotiation_needed = !nothing_to_offer;
     }
 
     fn report_watchdog(&mut self, cause: WatchdogCause, recovery: Recovery) {
@@ -1221,6 +1302,9 @@ impl Engine {
                 }
             }
             if !progressed {
+                if let Err(e) = self.conn.flush_deferred_channels() {
+                    self.surface(Error::Api(e));
+                }
                 return any;
             }
             any = true;
@@ -1270,6 +1354,9 @@ impl Engine {
                     _ => {}
                 }
             }
+            RTCPeerConnectionEvent::OnDataChannel(
+                RTCDataChannelEvent::OnOpen(rtc_id) | RTCDataChannelEvent::OnClose(rtc_id),
+            ) if self.conn.data_section == Some(rtc_id) => {}
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id)) => {
                 let id = match self.conn.channel_by_rtc(rtc_id) {
                     Some(id) => id,
@@ -1415,6 +1502,8 @@ impl Connection {
             trickled_ufrag: None,
             last_local_ufrag: None,
             channels: BTreeMap::new(),
+            deferred_channels: Vec::new(),
+            data_section: None,
             transceivers: Vec::new(),
             watchdog: None,
             negotiation_strikes: 0,
@@ -1428,6 +1517,24 @@ impl Connection {
         label: &str,
         options: &ChannelOptions,
     ) -> Result<(), ApiError> {
+        // rtc 0.21 dials a channel at once when an SCTP association exists, even one still
+        // handshaking, and such a channel never opens (seen in the simulator). Once the data
+        // section is negotiated the association is on its way, so new channels wait for it to
+        // be up; `flush_deferred_channels` then creates them. Before that, rtc itself defers
+        // the dial to the end of the handshake, which works.
+        let sctp_up = self
+            .pc
+            .sctp()
+            .is_some_and(|t| t.state() == RTCSctpTransportState::Connected);
+        let data_negotiated = self
+            .pc
+            .current_local_description()
+            .is_some_and(|d| d.sdp.contains("\nm=application"));
+        if data_negotiated && !sctp_up {
+            self.deferred_channels
+                .push((id, label.to_owned(), options.clone()));
+            return Ok(());
+        }
         let init = RTCDataChannelInit {
             ordered: options.ordered,
             max_packet_life_time: options.max_packet_life_time,
@@ -1450,6 +1557,22 @@ impl Connection {
                 open,
             },
         );
+        Ok(())
+    }
+
+    /// Creates the channels held back by `create_channel` once the association is up.
+    fn flush_deferred_channels(&mut self) -> Result<(), ApiError> {
+        if self.deferred_channels.is_empty()
+            || !self
+                .pc
+                .sctp()
+                .is_some_and(|t| t.state() == RTCSctpTransportState::Connected)
+        {
+            return Ok(());
+        }
+        for (id, label, options) in std::mem::take(&mut self.deferred_channels) {
+            self.create_channel(id, &label, &options)?;
+        }
         Ok(())
     }
 
@@ -1560,6 +1683,59 @@ fn mids(sdp: &str) -> Vec<String> {
         .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
         .map(str::to_owned)
         .collect()
+}
+
+/// W3C `currentDirection`: the direction negotiated by the last completed exchange, the
+/// answer's for the answerer and its reverse for the offerer. Read from the SDP rather than
+/// from rtc's `current_direction()`, which reports `inactive` for a transceiver created by a
+/// remote recvonly offer while rtc's answer for it says `sendonly` (a local bookkeeping choice
+/// so that `add_track` can reuse it); the SDP is what both ends agreed on.
+fn negotiated_direction(
+    local: &Option<RTCSessionDescription>,
+    remote: &Option<RTCSessionDescription>,
+    mid: &str,
+) -> Option<Direction> {
+    use rtc::peer_connection::sdp::RTCSdpType;
+    let local = local.as_ref()?;
+    if local.sdp_type == RTCSdpType::Answer {
+        section_direction(&local.sdp, mid)
+    } else {
+        section_direction(&remote.as_ref()?.sdp, mid).map(Direction::reverse)
+    }
+}
+
+/// The direction attribute of the m-section with this mid (sendrecv when absent, inactive when
+/// the section is rejected).
+fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
+    let mut in_section = false;
+    let mut rejected = false;
+    let mut direction = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_section {
+                break;
+            }
+            rejected = m.split_whitespace().nth(1) == Some("0");
+            direction = None;
+        } else if line.strip_prefix("a=mid:") == Some(mid) {
+            in_section = true;
+        } else {
+            direction = match line {
+                "a=sendrecv" => Some(Direction::SendRecv),
+                "a=sendonly" => Some(Direction::SendOnly),
+                "a=recvonly" => Some(Direction::RecvOnly),
+                "a=inactive" => Some(Direction::Inactive),
+                _ => direction,
+            };
+        }
+    }
+    if !in_section {
+        return None;
+    }
+    if rejected {
+        return Some(Direction::Inactive);
+    }
+    Some(direction.unwrap_or(Direction::SendRecv))
 }
 
 fn media_of_mid(sdp: &str, mid: Option<&str>) -> Option<MediaKind> {

@@ -1,7 +1,7 @@
 //! What the engine tells the application.
 
 use crate::error::Error;
-use crate::media::{ChannelId, MediaKind, Origin, TransceiverId};
+use crate::media::{ChannelId, Origin};
 use crate::signal::ConnectionId;
 use crate::signaling::SignalingState;
 
@@ -40,13 +40,6 @@ pub enum Event {
         data: Vec<u8>,
         /// Whether the sender sent it as text.
         text: bool,
-    },
-    /// The remote side started sending on a transceiver.
-    Track {
-        /// The transceiver that receives it, if it is known to the engine.
-        transceiver: Option<TransceiverId>,
-        /// Audio or video.
-        kind: Option<MediaKind>,
     },
     /// The peer connection was replaced by a new one with a new connection id.
     ConnectionReplaced {
@@ -102,6 +95,8 @@ pub enum ReplaceReason {
     RemoteRestarted,
     /// The watchdog gave up on the current connection.
     Watchdog,
+    /// The remote's watchdog gave up on the connection and asked for a new one.
+    RemoteRequested,
 }
 
 /// The watchdog's best guess at why a negotiation stalled.

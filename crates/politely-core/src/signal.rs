@@ -94,8 +94,13 @@ pub enum Payload {
     },
     /// A trickled candidate, or `None` for end-of-candidates (`"candidate": null`).
     Candidate(Option<Candidate>),
-    /// The sender closed this connection.
-    Bye,
+    /// The sender discarded this connection. With `reconnect`, it asks for a new one (its
+    /// watchdog gave up on this one and it has nothing of its own to offer); without, it closed
+    /// for good.
+    Bye {
+        /// Whether the sender wants a new connection.
+        reconnect: bool,
+    },
 }
 
 /// One signaling message of one connection.
@@ -138,8 +143,11 @@ impl Signal {
                 }
                 obj.insert("candidate".into(), Value::Object(cand));
             }
-            Payload::Bye => {
+            Payload::Bye { reconnect } => {
                 obj.insert("bye".into(), json!(true));
+                if *reconnect {
+                    obj.insert("reconnect".into(), json!(true));
+                }
             }
         }
         Value::Object(obj)
@@ -213,7 +221,9 @@ impl Signal {
                 _ => return Err(PeerError::MalformedSignal("candidate is not an object or null")),
             }
         } else if obj.get("bye").and_then(Value::as_bool) == Some(true) {
-            Payload::Bye
+            Payload::Bye {
+                reconnect: obj.get("reconnect").and_then(Value::as_bool) == Some(true),
+            }
         } else {
             return Err(PeerError::MalformedSignal(
                 "none of description, candidate, bye",
@@ -261,7 +271,11 @@ mod tests {
         assert_eq!(end.payload, Payload::Candidate(None));
         assert_eq!(
             round_trip(r#"{"connectionId":"c","bye":true}"#).payload,
-            Payload::Bye
+            Payload::Bye { reconnect: false }
+        );
+        assert_eq!(
+            round_trip(r#"{"connectionId":"c","bye":true,"reconnect":true}"#).payload,
+            Payload::Bye { reconnect: true }
         );
     }
 

@@ -1,0 +1,180 @@
+//! Scenarios: what the application on each side does, and when.
+
+use crate::sim::{Roles, SimConfig};
+use politely_core::rng::Rng;
+use politely_core::{ApiError, Direction, Engine, MediaKind, Origin};
+use std::time::Duration;
+
+/// Something the application does to one engine.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// `add_transceiver(kind, direction)`.
+    AddTransceiver(MediaKind, Direction),
+    /// `add_track(kind)`.
+    AddTrack(MediaKind),
+    /// `create_data_channel(label)`.
+    CreateChannel(String),
+    /// `set_direction` on the n-th (modulo count) transceiver this side created; a no-op if
+    /// it created none.
+    SetDirection(usize, Direction),
+    /// `remove_track` on the n-th (modulo count) local transceiver that sends; a no-op if none.
+    RemoveTrack(usize),
+    /// `restart_ice()`.
+    RestartIce,
+    /// The peer restarts: a new engine (new connection id) that opens a channel again.
+    Restart,
+}
+
+impl Action {
+    /// Performs the action on an engine.
+    pub fn apply(&self, engine: &mut Engine) -> Result<(), ApiError> {
+        match self {
+            Action::AddTransceiver(kind, direction) => {
+                engine.add_transceiver(*kind, *direction).map(drop)
+            }
+            Action::AddTrack(kind) => engine.add_track(*kind).map(drop),
+            Action::CreateChannel(label) => {
+                engine.create_data_channel(label, Default::default()).map(drop)
+            }
+            Action::SetDirection(n, direction) => {
+                let local: Vec<_> = engine
+                    .transceivers()
+                    .into_iter()
+                    .filter(|t| t.origin == Origin::Local)
+                    .collect();
+                match local.get(n % local.len().max(1)) {
+                    Some(t) => engine.set_direction(t.id, *direction),
+                    None => Ok(()),
+                }
+            }
+            Action::RemoveTrack(n) => {
+                let sending: Vec<_> = engine
+                    .transceivers()
+                    .into_iter()
+                    .filter(|t| t.origin == Origin::Local && t.direction.sends())
+                    .collect();
+                match sending.get(n % sending.len().max(1)) {
+                    Some(t) => engine.remove_track(t.id),
+                    None => Ok(()),
+                }
+            }
+            Action::RestartIce => engine.restart_ice(),
+            Action::Restart => unreachable!("the simulator handles restarts itself"),
+        }
+    }
+}
+
+/// One scheduled action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Virtual time from the start.
+    pub at: Duration,
+    /// The peer that acts.
+    pub peer: usize,
+    /// Toward which remote peer (each pair has its own connection).
+    pub remote: usize,
+    /// What it does.
+    pub action: Action,
+}
+
+/// A list of scheduled actions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scenario {
+    /// The steps, in any order.
+    pub steps: Vec<Step>,
+}
+
+impl Scenario {
+    /// Adds a step.
+    pub fn at(mut self, ms: u64, peer: usize, remote: usize, action: Action) -> Self {
+        self.steps.push(Step {
+            at: Duration::from_millis(ms),
+            peer,
+            remote,
+            action,
+        });
+        self
+    }
+
+    /// Both ends of a pair act at the same instant.
+    pub fn both(self, ms: u64, a: usize, b: usize, action: Action) -> Self {
+        self.at(ms, a, b, action.clone()).at(ms, b, a, action)
+    }
+
+    /// A random scenario and network for `peers` peers, fully determined by `seed`: random
+    /// latency, jitter and loss, and on every pair random intents on both sides at random
+    /// times, often at the same instant on both ends to provoke glare.
+    pub fn random(seed: u64, peers: usize) -> (SimConfig, Scenario) {
+        let mut rng = Rng::new(seed);
+        let signal_latency = Duration::from_micros(rng.below(30_000));
+        let packet_latency = Duration::from_micros(rng.below(20_000));
+        let config = SimConfig {
+            peers,
+            seed,
+            signal_latency,
+            signal_jitter: signal_latency.mul_f64(rng.unit() * 0.5),
+            packet_latency,
+            packet_jitter: packet_latency.mul_f64(rng.unit() * 0.5),
+            packet_loss: if rng.chance(0.3) { rng.unit() * 0.05 } else { 0.0 },
+            shared_connection_ids: rng.chance(0.5),
+            roles: Roles::ById,
+            trickle: rng.chance(0.7),
+            ..SimConfig::default()
+        };
+        let mut scenario = Scenario::default();
+        let mut label = 0u32;
+        for a in 0..peers {
+            for b in (a + 1)..peers {
+                // Every pair opens at least one channel, so it connects and echoes.
+                let opener = if rng.chance(0.5) { (a, b) } else { (b, a) };
+                label += 1;
+                scenario = scenario.at(
+                    rng.below(50),
+                    opener.0,
+                    opener.1,
+                    Action::CreateChannel(format!("c{label}")),
+                );
+                let mut t = 0u64;
+                for _ in 0..(1 + rng.below(5)) {
+                    t += rng.below(400);
+                    let action = random_action(&mut rng, &mut label);
+                    if rng.chance(0.5) {
+                        // Glare on purpose: both ends at the same instant.
+                        let other = random_action(&mut rng, &mut label);
+                        scenario = scenario.at(t, a, b, action).at(t, b, a, other);
+                    } else if rng.chance(0.5) {
+                        scenario = scenario.at(t, a, b, action);
+                    } else {
+                        scenario = scenario.at(t, b, a, action);
+                    }
+                }
+            }
+        }
+        (config, scenario)
+    }
+}
+
+fn random_action(rng: &mut Rng, label: &mut u32) -> Action {
+    let kind = if rng.chance(0.5) {
+        MediaKind::Audio
+    } else {
+        MediaKind::Video
+    };
+    let direction = match rng.below(4) {
+        0 => Direction::SendRecv,
+        1 => Direction::SendOnly,
+        2 => Direction::RecvOnly,
+        _ => Direction::Inactive,
+    };
+    match rng.below(10) {
+        0..=2 => Action::AddTransceiver(kind, direction),
+        3 => Action::AddTrack(kind),
+        4..=5 => {
+            *label += 1;
+            Action::CreateChannel(format!("c{label}"))
+        }
+        6 => Action::SetDirection(rng.below(8) as usize, direction),
+        7 => Action::RemoveTrack(rng.below(8) as usize),
+        _ => Action::RestartIce,
+    }
+}
