@@ -27,7 +27,6 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-    RTCSctpTransportState,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
@@ -152,11 +151,14 @@ struct Connection {
     deferred_channels: Vec<(ChannelId, String, ChannelOptions)>,
     /// The hidden channel that carries the data section, once created.
     data_section: Option<RTCDataChannelId>,
+    /// A channel of this connection has opened, so an SCTP association is up.
+    sctp_ready: bool,
     transceivers: Vec<TransceiverSlot>,
 
     watchdog: Option<Instant>,
     negotiation_strikes: u32,
     transport_strikes: u32,
+    channel_strikes: u32,
 }
 
 /// The perfect-negotiation engine for one remote peer. See the [crate docs](crate) for the
@@ -304,6 +306,7 @@ impl Engine {
                     .as_deref()
                     .and_then(|m| negotiated_direction(&local, &remote, m)),
                 origin: slot.origin,
+                has_track: t.sender().is_some(),
             });
         }
         out
@@ -414,6 +417,10 @@ impl Engine {
         self.check_open()?;
         let id = ChannelId(self.next_id());
         self.conn.create_channel(id, label, &options)?;
+        if self.conn.connection_state == ConnectionState::Connected && self.conn.watchdog.is_none()
+        {
+            self.arm_watchdog();
+        }
         self.intents.insert(
             id.0,
             Intent::Channel {
@@ -495,7 +502,8 @@ impl Engine {
         let ssrc = self.rng.next_u64() as u32;
         let track = make_track(kind, ssrc, &mut self.rng);
         let sender = self.conn.pc.add_track(track).map_err(rtc_api)?;
-        self.conn.sync_new_transceivers(Origin::Local, &mut self.next_object_id);
+        self.conn
+            .sync_new_transceivers(Origin::Local, &mut self.next_object_id);
         let index = self
             .conn
             .index_of_sender(sender)
@@ -538,7 +546,11 @@ impl Engine {
     }
 
     /// Sets a transceiver's preferred direction; renegotiates if it changes.
-    pub fn set_direction(&mut self, id: TransceiverId, direction: Direction) -> Result<(), ApiError> {
+    pub fn set_direction(
+        &mut self,
+        id: TransceiverId,
+        direction: Direction,
+    ) -> Result<(), ApiError> {
         self.check_open()?;
         let index = self.conn.index_of(id)?;
         let mut t = self
@@ -772,6 +784,16 @@ impl Engine {
             });
         }
         self.after_remote_description();
+        if self.config.data_section
+            && self
+                .conn
+                .pc
+                .remote_description()
+                .is_some_and(|d| d.sdp.contains("\nm=application"))
+            && let Err(e) = self.conn.ensure_data_section()
+        {
+            self.surface(Error::Api(e));
+        }
 
         // Parameterless SLD in have-remote-offer creates and applies an answer (JSEP 5.4).
         let answer = match self.conn.pc.create_answer(None) {
@@ -849,7 +871,10 @@ impl Engine {
             let rollback = RTCSessionDescription::rollback(None)
                 .expect("invariant: a rollback description without SDP always builds");
             if let Err(e) = self.conn.pc.set_remote_description(self.now, rollback) {
-                log::warn!("[{}] could not undo a failed remote offer: {e}", self.conn.id);
+                log::warn!(
+                    "[{}] could not undo a failed remote offer: {e}",
+                    self.conn.id
+                );
             }
         }
         // A failure part-way may have left transceivers behind; mirror them so ids stay right.
@@ -985,20 +1010,8 @@ impl Engine {
         if self.conn.ice_restart.is_some() {
             self.conn.pc.restart_ice();
         }
-        if self.config.data_section
-            && self.conn.data_section.is_none()
-            && self.conn.pc.current_local_description().is_none()
-        {
-            let init = RTCDataChannelInit {
-                negotiated: Some(DATA_SECTION_STREAM),
-                ..Default::default()
-            };
-            let dc = self
-                .conn
-                .pc
-                .create_data_channel("politely", Some(init))
-                .map_err(rtc_api)?;
-            self.conn.data_section = Some(dc.id());
+        if self.config.data_section && self.conn.pc.current_local_description().is_none() {
+            self.conn.ensure_data_section()?;
         }
         let offer = self.conn.pc.create_offer(None).map_err(rtc_api)?;
         if !offer.sdp.contains("\nm=") {
@@ -1075,7 +1088,9 @@ impl Engine {
                 self.diagnose(Diagnostic::OldGenerationCandidate);
                 return Ok(());
             }
-            Some(format!("ufrag {ufrag} matches no applied remote description"))
+            Some(format!(
+                "ufrag {ufrag} matches no applied remote description"
+            ))
         } else if let Some(mid) = candidate.sdp_mid.as_deref()
             && !mids(&remote_sdp).iter().any(|m| m == mid)
         {
@@ -1139,7 +1154,6 @@ impl Engine {
     }
 
     fn fire_watchdog(&mut self) {
-        self.counters.watchdog_firings += 1;
         match self.conn.signaling {
             SignalingState::HaveLocalOffer => {
                 self.conn.negotiation_strikes += 1;
@@ -1148,7 +1162,10 @@ impl Engine {
                 } else if let Some((offer, offer_id)) = self.conn.ignored_offer.take() {
                     // Our offer went unanswered while we ignored theirs: the remote is most
                     // likely impolite too. Yield once, as a polite peer would.
-                    self.report_watchdog(WatchdogCause::BothImpolite, Recovery::YieldedToIgnoredOffer);
+                    self.report_watchdog(
+                        WatchdogCause::BothImpolite,
+                        Recovery::YieldedToIgnoredOffer,
+                    );
                     match parse_description(&offer) {
                         Ok(parsed) => {
                             if let Err(e) = self.apply_remote_offer(parsed, offer_id) {
@@ -1177,12 +1194,43 @@ impl Engine {
                     self.arm_watchdog();
                 }
             }
+            SignalingState::Stable if self.conn.stalled_channels().next().is_some() => {
+                // The first time, assume the open was dropped in a race with the association
+                // handshake and dial again. If that fails too, rtc is writing to a dead
+                // association (seen after an ICE restart during the DTLS handshake): only a
+                // new connection helps.
+                self.conn.channel_strikes += 1;
+                if self.conn.channel_strikes >= 2 {
+                    self.watchdog_new_connection(WatchdogCause::ChannelStalled);
+                } else {
+                    self.report_watchdog(WatchdogCause::ChannelStalled, Recovery::ReopenChannels);
+                    self.reopen_stalled_channels();
+                    self.arm_watchdog();
+                }
+            }
             _ => {}
         }
     }
 
+    /// Closes the local channels that never opened and creates them again with the same ids.
+    fn reopen_stalled_channels(&mut self) {
+        let stalled: Vec<ChannelId> = self.conn.stalled_channels().collect();
+        for id in stalled {
+            let Some(Intent::Channel { label, options }) = self.intents.get(&id.0).cloned() else {
+                continue;
+            };
+            if let Some(slot) = self.conn.channels.remove(&id)
+                && let Some(mut dc) = self.conn.pc.data_channel(slot.rtc)
+            {
+                let _ = dc.close();
+            }
+            if let Err(e) = self.conn.create_channel(id, &label, &options) {
+                self.surface(Error::Api(e));
+            }
+        }
+    }
+
     fn on_both_polite(&mut self) {
-        self.counters.watchdog_firings += 1;
         self.report_watchdog(WatchdogCause::BothPolite, Recovery::BackOff);
         if self.backoff_until.is_none() {
             let base = self.config.watchdog_timeout;
@@ -1205,6 +1253,7 @@ impl Engine {
     }
 
     fn report_watchdog(&mut self, cause: WatchdogCause, recovery: Recovery) {
+        self.counters.watchdog_firings += 1;
         log::info!("[{}] watchdog: {cause:?}, {recovery:?}", self.conn.id);
         self.queue
             .push_back(Output::Event(Event::Watchdog { cause, recovery }));
@@ -1249,11 +1298,12 @@ impl Engine {
         self.pump();
         if let Some(reason) = reason {
             self.counters.connections_replaced += 1;
-            self.queue.push_back(Output::Event(Event::ConnectionReplaced {
-                old: old.id,
-                new: id,
-                reason,
-            }));
+            self.queue
+                .push_back(Output::Event(Event::ConnectionReplaced {
+                    old: old.id,
+                    new: id,
+                    reason,
+                }));
         }
     }
 
@@ -1302,8 +1352,10 @@ impl Engine {
                 }
             }
             if !progressed {
-                if let Err(e) = self.conn.flush_deferred_channels() {
-                    self.surface(Error::Api(e));
+                match self.conn.flush_deferred_channels() {
+                    Ok(true) if self.conn.watchdog.is_none() => self.arm_watchdog(),
+                    Ok(_) => {}
+                    Err(e) => self.surface(Error::Api(e)),
                 }
                 return any;
             }
@@ -1343,7 +1395,12 @@ impl Engine {
                 match new {
                     ConnectionState::Connected => {
                         self.conn.transport_strikes = 0;
-                        if self.conn.signaling == SignalingState::Stable {
+                        let channels_pending = self
+                            .conn
+                            .channels
+                            .values()
+                            .any(|s| s.origin == Origin::Local && !s.open);
+                        if self.conn.signaling == SignalingState::Stable && !channels_pending {
                             self.conn.watchdog = None;
                         }
                     }
@@ -1354,10 +1411,15 @@ impl Engine {
                     _ => {}
                 }
             }
-            RTCPeerConnectionEvent::OnDataChannel(
-                RTCDataChannelEvent::OnOpen(rtc_id) | RTCDataChannelEvent::OnClose(rtc_id),
-            ) if self.conn.data_section == Some(rtc_id) => {}
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id))
+                if self.conn.data_section == Some(rtc_id) =>
+            {
+                self.conn.sctp_ready = true;
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id))
+                if self.conn.data_section == Some(rtc_id) => {}
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id)) => {
+                self.conn.sctp_ready = true;
                 let id = match self.conn.channel_by_rtc(rtc_id) {
                     Some(id) => id,
                     None => {
@@ -1504,10 +1566,12 @@ impl Connection {
             channels: BTreeMap::new(),
             deferred_channels: Vec::new(),
             data_section: None,
+            sctp_ready: false,
             transceivers: Vec::new(),
             watchdog: None,
             negotiation_strikes: 0,
             transport_strikes: 0,
+            channel_strikes: 0,
         })
     }
 
@@ -1521,16 +1585,16 @@ impl Connection {
         // handshaking, and such a channel never opens (seen in the simulator). Once the data
         // section is negotiated the association is on its way, so new channels wait for it to
         // be up; `flush_deferred_channels` then creates them. Before that, rtc itself defers
-        // the dial to the end of the handshake, which works.
-        let sctp_up = self
-            .pc
-            .sctp()
-            .is_some_and(|t| t.state() == RTCSctpTransportState::Connected);
+        // the dial to the end of the handshake, which works. rtc's `sctp().state()` cannot
+        // tell: it reads the first of possibly several associations (rtc starts one per DTLS
+        // handshake), so readiness is taken from the first channel that opens instead (the
+        // negotiated data-section channel opens exactly when the association is up).
         let data_negotiated = self
             .pc
             .current_local_description()
             .is_some_and(|d| d.sdp.contains("\nm=application"));
-        if data_negotiated && !sctp_up {
+        if data_negotiated && !self.sctp_ready {
+            log::debug!("[{}] channel {label} waits for SCTP", self.id);
             self.deferred_channels
                 .push((id, label.to_owned(), options.clone()));
             return Ok(());
@@ -1548,6 +1612,12 @@ impl Connection {
             .map_err(rtc_api)?;
         let rtc_id = dc.id();
         let open = dc.ready_state() == RTCDataChannelState::Open;
+        log::debug!(
+            "[{}] channel {label} created: stream {:?}, {:?}",
+            self.id,
+            dc.stream_id(),
+            dc.ready_state()
+        );
         self.channels.insert(
             id,
             ChannelSlot {
@@ -1560,20 +1630,35 @@ impl Connection {
         Ok(())
     }
 
-    /// Creates the channels held back by `create_channel` once the association is up.
-    fn flush_deferred_channels(&mut self) -> Result<(), ApiError> {
-        if self.deferred_channels.is_empty()
-            || !self
-                .pc
-                .sctp()
-                .is_some_and(|t| t.state() == RTCSctpTransportState::Connected)
-        {
+    /// Creates the hidden channel that keeps a data section in this connection's descriptions
+    /// and tells when the association is up (see [`Config::data_section`]). Both ends create it
+    /// with the same stream id, out of band, so nothing is announced.
+    fn ensure_data_section(&mut self) -> Result<(), ApiError> {
+        if self.data_section.is_some() {
             return Ok(());
         }
+        let init = RTCDataChannelInit {
+            negotiated: Some(DATA_SECTION_STREAM),
+            ..Default::default()
+        };
+        let dc = self
+            .pc
+            .create_data_channel("politely", Some(init))
+            .map_err(rtc_api)?;
+        self.data_section = Some(dc.id());
+        Ok(())
+    }
+
+    /// Creates the channels held back by `create_channel` once the association is up.
+    fn flush_deferred_channels(&mut self) -> Result<bool, ApiError> {
+        if self.deferred_channels.is_empty() || !self.sctp_ready {
+            return Ok(false);
+        }
+        log::debug!("[{}] SCTP is up: creating deferred channels", self.id);
         for (id, label, options) in std::mem::take(&mut self.deferred_channels) {
             self.create_channel(id, &label, &options)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn add_transceiver(
@@ -1636,10 +1721,7 @@ impl Connection {
             .remote_description()
             .map(|d| d.sdp.clone())
             .unwrap_or_default();
-        let mid = self
-            .pc
-            .rtp_transceiver(index)
-            .and_then(|t| t.mid().clone());
+        let mid = self.pc.rtp_transceiver(index).and_then(|t| t.mid().clone());
         media_of_mid(&sdp, mid.as_deref()).unwrap_or(MediaKind::Video)
     }
 
@@ -1656,6 +1738,15 @@ impl Connection {
                 .rtp_transceiver(i)
                 .is_some_and(|t| t.sender() == Some(sender))
         })
+    }
+
+    /// Local channels dialed on a connected transport that have not opened.
+    fn stalled_channels(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        let connected = self.connection_state == ConnectionState::Connected && self.sctp_ready;
+        self.channels
+            .iter()
+            .filter(move |(_, s)| connected && s.origin == Origin::Local && !s.open)
+            .map(|(id, _)| *id)
     }
 
     fn channel_by_rtc(&self, rtc_id: RTCDataChannelId) -> Option<ChannelId> {

@@ -114,6 +114,9 @@ pub enum WatchdogCause {
     NoLocalCandidates,
     /// Negotiation completed but the transport did not connect.
     TransportStalled,
+    /// The transport is up but a local data channel never opened (rtc 0.21 drops the open of a
+    /// channel dialed while the SCTP association is not yet established).
+    ChannelStalled,
 }
 
 /// What the watchdog did.
@@ -127,6 +130,8 @@ pub enum Recovery {
     BackOff,
     /// Restarted ICE.
     RestartIce,
+    /// Closed the stalled data channels and created them again, with the same ids.
+    ReopenChannels,
     /// Replaced the connection with a new one (new connection id).
     NewConnection,
     /// Nothing the engine can do; the application must act (e.g. supply candidates).

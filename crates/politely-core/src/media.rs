@@ -127,6 +127,8 @@ pub struct TransceiverInfo {
     pub current_direction: Option<Direction>,
     /// Who created it.
     pub origin: Origin,
+    /// Whether a local track is attached (it can send media).
+    pub has_track: bool,
 }
 
 /// A snapshot of one data channel.

@@ -183,10 +183,9 @@ impl Signal {
                 .to_owned();
             let offer_id = match obj.get("offerId") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(
-                    v.as_u64()
-                        .ok_or(PeerError::MalformedSignal("offerId is not a non-negative integer"))?,
-                ),
+                Some(v) => Some(v.as_u64().ok_or(PeerError::MalformedSignal(
+                    "offerId is not a non-negative integer",
+                ))?),
             };
             Payload::Description {
                 description: Description { kind, sdp },
@@ -218,7 +217,11 @@ impl Signal {
                         username_fragment: opt_str("usernameFragment")?,
                     }))
                 }
-                _ => return Err(PeerError::MalformedSignal("candidate is not an object or null")),
+                _ => {
+                    return Err(PeerError::MalformedSignal(
+                        "candidate is not an object or null",
+                    ));
+                }
             }
         } else if obj.get("bye").and_then(Value::as_bool) == Some(true) {
             Payload::Bye {

@@ -96,29 +96,129 @@ mod tests {
     #[test]
     fn transition_table() {
         let table: &[(&str, SignalingState, Op, Option<SignalingState>)] = &[
-            ("stable->SetLocal(offer)->have-local-offer", Stable, SetLocal(Offer), Some(HaveLocalOffer)),
-            ("stable->SetRemote(offer)->have-remote-offer", Stable, SetRemote(Offer), Some(HaveRemoteOffer)),
-            ("have-local-offer->SetLocal(offer)->have-local-offer", HaveLocalOffer, SetLocal(Offer), Some(HaveLocalOffer)),
-            ("have-local-offer->SetRemote(answer)->stable", HaveLocalOffer, SetRemote(Answer), Some(Stable)),
-            ("have-local-offer->SetLocal(rollback)->stable", HaveLocalOffer, SetLocal(Rollback), Some(Stable)),
-            ("have-remote-offer->SetRemote(offer)->have-remote-offer", HaveRemoteOffer, SetRemote(Offer), Some(HaveRemoteOffer)),
-            ("have-remote-offer->SetLocal(answer)->stable", HaveRemoteOffer, SetLocal(Answer), Some(Stable)),
-            ("have-remote-offer->SetRemote(rollback)->stable", HaveRemoteOffer, SetRemote(Rollback), Some(Stable)),
+            (
+                "stable->SetLocal(offer)->have-local-offer",
+                Stable,
+                SetLocal(Offer),
+                Some(HaveLocalOffer),
+            ),
+            (
+                "stable->SetRemote(offer)->have-remote-offer",
+                Stable,
+                SetRemote(Offer),
+                Some(HaveRemoteOffer),
+            ),
+            (
+                "have-local-offer->SetLocal(offer)->have-local-offer",
+                HaveLocalOffer,
+                SetLocal(Offer),
+                Some(HaveLocalOffer),
+            ),
+            (
+                "have-local-offer->SetRemote(answer)->stable",
+                HaveLocalOffer,
+                SetRemote(Answer),
+                Some(Stable),
+            ),
+            (
+                "have-local-offer->SetLocal(rollback)->stable",
+                HaveLocalOffer,
+                SetLocal(Rollback),
+                Some(Stable),
+            ),
+            (
+                "have-remote-offer->SetRemote(offer)->have-remote-offer",
+                HaveRemoteOffer,
+                SetRemote(Offer),
+                Some(HaveRemoteOffer),
+            ),
+            (
+                "have-remote-offer->SetLocal(answer)->stable",
+                HaveRemoteOffer,
+                SetLocal(Answer),
+                Some(Stable),
+            ),
+            (
+                "have-remote-offer->SetRemote(rollback)->stable",
+                HaveRemoteOffer,
+                SetRemote(Rollback),
+                Some(Stable),
+            ),
             // Invalid: WPT "Illegal rollbacks" (setLocalDescription-rollback.html and setRemoteDescription-rollback.html).
-            ("stable->SetLocal(rollback)->invalid", Stable, SetLocal(Rollback), None),
-            ("stable->SetRemote(rollback)->invalid", Stable, SetRemote(Rollback), None),
-            ("have-local-offer->SetRemote(rollback)->invalid", HaveLocalOffer, SetRemote(Rollback), None),
-            ("have-remote-offer->SetLocal(rollback)->invalid", HaveRemoteOffer, SetLocal(Rollback), None),
+            (
+                "stable->SetLocal(rollback)->invalid",
+                Stable,
+                SetLocal(Rollback),
+                None,
+            ),
+            (
+                "stable->SetRemote(rollback)->invalid",
+                Stable,
+                SetRemote(Rollback),
+                None,
+            ),
+            (
+                "have-local-offer->SetRemote(rollback)->invalid",
+                HaveLocalOffer,
+                SetRemote(Rollback),
+                None,
+            ),
+            (
+                "have-remote-offer->SetLocal(rollback)->invalid",
+                HaveRemoteOffer,
+                SetLocal(Rollback),
+                None,
+            ),
             // Invalid: an answer in the wrong state ("Called in wrong state: stable", simple-peer #898).
-            ("stable->SetRemote(answer)->invalid", Stable, SetRemote(Answer), None),
-            ("stable->SetLocal(answer)->invalid", Stable, SetLocal(Answer), None),
-            ("have-local-offer->SetLocal(answer)->invalid", HaveLocalOffer, SetLocal(Answer), None),
-            ("have-remote-offer->SetRemote(answer)->invalid", HaveRemoteOffer, SetRemote(Answer), None),
+            (
+                "stable->SetRemote(answer)->invalid",
+                Stable,
+                SetRemote(Answer),
+                None,
+            ),
+            (
+                "stable->SetLocal(answer)->invalid",
+                Stable,
+                SetLocal(Answer),
+                None,
+            ),
+            (
+                "have-local-offer->SetLocal(answer)->invalid",
+                HaveLocalOffer,
+                SetLocal(Answer),
+                None,
+            ),
+            (
+                "have-remote-offer->SetRemote(answer)->invalid",
+                HaveRemoteOffer,
+                SetRemote(Answer),
+                None,
+            ),
             // Invalid: no implicit rollback at this level; the engine rolls back explicitly.
-            ("have-local-offer->SetRemote(offer)->invalid", HaveLocalOffer, SetRemote(Offer), None),
-            ("have-remote-offer->SetLocal(offer)->invalid", HaveRemoteOffer, SetLocal(Offer), None),
-            ("closed->SetLocal(offer)->invalid", Closed, SetLocal(Offer), None),
-            ("closed->SetRemote(offer)->invalid", Closed, SetRemote(Offer), None),
+            (
+                "have-local-offer->SetRemote(offer)->invalid",
+                HaveLocalOffer,
+                SetRemote(Offer),
+                None,
+            ),
+            (
+                "have-remote-offer->SetLocal(offer)->invalid",
+                HaveRemoteOffer,
+                SetLocal(Offer),
+                None,
+            ),
+            (
+                "closed->SetLocal(offer)->invalid",
+                Closed,
+                SetLocal(Offer),
+                None,
+            ),
+            (
+                "closed->SetRemote(offer)->invalid",
+                Closed,
+                SetRemote(Offer),
+                None,
+            ),
         ];
         for (label, from, op, to) in table {
             assert_eq!(next(*from, *op).ok(), *to, "{label}");

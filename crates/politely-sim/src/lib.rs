@@ -43,7 +43,11 @@ pub use sim::{Fate, Roles, Sim, SimConfig, Stats};
 pub use verdict::{Failure, Verdict};
 
 /// Runs the random scenario of `seed` with `peers` peers, optionally overriding the latency.
-pub fn run_seed(seed: u64, peers: usize, latency: Option<std::time::Duration>) -> (Verdict, Vec<String>) {
+pub fn run_seed(
+    seed: u64,
+    peers: usize,
+    latency: Option<std::time::Duration>,
+) -> (Verdict, Vec<String>) {
     let (mut config, scenario) = Scenario::random(seed, peers);
     if let Some(l) = latency {
         config.signal_latency = l;

@@ -33,9 +33,9 @@ impl Action {
                 engine.add_transceiver(*kind, *direction).map(drop)
             }
             Action::AddTrack(kind) => engine.add_track(*kind).map(drop),
-            Action::CreateChannel(label) => {
-                engine.create_data_channel(label, Default::default()).map(drop)
-            }
+            Action::CreateChannel(label) => engine
+                .create_data_channel(label, Default::default())
+                .map(drop),
             Action::SetDirection(n, direction) => {
                 let local: Vec<_> = engine
                     .transceivers()
@@ -51,7 +51,7 @@ impl Action {
                 let sending: Vec<_> = engine
                     .transceivers()
                     .into_iter()
-                    .filter(|t| t.origin == Origin::Local && t.direction.sends())
+                    .filter(|t| t.origin == Origin::Local && t.has_track)
                     .collect();
                 match sending.get(n % sending.len().max(1)) {
                     Some(t) => engine.remove_track(t.id),
@@ -115,7 +115,11 @@ impl Scenario {
             signal_jitter: signal_latency.mul_f64(rng.unit() * 0.5),
             packet_latency,
             packet_jitter: packet_latency.mul_f64(rng.unit() * 0.5),
-            packet_loss: if rng.chance(0.3) { rng.unit() * 0.05 } else { 0.0 },
+            packet_loss: if rng.chance(0.3) {
+                rng.unit() * 0.05
+            } else {
+                0.0
+            },
             shared_connection_ids: rng.chance(0.5),
             roles: Roles::ById,
             trickle: rng.chance(0.7),

@@ -7,8 +7,8 @@ use politely_core::{
     Config, ConnectionId, Diagnostic, Engine, Event, Origin, Output, Payload, Role, SdpKind,
     Signal, SignalingState,
 };
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -335,10 +335,7 @@ impl Sim {
         let mut steps_at_same_instant = 0u32;
         let mut last = self.now;
         loop {
-            if self.actions.is_empty()
-                && self.signals.is_empty()
-                && self.converged_now()
-            {
+            if self.actions.is_empty() && self.signals.is_empty() && self.converged_now() {
                 self.stats.converged_at = Some(self.elapsed());
                 if let Some(t) = self.first_collision {
                     self.stats.glare_to_converged = Some(self.now - t);
@@ -589,7 +586,10 @@ impl Sim {
                 let text = String::from_utf8_lossy(&data).into_owned();
                 if let Some(label) = text.strip_prefix("ping ") {
                     let pong = format!("pong {label}");
-                    if let Err(e) = self.engine(peer, remote).send(channel, pong.as_bytes(), true) {
+                    if let Err(e) = self
+                        .engine(peer, remote)
+                        .send(channel, pong.as_bytes(), true)
+                    {
                         self.fail(Failure::Api(peer, remote, e.to_string()));
                     }
                 } else if let Some(label) = text.strip_prefix("pong ") {
@@ -602,7 +602,8 @@ impl Sim {
 
     fn record(&mut self, peer: usize, remote: usize, line: String) {
         let ms = self.elapsed().as_secs_f64() * 1000.0;
-        self.trace.push(format!("{ms:10.3} p{peer}>p{remote} {line}"));
+        self.trace
+            .push(format!("{ms:10.3} p{peer}>p{remote} {line}"));
     }
 
     pub(crate) fn fail(&mut self, failure: Failure) {

@@ -99,7 +99,11 @@ impl Verdict {
                 }
             }
         }
-        if !converged && !failures.iter().any(|f| matches!(f, Failure::NotConverged(_))) {
+        if !converged
+            && !failures
+                .iter()
+                .any(|f| matches!(f, Failure::NotConverged(_)))
+        {
             failures.push(Failure::NotConverged("time limit reached".into()));
         }
         Verdict {
@@ -120,7 +124,10 @@ fn pair_problem(sim: &mut Sim, a: usize, b: usize) -> Option<String> {
             .expect("invariant: a link exists for every ordered pair");
         let e = &mut link.engine;
         if e.signaling_state() != SignalingState::Stable || e.has_pending_description() {
-            return Some(format!("p{x}>p{y} is {} with a pending description", e.signaling_state()));
+            return Some(format!(
+                "p{x}>p{y} is {} with a pending description",
+                e.signaling_state()
+            ));
         }
         if e.wants_to_negotiate() {
             return Some(format!("p{x}>p{y} still wants to negotiate"));
@@ -175,7 +182,9 @@ fn pair_problem(sim: &mut Sim, a: usize, b: usize) -> Option<String> {
     labels_a.sort_unstable();
     labels_b.sort_unstable();
     if labels_a != labels_b {
-        return Some(format!("channels differ: p{a} {labels_a:?}, p{b} {labels_b:?}"));
+        return Some(format!(
+            "channels differ: p{a} {labels_a:?}, p{b} {labels_b:?}"
+        ));
     }
     None
 }
