@@ -2,8 +2,40 @@
 
 use crate::error::ConfigError;
 use crate::signal::ConnectionId;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// A DTLS identity (an ECDSA P-256 certificate) that connections can share.
+///
+/// Generating one costs a key pair; a browser keeps one per origin rather than one per
+/// connection. Without one, rtc generates a certificate for every connection.
+#[derive(Clone)]
+pub struct Certificate(pub(crate) RTCCertificate);
+
+impl Certificate {
+    /// Generates a new self-signed ECDSA P-256 certificate (rtc's default kind). rtc draws
+    /// the key from its crypto provider's randomness and stamps validity from the system clock.
+    pub fn generate() -> Result<Self, ConfigError> {
+        let rtc_err = |e: &dyn fmt::Display| ConfigError::Rtc(e.to_string());
+        let provider = rtc::crypto::default_provider().map_err(|e| rtc_err(&e))?;
+        let params = CertificateParams::new(vec!["politely".to_owned()]).map_err(|e| rtc_err(&e))?;
+        let cert = RTCCertificate::generate(
+            provider.crypto(),
+            rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+            params,
+        )
+        .map_err(|e| rtc_err(&e))?;
+        Ok(Self(cert))
+    }
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Certificate(ECDSA P-256)")
+    }
+}
 
 /// Who yields when both sides offer at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +94,8 @@ pub struct Config {
     /// stream 1000 that is never announced, so neither this application nor the peer's sees
     /// it. Turn it off for media-only connections that will never open a data channel.
     pub data_section: bool,
+    /// The DTLS identity of every connection; `None` lets rtc generate one per connection.
+    pub certificate: Option<Certificate>,
     /// Interval between ICE connectivity checks. rtc's default is 200 ms; 20 ms halves the time
     /// to connect on low-latency paths at the cost of a few more STUN packets.
     pub ice_check_interval: Duration,
@@ -78,6 +112,7 @@ impl Config {
             trickle: true,
             watchdog_timeout: Duration::from_secs(5),
             data_section: true,
+            certificate: None,
             ice_check_interval: Duration::from_millis(20),
         }
     }

@@ -95,6 +95,9 @@ struct TransceiverSlot {
     /// Created by the remote offer that is pending now; rtc removes it on rollback unless a
     /// track was attached since (RFC 9429 §5.7).
     pending_remote: bool,
+    /// May be associated with a remote offer's m-section: created by add_track (W3C
+    /// setRemoteDescription step "created by addTrack"), or by the remote itself.
+    reusable: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +132,8 @@ struct Connection {
 
     next_offer_id: u64,
     pending_offer: Option<u64>,
+    /// The SDP of the pending offer; the current local description once it is answered.
+    pending_offer_sdp: String,
     /// Our offers that were rolled back; an answer to one means the remote yielded too.
     rolled_back: Vec<u64>,
     last_remote_offer_id: Option<u64>,
@@ -144,6 +149,12 @@ struct Connection {
     local_candidates: Vec<RTCIceCandidateInit>,
     trickled_ufrag: Option<String>,
     last_local_ufrag: Option<String>,
+
+    /// The current (last stable) local description: whether it is an answer, and its SDP.
+    /// Cached because rtc rebuilds the SDP on every `current_local_description()` call.
+    current_local: Option<(bool, String)>,
+    /// The current remote description's SDP.
+    current_remote: Option<String>,
 
     channels: BTreeMap<ChannelId, ChannelSlot>,
     /// Local channels held back while the SCTP association is handshaking (see
@@ -260,34 +271,29 @@ impl Engine {
 
     /// The ICE ufrag of the current local description.
     pub fn local_ufrag(&self) -> Option<String> {
-        self.conn
-            .pc
-            .current_local_description()
-            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+        let (_, sdp) = self.conn.current_local.as_ref()?;
+        sdp::ice_ufrag(sdp).map(str::to_owned)
     }
 
     /// The ICE ufrag of the current remote description.
     pub fn remote_ufrag(&self) -> Option<String> {
-        self.conn
-            .pc
-            .current_remote_description()
-            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+        sdp::ice_ufrag(self.conn.current_remote.as_deref()?).map(str::to_owned)
     }
 
     /// The mids of the current local description, in m-line order.
     pub fn negotiated_mids(&self) -> Vec<String> {
         self.conn
-            .pc
-            .current_local_description()
-            .map(|d| mids(&d.sdp))
+            .current_local
+            .as_ref()
+            .map(|(_, sdp)| mids(sdp))
             .unwrap_or_default()
     }
 
     /// A snapshot of every transceiver, in m-line creation order.
     pub fn transceivers(&mut self) -> Vec<TransceiverInfo> {
         let negotiated = self.negotiated_mids();
-        let local = self.conn.pc.current_local_description();
-        let remote = self.conn.pc.current_remote_description().cloned();
+        let local = self.conn.current_local.clone();
+        let remote = self.conn.current_remote.clone();
         let mut out = Vec::with_capacity(self.conn.transceivers.len());
         for (index, slot) in self.conn.transceivers.iter().enumerate() {
             let Some(t) = self.conn.pc.rtp_transceiver(index) else {
@@ -513,6 +519,7 @@ impl Engine {
         // is ours to replay on a new connection.
         slot.origin = Origin::Local;
         slot.pending_remote = false;
+        slot.reusable = true;
         let id = slot.id;
         self.intents.insert(
             id.0,
@@ -678,9 +685,9 @@ impl Engine {
                 self.replace_connection(connection_id, Some(ReplaceReason::Collision));
             } else {
                 // The impolite side keeps its own; the polite side will adopt it.
-                self.remember_retired(connection_id.clone());
+                self.remember_retired(connection_id);
                 self.counters.ignored_offers += 1;
-                self.diagnose(Diagnostic::UnknownConnection(connection_id));
+                self.diagnose(Diagnostic::IgnoredOffer);
                 return Ok(());
             }
         }
@@ -764,8 +771,12 @@ impl Engine {
             self.diagnose(Diagnostic::RolledBack);
         }
         let now = self.now;
+        let remote_sdp = offer.sdp.clone();
         let before = self.conn.pc.get_transceivers().count();
-        if let Err(e) = self.conn.pc.set_remote_description(now, offer) {
+        let shielded = self.conn.shield_unmatchable_transceivers();
+        let applied = self.conn.pc.set_remote_description(now, offer);
+        self.conn.unshield(shielded);
+        if let Err(e) = applied {
             self.undo_failed_remote_offer();
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
@@ -781,6 +792,7 @@ impl Engine {
                 kind,
                 origin: Origin::Remote,
                 pending_remote: true,
+                reusable: true,
             });
         }
         self.after_remote_description();
@@ -809,12 +821,12 @@ impl Engine {
         self.send_signal(Payload::Description {
             description: Description {
                 kind: SdpKind::Answer,
-                sdp: answer.sdp,
+                sdp: answer.sdp.clone(),
             },
             offer_id,
         });
-        self.trickle_local_candidates();
-        self.on_negotiated(false);
+        self.trickle_local_candidates(&answer.sdp);
+        self.on_negotiated(false, answer.sdp, remote_sdp);
         Ok(())
     }
 
@@ -849,6 +861,7 @@ impl Engine {
             return Ok(());
         }
         self.conn.is_setting_remote_answer_pending = true;
+        let remote_sdp = parsed.sdp.clone();
         let result = self.conn.pc.set_remote_description(self.now, parsed);
         self.conn.is_setting_remote_answer_pending = false;
         if let Err(e) = result {
@@ -860,7 +873,8 @@ impl Engine {
         self.conn.pending_offer = None;
         self.counters.answers_applied += 1;
         self.after_remote_description();
-        self.on_negotiated(true);
+        let local_sdp = std::mem::take(&mut self.conn.pending_offer_sdp);
+        self.on_negotiated(true, local_sdp, remote_sdp);
         Ok(())
     }
 
@@ -960,10 +974,13 @@ impl Engine {
     }
 
     /// An offer/answer exchange completed; the connection is stable.
-    fn on_negotiated(&mut self, local_offer: bool) {
+    /// An exchange completed: `local_sdp` and `remote_sdp` are now the current descriptions.
+    fn on_negotiated(&mut self, local_offer: bool, local_sdp: String, remote_sdp: String) {
         for slot in &mut self.conn.transceivers {
             slot.pending_remote = false;
         }
+        self.conn.current_local = Some((!local_offer, local_sdp));
+        self.conn.current_remote = Some(remote_sdp);
         let ufrag = self.local_ufrag();
         if ufrag != self.conn.last_local_ufrag {
             if self.conn.last_local_ufrag.is_some() {
@@ -1010,7 +1027,7 @@ impl Engine {
         if self.conn.ice_restart.is_some() {
             self.conn.pc.restart_ice();
         }
-        if self.config.data_section && self.conn.pc.current_local_description().is_none() {
+        if self.config.data_section && self.conn.current_local.is_none() {
             self.conn.ensure_data_section()?;
         }
         let offer = self.conn.pc.create_offer(None).map_err(rtc_api)?;
@@ -1021,8 +1038,8 @@ impl Engine {
             self.conn.ice_restart = None;
             return Ok(());
         }
-        if let Some(current) = self.conn.pc.current_local_description()
-            && sdp::summary(&current.sdp) == sdp::summary(&offer.sdp)
+        if let Some((_, current)) = &self.conn.current_local
+            && sdp::summary(current) == sdp::summary(&offer.sdp)
         {
             self.counters.redundant_offers += 1;
         }
@@ -1036,15 +1053,16 @@ impl Engine {
         self.conn.next_offer_id += 1;
         let id = self.conn.next_offer_id;
         self.conn.pending_offer = Some(id);
+        self.conn.pending_offer_sdp.clone_from(&offer.sdp);
         self.counters.offers += 1;
         self.send_signal(Payload::Description {
             description: Description {
                 kind: SdpKind::Offer,
-                sdp: offer.sdp,
+                sdp: offer.sdp.clone(),
             },
             offer_id: Some(id),
         });
-        self.trickle_local_candidates();
+        self.trickle_local_candidates(&offer.sdp);
         self.arm_watchdog();
         Ok(())
     }
@@ -1120,19 +1138,17 @@ impl Engine {
         }
     }
 
-    /// Trickles the local candidates once per local ICE generation, then `candidate: null`.
-    fn trickle_local_candidates(&mut self) {
+    /// Trickles the local candidates once per local ICE generation, then `candidate: null`,
+    /// after the description `local_sdp` was sent.
+    fn trickle_local_candidates(&mut self, local_sdp: &str) {
         if !self.config.trickle {
             return;
         }
-        let Some(local) = self.conn.pc.local_description() else {
-            return;
-        };
-        let ufrag = sdp::ice_ufrag(&local.sdp).map(str::to_owned);
+        let ufrag = sdp::ice_ufrag(local_sdp).map(str::to_owned);
         if ufrag.is_none() || ufrag == self.conn.trickled_ufrag {
             return;
         }
-        let mid = mids(&local.sdp).into_iter().next();
+        let mid = mids(local_sdp).into_iter().next();
         self.conn.trickled_ufrag = ufrag.clone();
         for c in self.conn.local_candidates.clone() {
             self.send_signal(Payload::Candidate(Some(Candidate {
@@ -1509,8 +1525,12 @@ impl Connection {
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
             .build();
+        let mut rtc_config = RTCConfigurationBuilder::new();
+        if let Some(cert) = &config.certificate {
+            rtc_config = rtc_config.with_certificates(vec![cert.0.clone()]);
+        }
         let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_configuration(rtc_config.build())
             .with_media_engine(media)
             .with_setting_engine(settings)
             .build(now)
@@ -1553,6 +1573,7 @@ impl Connection {
             ice_restart: None,
             next_offer_id: 0,
             pending_offer: None,
+            pending_offer_sdp: String::new(),
             rolled_back: Vec::new(),
             last_remote_offer_id: None,
             last_remote_offer_sdp: None,
@@ -1563,6 +1584,8 @@ impl Connection {
             local_candidates: Vec::new(),
             trickled_ufrag: None,
             last_local_ufrag: None,
+            current_local: None,
+            current_remote: None,
             channels: BTreeMap::new(),
             deferred_channels: Vec::new(),
             data_section: None,
@@ -1590,9 +1613,9 @@ impl Connection {
         // handshake), so readiness is taken from the first channel that opens instead (the
         // negotiated data-section channel opens exactly when the association is up).
         let data_negotiated = self
-            .pc
-            .current_local_description()
-            .is_some_and(|d| d.sdp.contains("\nm=application"));
+            .current_local
+            .as_ref()
+            .is_some_and(|(_, sdp)| sdp.contains("\nm=application"));
         if data_negotiated && !self.sctp_ready {
             log::debug!("[{}] channel {label} waits for SCTP", self.id);
             self.deferred_channels
@@ -1696,8 +1719,39 @@ impl Connection {
             kind,
             origin: Origin::Local,
             pending_remote: false,
+            reusable: false,
         });
         Ok(())
+    }
+
+    /// W3C setRemoteDescription associates a remote offer's new m-section only with a
+    /// transceiver created by addTrack; rtc (like Pion) takes any unassociated transceiver of
+    /// the same kind and a compatible direction, so two addTransceiver calls in a glare would
+    /// share one m-line. rtc never matches an inactive transceiver, so the ones the remote may
+    /// not take are made inactive for the duration of the setRemoteDescription.
+    fn shield_unmatchable_transceivers(&mut self) -> Vec<(usize, RTCRtpTransceiverDirection)> {
+        let mut shielded = Vec::new();
+        for (index, slot) in self.transceivers.iter().enumerate() {
+            if slot.reusable {
+                continue;
+            }
+            if let Some(mut t) = self.pc.rtp_transceiver(index)
+                && t.mid().is_none()
+                && t.direction() != RTCRtpTransceiverDirection::Inactive
+            {
+                shielded.push((index, t.direction()));
+                t.set_direction(RTCRtpTransceiverDirection::Inactive);
+            }
+        }
+        shielded
+    }
+
+    fn unshield(&mut self, shielded: Vec<(usize, RTCRtpTransceiverDirection)>) {
+        for (index, direction) in shielded {
+            if let Some(mut t) = self.pc.rtp_transceiver(index) {
+                t.set_direction(direction);
+            }
+        }
     }
 
     /// Mirrors transceivers rtc appended on its own (add_track that found nothing to reuse).
@@ -1711,6 +1765,7 @@ impl Connection {
                 kind,
                 origin,
                 pending_remote: false,
+                reusable: true,
             });
         }
     }
@@ -1782,16 +1837,15 @@ fn mids(sdp: &str) -> Vec<String> {
 /// remote recvonly offer while rtc's answer for it says `sendonly` (a local bookkeeping choice
 /// so that `add_track` can reuse it); the SDP is what both ends agreed on.
 fn negotiated_direction(
-    local: &Option<RTCSessionDescription>,
-    remote: &Option<RTCSessionDescription>,
+    local: &Option<(bool, String)>,
+    remote: &Option<String>,
     mid: &str,
 ) -> Option<Direction> {
-    use rtc::peer_connection::sdp::RTCSdpType;
-    let local = local.as_ref()?;
-    if local.sdp_type == RTCSdpType::Answer {
-        section_direction(&local.sdp, mid)
+    let (local_is_answer, local) = local.as_ref()?;
+    if *local_is_answer {
+        section_direction(local, mid)
     } else {
-        section_direction(&remote.as_ref()?.sdp, mid).map(Direction::reverse)
+        section_direction(remote.as_ref()?, mid).map(Direction::reverse)
     }
 }
 

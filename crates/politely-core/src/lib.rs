@@ -78,7 +78,7 @@ mod sdp;
 mod signal;
 mod signaling;
 
-pub use config::{Config, Role};
+pub use config::{Certificate, Config, Role};
 pub use engine::{Engine, Output, Transmit};
 pub use error::{ApiError, ConfigError, Error, PeerError};
 pub use event::{

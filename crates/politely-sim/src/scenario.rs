@@ -158,6 +158,45 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    /// A two-peer glare scenario, fully determined by `seed`: glare on the very first
+    /// negotiation, then, once connected, a second glare round; in each both sides add a
+    /// transceiver at the same instant. Each round costs exactly 3 offers and 2 answers when
+    /// the pattern is minimal.
+    pub fn glare(seed: u64) -> (SimConfig, Scenario) {
+        let mut rng = Rng::new(seed);
+        let signal_latency = Duration::from_micros(1 + rng.below(30_000));
+        let packet_latency = Duration::from_micros(rng.below(10_000));
+        let config = SimConfig {
+            peers: 2,
+            seed,
+            signal_latency,
+            signal_jitter: signal_latency.mul_f64(rng.unit() * 0.5),
+            packet_latency,
+            shared_connection_ids: rng.chance(0.5),
+            trickle: rng.chance(0.5),
+            ..SimConfig::default()
+        };
+        let kind = |rng: &mut Rng| {
+            if rng.chance(0.5) {
+                MediaKind::Audio
+            } else {
+                MediaKind::Video
+            }
+        };
+        let mut scenario = Scenario::default()
+            .at(0, 0, 1, Action::CreateChannel("a".into()))
+            .at(0, 1, 0, Action::CreateChannel("b".into()));
+        for at in [0, 2_000] {
+            let (ka, kb) = (kind(&mut rng), kind(&mut rng));
+            scenario = scenario
+                .at(at, 0, 1, Action::AddTransceiver(ka, Direction::SendRecv))
+                .at(at, 1, 0, Action::AddTransceiver(kb, Direction::SendRecv));
+        }
+        (config, scenario)
+    }
+}
+
 fn random_action(rng: &mut Rng, label: &mut u32) -> Action {
     let kind = if rng.chance(0.5) {
         MediaKind::Audio

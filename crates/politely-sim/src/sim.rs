@@ -4,12 +4,13 @@ use crate::scenario::{Action, Scenario};
 use crate::verdict::{Failure, Verdict};
 use politely_core::rng::Rng;
 use politely_core::{
-    Config, ConnectionId, Diagnostic, Engine, Event, Origin, Output, Payload, Role, SdpKind,
+    Certificate, Config, ConnectionId, Diagnostic, Engine, Event, Origin, Output, Payload, Role, SdpKind,
     Signal, SignalingState,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How the two ends of each pair get their roles.
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 pub enum Roles {
     /// From peer ids: the lower index is polite (the server's rule).
     ById,
+    /// From peer ids, ordered the other way: the higher index is polite (roles swapped).
+    ByIdReversed,
     /// Misconfigured: both ends polite.
     BothPolite,
     /// Misconfigured: both ends impolite.
@@ -131,8 +134,9 @@ struct Scheduled {
 pub struct Stats {
     /// Virtual time from start to the first data-channel message received.
     pub first_message: Option<Duration>,
-    /// Virtual time from the first collision to convergence.
-    pub glare_to_converged: Option<Duration>,
+    /// For each glare round: virtual time from its first collision until every engine was
+    /// stable again with nothing left to negotiate.
+    pub glare_to_settled: Vec<Duration>,
     /// Virtual time at convergence.
     pub converged_at: Option<Duration>,
     /// Offers made by all engines.
@@ -161,7 +165,8 @@ pub struct Sim {
     interceptor: Option<Interceptor>,
     trace: Vec<String>,
     failures: Vec<Failure>,
-    first_collision: Option<Instant>,
+    /// When the glare round in progress began.
+    open_collision: Option<Instant>,
     stats: Stats,
 }
 
@@ -189,7 +194,7 @@ impl Sim {
             interceptor: None,
             trace: Vec::new(),
             failures: Vec::new(),
-            first_collision: None,
+            open_collision: None,
             stats: Stats::default(),
         };
         for a in 0..sim.config.peers {
@@ -229,6 +234,10 @@ impl Sim {
                 local: format!("peer-{peer}"),
                 remote: format!("peer-{remote}"),
             },
+            Roles::ByIdReversed => Role::FromIds {
+                local: format!("peer-{}", 9 - peer),
+                remote: format!("peer-{}", 9 - remote),
+            },
             Roles::BothPolite => Role::Polite,
             Roles::BothImpolite => Role::Impolite,
         };
@@ -239,6 +248,7 @@ impl Sim {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add((peer * 16 + remote) as u64 + u64::from(generation) * 1_000);
         config.trickle = self.config.trickle;
+        config.certificate = Some(certificate(peer));
         config.watchdog_timeout = self.config.watchdog_timeout;
         if self.config.shared_connection_ids && generation == 0 {
             let (lo, hi) = (peer.min(remote), peer.max(remote));
@@ -335,11 +345,13 @@ impl Sim {
         let mut steps_at_same_instant = 0u32;
         let mut last = self.now;
         loop {
-            if self.actions.is_empty() && self.signals.is_empty() && self.converged_now() {
+            // Cheap conditions first: the full check reads channels and transceivers.
+            if self.actions.is_empty()
+                && self.signals.is_empty()
+                && self.quiet()
+                && self.converged_now()
+            {
                 self.stats.converged_at = Some(self.elapsed());
-                if let Some(t) = self.first_collision {
-                    self.stats.glare_to_converged = Some(self.now - t);
-                }
                 break;
             }
             let Some(next) = self.next_instant() else {
@@ -361,6 +373,13 @@ impl Sim {
                 last = self.now;
             }
             self.step();
+            if let Some(t) = self.open_collision
+                && self.quiet()
+                && self.settled()
+            {
+                self.stats.glare_to_settled.push(self.now - t);
+                self.open_collision = None;
+            }
         }
         self.collect_counters();
         Verdict::check(self)
@@ -402,12 +421,18 @@ impl Sim {
     /// Handles everything due at `now`, one input at a time, draining after each.
     fn step(&mut self) {
         let now = self.now;
+        // Actions due together run back to back before any draining, as calls an application
+        // makes in one task do: their negotiation coalesces into one offer.
+        let mut touched = BTreeSet::new();
         while let Some(Reverse(a)) = self.actions.peek()
             && a.at <= now
         {
             let Reverse(a) = self.actions.pop().expect("invariant: peeked");
             self.apply(a.item.peer, a.item.remote, a.item.action);
-            self.drain(a.item.peer, a.item.remote);
+            touched.insert((a.item.peer, a.item.remote));
+        }
+        for (peer, remote) in touched {
+            self.drain(peer, remote);
         }
         while let Some(Reverse(s)) = self.signals.peek()
             && s.at <= now
@@ -558,9 +583,9 @@ impl Sim {
         if matches!(
             event,
             Event::Diagnostic(Diagnostic::IgnoredOffer | Diagnostic::RolledBack)
-        ) && self.first_collision.is_none()
+        ) && self.open_collision.is_none()
         {
-            self.first_collision = Some(self.now);
+            self.open_collision = Some(self.now);
         }
         match event {
             Event::ChannelOpen {
@@ -622,6 +647,22 @@ impl Sim {
         &mut self.links
     }
 
+    /// Whether every engine is stable with nothing left to negotiate (our own view only).
+    fn quiet(&self) -> bool {
+        self.links.values().all(|l| {
+            l.engine.signaling_state() == SignalingState::Stable && !l.engine.wants_to_negotiate()
+        })
+    }
+
+    /// Whether every engine is stable with nothing pending or left to negotiate.
+    fn settled(&self) -> bool {
+        self.links.values().all(|l| {
+            l.engine.signaling_state() == SignalingState::Stable
+                && !l.engine.has_pending_description()
+                && !l.engine.wants_to_negotiate()
+        })
+    }
+
     /// Whether every pair is settled: stable, nothing to negotiate, connected, channels
     /// open and echoed.
     fn converged_now(&mut self) -> bool {
@@ -663,6 +704,19 @@ impl Sim {
         }
         self.stats = stats;
     }
+}
+
+/// Each peer's DTLS identity, from a per-process pool: an application keeps one identity, and
+/// key generation is not what the simulator measures. Certificates are random either way (rtc
+/// draws the keys), so sharing them across runs changes no decision.
+fn certificate(peer: usize) -> Certificate {
+    static POOL: OnceLock<Vec<Certificate>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        (0..6)
+            .map(|_| Certificate::generate().expect("invariant: rtc generates ECDSA certificates"))
+            .collect()
+    })[peer]
+        .clone()
 }
 
 fn jitter(rng: &mut Rng, max: Duration) -> Duration {

@@ -1,0 +1,287 @@
+//! `politely sim`: many seeded scenarios, a summary, and a replay command per failure.
+
+use clap::Args;
+use politely_sim::{Scenario, Sim, Verdict};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct SimArgs {
+    /// How many seeds to run (seeds 0..N, or S..S+N with --seed).
+    #[arg(long, default_value_t = 1000)]
+    seeds: u64,
+    /// Peers per scenario, 2 to 6; by default seeds cycle through 2, 3 and 4.
+    #[arg(long)]
+    peers: Option<usize>,
+    /// Run from this seed; with --seeds 1 (the default when --seed is given) it replays one seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the random latency: both signaling and packets take this long, one way.
+    #[arg(long)]
+    latency_ms: Option<u64>,
+    /// Two-peer glare scenarios (two simultaneous glare rounds each) instead of random ones.
+    #[arg(long)]
+    glare: bool,
+    /// Print the negotiation-level trace of each run (use with --seed).
+    #[arg(long)]
+    trace: bool,
+    /// Worker threads (runs are independent and each is deterministic).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+}
+
+struct Outcome {
+    seed: u64,
+    peers: usize,
+    verdict: Verdict,
+    wall: Duration,
+    trace: Vec<String>,
+}
+
+fn run_one(args: &SimArgs, seed: u64) -> Outcome {
+    let (mut config, scenario) = if args.glare {
+        Scenario::glare(seed)
+    } else {
+        let peers = args.peers.unwrap_or(2 + (seed % 3) as usize);
+        Scenario::random(seed, peers)
+    };
+    if let Some(ms) = args.latency_ms {
+        config.signal_latency = Duration::from_millis(ms);
+        config.packet_latency = Duration::from_millis(ms);
+    }
+    let peers = config.peers;
+    let start = Instant::now();
+    let mut sim = Sim::with_scenario(config, &scenario);
+    let verdict = sim.run();
+    let wall = start.elapsed();
+    let trace = if args.trace {
+        sim.trace().to_vec()
+    } else {
+        Vec::new()
+    };
+    Outcome {
+        seed,
+        peers,
+        verdict,
+        wall,
+        trace,
+    }
+}
+
+pub(crate) fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
+    if let Some(p) = args.peers {
+        anyhow::ensure!((2..=6).contains(&p), "--peers must be 2 to 6");
+    }
+    let first = args.seed.unwrap_or(0);
+    let count = if args.seed.is_some() && args.seeds == 1000 {
+        1 // --seed alone replays one seed
+    } else {
+        args.seeds
+    };
+    let next = Arc::new(AtomicU64::new(0));
+    let outcomes = Arc::new(Mutex::new(Vec::with_capacity(count as usize)));
+    let started = Instant::now();
+    let progress = Progress::new(count);
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            let (next, outcomes, progress) = (next.clone(), outcomes.clone(), &progress);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let outcome = run_one(args, first + i);
+                    progress.tick(outcome.verdict.passed());
+                    outcomes
+                        .lock()
+                        .expect("invariant: no worker panics while holding the lock")
+                        .push(outcome);
+                }
+            });
+        }
+    });
+    progress.finish();
+    let wall = started.elapsed();
+    let mut outcomes = std::mem::take(
+        &mut *outcomes
+            .lock()
+            .expect("invariant: all workers have finished"),
+    );
+    outcomes.sort_by_key(|o| o.seed);
+    report(args, &outcomes, wall);
+    let failed = outcomes.iter().filter(|o| !o.verdict.passed()).count();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn report(args: &SimArgs, outcomes: &[Outcome], wall: Duration) {
+    let mut out = std::io::stdout().lock();
+    for o in outcomes {
+        for line in &o.trace {
+            let _ = writeln!(out, "{line}");
+        }
+        if args.trace {
+            let _ = writeln!(out, "trace hash {:016x}", o.verdict.trace_hash);
+        }
+    }
+    let runs = outcomes.len();
+    let passed = outcomes.iter().filter(|o| o.verdict.passed()).count();
+    let failed = runs - passed;
+    let converged = outcomes
+        .iter()
+        .filter(|o| o.verdict.stats.converged_at.is_some())
+        .count();
+    let _ = writeln!(out, "runs: {runs}, converged: {converged}");
+    for o in outcomes.iter().filter(|o| !o.verdict.passed()) {
+        let _ = writeln!(out, "FAILED seed {} ({} peers):", o.seed, o.peers);
+        for f in &o.verdict.failures {
+            let _ = writeln!(out, "  {f}");
+        }
+        let _ = writeln!(out, "  replay: {}", replay_command(args, o));
+    }
+    let offers: u64 = outcomes.iter().map(|o| o.verdict.stats.offers).sum();
+    let answers: u64 = outcomes.iter().map(|o| o.verdict.stats.answers).sum();
+    let collisions: u64 = outcomes.iter().map(|o| o.verdict.stats.collisions).sum();
+    let watchdog: u64 = outcomes.iter().map(|o| o.verdict.stats.watchdog_firings).sum();
+    let _ = writeln!(
+        out,
+        "offers: {offers}, answers: {answers}, collisions: {collisions}, watchdog firings: {watchdog}"
+    );
+    if args.glare && runs > 0 {
+        // Each glare scenario has two glare rounds; the pattern's minimum is 3 offers a round.
+        let rounds = 2 * runs as u64;
+        let _ = writeln!(
+            out,
+            "glare rounds: {rounds}, offers per glare round: {:.3}, answers per glare round: {:.3}",
+            offers as f64 / rounds as f64,
+            answers as f64 / rounds as f64
+        );
+    }
+    let pick = |f: &dyn Fn(&Outcome) -> Option<Duration>| {
+        let mut v: Vec<Duration> = outcomes.iter().filter_map(f).collect();
+        v.sort();
+        v
+    };
+    let mut glare: Vec<Duration> = outcomes
+        .iter()
+        .flat_map(|o| o.verdict.stats.glare_to_settled.iter().copied())
+        .collect();
+    glare.sort();
+    let lines: [(&str, Vec<Duration>); 3] = [
+        ("virtual time to first data-channel message", pick(&|o| o.verdict.stats.first_message)),
+        ("virtual time from a glare to settled (per glare round)", glare),
+        ("virtual time to converge", pick(&|o| o.verdict.stats.converged_at)),
+    ];
+    for (name, v) in lines {
+        if !v.is_empty() {
+            let _ = writeln!(
+                out,
+                "{name}: p50 {:.1} ms, p99 {:.1} ms (n={})",
+                ms(percentile(&v, 0.50)),
+                ms(percentile(&v, 0.99)),
+                v.len()
+            );
+        }
+    }
+    let walls = pick(&|o| Some(o.wall));
+    if !walls.is_empty() {
+        let total: Duration = walls.iter().sum();
+        let _ = writeln!(
+            out,
+            "wall time per scenario: mean {:.2} ms, p50 {:.2} ms, p99 {:.2} ms; {:.0} scenarios/s per worker, {:.0} scenarios/s overall ({} workers, {:.1} s)",
+            ms(total / walls.len() as u32),
+            ms(percentile(&walls, 0.50)),
+            ms(percentile(&walls, 0.99)),
+            walls.len() as f64 / total.as_secs_f64(),
+            walls.len() as f64 / wall.as_secs_f64(),
+            args.jobs.max(1),
+            wall.as_secs_f64()
+        );
+    }
+    let _ = writeln!(out, "{passed} passed, {failed} failed");
+}
+
+fn replay_command(args: &SimArgs, o: &Outcome) -> String {
+    let mut cmd = format!("cargo run --release -p politely-cli -- sim --seed {}", o.seed);
+    if args.glare {
+        cmd.push_str(" --glare");
+    } else if let Some(p) = args.peers {
+        cmd.push_str(&format!(" --peers {p}"));
+    }
+    if let Some(l) = args.latency_ms {
+        cmd.push_str(&format!(" --latency-ms {l}"));
+    }
+    cmd.push_str(" --trace");
+    cmd
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A progress bar on stderr, redrawn at most every 200 ms.
+struct Progress {
+    total: u64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    last: Mutex<Instant>,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let now = Instant::now();
+        Self {
+            total,
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last: Mutex::new(now),
+            start: now,
+        }
+    }
+
+    fn tick(&self, passed: bool) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if !passed {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.elapsed() >= Duration::from_millis(200) || done == self.total {
+            *last = Instant::now();
+            self.draw(done);
+        }
+    }
+
+    fn draw(&self, done: u64) {
+        const WIDTH: u64 = 30;
+        let filled = (done * WIDTH).checked_div(self.total).unwrap_or(WIDTH);
+        let bar: String = (0..WIDTH)
+            .map(|i| if i < filled { '#' } else { '-' })
+            .collect();
+        eprint!(
+            "\r[{bar}] {done}/{} seeds, {} failed, {:.0}s",
+            self.total,
+            self.failed.load(Ordering::Relaxed),
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+
+    fn finish(&self) {
+        self.draw(self.done.load(Ordering::Relaxed));
+        eprintln!();
+    }
+}
