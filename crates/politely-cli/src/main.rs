@@ -6,7 +6,11 @@ use std::process::ExitCode;
 mod sim;
 
 #[derive(Parser)]
-#[command(name = "politely", version, about = "WebRTC perfect negotiation for Rust")]
+#[command(
+    name = "politely",
+    version,
+    about = "WebRTC perfect negotiation for Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,3 +38,8 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(&args),
     }
 }
+
+// rtc allocates heavily in SDP, SCTP and DTLS; mimalloc measured 1.5-2x faster than the
+// system allocator on the simulator (see the README's benchmark notes).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

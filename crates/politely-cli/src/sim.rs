@@ -22,9 +22,13 @@ pub(crate) struct SimArgs {
     /// Override the random latency: both signaling and packets take this long, one way.
     #[arg(long)]
     latency_ms: Option<u64>,
-    /// Two-peer glare scenarios (two simultaneous glare rounds each) instead of random ones.
+    /// Two-peer glare scenarios instead of random ones: both sides add a transceiver at the
+    /// same instant, on the first negotiation and then on the live connection.
     #[arg(long)]
     glare: bool,
+    /// Glare rounds per glare scenario (the first is on the first negotiation).
+    #[arg(long, default_value_t = 2, requires = "glare")]
+    rounds: u32,
     /// Print the negotiation-level trace of each run (use with --seed).
     #[arg(long)]
     trace: bool,
@@ -43,7 +47,7 @@ struct Outcome {
 
 fn run_one(args: &SimArgs, seed: u64) -> Outcome {
     let (mut config, scenario) = if args.glare {
-        Scenario::glare(seed)
+        Scenario::glare(seed, args.rounds)
     } else {
         let peers = args.peers.unwrap_or(2 + (seed % 3) as usize);
         Scenario::random(seed, peers)
@@ -149,14 +153,17 @@ fn report(args: &SimArgs, outcomes: &[Outcome], wall: Duration) {
     let offers: u64 = outcomes.iter().map(|o| o.verdict.stats.offers).sum();
     let answers: u64 = outcomes.iter().map(|o| o.verdict.stats.answers).sum();
     let collisions: u64 = outcomes.iter().map(|o| o.verdict.stats.collisions).sum();
-    let watchdog: u64 = outcomes.iter().map(|o| o.verdict.stats.watchdog_firings).sum();
+    let watchdog: u64 = outcomes
+        .iter()
+        .map(|o| o.verdict.stats.watchdog_firings)
+        .sum();
     let _ = writeln!(
         out,
         "offers: {offers}, answers: {answers}, collisions: {collisions}, watchdog firings: {watchdog}"
     );
     if args.glare && runs > 0 {
-        // Each glare scenario has two glare rounds; the pattern's minimum is 3 offers a round.
-        let rounds = 2 * runs as u64;
+        // The pattern's minimum is 3 offers and 2 answers a round.
+        let rounds = u64::from(args.rounds) * runs as u64;
         let _ = writeln!(
             out,
             "glare rounds: {rounds}, offers per glare round: {:.3}, answers per glare round: {:.3}",
@@ -175,9 +182,18 @@ fn report(args: &SimArgs, outcomes: &[Outcome], wall: Duration) {
         .collect();
     glare.sort();
     let lines: [(&str, Vec<Duration>); 3] = [
-        ("virtual time to first data-channel message", pick(&|o| o.verdict.stats.first_message)),
-        ("virtual time from a glare to settled (per glare round)", glare),
-        ("virtual time to converge", pick(&|o| o.verdict.stats.converged_at)),
+        (
+            "virtual time to first data-channel message",
+            pick(&|o| o.verdict.stats.first_message),
+        ),
+        (
+            "virtual time from a glare to settled (per glare round)",
+            glare,
+        ),
+        (
+            "virtual time to converge",
+            pick(&|o| o.verdict.stats.converged_at),
+        ),
     ];
     for (name, v) in lines {
         if !v.is_empty() {
@@ -209,9 +225,12 @@ fn report(args: &SimArgs, outcomes: &[Outcome], wall: Duration) {
 }
 
 fn replay_command(args: &SimArgs, o: &Outcome) -> String {
-    let mut cmd = format!("cargo run --release -p politely-cli -- sim --seed {}", o.seed);
+    let mut cmd = format!(
+        "cargo run --release -p politely-cli -- sim --seed {}",
+        o.seed
+    );
     if args.glare {
-        cmd.push_str(" --glare");
+        cmd.push_str(&format!(" --glare --rounds {}", args.rounds));
     } else if let Some(p) = args.peers {
         cmd.push_str(&format!(" --peers {p}"));
     }

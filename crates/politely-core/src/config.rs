@@ -20,7 +20,8 @@ impl Certificate {
     pub fn generate() -> Result<Self, ConfigError> {
         let rtc_err = |e: &dyn fmt::Display| ConfigError::Rtc(e.to_string());
         let provider = rtc::crypto::default_provider().map_err(|e| rtc_err(&e))?;
-        let params = CertificateParams::new(vec!["politely".to_owned()]).map_err(|e| rtc_err(&e))?;
+        let params =
+            CertificateParams::new(vec!["politely".to_owned()]).map_err(|e| rtc_err(&e))?;
         let cert = RTCCertificate::generate(
             provider.crypto(),
             rtc::crypto::SignatureScheme::EcdsaP256Sha256,

@@ -725,7 +725,6 @@ impl Engine {
         description: Description,
         offer_id: Option<u64>,
     ) -> Result<(), PeerError> {
-        let parsed = parse_description(&description)?;
         self.counters.offers_received += 1;
         let duplicate = match (offer_id, self.conn.last_remote_offer_id) {
             (Some(id), Some(last)) => id <= last,
@@ -756,7 +755,14 @@ impl Engine {
             self.diagnose(Diagnostic::IgnoredOffer);
             return Ok(());
         }
-        self.apply_remote_offer(parsed, offer_id)
+        // A polite rollback comes before rtc's own parse, so validate first: a malformed offer
+        // must not cost us our own. Otherwise rtc parses before it changes anything.
+        let offer = if offer_collision {
+            parse_description(&description)?
+        } else {
+            unparsed(&description)
+        };
+        self.apply_remote_offer(offer, offer_id)
     }
 
     /// SRD(offer) with the implicit rollback rtc lacks, then SLD(answer) and send it. The
@@ -835,7 +841,7 @@ impl Engine {
         description: Description,
         offer_id: Option<u64>,
     ) -> Result<(), PeerError> {
-        let parsed = parse_description(&description)?;
+        let parsed = unparsed(&description);
         if let Some(id) = offer_id
             && self.conn.rolled_back.contains(&id)
         {
@@ -1812,6 +1818,20 @@ impl Connection {
     }
 }
 
+/// A description for rtc, which parses it before changing any state.
+fn unparsed(d: &Description) -> RTCSessionDescription {
+    use rtc::peer_connection::sdp::RTCSdpType;
+    let mut desc = RTCSessionDescription::default();
+    desc.sdp_type = match d.kind {
+        SdpKind::Offer => RTCSdpType::Offer,
+        SdpKind::Answer => RTCSdpType::Answer,
+    };
+    desc.sdp.clone_from(&d.sdp);
+    desc
+}
+
+/// Parses a description to validate it before a step that rtc's own parse would come too late
+/// for (a rollback, a connection replacement).
 fn parse_description(d: &Description) -> Result<RTCSessionDescription, PeerError> {
     let parsed = match d.kind {
         SdpKind::Offer => RTCSessionDescription::offer(d.sdp.clone()),

@@ -159,11 +159,11 @@ impl Scenario {
 }
 
 impl Scenario {
-    /// A two-peer glare scenario, fully determined by `seed`: glare on the very first
-    /// negotiation, then, once connected, a second glare round; in each both sides add a
-    /// transceiver at the same instant. Each round costs exactly 3 offers and 2 answers when
-    /// the pattern is minimal.
-    pub fn glare(seed: u64) -> (SimConfig, Scenario) {
+    /// A two-peer glare scenario, fully determined by `seed`: `rounds` glare rounds, 2 s
+    /// apart, the first on the very first negotiation (with a data channel on each side) and
+    /// the others on the live connection; in each, both sides add a transceiver at the same
+    /// instant. Each round costs exactly 3 offers and 2 answers when the pattern is minimal.
+    pub fn glare(seed: u64, rounds: u32) -> (SimConfig, Scenario) {
         let mut rng = Rng::new(seed);
         let signal_latency = Duration::from_micros(1 + rng.below(30_000));
         let packet_latency = Duration::from_micros(rng.below(10_000));
@@ -187,7 +187,7 @@ impl Scenario {
         let mut scenario = Scenario::default()
             .at(0, 0, 1, Action::CreateChannel("a".into()))
             .at(0, 1, 0, Action::CreateChannel("b".into()));
-        for at in [0, 2_000] {
+        for at in (0..u64::from(rounds)).map(|r| r * 2_000) {
             let (ka, kb) = (kind(&mut rng), kind(&mut rng));
             scenario = scenario
                 .at(at, 0, 1, Action::AddTransceiver(ka, Direction::SendRecv))

@@ -4,8 +4,8 @@ use crate::scenario::{Action, Scenario};
 use crate::verdict::{Failure, Verdict};
 use politely_core::rng::Rng;
 use politely_core::{
-    Certificate, Config, ConnectionId, Diagnostic, Engine, Event, Origin, Output, Payload, Role, SdpKind,
-    Signal, SignalingState,
+    Certificate, Config, ConnectionId, Diagnostic, Engine, Event, Origin, Output, Payload, Role,
+    SdpKind, Signal, SignalingState,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};

@@ -57,7 +57,10 @@ impl Verdict {
     pub(crate) fn check(sim: &mut Sim) -> Verdict {
         let mut failures: Vec<Failure> = sim.failures().to_vec();
         let converged = sim.stats().converged_at.is_some();
-        let roles_ok = matches!(sim.config().roles, crate::Roles::ById | crate::Roles::ByIdReversed);
+        let roles_ok = matches!(
+            sim.config().roles,
+            crate::Roles::ById | crate::Roles::ByIdReversed
+        );
         let peers = sim.config().peers;
         let mut total_offers = 0;
         let mut total_answers = 0;

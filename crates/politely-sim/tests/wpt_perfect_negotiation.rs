@@ -13,7 +13,11 @@ use std::time::Duration;
 fn config(polite_first: bool, seed: u64) -> SimConfig {
     SimConfig {
         seed,
-        roles: if polite_first { Roles::ById } else { Roles::ByIdReversed },
+        roles: if polite_first {
+            Roles::ById
+        } else {
+            Roles::ByIdReversed
+        },
         ..SimConfig::default()
     }
 }
