@@ -134,8 +134,10 @@ struct Connection {
     pending_offer: Option<u64>,
     /// The SDP of the pending offer; the current local description once it is answered.
     pending_offer_sdp: String,
-    /// Our offers that were rolled back; an answer to one means the remote yielded too.
+    /// Our offers rolled back in a glare; an answer to one means the remote yielded too.
     rolled_back: Vec<u64>,
+    /// Our offers the watchdog abandoned; an answer to one is stale.
+    abandoned: Vec<u64>,
     last_remote_offer_id: Option<u64>,
     last_remote_offer_sdp: Option<String>,
     /// The last colliding offer we ignored, kept for the watchdog's recovery.
@@ -169,7 +171,6 @@ struct Connection {
     watchdog: Option<Instant>,
     negotiation_strikes: u32,
     transport_strikes: u32,
-    channel_strikes: u32,
 }
 
 /// The perfect-negotiation engine for one remote peer. See the [crate docs](crate) for the
@@ -773,7 +774,7 @@ impl Engine {
         offer_id: Option<u64>,
     ) -> Result<(), PeerError> {
         if self.conn.signaling == SignalingState::HaveLocalOffer {
-            self.rollback_local_offer("remote offer collided");
+            self.rollback_local_offer("remote offer collided", true);
             self.diagnose(Diagnostic::RolledBack);
         }
         let now = self.now;
@@ -904,7 +905,10 @@ impl Engine {
         self.pump();
     }
 
-    fn rollback_local_offer(&mut self, reason: &str) {
+    /// Rolls back our pending offer. `glare` tells whether it yields to a colliding offer (an
+    /// answer to it later means the remote yielded too) or is abandoned by the watchdog (an
+    /// answer to it later is merely stale).
+    fn rollback_local_offer(&mut self, reason: &str, glare: bool) {
         let rollback = RTCSessionDescription::rollback(None)
             .expect("invariant: a rollback description without SDP always builds");
         // In have-local-offer no transceiver is pending-remote (the flags clear on stable), so
@@ -918,9 +922,14 @@ impl Engine {
         self.set_signaling(Op::SetLocal(DescType::Rollback), reason);
         self.pump();
         if let Some(id) = self.conn.pending_offer.take() {
-            self.conn.rolled_back.push(id);
-            if self.conn.rolled_back.len() > 16 {
-                self.conn.rolled_back.remove(0);
+            let list = if glare {
+                &mut self.conn.rolled_back
+            } else {
+                &mut self.conn.abandoned
+            };
+            list.push(id);
+            if list.len() > 16 {
+                list.remove(0);
             }
         }
         self.counters.rollbacks += 1;
@@ -1001,7 +1010,7 @@ impl Engine {
         }
         self.conn.negotiation_strikes = 0;
         self.conn.watchdog = None;
-        if self.conn.connection_state != ConnectionState::Connected {
+        if self.conn.awaits_transport() {
             self.arm_watchdog();
         }
         self.queue
@@ -1032,6 +1041,12 @@ impl Engine {
     fn make_offer(&mut self) -> Result<(), Error> {
         if self.conn.ice_restart.is_some() {
             self.conn.pc.restart_ice();
+        }
+        if self.conn.current_local.is_none() && !self.conn.has_application_objects() {
+            // rtc reports negotiation needed whenever nothing was negotiated yet, even with
+            // nothing to negotiate (after a rollback, say). Offer only for something of ours.
+            self.conn.negotiation_needed = false;
+            return Ok(());
         }
         if self.config.data_section && self.conn.current_local.is_none() {
             self.conn.ensure_data_section()?;
@@ -1198,7 +1213,7 @@ impl Engine {
                     }
                 } else {
                     self.report_watchdog(WatchdogCause::AnswerTimeout, Recovery::Reoffer);
-                    self.rollback_local_offer("watchdog: no answer");
+                    self.rollback_local_offer("watchdog: no answer", false);
                     self.conn.negotiation_needed = true;
                     self.arm_watchdog();
                 }
@@ -1217,38 +1232,13 @@ impl Engine {
                 }
             }
             SignalingState::Stable if self.conn.stalled_channels().next().is_some() => {
-                // The first time, assume the open was dropped in a race with the association
-                // handshake and dial again. If that fails too, rtc is writing to a dead
-                // association (seen after an ICE restart during the DTLS handshake): only a
-                // new connection helps.
-                self.conn.channel_strikes += 1;
-                if self.conn.channel_strikes >= 2 {
-                    self.watchdog_new_connection(WatchdogCause::ChannelStalled);
-                } else {
-                    self.report_watchdog(WatchdogCause::ChannelStalled, Recovery::ReopenChannels);
-                    self.reopen_stalled_channels();
-                    self.arm_watchdog();
-                }
+                // rtc dropped the channel's open (dialed on an association that was not
+                // established, or on a dead second association after an ICE restart during
+                // the DTLS handshake). Dialing again on the same connection can duplicate the
+                // channel if the first open was only delayed; a new connection is consistent.
+                self.watchdog_new_connection(WatchdogCause::ChannelStalled);
             }
             _ => {}
-        }
-    }
-
-    /// Closes the local channels that never opened and creates them again with the same ids.
-    fn reopen_stalled_channels(&mut self) {
-        let stalled: Vec<ChannelId> = self.conn.stalled_channels().collect();
-        for id in stalled {
-            let Some(Intent::Channel { label, options }) = self.intents.get(&id.0).cloned() else {
-                continue;
-            };
-            if let Some(slot) = self.conn.channels.remove(&id)
-                && let Some(mut dc) = self.conn.pc.data_channel(slot.rtc)
-            {
-                let _ = dc.close();
-            }
-            if let Err(e) = self.conn.create_channel(id, &label, &options) {
-                self.surface(Error::Api(e));
-            }
         }
     }
 
@@ -1417,12 +1407,9 @@ impl Engine {
                 match new {
                     ConnectionState::Connected => {
                         self.conn.transport_strikes = 0;
-                        let channels_pending = self
-                            .conn
-                            .channels
-                            .values()
-                            .any(|s| s.origin == Origin::Local && !s.open);
-                        if self.conn.signaling == SignalingState::Stable && !channels_pending {
+                        if self.conn.signaling == SignalingState::Stable
+                            && !self.conn.awaits_transport()
+                        {
                             self.conn.watchdog = None;
                         }
                     }
@@ -1475,8 +1462,10 @@ impl Engine {
             }
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id)) => {
                 if let Some(id) = self.conn.channel_by_rtc(rtc_id) {
+                    // The application's intent stays: a channel closes when its connection
+                    // dies too, and a replacement connection must bring it back. Only
+                    // `close_data_channel` forgets a channel.
                     self.conn.channels.remove(&id);
-                    self.intents.remove(&id.0);
                     self.queue
                         .push_back(Output::Event(Event::ChannelClosed { id }));
                 }
@@ -1581,6 +1570,7 @@ impl Connection {
             pending_offer: None,
             pending_offer_sdp: String::new(),
             rolled_back: Vec::new(),
+            abandoned: Vec::new(),
             last_remote_offer_id: None,
             last_remote_offer_sdp: None,
             ignored_offer: None,
@@ -1600,7 +1590,6 @@ impl Connection {
             watchdog: None,
             negotiation_strikes: 0,
             transport_strikes: 0,
-            channel_strikes: 0,
         })
     }
 
@@ -1799,6 +1788,26 @@ impl Connection {
                 .rtp_transceiver(i)
                 .is_some_and(|t| t.sender() == Some(sender))
         })
+    }
+
+    /// Whether the application has anything on this connection: a channel (open, pending or
+    /// deferred) or a transceiver.
+    fn has_application_objects(&self) -> bool {
+        !self.channels.is_empty()
+            || !self.deferred_channels.is_empty()
+            || !self.transceivers.is_empty()
+            || self.ice_restart.is_some()
+    }
+
+    /// Whether something still waits on the transport: the connection itself, or a local
+    /// channel that has not opened. The watchdog stays armed while it does.
+    fn awaits_transport(&self) -> bool {
+        self.connection_state != ConnectionState::Connected
+            || !self.deferred_channels.is_empty()
+            || self
+                .channels
+                .values()
+                .any(|s| s.origin == Origin::Local && !s.open)
     }
 
     /// Local channels dialed on a connected transport that have not opened.

@@ -130,8 +130,6 @@ pub enum Recovery {
     BackOff,
     /// Restarted ICE.
     RestartIce,
-    /// Closed the stalled data channels and created them again, with the same ids.
-    ReopenChannels,
     /// Replaced the connection with a new one (new connection id).
     NewConnection,
     /// Nothing the engine can do; the application must act (e.g. supply candidates).

@@ -4,8 +4,8 @@ use crate::scenario::{Action, Scenario};
 use crate::verdict::{Failure, Verdict};
 use politely_core::rng::Rng;
 use politely_core::{
-    Certificate, Config, ConnectionId, Diagnostic, Engine, Event, Origin, Output, Payload, Role,
-    SdpKind, Signal, SignalingState,
+    Certificate, Config, ConnectionId, Counters, Diagnostic, Engine, Event, Origin, Output,
+    Payload, Role, SdpKind, Signal, SignalingState,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -99,6 +99,25 @@ pub(crate) struct Link {
     /// Local channels currently open, by label (to know which echoes are owed).
     pub(crate) open_local: BTreeSet<String>,
     pub(crate) restarts: u32,
+    /// Every event the engine emitted, with its virtual time.
+    pub(crate) events: Vec<(Duration, Event)>,
+    /// Counters of engines this link had before a restart replaced them.
+    pub(crate) retired: Vec<Counters>,
+}
+
+impl Link {
+    /// Counters of this link's engines, the current and the retired, added up.
+    pub(crate) fn counters(&self) -> Counters {
+        let mut total = self.engine.counters();
+        for c in &self.retired {
+            total.offers += c.offers;
+            total.answers += c.answers;
+            total.ignored_offers += c.ignored_offers;
+            total.watchdog_firings += c.watchdog_firings;
+            total.redundant_offers += c.redundant_offers;
+        }
+        total
+    }
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -261,6 +280,8 @@ impl Sim {
             echoed: BTreeSet::new(),
             open_local: BTreeSet::new(),
             restarts: generation,
+            events: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -281,6 +302,11 @@ impl Sim {
     /// Installs a function that decides the fate of every signaling message.
     pub fn intercept(&mut self, f: impl FnMut(usize, usize, &Signal) -> Fate + 'static) {
         self.interceptor = Some(Box::new(f));
+    }
+
+    /// The virtual clock's current instant.
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// Virtual time elapsed.
@@ -304,6 +330,16 @@ impl Sim {
         &self.trace
     }
 
+    /// Every event the engine `peer` runs toward `remote` emitted so far, with virtual times.
+    pub fn events(&self, peer: usize, remote: usize) -> &[(Duration, Event)] {
+        &self.links[&(peer, remote)].events
+    }
+
+    /// Whether the engine `peer` runs toward `remote` emitted an event matching `f`.
+    pub fn saw(&self, peer: usize, remote: usize, f: impl Fn(&Event) -> bool) -> bool {
+        self.events(peer, remote).iter().any(|(_, e)| f(e))
+    }
+
     /// Measurements so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -321,8 +357,12 @@ impl Sim {
             // The peer restarts: a brand-new engine with a new connection id, which opens a
             // channel again as the application would after a reload.
             let generation = self.links[&(peer, remote)].restarts + 1;
-            let link = self.new_link(peer, remote, generation);
-            *self.link_mut(peer, remote) = link;
+            let mut link = self.new_link(peer, remote, generation);
+            let old = self.link_mut(peer, remote);
+            link.retired = std::mem::take(&mut old.retired);
+            link.retired.push(old.engine.counters());
+            link.events = std::mem::take(&mut old.events);
+            *old = link;
             let label = format!("after-restart-{generation}");
             if let Err(e) = self
                 .engine(peer, remote)
@@ -559,8 +599,9 @@ impl Sim {
     }
 
     fn on_event(&mut self, peer: usize, remote: usize, event: Event) {
+        let at = self.elapsed();
+        self.link_mut(peer, remote).events.push((at, event.clone()));
         match &event {
-            Event::Diagnostic(Diagnostic::BufferedCandidate) => {}
             Event::Diagnostic(_)
             | Event::SignalingStateChange(_)
             | Event::Negotiated { .. }
@@ -696,7 +737,7 @@ impl Sim {
         stats.collisions = 0;
         stats.watchdog_firings = 0;
         for link in self.links.values() {
-            let c = link.engine.counters();
+            let c = link.counters();
             stats.offers += c.offers;
             stats.answers += c.answers;
             stats.collisions += c.ignored_offers;

@@ -71,7 +71,7 @@ impl Verdict {
                 if a == b {
                     continue;
                 }
-                let c = sim.links()[&(a, b)].engine.counters();
+                let c = sim.links()[&(a, b)].counters();
                 total_offers += c.offers;
                 total_answers += c.answers;
                 total_ignored += c.ignored_offers;
