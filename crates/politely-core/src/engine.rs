@@ -817,9 +817,22 @@ impl Engine {
         // Parameterless SLD in have-remote-offer creates and applies an answer (JSEP 5.4).
         let answer = match self.conn.pc.create_answer(None) {
             Ok(a) => a,
-            Err(e) => return Err(PeerError::InvalidDescription(e.to_string())),
+            Err(e) => {
+                self.undo_failed_remote_offer();
+                return Err(PeerError::InvalidDescription(e.to_string()));
+            }
         };
-        if let Err(e) = self.conn.pc.set_local_description(now, answer.clone()) {
+        // RFC 8842 §5.5 / JSEP 5.3.1: an answer in a renegotiation keeps the DTLS role already
+        // in place. rtc answers with its configured answering role instead, which flips the
+        // role whenever the offerer changes sides (a browser refuses that). rtc only accepts
+        // the answer it created and never acts on a renegotiation's role, so it applies its
+        // own text while the peer is sent the text with the established role.
+        let sent_sdp = match self.conn.established_setup() {
+            Some(role) => sdp::with_setup(&answer.sdp, role),
+            None => answer.sdp.clone(),
+        };
+        if let Err(e) = self.conn.pc.set_local_description(now, answer) {
+            self.undo_failed_remote_offer();
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
         self.set_signaling(Op::SetLocal(DescType::Answer), "local answer");
@@ -828,12 +841,12 @@ impl Engine {
         self.send_signal(Payload::Description {
             description: Description {
                 kind: SdpKind::Answer,
-                sdp: answer.sdp.clone(),
+                sdp: sent_sdp.clone(),
             },
             offer_id,
         });
-        self.trickle_local_candidates(&answer.sdp);
-        self.on_negotiated(false, answer.sdp, remote_sdp);
+        self.trickle_local_candidates(&sent_sdp);
+        self.on_negotiated(false, sent_sdp, remote_sdp);
         Ok(())
     }
 
@@ -1062,7 +1075,12 @@ impl Engine {
         if let Some((_, current)) = &self.conn.current_local
             && sdp::summary(current) == sdp::summary(&offer.sdp)
         {
-            self.counters.redundant_offers += 1;
+            // W3C re-checks the negotiation-needed flag right before firing: a change undone
+            // in the same task (a direction set and set back) needs no offer. rtc's event for
+            // the first change is not withdrawn, so check the offer itself; createOffer has no
+            // side effects, so dropping it unapplied is free.
+            self.conn.negotiation_needed = false;
+            return Ok(());
         }
         self.conn
             .pc
@@ -1347,15 +1365,33 @@ impl Engine {
         let mut any = false;
         loop {
             let mut progressed = false;
+            // rtc walks some of its maps in a per-process random order, so channel events of
+            // one drain come out in any order. Handle them by SCTP stream id, which is itself
+            // deterministic, so the engine's channel ids and events are the same in every
+            // process. Other events keep rtc's order.
+            let mut channel_events = Vec::new();
             while let Some(event) = self.conn.pc.poll_event() {
                 progressed = true;
-                self.on_rtc_event(event);
+                match event {
+                    RTCPeerConnectionEvent::OnDataChannel(e) => channel_events.push(e),
+                    other => self.on_rtc_event(other),
+                }
             }
+            channel_events.sort_by_key(|e| self.conn.stream_of_event(e));
+            for e in channel_events {
+                self.on_rtc_event(RTCPeerConnectionEvent::OnDataChannel(e));
+            }
+            // Messages likewise, by stream; the sort is stable, so each channel keeps its order.
+            let mut messages = Vec::new();
             while let Some(read) = self.conn.pc.poll_read() {
                 progressed = true;
-                if let RTCMessage::DataChannelMessage(rtc_id, msg) = read.message
-                    && let Some(channel) = self.conn.channel_by_rtc(rtc_id)
-                {
+                if let RTCMessage::DataChannelMessage(rtc_id, msg) = read.message {
+                    messages.push((rtc_id, msg));
+                }
+            }
+            messages.sort_by_key(|(rtc_id, _)| self.conn.stream_of(*rtc_id));
+            for (rtc_id, msg) in messages {
+                if let Some(channel) = self.conn.channel_by_rtc(rtc_id) {
                     self.queue.push_back(Output::Event(Event::Message {
                         channel,
                         data: msg.data.to_vec(),
@@ -1790,6 +1826,22 @@ impl Connection {
         })
     }
 
+    /// The `a=setup` value this side's answers must carry once a DTLS role is established:
+    /// the one it answered with, or the opposite of what the remote answered to its offer.
+    fn established_setup(&self) -> Option<&'static str> {
+        let (local_is_answer, local) = self.current_local.as_ref()?;
+        let own = if *local_is_answer {
+            sdp::setup(local)?
+        } else {
+            match sdp::setup(self.current_remote.as_deref()?)? {
+                "active" => "passive",
+                "passive" => "active",
+                _ => return None,
+            }
+        };
+        matches!(own, "active" | "passive").then_some(own)
+    }
+
     /// Whether the application has anything on this connection: a channel (open, pending or
     /// deferred) or a transceiver.
     fn has_application_objects(&self) -> bool {
@@ -1817,6 +1869,26 @@ impl Connection {
             .iter()
             .filter(move |(_, s)| connected && s.origin == Origin::Local && !s.open)
             .map(|(id, _)| *id)
+    }
+
+    /// The SCTP stream of an rtc channel, for ordering; unassigned streams sort last.
+    fn stream_of(&mut self, rtc_id: RTCDataChannelId) -> u32 {
+        self.pc
+            .data_channel(rtc_id)
+            .and_then(|dc| dc.stream_id())
+            .map_or(u32::MAX, u32::from)
+    }
+
+    fn stream_of_event(&mut self, event: &RTCDataChannelEvent) -> u32 {
+        match event {
+            RTCDataChannelEvent::OnOpen(id)
+            | RTCDataChannelEvent::OnError(id)
+            | RTCDataChannelEvent::OnClosing(id)
+            | RTCDataChannelEvent::OnClose(id)
+            | RTCDataChannelEvent::OnBufferedAmountLow(id)
+            | RTCDataChannelEvent::OnBufferedAmountHigh(id) => self.stream_of(*id),
+            _ => u32::MAX,
+        }
     }
 
     fn channel_by_rtc(&self, rtc_id: RTCDataChannelId) -> Option<ChannelId> {

@@ -191,7 +191,4 @@ pub struct Counters {
     pub connections_replaced: u64,
     /// ICE restarts applied (local credentials changed).
     pub ice_restarts: u64,
-    /// Offers that changed nothing against the current local description; the pattern's
-    /// minimum is zero.
-    pub redundant_offers: u64,
 }

@@ -9,6 +9,31 @@ pub(crate) fn ice_ufrag(sdp: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The first `a=setup` value (the DTLS role: active, passive or actpass).
+pub(crate) fn setup(sdp: &str) -> Option<&'static str> {
+    let value = sdp
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=setup:"))?;
+    ["active", "passive", "actpass", "holdconn"]
+        .into_iter()
+        .find(|v| *v == value.trim())
+}
+
+/// The description with every `a=setup` line set to `role`.
+pub(crate) fn with_setup(sdp: &str, role: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("a=setup:") {
+            out.push_str("a=setup:");
+            out.push_str(role);
+            out.push_str(if line.ends_with("\r\n") { "\r\n" } else { "\n" });
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// The negotiable content of a description: per m-section its media, mid, direction and send
 /// stream, plus the ICE ufrag. Two descriptions with equal summaries negotiate the same thing,
 /// so an offer whose summary equals the current local description's was not needed.
@@ -54,6 +79,16 @@ mod tests {
     const SDP: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:abcd\r\na=mid:0\r\na=sendrecv\r\na=msid:s1 t1\r\n\
         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:abcd\r\na=mid:1\r\n";
+
+    #[test]
+    fn reads_and_rewrites_setup() {
+        let sdp = "v=0\r\nm=audio 9 X 0\r\na=setup:active\r\nm=video 9 X 0\r\na=setup:active\r\n";
+        assert_eq!(setup(sdp), Some("active"));
+        let passive = with_setup(sdp, "passive");
+        assert_eq!(passive.matches("a=setup:passive\r\n").count(), 2);
+        assert_eq!(setup(&passive), Some("passive"));
+        assert_eq!(passive.len(), sdp.len() + 2);
+    }
 
     #[test]
     fn reads_ufrag_and_summary() {

@@ -10,8 +10,7 @@
 //! Every run ends with [`Verdict`]: every pair stable with no pending description and nothing
 //! left to negotiate, connected, the same connection id and mids at both ends, complementary
 //! directions, every data channel open at both ends with a message echoed, no error surfaced,
-//! and no offer beyond the pattern's minimum (none that changed nothing; every offer answered
-//! or lost to a collision).
+//! and no offer beyond the pattern's minimum (every offer answered or lost to a collision).
 //!
 //! # Determinism
 //!

@@ -114,7 +114,6 @@ impl Link {
             total.answers += c.answers;
             total.ignored_offers += c.ignored_offers;
             total.watchdog_firings += c.watchdog_firings;
-            total.redundant_offers += c.redundant_offers;
         }
         total
     }
@@ -782,7 +781,16 @@ fn describe(signal: &Signal) -> String {
                 SdpKind::Answer => "answer",
             };
             let m = description.sdp.matches("\nm=").count();
-            format!("{kind} #{} ({m} m-lines) on {id}", offer_id.unwrap_or(0))
+            let setup = description
+                .sdp
+                .lines()
+                .find_map(|l| l.strip_prefix("a=setup:"))
+                .unwrap_or("-")
+                .trim();
+            format!(
+                "{kind} #{} ({m} m-lines, setup {setup}) on {id}",
+                offer_id.unwrap_or(0)
+            )
         }
         Payload::Candidate(Some(_)) => format!("candidate on {id}"),
         Payload::Candidate(None) => format!("end-of-candidates on {id}"),

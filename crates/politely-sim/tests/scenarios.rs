@@ -247,6 +247,56 @@ fn data_channels_on_both_sides_before_the_first_negotiation() {
     assert_eq!(sim.engine(0, 1).channels().len(), 4);
 }
 
+/// Catalog #35 (twilio-video.js defers glare handling until the first negotiation for this):
+/// whichever side offers later, an answer keeps the DTLS role established by the first
+/// exchange. rtc alone would answer `active` every time and flip the roles.
+#[test]
+fn dtls_role_is_kept_when_the_offerer_changes_sides() {
+    let scenario = Scenario::default().at(0, 0, 1, Action::CreateChannel("first".into()));
+    let mut sim = Sim::with_scenario(SimConfig::default(), &scenario);
+    let setups = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let seen = setups.clone();
+    sim.intercept(move |from, _, signal| {
+        if let Payload::Description { description, .. } = &signal.payload
+            && description.kind == SdpKind::Answer
+        {
+            let setup = description
+                .sdp
+                .lines()
+                .find_map(|l| l.strip_prefix("a=setup:"))
+                .unwrap_or("")
+                .to_owned();
+            seen.borrow_mut().push((from, setup));
+        }
+        Fate::Deliver
+    });
+    passed(&sim.run());
+    // p0 offered first, p1 answered and took a role; now p1 offers, then p0 again, then p1.
+    sim.act(1, 0, video(Direction::SendOnly));
+    passed(&sim.run());
+    sim.act(0, 1, audio(Direction::SendOnly));
+    passed(&sim.run());
+    sim.act(1, 0, audio(Direction::SendRecv));
+    passed(&sim.run());
+    let setups = setups.borrow();
+    assert_eq!(setups.len(), 4, "{setups:?}");
+    let (first_answerer, first_role) = setups[0].clone();
+    assert_eq!(first_answerer, 1);
+    let other = if first_role == "active" {
+        "passive"
+    } else {
+        "active"
+    };
+    for (from, role) in setups.iter() {
+        let expected = if *from == first_answerer {
+            first_role.as_str()
+        } else {
+            other
+        };
+        assert_eq!(role, expected, "answers: {setups:?}");
+    }
+}
+
 /// Catalog #27: both peers polite. Each rolls back and answers the other's offer, then gets an
 /// answer to an offer it rolled back: the engine detects it, backs off at random, converges.
 #[test]
