@@ -904,11 +904,33 @@ impl Engine {
         if self.conn.pc.pending_remote_description().is_some() {
             let rollback = RTCSessionDescription::rollback(None)
                 .expect("invariant: a rollback description without SDP always builds");
-            if let Err(e) = self.conn.pc.set_remote_description(self.now, rollback) {
-                log::warn!(
-                    "[{}] could not undo a failed remote offer: {e}",
-                    self.conn.id
-                );
+            match self.conn.pc.set_remote_description(self.now, rollback) {
+                // The offer was applied and the answer failed: our state moves back too.
+                Ok(()) if self.conn.signaling == SignalingState::HaveRemoteOffer => {
+                    self.set_signaling(Op::SetRemote(DescType::Rollback), "answer failed");
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    log::warn!(
+                        "[{}] could not undo a failed remote offer: {e}",
+                        self.conn.id
+                    );
+                }
+            }
+        }
+        // rtc removed the transceivers the offer created (RFC 9429 §5.7); drop their slots.
+        let count = self.conn.pc.get_transceivers().count();
+        while self.conn.transceivers.len() > count {
+            match self
+                .conn
+                .transceivers
+                .iter()
+                .rposition(|t| t.pending_remote)
+            {
+                Some(i) => {
+                    self.conn.transceivers.remove(i);
+                }
+                None => break,
             }
         }
         // A failure part-way may have left transceivers behind; mirror them so ids stay right.
