@@ -993,18 +993,23 @@ impl Engine {
     /// After a remote description was applied: buffered candidates, ICE generations, and the
     /// end of candidate-error suppression.
     fn after_remote_description(&mut self) {
-        if let Some(ufrag) = self
+        // The cached current remote description is still the previous exchange's here.
+        let ufrag = self
             .conn
             .pc
             .remote_description()
-            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned));
+        let prev = self
+            .conn
+            .current_remote
+            .as_deref()
+            .and_then(sdp::ice_ufrag)
+            .map(str::to_owned);
+        if let (Some(ufrag), Some(prev)) = (ufrag, prev)
+            && prev != ufrag
+            && !self.conn.old_remote_ufrags.contains(&prev)
         {
-            if let Some(prev) = self.remote_ufrag_before()
-                && prev != ufrag
-                && !self.conn.old_remote_ufrags.contains(&prev)
-            {
-                self.conn.old_remote_ufrags.push(prev);
-            }
+            self.conn.old_remote_ufrags.push(prev);
         }
         for candidate in std::mem::take(&mut self.conn.early_candidates) {
             if let Err(e) = self.apply_candidate(candidate) {
@@ -1015,15 +1020,6 @@ impl Engine {
         self.conn.ignored_offer = None;
     }
 
-    /// The remote ufrag of the last stable state, if it differs from the pending one.
-    fn remote_ufrag_before(&self) -> Option<String> {
-        self.conn
-            .pc
-            .current_remote_description()
-            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
-    }
-
-    /// An offer/answer exchange completed; the connection is stable.
     /// An exchange completed: `local_sdp` and `remote_sdp` are now the current descriptions.
     fn on_negotiated(&mut self, local_offer: bool, local_sdp: String, remote_sdp: String) {
         for slot in &mut self.conn.transceivers {
@@ -1435,11 +1431,11 @@ impl Engine {
 
     fn on_rtc_event(&mut self, event: RTCPeerConnectionEvent) {
         match event {
-            RTCPeerConnectionEvent::OnNegotiationNeededEvent => {
-                // rtc fires only in stable; a state change out of stable clears it again.
-                if self.conn.signaling == SignalingState::Stable {
-                    self.conn.negotiation_needed = true;
-                }
+            // rtc fires only in stable; a state change out of stable clears it again.
+            RTCPeerConnectionEvent::OnNegotiationNeededEvent
+                if self.conn.signaling == SignalingState::Stable =>
+            {
+                self.conn.negotiation_needed = true;
             }
             RTCPeerConnectionEvent::OnSignalingStateChangeEvent(state) => {
                 log::trace!("[{}] rtc signaling {state}", self.conn.id);

@@ -15,12 +15,15 @@
 //! # Determinism
 //!
 //! For a given seed, the scenario, the network's delays and losses, and every engine's own
-//! randomness are fixed, so the negotiation-level trace and the verdict repeat run after run
-//! and process after process. rtc draws randomness of its own (DTLS and ECDSA, ICE
-//! credentials, SCTP tags, STUN transaction ids): packet bytes differ between runs, and DER
-//! signatures vary in length by a byte. The trace records no packet bytes, ufrags or SDP, and
-//! losses are drawn per datagram in send order, so as long as the *number* of datagrams is the
-//! same the trace is too; the tests check this across processes.
+//! randomness are fixed, so the negotiation-level trace and the verdict repeat run after run.
+//! rtc draws randomness of its own (DTLS and ECDSA, ICE credentials, SCTP tags, STUN
+//! transaction ids): packet bytes differ between runs, and DER signatures vary in length by a
+//! byte. The trace records no packet bytes, ufrags or SDP, and losses are drawn per datagram
+//! in send order, so as long as the *number* of datagrams is the same the trace is too. rtc also
+//! walks some maps in a per-process random order; the engine orders channel events by stream
+//! so that does not show, except where rtc holds two SCTP associations on one connection (an
+//! rtc bug): then which one a new channel is written to, and so whether the watchdog has to
+//! replace the connection, can differ between processes. The verdict holds either way.
 //!
 //! ```
 //! use politely_sim::{Action, Scenario, Sim, SimConfig};
