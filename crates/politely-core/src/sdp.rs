@@ -1,6 +1,8 @@
 //! The few facts the engine reads from SDP text: ICE ufrag, mids, and a summary of what an
 //! offer would negotiate. Line-based on purpose: rtc has already validated any SDP these see.
 
+use crate::media::{Direction, MediaKind};
+
 /// The ICE ufrag of the first m-section or the session, whichever comes first (BUNDLE: one
 /// transport).
 pub(crate) fn ice_ufrag(sdp: &str) -> Option<&str> {
@@ -70,6 +72,82 @@ pub(crate) fn summary(sdp: &str) -> Vec<String> {
     }
     out.extend(section);
     out
+}
+
+pub(crate) fn mids(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// W3C `currentDirection`: the direction negotiated by the last completed exchange, the
+/// answer's for the answerer and its reverse for the offerer. Read from the SDP rather than
+/// from rtc's `current_direction()`, which reports `inactive` for a transceiver created by a
+/// remote recvonly offer while rtc's answer for it says `sendonly` (a local bookkeeping choice
+/// so that `add_track` can reuse it); the SDP is what both ends agreed on.
+pub(crate) fn negotiated_direction(
+    local: &Option<(bool, String)>,
+    remote: &Option<String>,
+    mid: &str,
+) -> Option<Direction> {
+    let (local_is_answer, local) = local.as_ref()?;
+    if *local_is_answer {
+        section_direction(local, mid)
+    } else {
+        section_direction(remote.as_ref()?, mid).map(Direction::reverse)
+    }
+}
+
+/// The direction attribute of the m-section with this mid (sendrecv when absent, inactive when
+/// the section is rejected).
+pub(crate) fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
+    let mut in_section = false;
+    let mut rejected = false;
+    let mut direction = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_section {
+                break;
+            }
+            rejected = m.split_whitespace().nth(1) == Some("0");
+            direction = None;
+        } else if line.strip_prefix("a=mid:") == Some(mid) {
+            in_section = true;
+        } else {
+            direction = match line {
+                "a=sendrecv" => Some(Direction::SendRecv),
+                "a=sendonly" => Some(Direction::SendOnly),
+                "a=recvonly" => Some(Direction::RecvOnly),
+                "a=inactive" => Some(Direction::Inactive),
+                _ => direction,
+            };
+        }
+    }
+    if !in_section {
+        return None;
+    }
+    if rejected {
+        return Some(Direction::Inactive);
+    }
+    Some(direction.unwrap_or(Direction::SendRecv))
+}
+
+pub(crate) fn media_of_mid(sdp: &str, mid: Option<&str>) -> Option<MediaKind> {
+    let mid = mid?;
+    let mut media = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            media = match m.split_whitespace().next() {
+                Some("audio") => Some(MediaKind::Audio),
+                Some("video") => Some(MediaKind::Video),
+                _ => None,
+            };
+        } else if line.strip_prefix("a=mid:") == Some(mid) {
+            return media;
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -14,31 +14,23 @@ use crate::sdp;
 use crate::signal::{Candidate, ConnectionId, Description, Payload, SdpKind, Signal};
 use crate::signaling::{self, DescType, Op, SignalingState};
 use bytes::BytesMut;
-use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState};
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
-};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverInit};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+mod connection;
+
+use connection::{
+    ChannelSlot, Connection, TransceiverSlot, from_rtc_direction, make_track, rtc_api,
+    to_rtc_direction,
+};
 
 /// How many retired connection ids are remembered, so late messages for them are recognised.
 const RETIRED_IDS: usize = 32;
@@ -46,7 +38,7 @@ const RETIRED_IDS: usize = 32;
 const EARLY_CANDIDATES: usize = 64;
 /// The stream of the hidden channel that carries the data section (see
 /// [`Config::data_section`]). High enough that no peer's in-band channels reach it.
-const DATA_SECTION_STREAM: u16 = 1000;
+pub(crate) const DATA_SECTION_STREAM: u16 = 1000;
 /// Watchdog firings without progress before the connection is replaced by a new one.
 const STRIKES_BEFORE_NEW_CONNECTION: u32 = 3;
 
@@ -84,93 +76,6 @@ enum Intent {
         kind: MediaKind,
         direction: Direction,
     },
-}
-
-/// The engine's mirror of one entry of rtc's transceiver vector.
-#[derive(Debug, Clone)]
-struct TransceiverSlot {
-    id: TransceiverId,
-    kind: MediaKind,
-    origin: Origin,
-    /// Created by the remote offer that is pending now; rtc removes it on rollback unless a
-    /// track was attached since (RFC 9429 §5.7).
-    pending_remote: bool,
-    /// May be associated with a remote offer's m-section: created by add_track (W3C
-    /// setRemoteDescription step "created by addTrack"), or by the remote itself.
-    reusable: bool,
-}
-
-#[derive(Debug, Clone)]
-struct ChannelSlot {
-    rtc: RTCDataChannelId,
-    label: String,
-    origin: Origin,
-    open: bool,
-}
-
-/// One rtc peer connection with the pattern's per-connection state.
-struct Connection {
-    id: ConnectionId,
-    pc: RTCPeerConnection,
-    /// A message carrying this id arrived from the remote.
-    heard_from_remote: bool,
-    /// This side sent a message carrying this id.
-    sent: bool,
-    signaling: SignalingState,
-    connection_state: ConnectionState,
-
-    // The W3C pattern's flags (webrtc-pc "Perfect Negotiation Example").
-    making_offer: bool,
-    ignore_offer: bool,
-    is_setting_remote_answer_pending: bool,
-    /// rtc's negotiation-needed events, coalesced; cleared whenever the state leaves stable,
-    /// because rtc re-checks and fires again on the return to stable if still needed.
-    negotiation_needed: bool,
-    /// restartIce(): the local ufrag to replace. Persists until a local description with
-    /// another ufrag becomes current (W3C `[[LocalIceCredentialsToReplace]]`).
-    ice_restart: Option<String>,
-
-    next_offer_id: u64,
-    pending_offer: Option<u64>,
-    /// The SDP of the pending offer; the current local description once it is answered.
-    pending_offer_sdp: String,
-    /// Our offers rolled back in a glare; an answer to one means the remote yielded too.
-    rolled_back: Vec<u64>,
-    /// Our offers the watchdog abandoned; an answer to one is stale.
-    abandoned: Vec<u64>,
-    last_remote_offer_id: Option<u64>,
-    last_remote_offer_sdp: Option<String>,
-    /// The last colliding offer we ignored, kept for the watchdog's recovery.
-    ignored_offer: Option<(Description, Option<u64>)>,
-
-    early_candidates: Vec<Candidate>,
-    /// Set when an offer is ignored; cleared once the next remote description is applied
-    /// (the newest WPT helper's `ignoreIceCandidateFailures`).
-    suppress_candidate_errors: bool,
-    old_remote_ufrags: Vec<String>,
-    local_candidates: Vec<RTCIceCandidateInit>,
-    trickled_ufrag: Option<String>,
-    last_local_ufrag: Option<String>,
-
-    /// The current (last stable) local description: whether it is an answer, and its SDP.
-    /// Cached because rtc rebuilds the SDP on every `current_local_description()` call.
-    current_local: Option<(bool, String)>,
-    /// The current remote description's SDP.
-    current_remote: Option<String>,
-
-    channels: BTreeMap<ChannelId, ChannelSlot>,
-    /// Local channels held back while the SCTP association is handshaking (see
-    /// `Connection::create_channel`).
-    deferred_channels: Vec<(ChannelId, String, ChannelOptions)>,
-    /// The hidden channel that carries the data section, once created.
-    data_section: Option<RTCDataChannelId>,
-    /// A channel of this connection has opened, so an SCTP association is up.
-    sctp_ready: bool,
-    transceivers: Vec<TransceiverSlot>,
-
-    watchdog: Option<Instant>,
-    negotiation_strikes: u32,
-    transport_strikes: u32,
 }
 
 /// The perfect-negotiation engine for one remote peer. See the [crate docs](crate) for the
@@ -286,7 +191,7 @@ impl Engine {
         self.conn
             .current_local
             .as_ref()
-            .map(|(_, sdp)| mids(sdp))
+            .map(|(_, sdp)| sdp::mids(sdp))
             .unwrap_or_default()
     }
 
@@ -311,7 +216,7 @@ impl Engine {
                 direction: from_rtc_direction(t.direction()).unwrap_or(Direction::Inactive),
                 current_direction: slot_mid
                     .as_deref()
-                    .and_then(|m| negotiated_direction(&local, &remote, m)),
+                    .and_then(|m| sdp::negotiated_direction(&local, &remote, m)),
                 origin: slot.origin,
                 has_track: t.sender().is_some(),
             });
@@ -1167,7 +1072,7 @@ impl Engine {
                 "ufrag {ufrag} matches no applied remote description"
             ))
         } else if let Some(mid) = candidate.sdp_mid.as_deref()
-            && !mids(&remote_sdp).iter().any(|m| m == mid)
+            && !sdp::mids(&remote_sdp).iter().any(|m| m == mid)
         {
             Some(format!("mid {mid} matches no remote m-section"))
         } else {
@@ -1205,7 +1110,7 @@ impl Engine {
         if ufrag.is_none() || ufrag == self.conn.trickled_ufrag {
             return;
         }
-        let mid = mids(local_sdp).into_iter().next();
+        let mid = sdp::mids(local_sdp).into_iter().next();
         self.conn.trickled_ufrag = ufrag.clone();
         for c in self.conn.local_candidates.clone() {
             self.send_signal(Payload::Candidate(Some(Candidate {
@@ -1563,360 +1468,6 @@ impl Engine {
     }
 }
 
-impl Connection {
-    fn new(id: ConnectionId, config: &Config, now: Instant) -> Result<Self, ConfigError> {
-        let mut media = MediaEngine::default();
-        media
-            .register_default_codecs()
-            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-        let settings = SettingEngineBuilder::new()
-            .with_ice_connection_attempts(Some(config.ice_check_interval), None)
-            .with_host_acceptance_min_wait(Some(Duration::ZERO))
-            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
-            .build();
-        let mut rtc_config = RTCConfigurationBuilder::new();
-        if let Some(cert) = &config.certificate {
-            rtc_config = rtc_config.with_certificates(vec![cert.0.clone()]);
-        }
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(rtc_config.build())
-            .with_media_engine(media)
-            .with_setting_engine(settings)
-            .build(now)
-            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-        for addr in &config.local_addrs {
-            let host = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: addr.ip().to_string(),
-                    port: addr.port(),
-                    component: 1,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
-            .new_candidate_host()
-            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-            let init = RTCIceCandidate::from(&host)
-                .to_json()
-                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-            pc.add_local_candidate(init)
-                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-        }
-        if !config.local_addrs.is_empty() {
-            // End of gathering: every candidate is known up front.
-            pc.add_local_candidate(RTCIceCandidateInit::default())
-                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-        }
-        Ok(Self {
-            id,
-            pc,
-            heard_from_remote: false,
-            sent: false,
-            signaling: SignalingState::Stable,
-            connection_state: ConnectionState::New,
-            making_offer: false,
-            ignore_offer: false,
-            is_setting_remote_answer_pending: false,
-            negotiation_needed: false,
-            ice_restart: None,
-            next_offer_id: 0,
-            pending_offer: None,
-            pending_offer_sdp: String::new(),
-            rolled_back: Vec::new(),
-            abandoned: Vec::new(),
-            last_remote_offer_id: None,
-            last_remote_offer_sdp: None,
-            ignored_offer: None,
-            early_candidates: Vec::new(),
-            suppress_candidate_errors: false,
-            old_remote_ufrags: Vec::new(),
-            local_candidates: Vec::new(),
-            trickled_ufrag: None,
-            last_local_ufrag: None,
-            current_local: None,
-            current_remote: None,
-            channels: BTreeMap::new(),
-            deferred_channels: Vec::new(),
-            data_section: None,
-            sctp_ready: false,
-            transceivers: Vec::new(),
-            watchdog: None,
-            negotiation_strikes: 0,
-            transport_strikes: 0,
-        })
-    }
-
-    fn create_channel(
-        &mut self,
-        id: ChannelId,
-        label: &str,
-        options: &ChannelOptions,
-    ) -> Result<(), ApiError> {
-        // rtc 0.21 dials a channel at once when an SCTP association exists, even one still
-        // handshaking, and such a channel never opens (seen in the simulator). Once the data
-        // section is negotiated the association is on its way, so new channels wait for it to
-        // be up; `flush_deferred_channels` then creates them. Before that, rtc itself defers
-        // the dial to the end of the handshake, which works. rtc's `sctp().state()` cannot
-        // tell: it reads the first of possibly several associations (rtc starts one per DTLS
-        // handshake), so readiness is taken from the first channel that opens instead (the
-        // negotiated data-section channel opens exactly when the association is up).
-        let data_negotiated = self
-            .current_local
-            .as_ref()
-            .is_some_and(|(_, sdp)| sdp.contains("\nm=application"));
-        if data_negotiated && !self.sctp_ready {
-            log::debug!("[{}] channel {label} waits for SCTP", self.id);
-            self.deferred_channels
-                .push((id, label.to_owned(), options.clone()));
-            return Ok(());
-        }
-        let init = RTCDataChannelInit {
-            ordered: options.ordered,
-            max_packet_life_time: options.max_packet_life_time,
-            max_retransmits: options.max_retransmits,
-            protocol: options.protocol.clone(),
-            negotiated: options.negotiated,
-        };
-        let dc = self
-            .pc
-            .create_data_channel(label, Some(init))
-            .map_err(rtc_api)?;
-        let rtc_id = dc.id();
-        let open = dc.ready_state() == RTCDataChannelState::Open;
-        log::debug!(
-            "[{}] channel {label} created: stream {:?}, {:?}",
-            self.id,
-            dc.stream_id(),
-            dc.ready_state()
-        );
-        self.channels.insert(
-            id,
-            ChannelSlot {
-                rtc: rtc_id,
-                label: label.to_owned(),
-                origin: Origin::Local,
-                open,
-            },
-        );
-        Ok(())
-    }
-
-    /// Creates the hidden channel that keeps a data section in this connection's descriptions
-    /// and tells when the association is up (see [`Config::data_section`]). Both ends create it
-    /// with the same stream id, out of band, so nothing is announced.
-    fn ensure_data_section(&mut self) -> Result<(), ApiError> {
-        if self.data_section.is_some() {
-            return Ok(());
-        }
-        let init = RTCDataChannelInit {
-            negotiated: Some(DATA_SECTION_STREAM),
-            ..Default::default()
-        };
-        let dc = self
-            .pc
-            .create_data_channel("politely", Some(init))
-            .map_err(rtc_api)?;
-        self.data_section = Some(dc.id());
-        Ok(())
-    }
-
-    /// Creates the channels held back by `create_channel` once the association is up.
-    fn flush_deferred_channels(&mut self) -> Result<bool, ApiError> {
-        if self.deferred_channels.is_empty() || !self.sctp_ready {
-            return Ok(false);
-        }
-        log::debug!("[{}] SCTP is up: creating deferred channels", self.id);
-        for (id, label, options) in std::mem::take(&mut self.deferred_channels) {
-            self.create_channel(id, &label, &options)?;
-        }
-        Ok(true)
-    }
-
-    fn add_transceiver(
-        &mut self,
-        id: TransceiverId,
-        kind: MediaKind,
-        direction: Direction,
-        ssrc: u32,
-    ) -> Result<(), ApiError> {
-        let init = RTCRtpTransceiverInit {
-            direction: to_rtc_direction(direction),
-            streams: vec![],
-            send_encodings: vec![],
-        };
-        if direction.sends() {
-            let mut rng = Rng::new(u64::from(ssrc));
-            let track = make_track(kind, ssrc, &mut rng);
-            self.pc
-                .add_transceiver_from_track(track, Some(init))
-                .map_err(rtc_api)?;
-        } else {
-            // rtc adds by kind only as recvonly; set the wanted direction afterwards.
-            let index = self
-                .pc
-                .add_transceiver_from_kind(to_rtc_kind(kind), None)
-                .map_err(rtc_api)?;
-            if direction != Direction::RecvOnly
-                && let Some(mut t) = self.pc.rtp_transceiver(index)
-            {
-                t.set_direction(to_rtc_direction(direction));
-            }
-        }
-        self.transceivers.push(TransceiverSlot {
-            id,
-            kind,
-            origin: Origin::Local,
-            pending_remote: false,
-            reusable: false,
-        });
-        Ok(())
-    }
-
-    /// W3C setRemoteDescription associates a remote offer's new m-section only with a
-    /// transceiver created by addTrack; rtc (like Pion) takes any unassociated transceiver of
-    /// the same kind and a compatible direction, so two addTransceiver calls in a glare would
-    /// share one m-line. rtc never matches an inactive transceiver, so the ones the remote may
-    /// not take are made inactive for the duration of the setRemoteDescription.
-    fn shield_unmatchable_transceivers(&mut self) -> Vec<(usize, RTCRtpTransceiverDirection)> {
-        let mut shielded = Vec::new();
-        for (index, slot) in self.transceivers.iter().enumerate() {
-            if slot.reusable {
-                continue;
-            }
-            if let Some(mut t) = self.pc.rtp_transceiver(index)
-                && t.mid().is_none()
-                && t.direction() != RTCRtpTransceiverDirection::Inactive
-            {
-                shielded.push((index, t.direction()));
-                t.set_direction(RTCRtpTransceiverDirection::Inactive);
-            }
-        }
-        shielded
-    }
-
-    fn unshield(&mut self, shielded: Vec<(usize, RTCRtpTransceiverDirection)>) {
-        for (index, direction) in shielded {
-            if let Some(mut t) = self.pc.rtp_transceiver(index) {
-                t.set_direction(direction);
-            }
-        }
-    }
-
-    /// Mirrors transceivers rtc appended on its own (add_track that found nothing to reuse).
-    fn sync_new_transceivers(&mut self, origin: Origin, next_id: &mut u32) {
-        let count = self.pc.get_transceivers().count();
-        while self.transceivers.len() < count {
-            *next_id += 1;
-            let kind = self.kind_at(self.transceivers.len());
-            self.transceivers.push(TransceiverSlot {
-                id: TransceiverId(*next_id),
-                kind,
-                origin,
-                pending_remote: false,
-                reusable: true,
-            });
-        }
-    }
-
-    fn kind_at(&mut self, index: usize) -> MediaKind {
-        let sdp = self
-            .pc
-            .remote_description()
-            .map(|d| d.sdp.clone())
-            .unwrap_or_default();
-        let mid = self.pc.rtp_transceiver(index).and_then(|t| t.mid().clone());
-        media_of_mid(&sdp, mid.as_deref()).unwrap_or(MediaKind::Video)
-    }
-
-    fn index_of(&self, id: TransceiverId) -> Result<usize, ApiError> {
-        self.transceivers
-            .iter()
-            .position(|s| s.id == id)
-            .ok_or(ApiError::UnknownTransceiver(id))
-    }
-
-    fn index_of_sender(&mut self, sender: RTCRtpSenderId) -> Option<usize> {
-        (0..self.transceivers.len()).find(|&i| {
-            self.pc
-                .rtp_transceiver(i)
-                .is_some_and(|t| t.sender() == Some(sender))
-        })
-    }
-
-    /// The `a=setup` value this side's answers must carry once a DTLS role is established:
-    /// the one it answered with, or the opposite of what the remote answered to its offer.
-    fn established_setup(&self) -> Option<&'static str> {
-        let (local_is_answer, local) = self.current_local.as_ref()?;
-        let own = if *local_is_answer {
-            sdp::setup(local)?
-        } else {
-            match sdp::setup(self.current_remote.as_deref()?)? {
-                "active" => "passive",
-                "passive" => "active",
-                _ => return None,
-            }
-        };
-        matches!(own, "active" | "passive").then_some(own)
-    }
-
-    /// Whether the application has anything on this connection: a channel (open, pending or
-    /// deferred) or a transceiver.
-    fn has_application_objects(&self) -> bool {
-        !self.channels.is_empty()
-            || !self.deferred_channels.is_empty()
-            || !self.transceivers.is_empty()
-            || self.ice_restart.is_some()
-    }
-
-    /// Whether something still waits on the transport: the connection itself, or a local
-    /// channel that has not opened. The watchdog stays armed while it does.
-    fn awaits_transport(&self) -> bool {
-        self.connection_state != ConnectionState::Connected
-            || !self.deferred_channels.is_empty()
-            || self
-                .channels
-                .values()
-                .any(|s| s.origin == Origin::Local && !s.open)
-    }
-
-    /// Local channels dialed on a connected transport that have not opened.
-    fn stalled_channels(&self) -> impl Iterator<Item = ChannelId> + '_ {
-        let connected = self.connection_state == ConnectionState::Connected && self.sctp_ready;
-        self.channels
-            .iter()
-            .filter(move |(_, s)| connected && s.origin == Origin::Local && !s.open)
-            .map(|(id, _)| *id)
-    }
-
-    /// The SCTP stream of an rtc channel, for ordering; unassigned streams sort last.
-    fn stream_of(&mut self, rtc_id: RTCDataChannelId) -> u32 {
-        self.pc
-            .data_channel(rtc_id)
-            .and_then(|dc| dc.stream_id())
-            .map_or(u32::MAX, u32::from)
-    }
-
-    fn stream_of_event(&mut self, event: &RTCDataChannelEvent) -> u32 {
-        match event {
-            RTCDataChannelEvent::OnOpen(id)
-            | RTCDataChannelEvent::OnError(id)
-            | RTCDataChannelEvent::OnClosing(id)
-            | RTCDataChannelEvent::OnClose(id)
-            | RTCDataChannelEvent::OnBufferedAmountLow(id)
-            | RTCDataChannelEvent::OnBufferedAmountHigh(id) => self.stream_of(*id),
-            _ => u32::MAX,
-        }
-    }
-
-    fn channel_by_rtc(&self, rtc_id: RTCDataChannelId) -> Option<ChannelId> {
-        self.channels
-            .iter()
-            .find(|(_, s)| s.rtc == rtc_id)
-            .map(|(id, _)| *id)
-    }
-}
-
 /// A description for rtc, which parses it before changing any state.
 fn unparsed(d: &Description) -> RTCSessionDescription {
     use rtc::peer_connection::sdp::RTCSdpType;
@@ -1941,138 +1492,4 @@ fn parse_description(d: &Description) -> Result<RTCSessionDescription, PeerError
 
 fn random_connection_id(rng: &mut Rng) -> ConnectionId {
     ConnectionId::new(format!("{:016x}", rng.next_u64()))
-}
-
-fn mids(sdp: &str) -> Vec<String> {
-    sdp.lines()
-        .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// W3C `currentDirection`: the direction negotiated by the last completed exchange, the
-/// answer's for the answerer and its reverse for the offerer. Read from the SDP rather than
-/// from rtc's `current_direction()`, which reports `inactive` for a transceiver created by a
-/// remote recvonly offer while rtc's answer for it says `sendonly` (a local bookkeeping choice
-/// so that `add_track` can reuse it); the SDP is what both ends agreed on.
-fn negotiated_direction(
-    local: &Option<(bool, String)>,
-    remote: &Option<String>,
-    mid: &str,
-) -> Option<Direction> {
-    let (local_is_answer, local) = local.as_ref()?;
-    if *local_is_answer {
-        section_direction(local, mid)
-    } else {
-        section_direction(remote.as_ref()?, mid).map(Direction::reverse)
-    }
-}
-
-/// The direction attribute of the m-section with this mid (sendrecv when absent, inactive when
-/// the section is rejected).
-fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
-    let mut in_section = false;
-    let mut rejected = false;
-    let mut direction = None;
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            if in_section {
-                break;
-            }
-            rejected = m.split_whitespace().nth(1) == Some("0");
-            direction = None;
-        } else if line.strip_prefix("a=mid:") == Some(mid) {
-            in_section = true;
-        } else {
-            direction = match line {
-                "a=sendrecv" => Some(Direction::SendRecv),
-                "a=sendonly" => Some(Direction::SendOnly),
-                "a=recvonly" => Some(Direction::RecvOnly),
-                "a=inactive" => Some(Direction::Inactive),
-                _ => direction,
-            };
-        }
-    }
-    if !in_section {
-        return None;
-    }
-    if rejected {
-        return Some(Direction::Inactive);
-    }
-    Some(direction.unwrap_or(Direction::SendRecv))
-}
-
-fn media_of_mid(sdp: &str, mid: Option<&str>) -> Option<MediaKind> {
-    let mid = mid?;
-    let mut media = None;
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            media = match m.split_whitespace().next() {
-                Some("audio") => Some(MediaKind::Audio),
-                Some("video") => Some(MediaKind::Video),
-                _ => None,
-            };
-        } else if line.strip_prefix("a=mid:") == Some(mid) {
-            return media;
-        }
-    }
-    None
-}
-
-fn make_track(kind: MediaKind, ssrc: u32, rng: &mut Rng) -> MediaStreamTrack {
-    let (mime_type, clock_rate, channels) = match kind {
-        MediaKind::Audio => (MIME_TYPE_OPUS, 48_000, 2),
-        MediaKind::Video => (MIME_TYPE_VP8, 90_000, 0),
-    };
-    let tag = format!("{:016x}", rng.next_u64());
-    MediaStreamTrack::new(
-        format!("stream-{tag}"),
-        format!("track-{tag}"),
-        format!("{kind:?}").to_lowercase(),
-        to_rtc_kind(kind),
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: mime_type.to_owned(),
-                clock_rate,
-                channels,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
-            ..Default::default()
-        }],
-    )
-}
-
-fn to_rtc_kind(kind: MediaKind) -> RtpCodecKind {
-    match kind {
-        MediaKind::Audio => RtpCodecKind::Audio,
-        MediaKind::Video => RtpCodecKind::Video,
-    }
-}
-
-fn to_rtc_direction(d: Direction) -> RTCRtpTransceiverDirection {
-    match d {
-        Direction::SendRecv => RTCRtpTransceiverDirection::Sendrecv,
-        Direction::SendOnly => RTCRtpTransceiverDirection::Sendonly,
-        Direction::RecvOnly => RTCRtpTransceiverDirection::Recvonly,
-        Direction::Inactive => RTCRtpTransceiverDirection::Inactive,
-    }
-}
-
-fn from_rtc_direction(d: RTCRtpTransceiverDirection) -> Option<Direction> {
-    match d {
-        RTCRtpTransceiverDirection::Sendrecv => Some(Direction::SendRecv),
-        RTCRtpTransceiverDirection::Sendonly => Some(Direction::SendOnly),
-        RTCRtpTransceiverDirection::Recvonly => Some(Direction::RecvOnly),
-        RTCRtpTransceiverDirection::Inactive => Some(Direction::Inactive),
-        _ => None,
-    }
-}
-
-fn rtc_api(e: impl std::fmt::Display) -> ApiError {
-    ApiError::InvalidArgument(e.to_string())
 }
