@@ -23,6 +23,8 @@ pub enum Action {
     RestartIce,
     /// The peer restarts: a new engine (new connection id) that opens a channel again.
     Restart,
+    /// `close()`: the engine says bye and closes for good.
+    Close,
 }
 
 impl Action {
@@ -59,6 +61,10 @@ impl Action {
                 }
             }
             Action::RestartIce => engine.restart_ice(),
+            Action::Close => {
+                engine.close();
+                Ok(())
+            }
             Action::Restart => unreachable!("the simulator handles restarts itself"),
         }
     }

@@ -298,6 +298,11 @@ impl Sim {
         }));
     }
 
+    /// Changes the probability that a datagram is lost, from now on.
+    pub fn set_packet_loss(&mut self, loss: f64) {
+        self.config.packet_loss = loss;
+    }
+
     /// Installs a function that decides the fate of every signaling message.
     pub fn intercept(&mut self, f: impl FnMut(usize, usize, &Signal) -> Fate + 'static) {
         self.interceptor = Some(Box::new(f));

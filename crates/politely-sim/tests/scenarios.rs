@@ -550,3 +550,66 @@ fn same_seed_same_trace() {
         assert_eq!(a.passed(), b.passed());
     }
 }
+
+/// `close()` says bye: the peer closes too, and a closed engine refuses intents and ignores
+/// input.
+#[test]
+fn close_says_bye_and_the_peer_closes() {
+    let mut sim = connected_pair(SimConfig::default());
+    sim.act(0, 1, Action::Close);
+    sim.run_for(Duration::from_millis(50));
+    assert!(sim.saw(1, 0, |e| *e == Event::Closed { by_remote: true }));
+    for (a, b) in [(0, 1), (1, 0)] {
+        let e = sim.engine(a, b);
+        assert_eq!(e.signaling_state(), politely_core::SignalingState::Closed);
+        assert_eq!(
+            e.create_data_channel("late", Default::default()),
+            Err(politely_core::ApiError::Closed)
+        );
+        assert_eq!(e.poll_timeout(), None);
+    }
+}
+
+/// A transport that never comes up (every datagram lost): the watchdog restarts ICE, then
+/// replaces the connection. The side with nothing of its own to offer asks the other for a new
+/// connection with `bye` + `reconnect`. Once the network works again, the pair converges on a
+/// new connection id.
+#[test]
+fn a_dead_transport_gets_a_new_connection() {
+    let config = SimConfig {
+        watchdog_timeout: Duration::from_secs(1),
+        ..SimConfig::default()
+    };
+    let scenario = Scenario::default().at(0, 0, 1, Action::CreateChannel("only-p0".into()));
+    let mut sim = Sim::with_scenario(config, &scenario);
+    let first = sim.engine(0, 1).connection_id().clone();
+    sim.set_packet_loss(1.0);
+    sim.run_for(Duration::from_secs(12));
+    let restarted = |sim: &Sim, a, b| {
+        sim.saw(a, b, |e| {
+            *e == Event::Watchdog {
+                cause: WatchdogCause::TransportStalled,
+                recovery: Recovery::RestartIce,
+            }
+        })
+    };
+    assert!(restarted(&sim, 0, 1) && restarted(&sim, 1, 0));
+    assert!(
+        sim.saw(1, 0, |e| matches!(
+            e,
+            Event::Watchdog {
+                recovery: Recovery::NewConnection,
+                ..
+            }
+        )) || sim.saw(0, 1, |e| matches!(
+            e,
+            Event::Watchdog {
+                recovery: Recovery::NewConnection,
+                ..
+            }
+        ))
+    );
+    sim.set_packet_loss(0.0);
+    passed(&sim.run());
+    assert_ne!(sim.engine(0, 1).connection_id(), &first);
+}
