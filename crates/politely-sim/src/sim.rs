@@ -710,23 +710,24 @@ impl Sim {
 
     /// Whether every pair is settled: stable, nothing to negotiate, connected, channels
     /// open and echoed.
+    /// Runs after every quiet step, so the cheap tests come first; the verdict re-checks
+    /// everything against rtc (pending descriptions included) at the end.
     fn converged_now(&mut self) -> bool {
         let keys: Vec<(usize, usize)> = self.links.keys().copied().collect();
         keys.into_iter().all(|(a, b)| {
             let link = self.link_mut(a, b);
             let e = &mut link.engine;
-            if e.signaling_state() != SignalingState::Stable
-                || e.has_pending_description()
-                || e.wants_to_negotiate()
-            {
+            if e.signaling_state() != SignalingState::Stable || e.wants_to_negotiate() {
                 return false;
             }
-            let channels = e.channels();
-            if channels.is_empty() && e.transceivers().is_empty() {
-                return true; // this pair never had anything to negotiate
+            if e.connection_state() != politely_core::ConnectionState::Connected {
+                // Only a pair that never had anything to negotiate may stay unconnected.
+                return e.negotiated_mids().is_empty()
+                    && e.channels().is_empty()
+                    && e.transceivers().is_empty();
             }
-            e.connection_state() == politely_core::ConnectionState::Connected
-                && channels.iter().all(|c| c.open)
+            let channels = e.channels();
+            channels.iter().all(|c| c.open)
                 && channels
                     .iter()
                     .filter(|c| c.origin == Origin::Local)

@@ -62,6 +62,8 @@ pub(super) struct Connection {
     pub(super) sent: bool,
     pub(super) signaling: SignalingState,
     pub(super) connection_state: ConnectionState,
+    /// ICE itself is connected (the transport may still be stuck above it, in DTLS or SCTP).
+    pub(super) ice_connected: bool,
 
     // The W3C pattern's flags (webrtc-pc "Perfect Negotiation Example").
     pub(super) making_offer: bool,
@@ -173,6 +175,7 @@ impl Connection {
             sent: false,
             signaling: SignalingState::Stable,
             connection_state: ConnectionState::New,
+            ice_connected: false,
             making_offer: false,
             ignore_offer: false,
             is_setting_remote_answer_pending: false,

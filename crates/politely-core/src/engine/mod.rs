@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -1164,7 +1164,11 @@ impl Engine {
             }
             SignalingState::Stable if self.conn.connection_state != ConnectionState::Connected => {
                 self.conn.transport_strikes += 1;
-                if self.conn.transport_strikes >= STRIKES_BEFORE_NEW_CONNECTION {
+                // With ICE connected the stall is above it (DTLS or SCTP; rtc-dtls can lose a
+                // flight for good), where an ICE restart cannot help: go to a new connection.
+                if self.conn.ice_connected
+                    || self.conn.transport_strikes >= STRIKES_BEFORE_NEW_CONNECTION
+                {
                     self.watchdog_new_connection(WatchdogCause::TransportStalled);
                 } else {
                     self.report_watchdog(WatchdogCause::TransportStalled, Recovery::RestartIce);
@@ -1344,6 +1348,12 @@ impl Engine {
             }
             RTCPeerConnectionEvent::OnSignalingStateChangeEvent(state) => {
                 log::trace!("[{}] rtc signaling {state}", self.conn.id);
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                self.conn.ice_connected = matches!(
+                    state,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                );
             }
             RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
                 Ok(init) => self.conn.local_candidates.push(init),
