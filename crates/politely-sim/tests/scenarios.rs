@@ -613,3 +613,74 @@ fn a_dead_transport_gets_a_new_connection() {
     passed(&sim.run());
     assert_ne!(sim.engine(0, 1).connection_id(), &first);
 }
+
+fn late_candidate(connection_id: politely_core::ConnectionId, ufrag: &str) -> Signal {
+    Signal {
+        connection_id,
+        payload: Payload::Candidate(Some(politely_core::Candidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 20100 typ host".into(),
+            sdp_mid: None,
+            sdp_m_line_index: Some(0),
+            username_fragment: Some(ufrag.into()),
+        })),
+    }
+}
+
+/// Catalog #30 (webrtc-pc #1227 / PR #1580; twilio `icebox.js`; WHIP PR #181): after an ICE
+/// restart, a late candidate carrying the old ufrag is dropped, without tearing anything down;
+/// one with a ufrag that matches nothing is a peer error.
+#[test]
+fn candidates_of_an_old_ice_generation_are_dropped() {
+    let mut sim = connected_pair(SimConfig::default());
+    let old = sim.engine(0, 1).remote_ufrag().expect("a remote ufrag");
+    sim.act(1, 0, Action::RestartIce);
+    passed(&sim.run());
+    assert_ne!(
+        sim.engine(0, 1).remote_ufrag().as_deref(),
+        Some(old.as_str())
+    );
+    let (now, id) = (sim.now(), sim.engine(0, 1).connection_id().clone());
+    let e = sim.engine(0, 1);
+    e.handle_signal(now, late_candidate(id.clone(), &old))
+        .expect("an old-generation candidate is not an error");
+    assert!(std::iter::from_fn(|| e.poll_output()).any(|o| matches!(
+        o,
+        politely_core::Output::Event(Event::Diagnostic(Diagnostic::OldGenerationCandidate))
+    )));
+    assert_eq!(e.counters().old_generation_candidates, 1);
+    let unknown = e.handle_signal(now, late_candidate(id, "never-seen"));
+    assert!(
+        matches!(unknown, Err(politely_core::PeerError::InvalidCandidate(_))),
+        "{unknown:?}"
+    );
+    while e.poll_output().is_some() {}
+    passed(&sim.run());
+}
+
+/// WPT helper `ignoreIceCandidateFailures` (catalog #6): the impolite side ignores a colliding
+/// offer; a candidate of that offer which fails is suppressed, not surfaced. Once the next remote
+/// description is applied, the same failure is an error again.
+#[test]
+fn candidate_failures_of_an_ignored_offer_are_suppressed() {
+    let mut sim = connected_pair(SimConfig::default());
+    let id = sim.engine(1, 0).connection_id().clone();
+    // Both offer; hold p0's offer back so p1 is certainly in have-local-offer when it lands.
+    sim.act(1, 0, video(Direction::SendOnly));
+    sim.act(0, 1, audio(Direction::SendOnly));
+    sim.run_for(Duration::from_micros(5_001)); // both offers have landed; p1 ignored p0's
+    assert!(sim.saw(1, 0, |e| *e == Event::Diagnostic(Diagnostic::IgnoredOffer)));
+    let now = sim.now();
+    let e = sim.engine(1, 0);
+    e.handle_signal(now, late_candidate(id.clone(), "of-the-ignored-offer"))
+        .expect("suppressed while the ignored offer is the last description");
+    assert_eq!(e.counters().suppressed_candidates, 1);
+    while e.poll_output().is_some() {}
+    passed(&sim.run());
+    let now = sim.now();
+    let e = sim.engine(1, 0);
+    let after = e.handle_signal(now, late_candidate(id, "of-the-ignored-offer"));
+    assert!(
+        matches!(after, Err(politely_core::PeerError::InvalidCandidate(_))),
+        "{after:?}"
+    );
+}
