@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct SimArgs {
-    /// How many seeds to run (seeds 0..N, or S..S+N with --seed).
-    #[arg(long, default_value_t = 1000)]
-    seeds: u64,
+    /// How many seeds to run: seeds 0..N, or S..S+N with --seed [default: 1000, or 1 with
+    /// --seed].
+    #[arg(long)]
+    seeds: Option<u64>,
     /// Peers per scenario, 2 to 6; by default seeds cycle through 2, 3 and 4.
     #[arg(long)]
     peers: Option<usize>,
@@ -80,11 +81,9 @@ pub(crate) fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!((2..=6).contains(&p), "--peers must be 2 to 6");
     }
     let first = args.seed.unwrap_or(0);
-    let count = if args.seed.is_some() && args.seeds == 1000 {
-        1 // --seed alone replays one seed
-    } else {
-        args.seeds
-    };
+    let count = args
+        .seeds
+        .unwrap_or(if args.seed.is_some() { 1 } else { 1000 });
     let next = Arc::new(AtomicU64::new(0));
     let outcomes = Arc::new(Mutex::new(Vec::with_capacity(count as usize)));
     let started = Instant::now();

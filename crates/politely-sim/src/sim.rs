@@ -96,8 +96,6 @@ pub(crate) struct Link {
     pub(crate) addr: SocketAddr,
     /// Channels of local origin whose echo came back, by label.
     pub(crate) echoed: BTreeSet<String>,
-    /// Local channels currently open, by label (to know which echoes are owed).
-    pub(crate) open_local: BTreeSet<String>,
     pub(crate) restarts: u32,
     /// Every event the engine emitted, with its virtual time.
     pub(crate) events: Vec<(Duration, Event)>,
@@ -277,7 +275,6 @@ impl Sim {
             engine,
             addr,
             echoed: BTreeSet::new(),
-            open_local: BTreeSet::new(),
             restarts: generation,
             events: Vec::new(),
             retired: Vec::new(),
@@ -419,7 +416,6 @@ impl Sim {
             self.step();
             if let Some(t) = self.open_collision
                 && self.quiet()
-                && self.settled()
             {
                 self.stats.glare_to_settled.push(self.now - t);
                 self.open_collision = None;
@@ -639,15 +635,11 @@ impl Sim {
                 origin: Origin::Local,
             } => {
                 let link = self.link_mut(peer, remote);
-                link.open_local.insert(label.clone());
                 link.echoed.remove(&label);
                 let ping = format!("ping {label}");
                 if let Err(e) = link.engine.send(id, ping.as_bytes(), true) {
                     self.fail(Failure::Api(peer, remote, e.to_string()));
                 }
-            }
-            Event::ChannelClosed { .. } => {
-                // Which label closed is not needed: convergence re-checks every open channel.
             }
             Event::Message { channel, data, .. } => {
                 if self.stats.first_message.is_none() {
@@ -699,19 +691,9 @@ impl Sim {
         })
     }
 
-    /// Whether every engine is stable with nothing pending or left to negotiate.
-    fn settled(&self) -> bool {
-        self.links.values().all(|l| {
-            l.engine.signaling_state() == SignalingState::Stable
-                && !l.engine.has_pending_description()
-                && !l.engine.wants_to_negotiate()
-        })
-    }
-
-    /// Whether every pair is settled: stable, nothing to negotiate, connected, channels
-    /// open and echoed.
-    /// Runs after every quiet step, so the cheap tests come first; the verdict re-checks
-    /// everything against rtc (pending descriptions included) at the end.
+    /// Whether every pair is settled: stable, nothing to negotiate, connected, channels open
+    /// and echoed. Runs after every quiet step, so the cheap tests come first; the verdict
+    /// re-checks everything against rtc (pending descriptions included) at the end.
     fn converged_now(&mut self) -> bool {
         let keys: Vec<(usize, usize)> = self.links.keys().copied().collect();
         keys.into_iter().all(|(a, b)| {

@@ -6,7 +6,6 @@ use crate::config::Config;
 use crate::error::{ApiError, ConfigError};
 use crate::event::ConnectionState;
 use crate::media::{ChannelId, ChannelOptions, Direction, MediaKind, Origin, TransceiverId};
-use crate::rng::Rng;
 use crate::sdp;
 use crate::signal::{Candidate, ConnectionId, Description};
 use crate::signaling::SignalingState;
@@ -67,7 +66,6 @@ pub(super) struct Connection {
 
     // The W3C pattern's flags (webrtc-pc "Perfect Negotiation Example").
     pub(super) making_offer: bool,
-    pub(super) ignore_offer: bool,
     pub(super) is_setting_remote_answer_pending: bool,
     /// rtc's negotiation-needed events, coalesced; cleared whenever the state leaves stable,
     /// because rtc re-checks and fires again on the return to stable if still needed.
@@ -82,8 +80,6 @@ pub(super) struct Connection {
     pub(super) pending_offer_sdp: String,
     /// Our offers rolled back in a glare; an answer to one means the remote yielded too.
     pub(super) rolled_back: Vec<u64>,
-    /// Our offers the watchdog abandoned; an answer to one is stale.
-    pub(super) abandoned: Vec<u64>,
     pub(super) last_remote_offer_id: Option<u64>,
     pub(super) last_remote_offer_sdp: Option<String>,
     /// The last colliding offer we ignored, kept for the watchdog's recovery.
@@ -177,7 +173,6 @@ impl Connection {
             connection_state: ConnectionState::New,
             ice_connected: false,
             making_offer: false,
-            ignore_offer: false,
             is_setting_remote_answer_pending: false,
             negotiation_needed: false,
             ice_restart: None,
@@ -185,7 +180,6 @@ impl Connection {
             pending_offer: None,
             pending_offer_sdp: String::new(),
             rolled_back: Vec::new(),
-            abandoned: Vec::new(),
             last_remote_offer_id: None,
             last_remote_offer_sdp: None,
             ignored_offer: None,
@@ -307,8 +301,7 @@ impl Connection {
             send_encodings: vec![],
         };
         if direction.sends() {
-            let mut rng = Rng::new(u64::from(ssrc));
-            let track = make_track(kind, ssrc, &mut rng);
+            let track = make_track(kind, ssrc);
             self.pc
                 .add_transceiver_from_track(track, Some(init))
                 .map_err(rtc_api)?;
@@ -366,8 +359,14 @@ impl Connection {
         }
     }
 
-    /// Mirrors transceivers rtc appended on its own (add_track that found nothing to reuse).
-    pub(super) fn sync_new_transceivers(&mut self, origin: Origin, next_id: &mut u32) {
+    /// Mirrors the transceivers rtc appended on its own: those a remote offer created
+    /// (`pending_remote`), or an add_track that found nothing to reuse.
+    pub(super) fn sync_new_transceivers(
+        &mut self,
+        origin: Origin,
+        pending_remote: bool,
+        next_id: &mut u32,
+    ) {
         let count = self.pc.get_transceivers().count();
         while self.transceivers.len() < count {
             *next_id += 1;
@@ -376,7 +375,7 @@ impl Connection {
                 id: TransceiverId(*next_id),
                 kind,
                 origin,
-                pending_remote: false,
+                pending_remote,
                 reusable: true,
             });
         }
@@ -429,7 +428,6 @@ impl Connection {
         !self.channels.is_empty()
             || !self.deferred_channels.is_empty()
             || !self.transceivers.is_empty()
-            || self.ice_restart.is_some()
     }
 
     /// Whether something still waits on the transport: the connection itself, or a local
@@ -480,12 +478,14 @@ impl Connection {
     }
 }
 
-pub(super) fn make_track(kind: MediaKind, ssrc: u32, rng: &mut Rng) -> MediaStreamTrack {
+/// A track with one Opus or VP8 encoding; its stream and track ids are named after its SSRC,
+/// which the engine draws from its seed.
+pub(super) fn make_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
     let (mime_type, clock_rate, channels) = match kind {
         MediaKind::Audio => (MIME_TYPE_OPUS, 48_000, 2),
         MediaKind::Video => (MIME_TYPE_VP8, 90_000, 0),
     };
-    let tag = format!("{:016x}", rng.next_u64());
+    let tag = format!("{ssrc:08x}");
     MediaStreamTrack::new(
         format!("stream-{tag}"),
         format!("track-{tag}"),

@@ -28,8 +28,7 @@ use std::time::Instant;
 mod connection;
 
 use connection::{
-    ChannelSlot, Connection, TransceiverSlot, from_rtc_direction, make_track, rtc_api,
-    to_rtc_direction,
+    ChannelSlot, Connection, from_rtc_direction, make_track, rtc_api, to_rtc_direction,
 };
 
 /// How many retired connection ids are remembered, so late messages for them are recognised.
@@ -160,16 +159,6 @@ impl Engine {
         self.conn.negotiation_needed || self.conn.ice_restart.is_some()
     }
 
-    /// The pattern's flags, for tests and debugging: `(makingOffer, ignoreOffer,
-    /// isSettingRemoteAnswerPending)`.
-    pub fn pattern_flags(&self) -> (bool, bool, bool) {
-        (
-            self.conn.making_offer,
-            self.conn.ignore_offer,
-            self.conn.is_setting_remote_answer_pending,
-        )
-    }
-
     /// Negotiation counters.
     pub fn counters(&self) -> Counters {
         self.counters
@@ -208,15 +197,15 @@ impl Engine {
             // Expose a mid only once it is negotiated, never a provisional one
             // (GetStream/stream-video-js PR #2344).
             let mid = t.mid().clone().filter(|m| negotiated.contains(m));
-            let slot_mid = mid.clone();
+            let current_direction = mid
+                .as_deref()
+                .and_then(|m| sdp::negotiated_direction(&local, &remote, m));
             out.push(TransceiverInfo {
                 id: slot.id,
                 kind: slot.kind,
                 mid,
                 direction: from_rtc_direction(t.direction()).unwrap_or(Direction::Inactive),
-                current_direction: slot_mid
-                    .as_deref()
-                    .and_then(|m| sdp::negotiated_direction(&local, &remote, m)),
+                current_direction,
                 origin: slot.origin,
                 has_track: t.sender().is_some(),
             });
@@ -411,11 +400,10 @@ impl Engine {
     /// sender (one created by a remote offer), or adds a sendrecv transceiver.
     pub fn add_track(&mut self, kind: MediaKind) -> Result<TransceiverId, ApiError> {
         self.check_open()?;
-        let ssrc = self.rng.next_u64() as u32;
-        let track = make_track(kind, ssrc, &mut self.rng);
+        let track = make_track(kind, self.rng.next_u64() as u32);
         let sender = self.conn.pc.add_track(track).map_err(rtc_api)?;
         self.conn
-            .sync_new_transceivers(Origin::Local, &mut self.next_object_id);
+            .sync_new_transceivers(Origin::Local, false, &mut self.next_object_id);
         let index = self
             .conn
             .index_of_sender(sender)
@@ -449,10 +437,10 @@ impl Engine {
             .ok_or_else(|| ApiError::InvalidArgument(format!("{id} has no track")))?;
         self.conn.pc.remove_track(sender).map_err(rtc_api)?;
         if let Some(Intent::Transceiver { direction, .. }) = self.intents.get_mut(&id.0) {
-            *direction = if direction.sends() && *direction != Direction::SendOnly {
-                Direction::RecvOnly
-            } else {
-                Direction::Inactive
+            // As rtc does: the send half goes, the receive half stays.
+            *direction = match direction {
+                Direction::SendRecv => Direction::RecvOnly,
+                _ => Direction::Inactive,
             };
         }
         Ok(())
@@ -499,11 +487,16 @@ impl Engine {
             return;
         }
         self.send_signal(Payload::Bye { reconnect: false });
+        self.finish(false);
+    }
+
+    /// Closes for good, on local request or on the peer's plain `bye`.
+    fn finish(&mut self, by_remote: bool) {
         self.shut_down_connection();
         self.closed = true;
         self.conn.signaling = SignalingState::Closed;
         self.queue
-            .push_back(Output::Event(Event::Closed { by_remote: false }));
+            .push_back(Output::Event(Event::Closed { by_remote }));
     }
 
     // ---------------------------------------------------------------- outputs
@@ -530,11 +523,7 @@ impl Engine {
             // Events first, writes last: datagrams that events produce (SCTP INIT on DTLS up,
             // DCEP OPEN on association up) leave in this same drain, not a timer tick later.
             if let Some(w) = self.conn.pc.poll_write() {
-                return Some(Output::Transmit(Transmit {
-                    source: w.transport.local_addr,
-                    destination: w.transport.peer_addr,
-                    contents: w.message.to_vec(),
-                }));
+                return Some(transmit(w));
             }
             return None;
         }
@@ -614,11 +603,7 @@ impl Engine {
                 Ok(())
             }
             Payload::Bye { reconnect: false } => {
-                self.shut_down_connection();
-                self.closed = true;
-                self.conn.signaling = SignalingState::Closed;
-                self.queue
-                    .push_back(Output::Event(Event::Closed { by_remote: true }));
+                self.finish(true);
                 Ok(())
             }
         }
@@ -650,8 +635,10 @@ impl Engine {
         let ready_for_offer = !c.making_offer
             && (c.signaling == SignalingState::Stable || c.is_setting_remote_answer_pending);
         let offer_collision = !ready_for_offer;
-        self.conn.ignore_offer = !self.polite && offer_collision;
-        if self.conn.ignore_offer {
+        // ignoreOffer is a local here, as in the newest WPT helper: what must outlive this
+        // message (suppressing the ignored offer's candidate failures) has its own flag.
+        let ignore_offer = !self.polite && offer_collision;
+        if ignore_offer {
             self.counters.ignored_offers += 1;
             self.conn.suppress_candidate_errors = true;
             self.conn.ignored_offer = Some((description, offer_id));
@@ -684,7 +671,6 @@ impl Engine {
         }
         let now = self.now;
         let remote_sdp = offer.sdp.clone();
-        let before = self.conn.pc.get_transceivers().count();
         let shielded = self.conn.shield_unmatchable_transceivers();
         let applied = self.conn.pc.set_remote_description(now, offer);
         self.conn.unshield(shielded);
@@ -694,26 +680,12 @@ impl Engine {
         }
         self.set_signaling(Op::SetRemote(DescType::Offer), "remote offer");
         self.pump();
-        let after = self.conn.pc.get_transceivers().count();
-        for _ in before..after {
-            let id = TransceiverId(self.next_id());
-            let index = self.conn.transceivers.len();
-            let kind = self.conn.kind_at(index);
-            self.conn.transceivers.push(TransceiverSlot {
-                id,
-                kind,
-                origin: Origin::Remote,
-                pending_remote: true,
-                reusable: true,
-            });
-        }
+        // Mirror the transceivers the offer created; rtc removes them again on rollback.
+        self.conn
+            .sync_new_transceivers(Origin::Remote, true, &mut self.next_object_id);
         self.after_remote_description();
         if self.config.data_section
-            && self
-                .conn
-                .pc
-                .remote_description()
-                .is_some_and(|d| d.sdp.contains("\nm=application"))
+            && remote_sdp.contains("\nm=application")
             && let Err(e) = self.conn.ensure_data_section()
         {
             self.surface(Error::Api(e));
@@ -840,14 +812,14 @@ impl Engine {
         }
         // A failure part-way may have left transceivers behind; mirror them so ids stay right.
         self.conn
-            .sync_new_transceivers(Origin::Remote, &mut self.next_object_id);
+            .sync_new_transceivers(Origin::Remote, false, &mut self.next_object_id);
         // rtc re-checks negotiation-needed on its way back to stable; pump picks that up.
         self.pump();
     }
 
     /// Rolls back our pending offer. `glare` tells whether it yields to a colliding offer (an
     /// answer to it later means the remote yielded too) or is abandoned by the watchdog (an
-    /// answer to it later is merely stale).
+    /// answer to it later is merely stale, which the answer checks catch anyway).
     fn rollback_local_offer(&mut self, reason: &str, glare: bool) {
         let rollback = RTCSessionDescription::rollback(None)
             .expect("invariant: a rollback description without SDP always builds");
@@ -861,15 +833,12 @@ impl Engine {
         }
         self.set_signaling(Op::SetLocal(DescType::Rollback), reason);
         self.pump();
-        if let Some(id) = self.conn.pending_offer.take() {
-            let list = if glare {
-                &mut self.conn.rolled_back
-            } else {
-                &mut self.conn.abandoned
-            };
-            list.push(id);
-            if list.len() > 16 {
-                list.remove(0);
+        if let Some(id) = self.conn.pending_offer.take()
+            && glare
+        {
+            self.conn.rolled_back.push(id);
+            if self.conn.rolled_back.len() > 16 {
+                self.conn.rolled_back.remove(0);
             }
         }
         self.counters.rollbacks += 1;
@@ -975,26 +944,20 @@ impl Engine {
     }
 
     fn make_offer(&mut self) -> Result<(), Error> {
-        if self.conn.ice_restart.is_some() {
-            self.conn.pc.restart_ice();
-        }
         if self.conn.current_local.is_none() && !self.conn.has_application_objects() {
             // rtc reports negotiation needed whenever nothing was negotiated yet, even with
-            // nothing to negotiate (after a rollback, say). Offer only for something of ours.
+            // nothing to negotiate (after a rollback, say). Offer only for something of ours:
+            // an offer without an m-section could not be applied by anyone.
             self.conn.negotiation_needed = false;
             return Ok(());
+        }
+        if self.conn.ice_restart.is_some() {
+            self.conn.pc.restart_ice();
         }
         if self.config.data_section && self.conn.current_local.is_none() {
             self.conn.ensure_data_section()?;
         }
         let offer = self.conn.pc.create_offer(None).map_err(rtc_api)?;
-        if !offer.sdp.contains("\nm=") {
-            // Nothing to negotiate yet (no channel or transceiver): an offer without an
-            // m-section cannot be applied by anyone.
-            self.conn.negotiation_needed = false;
-            self.conn.ice_restart = None;
-            return Ok(());
-        }
         if let Some((_, current)) = &self.conn.current_local
             && sdp::summary(current) == sdp::summary(&offer.sdp)
         {
@@ -1269,11 +1232,7 @@ impl Engine {
     fn shut_down_connection(&mut self) {
         let _ = self.conn.pc.close();
         while let Some(w) = self.conn.pc.poll_write() {
-            self.queue.push_back(Output::Transmit(Transmit {
-                source: w.transport.local_addr,
-                destination: w.transport.peer_addr,
-                contents: w.message.to_vec(),
-            }));
+            self.queue.push_back(transmit(w));
         }
         while self.conn.pc.poll_event().is_some() {}
     }
@@ -1476,6 +1435,15 @@ impl Engine {
         self.next_object_id += 1;
         self.next_object_id
     }
+}
+
+/// A datagram rtc wants sent, as an output.
+fn transmit(w: TaggedBytesMut) -> Output {
+    Output::Transmit(Transmit {
+        source: w.transport.local_addr,
+        destination: w.transport.peer_addr,
+        contents: w.message.to_vec(),
+    })
 }
 
 /// A description for rtc, which parses it before changing any state.
