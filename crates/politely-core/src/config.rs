@@ -1,7 +1,7 @@
 //! Engine configuration.
 
 use crate::error::ConfigError;
-use crate::signal::ConnectionId;
+use politely_proto::signal::ConnectionId;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use std::fmt;
 use std::net::SocketAddr;

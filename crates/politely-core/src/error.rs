@@ -3,6 +3,7 @@
 //! engine; a peer error is reported and the message is dropped.
 
 use crate::media::{ChannelId, TransceiverId};
+use politely_proto::signal::SignalError;
 use std::fmt;
 
 /// Any error of the engine.
@@ -103,6 +104,21 @@ impl std::error::Error for ConfigError {}
 impl From<PeerError> for Error {
     fn from(e: PeerError) -> Self {
         Error::Peer(e)
+    }
+}
+
+impl From<SignalError> for PeerError {
+    fn from(e: SignalError) -> Self {
+        match e {
+            SignalError::Malformed(what) => PeerError::MalformedSignal(what),
+            SignalError::Unsupported(what) => PeerError::Unsupported(what),
+        }
+    }
+}
+
+impl From<SignalError> for Error {
+    fn from(e: SignalError) -> Self {
+        Error::Peer(e.into())
     }
 }
 

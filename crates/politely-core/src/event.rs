@@ -2,8 +2,8 @@
 
 use crate::error::Error;
 use crate::media::{ChannelId, Origin};
-use crate::signal::ConnectionId;
 use crate::signaling::SignalingState;
+use politely_proto::signal::ConnectionId;
 
 /// An application event, drained with [`Engine::poll_output`](crate::Engine::poll_output).
 #[derive(Debug, Clone, PartialEq)]

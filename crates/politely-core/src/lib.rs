@@ -75,7 +75,6 @@ mod event;
 mod media;
 pub mod rng;
 mod sdp;
-mod signal;
 mod signaling;
 
 pub use config::{Certificate, Config, Role};
@@ -88,5 +87,7 @@ pub use media::{
     ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, Origin, TransceiverId,
     TransceiverInfo,
 };
-pub use signal::{Candidate, ConnectionId, Description, Payload, SdpKind, Signal};
+pub use politely_proto::signal::{
+    Candidate, ConnectionId, Description, Payload, SdpKind, Signal, SignalError,
+};
 pub use signaling::SignalingState;

@@ -11,9 +11,9 @@ use crate::media::{
 };
 use crate::rng::Rng;
 use crate::sdp;
-use crate::signal::{Candidate, ConnectionId, Description, Payload, SdpKind, Signal};
 use crate::signaling::{self, DescType, Op, SignalingState};
 use bytes::BytesMut;
+use politely_proto::signal::{Candidate, ConnectionId, Description, Payload, SdpKind, Signal};
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;

@@ -12,9 +12,28 @@
 //! optional, so a page written with the plain MDN pattern interoperates; without it, the engine
 //! falls back to the signaling state and to comparing SDP.
 
-use crate::error::PeerError;
 use serde_json::{Map, Value, json};
 use std::fmt;
+
+/// A signal's data that is not in the W3C shapes, or that politely does not support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalError {
+    /// The data is not in the W3C shapes; the text names the offending field.
+    Malformed(&'static str),
+    /// A well-formed message that politely does not support (pranswer, rollback on the wire).
+    Unsupported(&'static str),
+}
+
+impl fmt::Display for SignalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignalError::Malformed(what) => write!(f, "malformed signal: {what}"),
+            SignalError::Unsupported(what) => write!(f, "unsupported: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for SignalError {}
 
 /// Identifies one peer connection between two peers (OWT's `connectionId`).
 ///
@@ -153,37 +172,50 @@ impl Signal {
         Value::Object(obj)
     }
 
+    /// The message as raw JSON, ready for [`crate::ClientMessage::signal`].
+    pub fn to_raw(&self) -> Box<serde_json::value::RawValue> {
+        // A Value always serializes.
+        serde_json::value::to_raw_value(&self.to_json()).expect("a JSON value serializes")
+    }
+
+    /// Parses the `data` of a [`crate::ServerMessage::Signal`].
+    pub fn from_raw(data: &serde_json::value::RawValue) -> Result<Signal, SignalError> {
+        let value: Value =
+            serde_json::from_str(data.get()).map_err(|_| SignalError::Malformed("not JSON"))?;
+        Signal::from_json(&value)
+    }
+
     /// Parses a message in the W3C shapes. Unknown fields are ignored, so peers may add their
     /// own; a message with none of `description`, `candidate` and `bye` is an error.
-    pub fn from_json(value: &Value) -> Result<Signal, PeerError> {
+    pub fn from_json(value: &Value) -> Result<Signal, SignalError> {
         let obj = value
             .as_object()
-            .ok_or(PeerError::MalformedSignal("not a JSON object"))?;
+            .ok_or(SignalError::Malformed("not a JSON object"))?;
         let connection_id = match obj.get("connectionId") {
             Some(Value::String(s)) if !s.is_empty() => ConnectionId::new(s.clone()),
-            Some(Value::String(_)) => return Err(PeerError::MalformedSignal("empty connectionId")),
-            Some(_) => return Err(PeerError::MalformedSignal("connectionId is not a string")),
-            None => return Err(PeerError::MalformedSignal("missing connectionId")),
+            Some(Value::String(_)) => return Err(SignalError::Malformed("empty connectionId")),
+            Some(_) => return Err(SignalError::Malformed("connectionId is not a string")),
+            None => return Err(SignalError::Malformed("missing connectionId")),
         };
         let payload = if let Some(d) = obj.get("description") {
             let d = d
                 .as_object()
-                .ok_or(PeerError::MalformedSignal("description is not an object"))?;
+                .ok_or(SignalError::Malformed("description is not an object"))?;
             let kind = match d.get("type").and_then(Value::as_str) {
                 Some("offer") => SdpKind::Offer,
                 Some("answer") => SdpKind::Answer,
-                Some("pranswer") => return Err(PeerError::Unsupported("pranswer")),
-                Some("rollback") => return Err(PeerError::Unsupported("rollback on the wire")),
-                _ => return Err(PeerError::MalformedSignal("description.type")),
+                Some("pranswer") => return Err(SignalError::Unsupported("pranswer")),
+                Some("rollback") => return Err(SignalError::Unsupported("rollback on the wire")),
+                _ => return Err(SignalError::Malformed("description.type")),
             };
             let sdp = d
                 .get("sdp")
                 .and_then(Value::as_str)
-                .ok_or(PeerError::MalformedSignal("description.sdp"))?
+                .ok_or(SignalError::Malformed("description.sdp"))?
                 .to_owned();
             let offer_id = match obj.get("offerId") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().ok_or(PeerError::MalformedSignal(
+                Some(v) => Some(v.as_u64().ok_or(SignalError::Malformed(
                     "offerId is not a non-negative integer",
                 ))?),
             };
@@ -195,11 +227,11 @@ impl Signal {
             match c {
                 Value::Null => Payload::Candidate(None),
                 Value::Object(c) => {
-                    let opt_str = |key: &'static str| -> Result<Option<String>, PeerError> {
+                    let opt_str = |key: &'static str| -> Result<Option<String>, SignalError> {
                         match c.get(key) {
                             None | Some(Value::Null) => Ok(None),
                             Some(Value::String(s)) => Ok(Some(s.clone())),
-                            Some(_) => Err(PeerError::MalformedSignal(key)),
+                            Some(_) => Err(SignalError::Malformed(key)),
                         }
                     };
                     let sdp_m_line_index = match c.get("sdpMLineIndex") {
@@ -207,7 +239,7 @@ impl Signal {
                         Some(v) => Some(
                             v.as_u64()
                                 .and_then(|n| u16::try_from(n).ok())
-                                .ok_or(PeerError::MalformedSignal("sdpMLineIndex"))?,
+                                .ok_or(SignalError::Malformed("sdpMLineIndex"))?,
                         ),
                     };
                     Payload::Candidate(Some(Candidate {
@@ -218,9 +250,7 @@ impl Signal {
                     }))
                 }
                 _ => {
-                    return Err(PeerError::MalformedSignal(
-                        "candidate is not an object or null",
-                    ));
+                    return Err(SignalError::Malformed("candidate is not an object or null"));
                 }
             }
         } else if obj.get("bye").and_then(Value::as_bool) == Some(true) {
@@ -228,7 +258,7 @@ impl Signal {
                 reconnect: obj.get("reconnect").and_then(Value::as_bool) == Some(true),
             }
         } else {
-            return Err(PeerError::MalformedSignal(
+            return Err(SignalError::Malformed(
                 "none of description, candidate, bye",
             ));
         };
@@ -283,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_signals_are_peer_errors() {
+    fn malformed_signals_are_errors() {
         for text in [
             "3",
             r#"{"description":{"type":"offer","sdp":""}}"#,
