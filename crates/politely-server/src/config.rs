@@ -1,0 +1,104 @@
+//! The server's settings, with the defaults `politely serve` uses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// How the server runs. `Config::default()` is what `politely serve` runs with no flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address to listen on. Default `127.0.0.1:8080`: opening it wider is a choice.
+    pub listen: SocketAddr,
+    /// The most peers a room holds (connected or within their resume grace period). Default 16.
+    pub max_room_size: usize,
+    /// The largest text frame accepted, in bytes. Default 256 KiB. A larger frame is refused
+    /// with `frame-too-large`; one larger than four times this ends the connection (1009),
+    /// because a WebSocket frame cannot be skipped without reading it.
+    pub max_frame_bytes: usize,
+    /// The per-connection token bucket for incoming frames; `None` disables it.
+    pub rate_limit: Option<RateLimit>,
+    /// The key of room tokens. With one, `join` needs a token; without, anyone may join.
+    pub secret: Option<Secret>,
+    /// How long a dropped connection keeps its id and room slot. Default 10 s.
+    pub resume_grace: Duration,
+    /// The most frames queued for one client (while it is slow, or within its grace period).
+    /// Default 1024.
+    pub send_queue_frames: usize,
+    /// The most bytes queued for one client. Default 4 MiB.
+    pub send_queue_bytes: usize,
+    /// How often the server pings a quiet connection. Default 15 s.
+    pub ping_interval: Duration,
+    /// How long a connection may stay silent (no frame, no pong) before it counts as dropped.
+    /// Default 45 s.
+    pub ping_timeout: Duration,
+    /// How long a new connection has to join. Default 10 s.
+    pub join_timeout: Duration,
+    /// The `Origin`s a browser may connect from; `None` (the default) allows any. Clients that
+    /// send no `Origin` (native ones) are always allowed.
+    pub allowed_origins: Option<Vec<String>>,
+    /// How many refused frames a connection may send in a burst before it is closed (1008);
+    /// the allowance refills by one per second. Default 20.
+    pub max_strikes: u32,
+    /// Each connection's WebSocket read buffer, in bytes. Default 4 KiB: an idle connection
+    /// holds it all the time, and frames larger than it are read in several steps.
+    pub read_buffer_bytes: usize,
+}
+
+/// A token bucket: `per_second` frames on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// The sustained rate, frames per second.
+    pub per_second: f64,
+    /// The bucket's size, frames.
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_second: 200.0,
+            burst: 400.0,
+        }
+    }
+}
+
+/// The key room tokens are signed with (HMAC-SHA256).
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// A secret from its bytes (a passphrase's UTF-8, say). Use at least 32 random bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            max_room_size: 16,
+            max_frame_bytes: 256 * 1024,
+            rate_limit: Some(RateLimit::default()),
+            secret: None,
+            resume_grace: Duration::from_secs(10),
+            send_queue_frames: 1024,
+            send_queue_bytes: 4 * 1024 * 1024,
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(45),
+            join_timeout: Duration::from_secs(10),
+            allowed_origins: None,
+            max_strikes: 20,
+            read_buffer_bytes: 4 * 1024,
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Rooms, peers and their send queues.
+//!
+//! Locks are taken in one order, hub → room → outbox, and never across an `.await`. The relay
+//! path takes only the sender's room lock and the target's outbox lock; the hub lock is for
+//! joining and removing peers.
+
+use crate::config::Config;
+use crate::id::{IdGenerator, fill_random};
+use crate::metrics::Metrics;
+use axum::extract::ws::Utf8Bytes;
+use politely_proto::{CloseCode, PeerInfo, ServerMessage};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The server's shared state.
+pub(crate) struct Hub {
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+    /// Cancelled when the server shuts down: every connection closes with 1001.
+    pub(crate) shutdown: CancellationToken,
+    /// Every connection task and grace timer, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    state: Mutex<HubState>,
+}
+
+struct HubState {
+    rooms: HashMap<Arc<str>, Arc<Room>>,
+    ids: IdGenerator,
+    next_connection: u64,
+}
+
+pub(crate) struct Room {
+    name: Arc<str>,
+    /// By id, so a `welcome` lists peers in id order for free.
+    peers: Mutex<BTreeMap<Arc<str>, Slot>>,
+}
+
+/// A peer's place in its room, which outlives a dropped connection for the grace period.
+struct Slot {
+    outbox: Arc<Outbox>,
+    /// The secret half of the peer's resume token.
+    resume_secret: [u8; 16],
+    /// The connection that owns the slot; a stale connection's leave or park is ignored.
+    connection: u64,
+    /// The connection dropped; the slot waits for a resume until its grace period ends.
+    parked: bool,
+}
+
+/// What a connection holds once it has joined.
+pub(crate) struct Membership {
+    pub(crate) room: Arc<Room>,
+    pub(crate) id: Arc<str>,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) connection: u64,
+}
+
+/// A peer's bounded queue of frames to send. It belongs to the slot, not to a connection, so
+/// frames addressed to a peer within its grace period wait here for the resume.
+pub(crate) struct Outbox {
+    inner: Mutex<OutboxInner>,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+struct OutboxInner {
+    frames: VecDeque<Utf8Bytes>,
+    bytes: usize,
+    /// The connection currently attached, and how to wake it.
+    owner: u64,
+    waker: Arc<Notify>,
+    closed: Option<CloseCode>,
+}
+
+/// What [`Outbox::take`] found.
+pub(crate) enum Take {
+    /// Frames were moved into the caller's buffer (perhaps none).
+    Frames,
+    /// The peer was removed (a slow consumer); close with this code.
+    Closed(CloseCode),
+    /// Another connection resumed this peer.
+    Replaced,
+}
+
+/// A push that did not fit: the queue is full and its peer must go.
+struct Overflow;
+
+impl Outbox {
+    fn new(config: &Config, owner: u64, waker: Arc<Notify>) -> Self {
+        Outbox {
+            inner: Mutex::new(OutboxInner {
+                frames: VecDeque::new(),
+                bytes: 0,
+                owner,
+                waker,
+                closed: None,
+            }),
+            max_frames: config.send_queue_frames,
+            max_bytes: config.send_queue_bytes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutboxInner> {
+        // A panic while holding the lock cannot leave the queue inconsistent (every update is
+        // a single push or swap), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return Ok(());
+        }
+        let len = frame.as_str().len();
+        if inner.frames.len() >= self.max_frames || inner.bytes + len > self.max_bytes {
+            return Err(Overflow);
+        }
+        inner.frames.push_back(frame);
+        inner.bytes += len;
+        inner.waker.notify_one();
+        Ok(())
+    }
+
+    /// Moves every queued frame into `batch` (empty on entry), if `connection` still owns the
+    /// queue.
+    pub(crate) fn take(&self, connection: u64, batch: &mut VecDeque<Utf8Bytes>) -> Take {
+        let mut inner = self.lock();
+        if let Some(code) = inner.closed {
+            return Take::Closed(code);
+        }
+        if inner.owner != connection {
+            return Take::Replaced;
+        }
+        std::mem::swap(&mut inner.frames, batch);
+        inner.bytes = 0;
+        // A burst can leave a large buffer behind; idle peers should not keep it.
+        if inner.frames.capacity() > 64 {
+            inner.frames = VecDeque::new();
+        }
+        Take::Frames
+    }
+
+    /// Whether `connection` still owns the queue, without taking anything.
+    pub(crate) fn state(&self, connection: u64) -> Take {
+        let inner = self.lock();
+        match inner.closed {
+            Some(code) => Take::Closed(code),
+            None if inner.owner != connection => Take::Replaced,
+            None => Take::Frames,
+        }
+    }
+
+    fn close(&self, code: CloseCode) {
+        let mut inner = self.lock();
+        inner.closed = Some(code);
+        inner.frames.clear();
+        inner.waker.notify_one();
+    }
+}
+
+impl Room {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Slot>> {
+        // Every update of the map is a single insert, remove or field store.
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a join was refused.
+pub(crate) enum JoinError {
+    RoomFull,
+}
+
+/// The result of relaying a frame.
+pub(crate) enum Relay {
+    Sent,
+    UnknownPeer,
+}
+
+fn frame(message: &ServerMessage<'_>) -> Utf8Bytes {
+    Utf8Bytes::from(message.to_json())
+}
+
+fn resume_token(id: &str, secret: &[u8; 16]) -> String {
+    let mut token = String::with_capacity(id.len() + 33);
+    token.push_str(id);
+    token.push('.');
+    for byte in secret {
+        let _ = write!(token, "{byte:02x}");
+    }
+    token
+}
+
+/// Compares without an early exit, so a guessed resume secret learns nothing from timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_secret(hex: &str) -> Option<[u8; 16]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut secret = [0u8; 16];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        secret[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(secret)
+}
+
+impl Hub {
+    pub(crate) fn new(config: Config) -> Self {
+        Hub {
+            config,
+            metrics: Metrics::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            state: Mutex::new(HubState {
+                rooms: HashMap::new(),
+                ids: IdGenerator::new(),
+                next_connection: 1,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // Every update of the state is a single insert, remove or counter step.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A number for a new connection, unique for the server's life.
+    pub(crate) fn next_connection(&self) -> u64 {
+        let mut state = self.lock();
+        state.next_connection += 1;
+        state.next_connection
+    }
+
+    /// Adds a new peer to `room` (creating the room), queues its `welcome` and tells the others.
+    pub(crate) fn join(
+        &self,
+        room_name: &str,
+        connection: u64,
+        waker: Arc<Notify>,
+    ) -> Result<Membership, JoinError> {
+        let mut overflowed = Vec::new();
+        let membership = {
+            let mut state = self.lock();
+            let room = match state.rooms.get(room_name) {
+                Some(room) => room.clone(),
+                None => {
+                    let name: Arc<str> = room_name.into();
+                    let room = Arc::new(Room {
+                        name: name.clone(),
+                        peers: Mutex::new(BTreeMap::new()),
+                    });
+                    state.rooms.insert(name, room.clone());
+                    self.metrics.rooms.fetch_add(1, Relaxed);
+                    room
+                }
+            };
+            let mut peers = room.lock();
+            if peers.len() >= self.config.max_room_size {
+                let empty = peers.is_empty();
+                drop(peers);
+                if empty {
+                    state.rooms.remove(room_name);
+                    self.metrics.rooms.fetch_sub(1, Relaxed);
+                }
+                return Err(JoinError::RoomFull);
+            }
+            let id: Arc<str> = state.ids.next().into();
+            let mut resume_secret = [0u8; 16];
+            fill_random(&mut resume_secret);
+            let outbox = Arc::new(Outbox::new(&self.config, connection, waker));
+            let welcome = ServerMessage::Welcome {
+                id: Cow::Borrowed(&id),
+                room: Cow::Borrowed(room_name),
+                peers: peers
+                    .keys()
+                    .map(|peer| PeerInfo {
+                        id: Cow::Borrowed(peer),
+                        polite: *id < **peer,
+                    })
+                    .collect(),
+                resume: resume_token(&id, &resume_secret).into(),
+                resumed: false,
+                version: politely_proto::VERSION,
+            };
+            // The welcome is queued before anyone can learn the new id, so it comes first.
+            let _ = outbox.push(frame(&welcome));
+            for (peer, slot) in peers.iter() {
+                let joined = ServerMessage::PeerJoined {
+                    id: Cow::Borrowed(&id),
+                    polite: **peer < *id,
+                };
+                if slot.outbox.push(frame(&joined)).is_err() {
+                    overflowed.push(peer.clone());
+                }
+            }
+            peers.insert(
+                id.clone(),
+                Slot {
+                    outbox: outbox.clone(),
+                    resume_secret,
+                    connection,
+                    parked: false,
+                },
+            );
+            self.metrics.peers.fetch_add(1, Relaxed);
+            drop(peers);
+            Membership {
+                room,
+                id,
+                outbox,
+                connection,
+            }
+        };
+        tracing::debug!(room = %room_name, id = %membership.id, "joined");
+        for peer in overflowed {
+            self.evict(&membership.room, &peer);
+        }
+        Ok(membership)
+    }
+
+    /// Gives `connection` the id of an earlier one whose `resume` token it holds, if that id is
+    /// still in `room`. The new `welcome` goes before the frames queued meanwhile.
+    pub(crate) fn resume(
+        &self,
+        room_name: &str,
+        token: &str,
+        connection: u64,
+        waker: Arc<Notify>,
+    ) -> Option<Membership> {
+        let (id, secret) = token.split_once('.')?;
+        let secret = parse_secret(secret)?;
+        let room = self.lock().rooms.get(room_name)?.clone();
+        let mut peers = room.lock();
+        let (id, slot) = peers.get_key_value(id)?;
+        if !constant_time_eq(&slot.resume_secret, &secret) {
+            return None;
+        }
+        let id = id.clone();
+        let mut new_secret = [0u8; 16];
+        fill_random(&mut new_secret);
+        let welcome = frame(&ServerMessage::Welcome {
+            id: Cow::Borrowed(&id),
+            room: Cow::Borrowed(room_name),
+            peers: peers
+                .keys()
+                .filter(|peer| **peer != id)
+                .map(|peer| PeerInfo {
+                    id: Cow::Borrowed(peer),
+                    polite: *id < **peer,
+                })
+                .collect(),
+            resume: resume_token(&id, &new_secret).into(),
+            resumed: true,
+            version: politely_proto::VERSION,
+        });
+        // The lookup above found the slot and nothing released the lock since.
+        let slot = peers.get_mut(&id).expect("the slot found above");
+        slot.resume_secret = new_secret;
+        slot.connection = connection;
+        slot.parked = false;
+        let outbox = slot.outbox.clone();
+        {
+            let mut inner = outbox.lock();
+            inner.frames.push_front(welcome);
+            inner.owner = connection;
+            // Wake the connection this replaces (if it is still around) so it closes with 4001,
+            // and attach the new one.
+            inner.waker.notify_one();
+            inner.waker = waker;
+            inner.waker.notify_one();
+        }
+        drop(peers);
+        self.metrics.resumes.fetch_add(1, Relaxed);
+        tracing::debug!(room = %room_name, %id, "resumed");
+        Some(Membership {
+            room,
+            id,
+            outbox,
+            connection,
+        })
+    }
+
+    /// Relays a frame to `to`, another peer of the sender's room.
+    pub(crate) fn relay(&self, from: &Membership, to: &str, frame: Utf8Bytes) -> Relay {
+        if to == &*from.id {
+            return Relay::UnknownPeer;
+        }
+        let overflowed = {
+            let peers = from.room.lock();
+            let Some((peer, slot)) = peers.get_key_value(to) else {
+                return Relay::UnknownPeer;
+            };
+            match slot.outbox.push(frame) {
+                Ok(()) => None,
+                Err(Overflow) => Some(peer.clone()),
+            }
+        };
+        match overflowed {
+            None => self.metrics.frames_relayed.fetch_add(1, Relaxed),
+            Some(peer) => {
+                self.evict(&from.room, &peer);
+                self.metrics.queue_dropped_frames.fetch_add(1, Relaxed)
+            }
+        };
+        Relay::Sent
+    }
+
+    /// The peer left for good (`leave`, a close frame, abuse): others see `peer-left` now.
+    pub(crate) fn leave(&self, member: &Membership) {
+        self.remove(&member.room, &member.id, |slot| {
+            slot.connection == member.connection
+        });
+    }
+
+    /// The connection dropped: keep the slot for the grace period, then remove it unless the
+    /// peer resumed.
+    pub(crate) fn park(self: &Arc<Self>, member: &Membership) {
+        {
+            let mut peers = member.room.lock();
+            match peers.get_mut(&member.id) {
+                Some(slot) if slot.connection == member.connection => slot.parked = true,
+                _ => return,
+            }
+        }
+        let hub = self.clone();
+        let (room, id, connection) = (member.room.clone(), member.id.clone(), member.connection);
+        let grace = self.config.resume_grace;
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = hub.shutdown.cancelled() => return,
+            }
+            let expired = hub.remove(&room, &id, |slot| {
+                slot.parked && slot.connection == connection
+            });
+            if expired {
+                hub.metrics.grace_expired.fetch_add(1, Relaxed);
+            }
+        });
+    }
+
+    /// Removes a peer whose queue overflowed, and closes its connection with 4002.
+    fn evict(&self, room: &Arc<Room>, id: &Arc<str>) {
+        let mut outbox = None;
+        self.remove(room, id, |slot| {
+            outbox = Some(slot.outbox.clone());
+            true
+        });
+        if let Some(outbox) = outbox {
+            tracing::debug!(room = %room.name, %id, "slow consumer disconnected");
+            outbox.close(CloseCode::SlowConsumer);
+        }
+    }
+
+    /// Removes `id` from `room` if `should` agrees, tells the others, and drops the room when it
+    /// empties. Returns whether it removed the peer.
+    fn remove(&self, room: &Arc<Room>, id: &Arc<str>, should: impl FnOnce(&Slot) -> bool) -> bool {
+        let mut overflowed = Vec::new();
+        {
+            let mut state = self.lock();
+            let mut peers = room.lock();
+            match peers.get(id) {
+                Some(slot) if should(slot) => {}
+                _ => return false,
+            }
+            peers.remove(id);
+            self.metrics.peers.fetch_sub(1, Relaxed);
+            let left = frame(&ServerMessage::PeerLeft {
+                id: Cow::Borrowed(id),
+            });
+            for (peer, slot) in peers.iter() {
+                if slot.outbox.push(left.clone()).is_err() {
+                    overflowed.push(peer.clone());
+                }
+            }
+            // The hub's entry may already be a newer room of the same name.
+            if peers.is_empty()
+                && state
+                    .rooms
+                    .get(&room.name)
+                    .is_some_and(|r| Arc::ptr_eq(r, room))
+            {
+                state.rooms.remove(&room.name);
+                self.metrics.rooms.fetch_sub(1, Relaxed);
+            }
+        }
+        tracing::debug!(room = %room.name, %id, "left");
+        for peer in overflowed {
+            self.evict(room, &peer);
+        }
+        true
+    }
+}

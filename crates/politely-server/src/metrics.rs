@@ -1,0 +1,131 @@
+//! Counters and gauges, rendered as Prometheus text at `GET /metrics`.
+
+use politely_proto::{CloseCode, ErrorCode};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub(crate) connections: AtomicI64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) peers: AtomicI64,
+    pub(crate) rooms: AtomicI64,
+    pub(crate) frames_received: AtomicU64,
+    pub(crate) frames_relayed: AtomicU64,
+    pub(crate) queue_dropped_frames: AtomicU64,
+    pub(crate) resumes: AtomicU64,
+    pub(crate) grace_expired: AtomicU64,
+    pub(crate) origin_refused: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    closes: [AtomicU64; CloseCode::ALL.len()],
+}
+
+impl Metrics {
+    pub(crate) fn error(&self, code: ErrorCode) {
+        let i = ErrorCode::ALL.iter().position(|c| *c == code).unwrap_or(0);
+        self.errors[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn close(&self, code: CloseCode) {
+        let i = CloseCode::ALL.iter().position(|c| *c == code).unwrap_or(0);
+        self.closes[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP politely_{name} {help}");
+            let _ = writeln!(out, "# TYPE politely_{name} {kind}");
+            let _ = writeln!(out, "politely_{name} {value}");
+        };
+        let g = |v: &AtomicI64| v.load(Relaxed).to_string();
+        let c = |v: &AtomicU64| v.load(Relaxed).to_string();
+        metric(
+            "connections",
+            "gauge",
+            "Open WebSocket connections.",
+            g(&self.connections),
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "WebSocket connections accepted.",
+            c(&self.connections_total),
+        );
+        metric(
+            "peers",
+            "gauge",
+            "Peers in rooms, connected or within their resume grace period.",
+            g(&self.peers),
+        );
+        metric(
+            "rooms",
+            "gauge",
+            "Rooms with at least one peer.",
+            g(&self.rooms),
+        );
+        metric(
+            "frames_received_total",
+            "counter",
+            "Text frames received from clients.",
+            c(&self.frames_received),
+        );
+        metric(
+            "frames_relayed_total",
+            "counter",
+            "Signal frames relayed to a peer's queue.",
+            c(&self.frames_relayed),
+        );
+        metric(
+            "queue_dropped_frames_total",
+            "counter",
+            "Frames dropped because a peer's send queue was full (the peer was disconnected).",
+            c(&self.queue_dropped_frames),
+        );
+        metric(
+            "resumes_total",
+            "counter",
+            "Joins that resumed an id within its grace period.",
+            c(&self.resumes),
+        );
+        metric(
+            "grace_expired_total",
+            "counter",
+            "Dropped connections whose grace period ended without a resume.",
+            c(&self.grace_expired),
+        );
+        metric(
+            "origin_refused_total",
+            "counter",
+            "WebSocket upgrades refused for their Origin.",
+            c(&self.origin_refused),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP politely_errors_total Error frames sent, by code."
+        );
+        let _ = writeln!(out, "# TYPE politely_errors_total counter");
+        for (code, n) in ErrorCode::ALL.iter().zip(&self.errors) {
+            let _ = writeln!(
+                out,
+                "politely_errors_total{{code=\"{code}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP politely_closes_total Connections the server closed, by close code."
+        );
+        let _ = writeln!(out, "# TYPE politely_closes_total counter");
+        for (code, n) in CloseCode::ALL.iter().zip(&self.closes) {
+            let _ = writeln!(
+                out,
+                "politely_closes_total{{code=\"{}\",reason=\"{}\"}} {}",
+                code.code(),
+                code.reason(),
+                n.load(Relaxed)
+            );
+        }
+        out
+    }
+}

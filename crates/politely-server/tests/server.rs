@@ -1,0 +1,728 @@
+//! The server end to end, through real WebSockets on 127.0.0.1, asserting exact frames.
+
+mod util;
+
+use politely_server::{Config, RateLimit, Secret};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use util::{Client, Frame, TestServer, config, error};
+
+fn welcome_text(
+    id: &str,
+    room: &str,
+    peers: &[(&str, bool)],
+    resume: &str,
+    resumed: bool,
+) -> String {
+    let peers: Vec<String> = peers
+        .iter()
+        .map(|(id, polite)| format!(r#"{{"id":"{id}","polite":{polite}}}"#))
+        .collect();
+    format!(
+        r#"{{"type":"welcome","id":"{id}","room":"{room}","peers":[{}],"resume":"{resume}","resumed":{resumed},"version":1}}"#,
+        peers.join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_welcome_presence_and_roles() {
+    let server = TestServer::start(config()).await;
+
+    let mut a = Client::connect(&server).await;
+    a.send(r#"{"type":"join","room":"lobby"}"#).await;
+    let text = a.text().await;
+    let welcome: Value = serde_json::from_str(&text).unwrap();
+    let a_id = welcome["id"].as_str().unwrap().to_owned();
+    let resume = welcome["resume"].as_str().unwrap();
+    assert_eq!(text, welcome_text(&a_id, "lobby", &[], resume, false));
+    assert_eq!(a_id.len(), 26, "a ULID");
+
+    let mut b = Client::connect(&server).await;
+    b.send(r#"{"type":"join","room":"lobby"}"#).await;
+    let text = b.text().await;
+    let welcome: Value = serde_json::from_str(&text).unwrap();
+    let b_id = welcome["id"].as_str().unwrap().to_owned();
+    assert!(b_id > a_id, "ids are time-ordered: {b_id} after {a_id}");
+    // The earlier peer is polite: B (the later id) is impolite toward A.
+    let resume = welcome["resume"].as_str().unwrap();
+    assert_eq!(
+        text,
+        welcome_text(&b_id, "lobby", &[(&a_id, false)], resume, false)
+    );
+    assert_eq!(
+        a.text().await,
+        format!(r#"{{"type":"peer-joined","id":"{b_id}","polite":true}}"#)
+    );
+
+    let (mut c, c_id, welcome) = Client::join(&server, "lobby").await;
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": a_id, "polite": false}, {"id": b_id, "polite": false}])
+    );
+    for peer in [&mut a, &mut b] {
+        assert_eq!(
+            peer.text().await,
+            format!(r#"{{"type":"peer-joined","id":"{c_id}","polite":true}}"#)
+        );
+    }
+
+    // `leave` is answered with a close (1000), and the others see peer-left at once.
+    b.send(r#"{"type":"leave"}"#).await;
+    b.expect_close(1000).await;
+    for peer in [&mut a, &mut c] {
+        assert_eq!(
+            peer.text().await,
+            format!(r#"{{"type":"peer-left","id":"{b_id}"}}"#)
+        );
+    }
+
+    // A close frame from the client is a leave too: no grace period.
+    c.ws.close(None).await.unwrap();
+    assert_eq!(
+        a.text().await,
+        format!(r#"{{"type":"peer-left","id":"{c_id}"}}"#)
+    );
+    assert_eq!(server.metric("politely_rooms").await, 1.0);
+    a.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(a.text().await, r#"{"type":"pong"}"#);
+    a.send(r#"{"type":"leave"}"#).await;
+    a.expect_close(1000).await;
+    // The room is dropped when it empties.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.metric("politely_rooms").await, 0.0);
+    assert_eq!(server.metric("politely_peers").await, 0.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_are_relayed_untouched_with_the_server_setting_from() {
+    let server = TestServer::start(config()).await;
+    let (mut a, a_id, _) = Client::join(&server, "r").await;
+    let (mut b, b_id, _) = Client::join(&server, "r").await;
+    a.text().await; // peer-joined
+
+    // Odd spacing, unicode, escapes and a forged `from`: data arrives byte for byte, and
+    // `from` is the sender's real id.
+    let data = r#"{ "connectionId" : "c1", "candidate": null, "x": [1, 2.50, "é\u00e9\n"] }"#;
+    b.send(&format!(
+        r#"{{"type":"signal","from":"{a_id}","to":"{a_id}","data":{data}}}"#
+    ))
+    .await;
+    assert_eq!(
+        a.text().await,
+        format!(r#"{{"type":"signal","from":"{b_id}","data":{data}}}"#)
+    );
+    // Any JSON value is data, null included.
+    a.send(&format!(r#"{{"type":"signal","to":"{b_id}","data":null}}"#))
+        .await;
+    assert_eq!(
+        b.text().await,
+        format!(r#"{{"type":"signal","from":"{a_id}","data":null}}"#)
+    );
+    // The typed W3C shapes round-trip through the server.
+    let signal = politely_proto::signal::Signal {
+        connection_id: politely_proto::signal::ConnectionId::new("c9"),
+        payload: politely_proto::signal::Payload::Bye { reconnect: false },
+    };
+    let frame = politely_proto::ClientMessage::signal(b_id.as_str(), signal.to_raw()).to_json();
+    a.send(&frame).await;
+    let text = b.text().await;
+    let politely_proto::ServerMessage::Signal { from, data } =
+        politely_proto::ServerMessage::from_json(&text).unwrap()
+    else {
+        panic!("{text}")
+    };
+    assert_eq!(from, a_id.as_str());
+    assert_eq!(
+        politely_proto::signal::Signal::from_raw(&data).unwrap(),
+        signal
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_kept_per_directed_pair_under_concurrency() {
+    let server = TestServer::start(Config {
+        rate_limit: None,
+        ..config()
+    })
+    .await;
+    const PEERS: usize = 4;
+    const FRAMES: usize = 300;
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..PEERS {
+        let (client, id, _) = Client::join(&server, "busy").await;
+        clients.push(client);
+        ids.push(id);
+    }
+    // Drain the presence frames each earlier peer got.
+    for (i, client) in clients.iter_mut().enumerate() {
+        for _ in i + 1..PEERS {
+            assert_eq!(client.json().await["type"], "peer-joined");
+        }
+    }
+    let mut tasks = Vec::new();
+    for (i, client) in clients.into_iter().enumerate() {
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let me = ids[i].clone();
+            let others: Vec<&String> = ids.iter().filter(|id| **id != me).collect();
+            let (mut sink, mut stream) = futures_util::StreamExt::split(client.ws);
+            let send = async {
+                use futures_util::SinkExt;
+                for n in 0..FRAMES {
+                    for to in &others {
+                        let frame =
+                            format!(r#"{{"type":"signal","to":"{to}","data":{{"n":{n}}}}}"#);
+                        sink.feed(Message::text(frame)).await.unwrap();
+                    }
+                    if n % 16 == 0 {
+                        sink.flush().await.unwrap();
+                    }
+                }
+                sink.flush().await.unwrap();
+                sink
+            };
+            let receive = async {
+                let mut next: HashMap<String, u64> = HashMap::new();
+                let mut received = 0;
+                while received < FRAMES * (PEERS - 1) {
+                    let message = futures_util::StreamExt::next(&mut stream)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let Message::Text(text) = message else {
+                        continue;
+                    };
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    assert_eq!(frame["type"], "signal", "{frame}");
+                    let from = frame["from"].as_str().unwrap().to_owned();
+                    let n = frame["data"]["n"].as_u64().unwrap();
+                    let expected = next.entry(from.clone()).or_insert(0);
+                    assert_eq!(n, *expected, "from {from}: frames out of order");
+                    *expected += 1;
+                    received += 1;
+                }
+                next
+            };
+            let (_sink, next) = tokio::join!(send, receive);
+            assert!(next.values().all(|n| *n == FRAMES as u64));
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("relay finished")
+            .unwrap();
+    }
+    assert_eq!(
+        server.metric("politely_frames_relayed_total").await,
+        (PEERS * (PEERS - 1) * FRAMES) as f64
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_are_isolated() {
+    let server = TestServer::start(config()).await;
+    let (mut a, a_id, _) = Client::join(&server, "one").await;
+    let (mut b, b_id, welcome) = Client::join(&server, "two").await;
+    assert_eq!(welcome["peers"], serde_json::json!([]));
+    b.send(&format!(r#"{{"type":"signal","to":"{a_id}","data":1}}"#))
+        .await;
+    assert_eq!(
+        b.text().await,
+        format!(
+            r#"{{"type":"error","code":"unknown-peer","message":"no other peer in your room has this id","peer":"{a_id}"}}"#
+        )
+    );
+    // Nobody in room one heard of B or its signal.
+    a.expect_silence(Duration::from_millis(200)).await;
+    // A signal to yourself is refused the same way.
+    b.send(&format!(r#"{{"type":"signal","to":"{b_id}","data":1}}"#))
+        .await;
+    assert_eq!(b.json().await["code"], "unknown-peer");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_specific_errors_and_disturbs_nobody() {
+    let server = TestServer::start(Config {
+        max_frame_bytes: 1024,
+        ..config()
+    })
+    .await;
+    let (mut a, a_id, _) = Client::join(&server, "r").await;
+
+    let mut c = Client::connect(&server).await;
+    // Before join.
+    c.send(&format!(r#"{{"type":"signal","to":"{a_id}","data":{{}}}}"#))
+        .await;
+    assert_eq!(c.text().await, error("not-joined", "join a room first"));
+    for (frame, code) in [
+        ("not json", "invalid-json"),
+        (r#"{"type":"join","room":"r""#, "invalid-json"),
+        ("3", "invalid-frame"),
+        (r#"{"room":"r"}"#, "invalid-frame"),
+        (r#"{"type":"join"}"#, "invalid-frame"),
+        (r#"{"type":"join","room":7}"#, "invalid-frame"),
+        (r#"{"type":"signal","to":"x"}"#, "invalid-frame"),
+        (r#"{"type":"signal","data":{}}"#, "invalid-frame"),
+        (r#"{"type":"signal","to":false,"data":{}}"#, "invalid-frame"),
+        (r#"{"type":"bogus"}"#, "unknown-type"),
+        (r#"{"type":"join","room":""}"#, "invalid-room"),
+        (r#"{"type":"join","room":"a\u0007b"}"#, "invalid-room"),
+    ] {
+        c.send(frame).await;
+        let reply = c.json().await;
+        assert_eq!(reply["type"], "error", "{frame}");
+        assert_eq!(reply["code"], code, "{frame}: {reply}");
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+    }
+    c.send(r#"{"type":"bogus"}"#).await;
+    assert_eq!(
+        c.text().await,
+        error("unknown-type", "unknown frame type `bogus`")
+    );
+    c.send(r#"{"type":"signal","data":{}}"#).await;
+    assert_eq!(
+        c.text().await,
+        error("invalid-frame", "a signal frame needs `to`")
+    );
+    c.send_message(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(
+        c.text().await,
+        error("binary-frame", "frames are JSON text")
+    );
+    c.send(&"x".repeat(1025)).await;
+    assert_eq!(
+        c.text().await,
+        error("frame-too-large", "a frame may have at most 1024 bytes")
+    );
+
+    // After all that, the connection still joins and relays.
+    c.send(r#"{"type":"join","room":"r"}"#).await;
+    let welcome = c.json().await;
+    assert_eq!(welcome["type"], "welcome");
+    let c_id = welcome["id"].as_str().unwrap().to_owned();
+    c.send(r#"{"type":"join","room":"r"}"#).await;
+    assert_eq!(
+        c.text().await,
+        error("already-joined", "this connection already joined a room")
+    );
+    c.send(r#"{"type":"signal","to":"01ZZZZZZZZZZZZZZZZZZZZZZZZ","data":{}}"#)
+        .await;
+    assert_eq!(c.json().await["code"], "unknown-peer");
+
+    // A saw only C's arrival and its one good signal.
+    assert_eq!(a.json().await["type"], "peer-joined");
+    c.send(&format!(r#"{{"type":"signal","to":"{a_id}","data":"hi"}}"#))
+        .await;
+    assert_eq!(
+        a.text().await,
+        format!(r#"{{"type":"signal","from":"{c_id}","data":"hi"}}"#)
+    );
+    a.expect_silence(Duration::from_millis(100)).await;
+    assert_eq!(
+        server
+            .metric(r#"politely_errors_total{code="invalid-frame"}"#)
+            .await,
+        8.0
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_far_over_the_limit_ends_the_connection_with_1009() {
+    let server = TestServer::start(Config {
+        max_frame_bytes: 1024,
+        ..config()
+    })
+    .await;
+    let (mut a, _, _) = Client::join(&server, "r").await;
+    a.send(&"x".repeat(4 * 1024 + 1)).await;
+    a.expect_close(1009).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_rate_limited_then_closed_with_1008() {
+    let server = TestServer::start(Config {
+        rate_limit: Some(RateLimit {
+            per_second: 0.5,
+            burst: 5.0,
+        }),
+        max_strikes: 10,
+        ..config()
+    })
+    .await;
+    let (mut a, a_id, _) = Client::join(&server, "r").await;
+    let (mut b, _, _) = Client::join(&server, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+    // The join used one token of five: four signals pass, the fifth is refused with one error.
+    for n in 0..6 {
+        b.send(&format!(r#"{{"type":"signal","to":"{a_id}","data":{n}}}"#))
+            .await;
+    }
+    for n in 0..4 {
+        assert_eq!(a.json().await["data"], n);
+    }
+    assert_eq!(
+        b.text().await,
+        error(
+            "rate-limited",
+            "too many frames; this one and the next ones over the limit are dropped"
+        )
+    );
+    a.expect_silence(Duration::from_millis(50)).await;
+    // A sustained flood runs out of strikes.
+    for _ in 0..50 {
+        b.send(r#"{"type":"ping"}"#).await;
+    }
+    b.expect_close(1008).await;
+    server
+        .wait_metric(
+            r#"politely_closes_total{code="1008",reason="too-many-errors"}"#,
+            1.0,
+        )
+        .await;
+    // The closed client left for good.
+    assert_eq!(a.json().await["type"], "peer-left");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_room_refuses_joins() {
+    let server = TestServer::start(Config {
+        max_room_size: 2,
+        ..config()
+    })
+    .await;
+    let (_a, _, _) = Client::join(&server, "small").await;
+    let (_b, _, _) = Client::join(&server, "small").await;
+    let mut c = Client::connect(&server).await;
+    c.send(r#"{"type":"join","room":"small"}"#).await;
+    assert_eq!(c.text().await, error("room-full", "the room has 2 peers"));
+    // Other rooms are unaffected.
+    c.send(r#"{"type":"join","room":"big"}"#).await;
+    assert_eq!(c.json().await["type"], "welcome");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_admit_their_room_and_nothing_else() {
+    let secret = Secret::new("correct horse battery staple");
+    let server = TestServer::start(Config {
+        secret: Some(secret.clone()),
+        ..config()
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = politely_server::token::mint(&secret, "vip", now + 3600);
+    let expired = politely_server::token::mint(&secret, "vip", now - 1);
+    let other_room = politely_server::token::mint(&secret, "other", now + 3600);
+    let forged = politely_server::token::mint(&Secret::new("guess"), "vip", now + 3600);
+
+    let mut c = Client::connect(&server).await;
+    c.send(r#"{"type":"join","room":"vip"}"#).await;
+    assert_eq!(
+        c.text().await,
+        error("token-required", "this server needs a room token")
+    );
+    for (token, code, message) in [
+        (
+            &forged,
+            "token-invalid",
+            "the token is malformed or its signature is wrong",
+        ),
+        (
+            &"garbage".to_owned(),
+            "token-invalid",
+            "the token is malformed or its signature is wrong",
+        ),
+        (&expired, "token-expired", "the token has expired"),
+        (
+            &other_room,
+            "token-wrong-room",
+            "the token is for another room",
+        ),
+    ] {
+        c.send(&format!(
+            r#"{{"type":"join","room":"vip","token":"{token}"}}"#
+        ))
+        .await;
+        assert_eq!(c.text().await, error(code, message));
+    }
+    c.send(&format!(
+        r#"{{"type":"join","room":"vip","token":"{good}"}}"#
+    ))
+    .await;
+    assert_eq!(c.json().await["type"], "welcome");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period() {
+    let server = TestServer::start(Config {
+        resume_grace: Duration::from_secs(5),
+        ..config()
+    })
+    .await;
+    let (mut a, a_id, welcome) = Client::join(&server, "r").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    let (mut b, b_id, _) = Client::join(&server, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+
+    // A's TCP connection ends without a close frame: a drop, not a leave.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..3 {
+        b.send(&format!(r#"{{"type":"signal","to":"{a_id}","data":{n}}}"#))
+            .await;
+    }
+    // Within the grace period, B sees no peer-left, and signals to A are accepted.
+    b.expect_silence(Duration::from_millis(200)).await;
+
+    let mut a = Client::connect(&server).await;
+    a.send(&format!(
+        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
+    ))
+    .await;
+    let text = a.text().await;
+    let welcome: Value = serde_json::from_str(&text).unwrap();
+    let new_resume = welcome["resume"].as_str().unwrap();
+    assert_ne!(new_resume, resume, "the resume token rotates");
+    assert_eq!(
+        text,
+        welcome_text(&a_id, "r", &[(&b_id, true)], new_resume, true)
+    );
+    for n in 0..3 {
+        assert_eq!(
+            a.text().await,
+            format!(r#"{{"type":"signal","from":"{b_id}","data":{n}}}"#)
+        );
+    }
+    b.expect_silence(Duration::from_millis(100)).await;
+    // The old token is spent: it joins as a new peer.
+    let mut c = Client::connect(&server).await;
+    c.send(&format!(
+        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
+    ))
+    .await;
+    let welcome = c.json().await;
+    assert_eq!(welcome["resumed"], false);
+    assert_ne!(welcome["id"], a_id.as_str());
+    assert_eq!(server.metric("politely_resumes_total").await, 1.0);
+    for peer in [&mut a, &mut b] {
+        assert_eq!(peer.json().await["type"], "peer-joined");
+    }
+
+    // Resuming while the old connection is still open replaces it (4001).
+    let mut a2 = Client::connect(&server).await;
+    a2.send(&format!(
+        r#"{{"type":"join","room":"r","resume":"{new_resume}"}}"#
+    ))
+    .await;
+    assert_eq!(a2.json().await["resumed"], true);
+    a.expect_close(4001).await;
+    b.expect_silence(Duration::from_millis(100)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_the_peer_is_gone() {
+    let server = TestServer::start(Config {
+        resume_grace: Duration::from_millis(300),
+        ..config()
+    })
+    .await;
+    let (a, a_id, welcome) = Client::join(&server, "r").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    let (mut b, _, _) = Client::join(&server, "r").await;
+    drop(a);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        b.text().await,
+        format!(r#"{{"type":"peer-left","id":"{a_id}"}}"#)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let mut a = Client::connect(&server).await;
+    a.send(&format!(
+        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
+    ))
+    .await;
+    let welcome = a.json().await;
+    assert_eq!(welcome["resumed"], false);
+    assert_ne!(welcome["id"], a_id.as_str());
+    assert_eq!(server.metric("politely_grace_expired_total").await, 1.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_times_out_and_is_treated_as_dropped() {
+    let server = TestServer::start(Config {
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(300),
+        resume_grace: Duration::from_millis(100),
+        ..config()
+    })
+    .await;
+    let (mut a, _, _) = Client::join(&server, "r").await;
+    let (silent, silent_id, _) = Client::join(&server, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+    // A keeps reading, so it answers pings and stays; the silent client never reads again, so
+    // it never answers a ping.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        a.text().await,
+        format!(r#"{{"type":"peer-left","id":"{silent_id}"}}"#)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    a.expect_silence(Duration::from_millis(400)).await;
+    server
+        .wait_metric(
+            r#"politely_closes_total{code="4003",reason="keepalive-timeout"}"#,
+            1.0,
+        )
+        .await;
+    drop(silent);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_joins_is_closed() {
+    let server = TestServer::start(Config {
+        join_timeout: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let mut c = Client::connect(&server).await;
+    c.expect_close(4004).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_stops_reading_is_disconnected() {
+    let server = TestServer::start(Config {
+        rate_limit: None,
+        send_queue_frames: 8,
+        ..config()
+    })
+    .await;
+    let (mut a, a_id, _) = Client::join(&server, "r").await;
+    let (mut b, b_id, _) = Client::join(&server, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+    // A stops reading; B sends far more than socket buffers and the queue hold.
+    let big = "x".repeat(200 * 1024);
+    let mut gone = false;
+    for _ in 0..200 {
+        b.send(&format!(
+            r#"{{"type":"signal","to":"{a_id}","data":"{big}"}}"#
+        ))
+        .await;
+        if let Some(Frame::Text(text)) = b.next_within(Duration::from_millis(1)).await {
+            assert_eq!(text, format!(r#"{{"type":"peer-left","id":"{a_id}"}}"#));
+            gone = true;
+            break;
+        }
+    }
+    if !gone {
+        assert_eq!(
+            b.text().await,
+            format!(r#"{{"type":"peer-left","id":"{a_id}"}}"#)
+        );
+    }
+    assert!(server.metric("politely_queue_dropped_frames_total").await >= 1.0);
+    server
+        .wait_metric(
+            r#"politely_closes_total{code="4002",reason="slow-consumer"}"#,
+            1.0,
+        )
+        .await;
+    let _ = (b_id, &mut a);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_origins() {
+    let server = TestServer::start(Config {
+        allowed_origins: Some(vec!["https://app.example".into()]),
+        ..config()
+    })
+    .await;
+    let (status, body) = server.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        "{\"status\":\"ok\",\"version\":1,\"connections\":0,\"rooms\":0}\n"
+    );
+
+    let request = |origin: &str| {
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                server.url(),
+            )
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        request
+    };
+    let refused = tokio_tungstenite::connect_async(request("https://evil.example")).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let (mut ws, response) = tokio_tungstenite::connect_async(request("https://app.example"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 101);
+    futures_util::SinkExt::send(&mut ws, Message::text(r#"{"type":"join","room":"r"}"#))
+        .await
+        .unwrap();
+    let _ = futures_util::StreamExt::next(&mut ws).await;
+    assert_eq!(server.metric("politely_origin_refused_total").await, 1.0);
+    assert_eq!(server.metric("politely_connections").await, 1.0);
+    assert_eq!(server.metric("politely_rooms").await, 1.0);
+    assert_eq!(server.metric("politely_peers").await, 1.0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subprotocol_is_selected_when_offered() {
+    let server = TestServer::start(config()).await;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            server.url(),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "politely.v1".parse().unwrap());
+    let (_ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "politely.v1");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_connection_with_1001() {
+    let server = TestServer::start(config()).await;
+    let (mut a, _, _) = Client::join(&server, "r").await;
+    let mut idle = Client::connect(&server).await;
+    let addr = server.addr;
+    server.shutdown().await;
+    a.expect_close(1001).await;
+    idle.expect_close(1001).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}

@@ -1,0 +1,209 @@
+//! A test client and server harness: servers bind 127.0.0.1:0 and tests learn the address
+//! before connecting; clients read exact frames with a timeout.
+
+#![allow(dead_code, unreachable_pub)]
+
+use futures_util::{SinkExt, StreamExt};
+use politely_server::{Config, Server};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame it expects.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(mut config: Config) -> TestServer {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Stops the server and waits for `serve` to return.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("serve returned within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// A plain HTTP GET; returns the status code and the body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let mut tcp = TcpStream::connect(self.addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tcp.read_to_string(&mut response).await.unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (status, body)
+    }
+
+    /// The value of one metric line, e.g. `politely_errors_total{code="rate-limited"}`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no metric {name} in\n{body}"))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl TestServer {
+    /// Waits up to the patience for a metric to reach `value` (connection tasks count their
+    /// close a moment after the client sees its effects).
+    pub async fn wait_metric(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let got = self.metric(name).await;
+            if got == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} is {got}, not {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// What a client read.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    Text(String),
+    Close(Option<(u16, String)>),
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(server: &TestServer) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(server.url())
+            .await
+            .expect("WebSocket handshake");
+        Client { ws }
+    }
+
+    /// Connects and joins `room`; returns the client, its id and its welcome.
+    pub async fn join(server: &TestServer, room: &str) -> (Client, String, Value) {
+        let mut client = Client::connect(server).await;
+        client
+            .send(&format!(r#"{{"type":"join","room":"{room}"}}"#))
+            .await;
+        let welcome = client.json().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let id = welcome["id"].as_str().unwrap().to_owned();
+        (client, id, welcome)
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_message(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// The next text frame or close, skipping pings and pongs.
+    pub async fn next(&mut self) -> Frame {
+        self.next_within(PATIENCE)
+            .await
+            .expect("a frame within the patience")
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Frame> {
+        let read = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) => return Frame::Text(text.to_string()),
+                    Some(Ok(Message::Close(frame))) => {
+                        return Frame::Close(frame.map(|CloseFrame { code, reason }| {
+                            (u16::from(code), reason.to_string())
+                        }));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return Frame::Close(None),
+                }
+            }
+        };
+        tokio::time::timeout(wait, read).await.ok()
+    }
+
+    /// The next frame, which must be text.
+    pub async fn text(&mut self) -> String {
+        match self.next().await {
+            Frame::Text(text) => text,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn json(&mut self) -> Value {
+        serde_json::from_str(&self.text().await).unwrap()
+    }
+
+    /// The next frame must be a close with this code.
+    pub async fn expect_close(&mut self, code: u16) {
+        loop {
+            match self.next().await {
+                Frame::Close(Some((got, _))) => {
+                    assert_eq!(got, code, "close code");
+                    return;
+                }
+                Frame::Close(None) => panic!("closed without a close frame, expected {code}"),
+                // Frames queued before the close may still arrive.
+                Frame::Text(_) => continue,
+            }
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(frame) = self.next_within(wait).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+}
+
+/// The exact error frame the server sends.
+pub fn error(code: &str, message: &str) -> String {
+    let message = serde_json::to_string(message).unwrap();
+    format!(r#"{{"type":"error","code":"{code}","message":{message}}}"#)
+}
+
+/// A config for tests: the defaults, on port 0.
+pub fn config() -> Config {
+    Config::default()
+}
