@@ -5,7 +5,7 @@
 use crate::hub::{Hub, JoinError, Membership, Relay, Take};
 use crate::token::{self, TokenError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -72,6 +72,12 @@ struct Connection {
     heard: bool,
     last_heard: Instant,
     batch: VecDeque<Utf8Bytes>,
+    /// `{"type":"signal","from":"<id>","data":` for this peer, once joined.
+    signal_prefix: String,
+    /// Frames received and relayed since the shared counters were last updated (updated once
+    /// per batch of frames, not per frame).
+    received: u64,
+    relayed: u64,
 }
 
 pub(crate) async fn run(hub: Arc<Hub>, mut ws: WebSocket) {
@@ -91,14 +97,35 @@ pub(crate) async fn run(hub: Arc<Hub>, mut ws: WebSocket) {
         heard: false,
         last_heard: now,
         batch: VecDeque::new(),
+        signal_prefix: String::new(),
+        received: 0,
+        relayed: 0,
         hub,
     };
     let end = conn.serve(&mut ws).await;
+    conn.count();
     conn.finish(&mut ws, end).await;
     conn.hub.metrics.connections.fetch_sub(1, Relaxed);
 }
 
 impl Connection {
+    fn count(&mut self) {
+        let metrics = &self.hub.metrics;
+        if self.received > 0 {
+            metrics.frames_received.fetch_add(self.received, Relaxed);
+            self.received = 0;
+        }
+        if self.relayed > 0 {
+            metrics.frames_relayed.fetch_add(self.relayed, Relaxed);
+            self.relayed = 0;
+        }
+    }
+
+    fn joined(&mut self, member: Membership) {
+        self.signal_prefix = signal_prefix(&member.id);
+        self.member = Some(member);
+    }
+
     async fn serve(&mut self, ws: &mut WebSocket) -> End {
         let config = &self.hub.config;
         let join_deadline = Instant::now() + config.join_timeout;
@@ -107,22 +134,41 @@ impl Connection {
         tokio::pin!(tick);
         let waker = self.waker.clone();
         let shutdown = self.hub.shutdown.clone();
+        // Both futures stay registered across iterations instead of re-registering (a lock
+        // each) every time round the loop.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let notified = waker.notified();
+        tokio::pin!(notified);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return End::Close(CloseCode::GoingAway),
-                _ = waker.notified() => {
+                () = &mut cancelled => return End::Close(CloseCode::GoingAway),
+                () = &mut notified => {
+                    notified.set(waker.notified());
                     if let Some(end) = self.write_queued(ws).await {
                         return end;
                     }
                 }
                 message = ws.recv() => {
-                    let message = match message {
-                        None => return End::Dropped,
-                        Some(Ok(message)) => message,
-                        Some(Err(e)) => return end_of_error(e),
+                    let mut message = message;
+                    // Handle every frame already read before waiting again.
+                    let end = loop {
+                        let next = match message {
+                            None => break Some(End::Dropped),
+                            Some(Ok(next)) => next,
+                            Some(Err(e)) => break Some(end_of_error(e)),
+                        };
+                        if let Some(end) = self.on_message(ws, next).await {
+                            break Some(end);
+                        }
+                        match ws.recv().now_or_never() {
+                            Some(next) => message = next,
+                            None => break None,
+                        }
                     };
-                    if let Some(end) = self.on_message(ws, message).await {
+                    self.count();
+                    if let Some(end) = end {
                         return end;
                     }
                 }
@@ -159,6 +205,10 @@ impl Connection {
     async fn write_queued(&mut self, ws: &mut WebSocket) -> Option<End> {
         let member = self.member.as_ref()?;
         let outbox = member.outbox.clone();
+        // Let the tasks that are ready run first: under load they are relaying more frames to
+        // this peer, and one write of many frames costs the kernel about what one frame costs.
+        // When the server is idle this returns at once.
+        tokio::task::yield_now().await;
         match outbox.take(self.id, &mut self.batch) {
             Take::Frames => {}
             Take::Closed(code) => return Some(End::Close(code)),
@@ -217,8 +267,7 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return None,
             Message::Close(_) => return Some(End::ClientClosed),
         };
-        let metrics = &self.hub.metrics;
-        metrics.frames_received.fetch_add(1, Relaxed);
+        self.received += 1;
         let max = self.hub.config.max_frame_bytes;
         if text.len() > max {
             let message = format!("a frame may have at most {max} bytes");
@@ -255,15 +304,19 @@ impl Connection {
                     let message = "join a room first".into();
                     return self.refuse(ws, ErrorCode::NotJoined, message, None).await;
                 };
-                let frame = ServerMessage::Signal {
-                    from: Cow::Borrowed(&member.id),
-                    data,
-                };
-                match self
-                    .hub
-                    .relay(member, &to, Utf8Bytes::from(frame.to_json()))
-                {
-                    Relay::Sent => None,
+                // The same bytes as `ServerMessage::Signal { from, data }.to_json()` (a test
+                // holds them equal), without a serializer pass over the id each time.
+                let data = data.get();
+                let mut frame = String::with_capacity(self.signal_prefix.len() + data.len() + 1);
+                frame.push_str(&self.signal_prefix);
+                frame.push_str(data);
+                frame.push('}');
+                match self.hub.relay(member, &to, Utf8Bytes::from(frame)) {
+                    Relay::Sent => {
+                        self.relayed += 1;
+                        None
+                    }
+                    Relay::TargetEvicted => None,
                     Relay::UnknownPeer => {
                         let message = "no other peer in your room has this id".into();
                         let to = Some(to.into_owned());
@@ -307,7 +360,7 @@ impl Connection {
         if let Some(member) =
             resume.and_then(|resume| hub.resume(room, resume, self.id, self.waker.clone()))
         {
-            self.member = Some(member);
+            self.joined(member);
             return None;
         }
         if let Some(secret) = &hub.config.secret {
@@ -331,7 +384,7 @@ impl Connection {
         }
         match hub.join(room, self.id, self.waker.clone()) {
             Ok(member) => {
-                self.member = Some(member);
+                self.joined(member);
                 None
             }
             Err(JoinError::RoomFull) => {
@@ -405,10 +458,40 @@ impl Connection {
     }
 }
 
+/// The start of every signal frame relayed from `id`.
+fn signal_prefix(id: &str) -> String {
+    let from = ServerMessage::Signal {
+        from: Cow::Borrowed(id),
+        data: Cow::Owned(serde_json::value::RawValue::from_string("0".into()).expect("0 is JSON")),
+    }
+    .to_json();
+    // Everything but the `0}` of the placeholder data.
+    from[..from.len() - 2].to_owned()
+}
+
 fn end_of_error(error: axum::Error) -> End {
     let inner = error.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => End::Close(CloseCode::MessageTooBig),
         _ => End::Dropped,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signal_prefix_gives_the_same_bytes_as_the_serializer() {
+        for id in ["01JD0000000000000000000000", "quote\"and\\slash"] {
+            let data =
+                serde_json::value::RawValue::from_string(r#"{"a": [1, "x"]}"#.into()).unwrap();
+            let expected = ServerMessage::Signal {
+                from: Cow::Borrowed(id),
+                data: Cow::Borrowed(&data),
+            }
+            .to_json();
+            assert_eq!(format!("{}{}}}", signal_prefix(id), data.get()), expected);
+        }
     }
 }

@@ -179,6 +179,9 @@ pub(crate) enum JoinError {
 pub(crate) enum Relay {
     Sent,
     UnknownPeer,
+    /// The target's queue was full: the frame was dropped and the target disconnected (the
+    /// sender sees `peer-left`).
+    TargetEvicted,
 }
 
 fn frame(message: &ServerMessage<'_>) -> Utf8Bytes {
@@ -405,13 +408,13 @@ impl Hub {
             }
         };
         match overflowed {
-            None => self.metrics.frames_relayed.fetch_add(1, Relaxed),
+            None => Relay::Sent,
             Some(peer) => {
                 self.evict(&from.room, &peer);
-                self.metrics.queue_dropped_frames.fetch_add(1, Relaxed)
+                self.metrics.queue_dropped_frames.fetch_add(1, Relaxed);
+                Relay::TargetEvicted
             }
-        };
-        Relay::Sent
+        }
     }
 
     /// The peer left for good (`leave`, a close frame, abuse): others see `peer-left` now.

@@ -1,0 +1,117 @@
+//! `politely bench`: load generators for the signaling server, loopback only, bounded in count
+//! and time.
+
+use clap::Subcommand;
+use futures_util::{SinkExt, StreamExt};
+use politely_proto::ServerMessage;
+use std::process::ExitCode;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod idle;
+mod relay;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum BenchCommand {
+    /// Relayed frames per second, latency, the server's CPU per frame, and a check that no
+    /// frame is lost, duplicated or reordered.
+    Relay(relay::RelayArgs),
+    /// Idle connections held, and the server's memory per connection.
+    Idle(idle::IdleArgs),
+}
+
+pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Relay(args) => relay::run(args),
+        BenchCommand::Idle(args) => idle::run(args),
+    }
+}
+
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The WebSocket URL: `ws://host:port` gets the protocol's path.
+fn ws_url(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow::anyhow!("the benchmarks speak plain ws:// on loopback: {url}"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.split_once(']') {
+        Some((v6, _)) => &authority[..=v6.len()],
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    anyhow::ensure!(
+        matches!(host, "localhost" | "[::1]") || host.starts_with("127."),
+        "the benchmarks only load servers on loopback, not {host}"
+    );
+    Ok(if rest.contains('/') {
+        url.to_owned()
+    } else {
+        format!("{url}{}", politely_proto::WS_PATH)
+    })
+}
+
+/// Connects and joins `room`; returns the socket and the id from the welcome.
+async fn join(url: &str, room: &str, read_buffer: usize) -> anyhow::Result<(Socket, String)> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(read_buffer)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+    let join = politely_proto::ClientMessage::Join {
+        room: room.into(),
+        token: None,
+        resume: None,
+    };
+    ws.send(Message::text(join.to_json())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => match ServerMessage::from_json(&text)? {
+                ServerMessage::Welcome { id, .. } => return Ok((ws, id.into_owned())),
+                ServerMessage::Error { code, message, .. } => {
+                    anyhow::bail!("join refused: {code}: {message}")
+                }
+                _ => continue,
+            },
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("the server closed the connection before the welcome"),
+        }
+    }
+}
+
+/// Formats 1234567 as "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_loopback_only_and_get_the_ws_path() {
+        assert_eq!(
+            ws_url("ws://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
+        assert_eq!(
+            ws_url("ws://localhost:1/ws").unwrap(),
+            "ws://localhost:1/ws"
+        );
+        assert_eq!(ws_url("ws://[::1]:9").unwrap(), "ws://[::1]:9/ws");
+        assert!(ws_url("ws://10.0.0.5:8080").is_err());
+        assert!(ws_url("ws://[fe80::1]:8080").is_err());
+        assert!(ws_url("wss://127.0.0.1:8080").is_err());
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+}

@@ -1,0 +1,163 @@
+//! `politely serve` and `politely token`.
+
+use crate::system;
+use anyhow::Context as _;
+use clap::Args;
+use politely_server::{Config, RateLimit, Secret, Server};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on; 127.0.0.1 keeps the server on this machine, and opening it
+    /// wider (0.0.0.0:8080) is a choice you make here.
+    #[arg(long, env = "POLITELY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The key of room tokens. With it, `join` needs a token from `politely token`; without
+    /// it, anyone may join any room.
+    #[arg(long, env = "POLITELY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The most peers in one room.
+    #[arg(long, env = "POLITELY_MAX_ROOM_SIZE", default_value_t = 16)]
+    max_room_size: usize,
+    /// The largest frame accepted, in bytes.
+    #[arg(long, env = "POLITELY_MAX_FRAME_BYTES", default_value_t = 256 * 1024)]
+    max_frame_bytes: usize,
+    /// Frames per second each connection may send on average; 0 turns the limit off.
+    #[arg(long, env = "POLITELY_RATE_LIMIT", default_value_t = 200.0)]
+    rate_limit: f64,
+    /// Frames a connection may send in a burst.
+    #[arg(long, env = "POLITELY_RATE_BURST", default_value_t = 400.0)]
+    rate_burst: f64,
+    /// How long a dropped connection keeps its id and queued frames for a resume.
+    #[arg(long, env = "POLITELY_RESUME_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    resume_grace: Duration,
+    /// The most frames queued for one client.
+    #[arg(long, env = "POLITELY_SEND_QUEUE_FRAMES", default_value_t = 1024)]
+    send_queue_frames: usize,
+    /// The most bytes queued for one client.
+    #[arg(long, env = "POLITELY_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    send_queue_bytes: usize,
+    /// How often quiet connections are pinged.
+    #[arg(long, env = "POLITELY_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    ping_interval: Duration,
+    /// How long a connection may stay silent before it counts as dropped.
+    #[arg(long, env = "POLITELY_PING_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    ping_timeout: Duration,
+    /// How long a new connection has to join a room.
+    #[arg(long, env = "POLITELY_JOIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    join_timeout: Duration,
+    /// An Origin browsers may connect from (repeat, or comma-separate in the variable); by
+    /// default any Origin may connect.
+    #[arg(
+        long = "allow-origin",
+        env = "POLITELY_ALLOW_ORIGINS",
+        value_delimiter = ','
+    )]
+    allow_origins: Vec<String>,
+    /// Worker threads; 0 means one per CPU.
+    #[arg(long, env = "POLITELY_THREADS", default_value_t = 0)]
+    threads: usize,
+    /// Log filter (tracing's env-filter syntax), e.g. `debug` to log every join and leave.
+    #[arg(long, env = "POLITELY_LOG", default_value = "info")]
+    log: String,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Config {
+        Config {
+            listen: self.listen,
+            max_room_size: self.max_room_size,
+            max_frame_bytes: self.max_frame_bytes,
+            rate_limit: (self.rate_limit > 0.0).then_some(RateLimit {
+                per_second: self.rate_limit,
+                burst: self.rate_burst.max(1.0),
+            }),
+            secret: self.secret.as_deref().map(Secret::new),
+            resume_grace: self.resume_grace,
+            send_queue_frames: self.send_queue_frames,
+            send_queue_bytes: self.send_queue_bytes,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            join_timeout: self.join_timeout,
+            allowed_origins: (!self.allow_origins.is_empty()).then(|| self.allow_origins.clone()),
+            ..Config::default()
+        }
+    }
+}
+
+pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let files = system::raise_open_files_limit();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        runtime.worker_threads(args.threads);
+    }
+    let runtime = runtime.enable_all().build()?;
+    let config = args.config();
+    runtime.block_on(async {
+        let auth = if config.secret.is_some() {
+            "room tokens required"
+        } else {
+            "none: anyone may join any room (set --secret to require tokens)"
+        };
+        let server = Server::bind(config)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let addr = server.local_addr();
+        tracing::info!(%addr, auth, open_files = files, "politely serve: ws://{addr}/ws");
+        // The one line on stdout, for scripts (and tests) that start the server on port 0.
+        println!("listening on {addr}");
+        server.serve(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct TokenArgs {
+    /// The room the token admits to.
+    #[arg(long)]
+    room: String,
+    /// How long the token is valid, e.g. 1h, 30m, 7days.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// The server's secret.
+    #[arg(long, env = "POLITELY_SECRET", hide_env_values = true)]
+    secret: String,
+}
+
+pub(crate) fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        politely_proto::is_valid_room(&args.room),
+        "a room name has 1 to 128 bytes and no control characters"
+    );
+    let expires = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + args.ttl.as_secs();
+    let secret = Secret::new(args.secret.as_str());
+    println!(
+        "{}",
+        politely_server::token::mint(&secret, &args.room, expires)
+    );
+    Ok(ExitCode::SUCCESS)
+}
