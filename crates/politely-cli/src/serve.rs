@@ -56,6 +56,10 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     allow_origins: Vec<String>,
+    /// Each connection's WebSocket read buffer, in bytes: an idle connection holds it, and
+    /// frames larger than it take several reads.
+    #[arg(long, env = "POLITELY_READ_BUFFER_BYTES", default_value_t = 4 * 1024)]
+    read_buffer_bytes: usize,
     /// Worker threads; 0 means one per CPU.
     #[arg(long, env = "POLITELY_THREADS", default_value_t = 0)]
     threads: usize,
@@ -82,6 +86,7 @@ impl ServeArgs {
             ping_timeout: self.ping_timeout,
             join_timeout: self.join_timeout,
             allowed_origins: (!self.allow_origins.is_empty()).then(|| self.allow_origins.clone()),
+            read_buffer_bytes: self.read_buffer_bytes.max(256),
             ..Config::default()
         }
     }

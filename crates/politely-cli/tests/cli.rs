@@ -58,3 +58,185 @@ fn bad_arguments_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--peers must be 2 to 6"));
 }
+
+/// `politely serve` on port 0, killed (and reaped) when dropped.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Served {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Served {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_politely"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("politely serve starts");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Served { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_relays_without_loss_and_stops_on_sigterm() {
+    let server = Served::start(&["--rate-limit", "0"], &[]);
+    let pid = server.pid();
+    let out = politely(&[
+        "bench",
+        "relay",
+        "--url",
+        &server.url(),
+        "--pairs",
+        "3",
+        "--size",
+        "300",
+        "--seconds",
+        "0.5",
+        "--threads",
+        "1",
+        "--server-pid",
+        &pid,
+    ]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(": lost 0, duplicated or reordered 0"),
+        "{text}"
+    );
+    assert!(text.contains("server CPU: "), "{text}");
+    assert_eq!(text.lines().last(), Some("ok"), "{text}");
+
+    let out = politely(&[
+        "bench",
+        "idle",
+        "--url",
+        &server.url(),
+        "--connections",
+        "40",
+        "--hold",
+        "0",
+        "--server-pid",
+        &pid,
+    ]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("idle: 40 connections joined"), "{text}");
+    assert!(text.contains("40 still open"), "{text}");
+    assert!(text.contains("KiB per idle connection"), "{text}");
+
+    assert!(server.terminate().success(), "exit 0 after SIGTERM");
+}
+
+#[test]
+fn the_default_rate_limit_refuses_a_benchmark_flood() {
+    let server = Served::start(&[], &[]);
+    let out = politely(&[
+        "bench",
+        "relay",
+        "--url",
+        &server.url(),
+        "--pairs",
+        "1",
+        "--seconds",
+        "1",
+        "--window",
+        "64",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rate-limited"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tokens_minted_by_the_cli_verify_against_the_same_secret() {
+    let out = Command::new(env!("CARGO_BIN_EXE_politely"))
+        .args(["token", "--room", "lobby", "--ttl", "10m"])
+        .env("POLITELY_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = stdout(&out).trim().to_owned();
+    let secret = politely_server::Secret::new("s3cret");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        politely_server::token::verify(&secret, &token, "lobby", now),
+        Ok(())
+    );
+    assert_eq!(
+        politely_server::token::verify(&secret, &token, "lobby", now + 601),
+        Err(politely_server::token::TokenError::Expired)
+    );
+    // A server with the secret refuses the benchmark's token-less joins.
+    let server = Served::start(&[], &[("POLITELY_SECRET", "s3cret")]);
+    let out = politely(&[
+        "bench",
+        "idle",
+        "--url",
+        &server.url(),
+        "--connections",
+        "1",
+        "--hold",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("token-required"), "{}", stdout(&out));
+}
+
+#[test]
+fn benchmarks_refuse_non_loopback_servers() {
+    let out = politely(&["bench", "relay", "--url", "ws://192.168.1.10:8080"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only load servers on loopback"));
+}

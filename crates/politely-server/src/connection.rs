@@ -184,8 +184,13 @@ impl Connection {
                     if now.duration_since(self.last_heard) >= self.hub.config.ping_timeout {
                         return End::Close(CloseCode::KeepaliveTimeout);
                     }
-                    if ws.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Dropped;
+                    // A client that stopped reading cannot block the keepalive: its silence
+                    // ends the connection when the timeout passes.
+                    let ping = ws.send(Message::Ping(Default::default()));
+                    match tokio::time::timeout(self.hub.config.ping_timeout, ping).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::Dropped,
+                        Err(_) => return End::Close(CloseCode::KeepaliveTimeout),
                     }
                     let mut next = now + self.hub.config.ping_interval;
                     if self.member.is_none() {
@@ -205,10 +210,6 @@ impl Connection {
     async fn write_queued(&mut self, ws: &mut WebSocket) -> Option<End> {
         let member = self.member.as_ref()?;
         let outbox = member.outbox.clone();
-        // Let the tasks that are ready run first: under load they are relaying more frames to
-        // this peer, and one write of many frames costs the kernel about what one frame costs.
-        // When the server is idle this returns at once.
-        tokio::task::yield_now().await;
         match outbox.take(self.id, &mut self.batch) {
             Take::Frames => {}
             Take::Closed(code) => return Some(End::Close(code)),
@@ -217,36 +218,46 @@ impl Connection {
         if self.batch.is_empty() {
             return None;
         }
-        let batch = &mut self.batch;
-        let write = async {
-            for frame in batch.drain(..) {
-                ws.feed(Message::Text(frame)).await?;
-            }
-            ws.flush().await
-        };
-        tokio::pin!(write);
-        let stall = tokio::time::sleep(self.hub.config.ping_timeout);
-        tokio::pin!(stall);
-        let mut more_queued = false;
-        loop {
-            tokio::select! {
-                biased;
-                result = &mut write => {
-                    if more_queued {
-                        // Frames arrived while writing: come back for them.
-                        self.waker.notify_one();
-                    }
-                    return result.is_err().then_some(End::Dropped);
+        let mut batch = std::mem::take(&mut self.batch);
+        let end = {
+            let write = async {
+                for frame in batch.drain(..) {
+                    ws.feed(Message::Text(frame)).await?;
                 }
-                _ = self.hub.shutdown.cancelled() => return Some(End::Close(CloseCode::GoingAway)),
-                _ = self.waker.notified() => match outbox.state(self.id) {
-                    Take::Frames => more_queued = true,
-                    Take::Closed(code) => return Some(End::Close(code)),
-                    Take::Replaced => return Some(End::Close(CloseCode::Replaced)),
-                },
-                () = &mut stall => return Some(End::Close(CloseCode::SlowConsumer)),
+                ws.flush().await
+            };
+            tokio::pin!(write);
+            let stall = tokio::time::sleep(self.hub.config.ping_timeout);
+            tokio::pin!(stall);
+            let mut more_queued = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut write => {
+                        if more_queued {
+                            // Frames arrived while writing: come back for them.
+                            self.waker.notify_one();
+                        }
+                        break result.is_err().then_some(End::Dropped);
+                    }
+                    _ = self.hub.shutdown.cancelled() => {
+                        break Some(End::Close(CloseCode::GoingAway));
+                    }
+                    _ = self.waker.notified() => match outbox.state(self.id) {
+                        Take::Frames => more_queued = true,
+                        Take::Closed(code) => break Some(End::Close(code)),
+                        Take::Replaced => break Some(End::Close(CloseCode::Replaced)),
+                    },
+                    () = &mut stall => break Some(End::Close(CloseCode::SlowConsumer)),
+                }
             }
+        };
+        // Keep the buffer for the next batch, unless a burst made it large.
+        if batch.capacity() <= 64 {
+            batch.clear();
+            self.batch = batch;
         }
+        end
     }
 
     async fn on_message(&mut self, ws: &mut WebSocket, message: Message) -> Option<End> {
@@ -419,9 +430,12 @@ impl Connection {
     /// frames).
     async fn send(&mut self, ws: &mut WebSocket, message: &ServerMessage<'_>) -> Option<End> {
         let text = Utf8Bytes::from(message.to_json());
-        match ws.send(Message::Text(text)).await {
-            Ok(()) => None,
-            Err(_) => Some(End::Dropped),
+        let send = ws.send(Message::Text(text));
+        match tokio::time::timeout(self.hub.config.ping_timeout, send).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(End::Dropped),
+            // The client stopped reading long ago.
+            Err(_) => Some(End::Close(CloseCode::SlowConsumer)),
         }
     }
 

@@ -11,9 +11,12 @@
 //!
 //! let server = Server::bind(Config::default()).await?;
 //! println!("listening on {}", server.local_addr());
+//! // Anything that completes asks for a graceful shutdown: a signal, a channel, a timer.
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # drop(stop);
 //! server
 //!     .serve(async {
-//!         let _ = tokio::signal::ctrl_c().await;
+//!         let _ = stopped.await;
 //!     })
 //!     .await
 //! # }
