@@ -316,8 +316,25 @@ fn present<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<&'a RawValu
 }
 
 /// An optional string that borrows from the frame when it has no escapes (serde's `borrow`
-/// covers a bare `Cow<str>` only; inside an `Option` it would always copy).
+/// covers a bare `Cow<str>` only; inside an `Option` it would always copy). `null` reads as
+/// absent, as JavaScript clients often send it.
 fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct Optional;
+    impl<'de> serde::de::Visitor<'de> for Optional {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(Visitor).map(Some)
+        }
+    }
     struct Visitor;
     impl<'de> serde::de::Visitor<'de> for Visitor {
         type Value = Cow<'de, str>;
@@ -334,13 +351,14 @@ fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, st
             Ok(Cow::Owned(v))
         }
     }
-    d.deserialize_str(Visitor).map(Some)
+    d.deserialize_option(Optional)
 }
 
 /// Every field any client frame has, flat: serde's internally tagged enums buffer their content
 /// and cannot hold a borrowed `RawValue`, and a flat struct reads each field exactly once.
 /// Unknown fields (a client's own `from`, for one) are ignored.
 #[derive(Deserialize)]
+#[serde(expecting = "a frame: a JSON object with a `type`")]
 struct ClientEnvelope<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
@@ -398,6 +416,7 @@ impl<'a> ClientMessage<'a> {
 }
 
 #[derive(Deserialize)]
+#[serde(expecting = "a frame: a JSON object with a `type`")]
 struct ServerEnvelope<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,

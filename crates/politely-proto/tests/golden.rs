@@ -170,6 +170,10 @@ fn parse_errors_carry_the_code_the_server_answers_with() {
         (r#"{"type":"join"}"#, ErrorCode::InvalidFrame),
         (r#"{"type":"join","room":null}"#, ErrorCode::InvalidFrame),
         (
+            r#"{"type":"signal","to":null,"data":1}"#,
+            ErrorCode::InvalidFrame,
+        ),
+        (
             r#"{"type":"join","room":"r","token":1}"#,
             ErrorCode::InvalidFrame,
         ),
@@ -184,6 +188,20 @@ fn parse_errors_carry_the_code_the_server_answers_with() {
         let error = ClientMessage::from_json(text).unwrap_err();
         assert_eq!(error.code, code, "{text}: {error}");
     }
+}
+
+#[test]
+fn null_optional_fields_read_as_absent_and_errors_name_no_internals() {
+    let frame = r#"{"type":"join","room":"r","token":null,"resume":null}"#;
+    let ClientMessage::Join { token, resume, .. } = ClientMessage::from_json(frame).unwrap() else {
+        panic!("not a join")
+    };
+    assert_eq!((token, resume), (None, None));
+    let error = ClientMessage::from_json("3").unwrap_err();
+    assert_eq!(
+        error.message,
+        "invalid type: integer `3`, expected a frame: a JSON object with a `type` at line 1 column 1"
+    );
 }
 
 #[test]

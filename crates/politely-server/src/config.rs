@@ -25,10 +25,11 @@ pub struct Config {
     pub send_queue_frames: usize,
     /// The most bytes queued for one client. Default 4 MiB.
     pub send_queue_bytes: usize,
-    /// How often the server pings a quiet connection. Default 15 s.
+    /// How often the server pings every connection. Default 15 s.
     pub ping_interval: Duration,
     /// How long a connection may stay silent (no frame, no pong) before it counts as dropped.
-    /// Default 45 s.
+    /// Default 45 s; silence is checked at each ping, so the close comes up to one ping interval
+    /// later.
     pub ping_timeout: Duration,
     /// How long a new connection has to join. Default 10 s.
     pub join_timeout: Duration,

@@ -88,7 +88,7 @@ pub(crate) enum Take {
 }
 
 /// A push that did not fit: the queue is full and its peer must go.
-struct Overflow;
+pub(crate) struct Overflow;
 
 impl Outbox {
     fn new(config: &Config, owner: u64, waker: Arc<Notify>) -> Self {
@@ -111,7 +111,7 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+    pub(crate) fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
         let mut inner = self.lock();
         if inner.closed.is_some() {
             return Ok(());

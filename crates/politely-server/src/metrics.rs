@@ -79,7 +79,7 @@ impl Metrics {
         metric(
             "queue_dropped_frames_total",
             "counter",
-            "Frames dropped because a peer's send queue was full (the peer was disconnected).",
+            "Relayed signals dropped because the target's send queue was full (the target was disconnected).",
             c(&self.queue_dropped_frames),
         );
         metric(

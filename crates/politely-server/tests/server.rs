@@ -726,3 +726,31 @@ async fn shutdown_closes_every_connection_with_1001() {
         "no longer listening"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_keep_their_place_and_signals_to_a_departed_peer_are_no_abuse() {
+    let server = TestServer::start(Config {
+        max_strikes: 5,
+        ..config()
+    })
+    .await;
+    let mut c = Client::connect(&server).await;
+    // Sent back to back: the welcome still comes before the error and the pong.
+    c.send(r#"{"type":"join","room":"r"}"#).await;
+    c.send(r#"{"type":"signal","to":"gone","data":1}"#).await;
+    c.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(c.json().await["type"], "welcome");
+    assert_eq!(c.json().await["code"], "unknown-peer");
+    assert_eq!(c.text().await, r#"{"type":"pong"}"#);
+    // Candidates trickled to a peer that just left get unknown-peer, never a close.
+    for _ in 0..30 {
+        c.send(r#"{"type":"signal","to":"gone","data":{"candidate":null}}"#)
+            .await;
+    }
+    for _ in 0..30 {
+        assert_eq!(c.json().await["code"], "unknown-peer");
+    }
+    c.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(c.text().await, r#"{"type":"pong"}"#);
+    server.shutdown().await;
+}
