@@ -469,8 +469,25 @@ impl Connection {
             code: code.code(),
             reason: Utf8Bytes::from_static(code.reason()),
         }));
+        // What is already queued for a client that is still reading (its last error frame, the
+        // signals before a leave or a shutdown) goes out before the close.
+        let readable = matches!(
+            code,
+            CloseCode::Normal
+                | CloseCode::GoingAway
+                | CloseCode::PolicyViolation
+                | CloseCode::MessageTooBig
+        );
+        if let (true, Some(member)) = (readable, &self.member) {
+            // Closed or replaced queues leave the batch empty: nothing to send then.
+            let _ = member.outbox.take(self.id, &mut self.batch);
+        }
+        let batch = std::mem::take(&mut self.batch);
         // A client that stopped reading must not hold the task: the close is best effort.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            for frame in batch {
+                ws.feed(Message::Text(frame)).await?;
+            }
             ws.send(close).await?;
             // Wait for the client's close frame, so the TCP connection ends cleanly.
             while let Some(Ok(_)) = ws.recv().await {}

@@ -188,6 +188,31 @@ fn frame(message: &ServerMessage<'_>) -> Utf8Bytes {
     Utf8Bytes::from(message.to_json())
 }
 
+/// The `welcome` for `id`, listing the room's other peers in id order.
+fn welcome(
+    id: &Arc<str>,
+    room: &str,
+    peers: &BTreeMap<Arc<str>, Slot>,
+    resume_secret: &[u8; 16],
+    resumed: bool,
+) -> Utf8Bytes {
+    frame(&ServerMessage::Welcome {
+        id: Cow::Borrowed(id),
+        room: Cow::Borrowed(room),
+        peers: peers
+            .keys()
+            .filter(|peer| *peer != id)
+            .map(|peer| PeerInfo {
+                id: Cow::Borrowed(peer),
+                polite: **id < **peer,
+            })
+            .collect(),
+        resume: resume_token(id, resume_secret).into(),
+        resumed,
+        version: politely_proto::VERSION,
+    })
+}
+
 fn resume_token(id: &str, secret: &[u8; 16]) -> String {
     let mut token = String::with_capacity(id.len() + 33);
     token.push_str(id);
@@ -280,22 +305,9 @@ impl Hub {
             let mut resume_secret = [0u8; 16];
             fill_random(&mut resume_secret);
             let outbox = Arc::new(Outbox::new(&self.config, connection, waker));
-            let welcome = ServerMessage::Welcome {
-                id: Cow::Borrowed(&id),
-                room: Cow::Borrowed(room_name),
-                peers: peers
-                    .keys()
-                    .map(|peer| PeerInfo {
-                        id: Cow::Borrowed(peer),
-                        polite: *id < **peer,
-                    })
-                    .collect(),
-                resume: resume_token(&id, &resume_secret).into(),
-                resumed: false,
-                version: politely_proto::VERSION,
-            };
+            let welcome = welcome(&id, room_name, &peers, &resume_secret, false);
             // The welcome is queued before anyone can learn the new id, so it comes first.
-            let _ = outbox.push(frame(&welcome));
+            let _ = outbox.push(welcome);
             for (peer, slot) in peers.iter() {
                 let joined = ServerMessage::PeerJoined {
                     id: Cow::Borrowed(&id),
@@ -350,21 +362,7 @@ impl Hub {
         let id = id.clone();
         let mut new_secret = [0u8; 16];
         fill_random(&mut new_secret);
-        let welcome = frame(&ServerMessage::Welcome {
-            id: Cow::Borrowed(&id),
-            room: Cow::Borrowed(room_name),
-            peers: peers
-                .keys()
-                .filter(|peer| **peer != id)
-                .map(|peer| PeerInfo {
-                    id: Cow::Borrowed(peer),
-                    polite: *id < **peer,
-                })
-                .collect(),
-            resume: resume_token(&id, &new_secret).into(),
-            resumed: true,
-            version: politely_proto::VERSION,
-        });
+        let welcome = welcome(&id, room_name, &peers, &new_secret, true);
         // The lookup above found the slot and nothing released the lock since.
         let slot = peers.get_mut(&id).expect("the slot found above");
         slot.resume_secret = new_secret;
