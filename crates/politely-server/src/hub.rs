@@ -12,7 +12,7 @@ use politely_proto::{CloseCode, PeerInfo, ServerMessage};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -27,12 +27,12 @@ pub(crate) struct Hub {
     /// Every connection task and grace timer, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     state: Mutex<HubState>,
+    next_connection: AtomicU64,
 }
 
 struct HubState {
     rooms: HashMap<Arc<str>, Arc<Room>>,
     ids: IdGenerator,
-    next_connection: u64,
 }
 
 pub(crate) struct Room {
@@ -251,8 +251,8 @@ impl Hub {
             state: Mutex::new(HubState {
                 rooms: HashMap::new(),
                 ids: IdGenerator::new(),
-                next_connection: 1,
             }),
+            next_connection: AtomicU64::new(1),
         }
     }
 
@@ -263,9 +263,7 @@ impl Hub {
 
     /// A number for a new connection, unique for the server's life.
     pub(crate) fn next_connection(&self) -> u64 {
-        let mut state = self.lock();
-        state.next_connection += 1;
-        state.next_connection
+        self.next_connection.fetch_add(1, Relaxed)
     }
 
     /// Adds a new peer to `room` (creating the room), queues its `welcome` and tells the others.

@@ -13,7 +13,6 @@ use politely_proto::ServerMessage;
 use serde::Deserialize;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
@@ -44,16 +43,11 @@ pub(crate) struct RelayArgs {
     threads: usize,
 }
 
-/// What every pair adds up.
-#[derive(Default)]
-struct Totals {
-    /// Frames received while the clock ran (before the deadline).
-    in_window: AtomicU64,
-}
-
 #[derive(Default)]
 struct PairResult {
     sent: u64,
+    /// Frames received while the clock ran (before the deadline).
+    in_window: u64,
     received: u64,
     duplicated_or_reordered: u64,
     latencies_us: Vec<u32>,
@@ -98,18 +92,12 @@ async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
     let duration = Duration::from_secs_f64(args.seconds);
     let run_id = std::process::id();
     let barrier = Arc::new(Barrier::new(args.pairs as usize + 1));
-    let totals = Arc::new(Totals::default());
     let epoch = Instant::now();
     let start_at = Arc::new(tokio::sync::OnceCell::new());
     let mut tasks = Vec::new();
     for pair in 0..args.pairs {
         let room = format!("bench-relay-{run_id}-{pair}");
-        let (url, barrier, totals, start_at) = (
-            url.clone(),
-            barrier.clone(),
-            totals.clone(),
-            start_at.clone(),
-        );
+        let (url, barrier, start_at) = (url.clone(), barrier.clone(), start_at.clone());
         let (size, window) = (args.size as usize, args.window);
         tasks.push(tokio::spawn(async move {
             let a = join(&url, &room, 16 * 1024).await;
@@ -117,7 +105,7 @@ async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
             barrier.wait().await;
             let (a, b) = (a?, b?);
             let deadline: Instant = *start_at.get().expect("set before the barrier opens");
-            run_pair(a, b, size, window, epoch, deadline, &totals).await
+            run_pair(a, b, size, window, epoch, deadline).await
         }));
     }
     // Every pair has joined (or failed) when the barrier opens.
@@ -138,6 +126,7 @@ async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
         match task.await? {
             Ok(result) => {
                 total.sent += result.sent;
+                total.in_window += result.in_window;
                 total.received += result.received;
                 total.duplicated_or_reordered += result.duplicated_or_reordered;
                 total.latencies_us.extend(result.latencies_us);
@@ -152,7 +141,7 @@ async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
             args.pairs
         );
     }
-    let in_window = totals.in_window.load(Relaxed);
+    let in_window = total.in_window;
     let lost = total.sent - total.received;
     total.latencies_us.sort_unstable();
     let percentile = |p: f64| {
@@ -184,24 +173,24 @@ async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
         thousands(total.received),
         total.duplicated_or_reordered
     );
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+    let cpu = |label: &str, before: Option<u64>, after: Option<u64>| {
+        let (Some(before), Some(after)) = (before, after) else {
+            return false;
+        };
         let nanos = after.saturating_sub(before) as f64;
         println!(
-            "server CPU: {:.2} µs per relayed frame ({:.0}% of one core)",
+            "{label}: {:.2} µs per relayed frame ({:.0}% of one core)",
             nanos / 1000.0 / in_window.max(1) as f64,
             nanos / 1e9 / elapsed * 100.0
         );
-    } else if let Some(pid) = args.server_pid {
+        true
+    };
+    if let Some(pid) = args.server_pid
+        && !cpu("server CPU", cpu_before, cpu_after)
+    {
         println!("server CPU: unknown (cannot read /proc/{pid})");
     }
-    if let (Some(before), Some(after)) = (own_before, own_after) {
-        let nanos = after.saturating_sub(before) as f64;
-        println!(
-            "generator CPU: {:.2} µs per frame ({:.0}% of one core)",
-            nanos / 1000.0 / in_window.max(1) as f64,
-            nanos / 1e9 / elapsed * 100.0
-        );
-    }
+    cpu("generator CPU", own_before, own_after);
     let clean = lost == 0 && total.duplicated_or_reordered == 0;
     println!(
         "{}",
@@ -319,7 +308,6 @@ async fn run_pair(
     window: u64,
     epoch: Instant,
     deadline: Instant,
-    totals: &Totals,
 ) -> anyhow::Result<PairResult> {
     let mut result = PairResult {
         latencies_us: Vec::with_capacity(1 << 16),
@@ -373,7 +361,7 @@ async fn run_pair(
             in_window += received;
         }
     }
-    totals.in_window.fetch_add(in_window, Relaxed);
+    result.in_window = in_window;
     let _ = a.close(None).await;
     let _ = b.close(None).await;
     Ok(result)
