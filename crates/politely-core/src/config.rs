@@ -38,6 +38,31 @@ impl fmt::Debug for Certificate {
     }
 }
 
+/// A STUN or TURN server (W3C `RTCIceServer`), handed to rtc with the configuration.
+///
+/// The engine does no I/O, so it gathers nothing from these itself: the runtime asks the
+/// STUN servers for its mapped addresses and passes them in [`Config::reflexive_addrs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port` URLs.
+    pub urls: Vec<String>,
+    /// The TURN username.
+    pub username: String,
+    /// The TURN credential.
+    pub credential: String,
+}
+
+impl IceServer {
+    /// A STUN server without credentials, e.g. `IceServer::stun("stun:127.0.0.1:3478")`.
+    pub fn stun(url: impl Into<String>) -> Self {
+        Self {
+            urls: vec![url.into()],
+            username: String::new(),
+            credential: String::new(),
+        }
+    }
+}
+
 /// Who yields when both sides offer at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -75,6 +100,12 @@ pub struct Config {
     /// Local transport addresses: one host candidate each. The engine never binds them; the
     /// caller owns the sockets and feeds datagrams in.
     pub local_addrs: Vec<SocketAddr>,
+    /// Server-reflexive addresses, `(base, mapped)`: a local address of
+    /// [`local_addrs`](Self::local_addrs) and the address a STUN server saw it as. Each is one
+    /// `srflx` candidate, sent from its base.
+    pub reflexive_addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// STUN and TURN servers, passed to rtc's configuration (which validates them).
+    pub ice_servers: Vec<IceServer>,
     /// The id of the first connection. Two engines configured with the same id share their
     /// first connection (glare then resolves by rollback); by default each side draws its own
     /// and a collision of two brand-new connections resolves by id (the polite side adopts).
@@ -108,6 +139,8 @@ impl Config {
         Self {
             role,
             local_addrs,
+            reflexive_addrs: Vec::new(),
+            ice_servers: Vec::new(),
             connection_id: None,
             seed: 0,
             trickle: true,

@@ -77,7 +77,7 @@ pub mod rng;
 mod sdp;
 mod signaling;
 
-pub use config::{Certificate, Config, Role};
+pub use config::{Certificate, Config, IceServer, Role};
 pub use engine::{Engine, Output, Transmit};
 pub use error::{ApiError, ConfigError, Error, PeerError};
 pub use event::{

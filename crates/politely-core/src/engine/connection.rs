@@ -18,7 +18,8 @@ use rtc::peer_connection::configuration::media_engine::{
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCDataChannelEvent;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
+    RTCIceCandidateInit, RTCIceServer,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
@@ -134,6 +135,19 @@ impl Connection {
         if let Some(cert) = &config.certificate {
             rtc_config = rtc_config.with_certificates(vec![cert.0.clone()]);
         }
+        if !config.ice_servers.is_empty() {
+            rtc_config = rtc_config.with_ice_servers(
+                config
+                    .ice_servers
+                    .iter()
+                    .map(|s| RTCIceServer {
+                        urls: s.urls.clone(),
+                        username: s.username.clone(),
+                        credential: s.credential.clone(),
+                    })
+                    .collect(),
+            );
+        }
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(rtc_config.build())
             .with_media_engine(media)
@@ -154,6 +168,27 @@ impl Connection {
             .new_candidate_host()
             .map_err(|e| ConfigError::Rtc(e.to_string()))?;
             let init = RTCIceCandidate::from(&host)
+                .to_json()
+                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+            pc.add_local_candidate(init)
+                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+        }
+        for &(base, mapped) in &config.reflexive_addrs {
+            let srflx = CandidateServerReflexiveConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: mapped.ip().to_string(),
+                    port: mapped.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                rel_addr: base.ip().to_string(),
+                rel_port: base.port(),
+                url: None,
+            }
+            .new_candidate_server_reflexive()
+            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+            let init = RTCIceCandidate::from(&srflx)
                 .to_json()
                 .map_err(|e| ConfigError::Rtc(e.to_string()))?;
             pc.add_local_candidate(init)

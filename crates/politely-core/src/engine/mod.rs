@@ -380,6 +380,19 @@ impl Engine {
         }
     }
 
+    /// Bytes handed to [`send`](Self::send) on `channel` that SCTP has not yet released
+    /// (acknowledged or abandoned): the W3C `bufferedAmount`, for send back-pressure. Zero for
+    /// a channel that is not open.
+    pub fn buffered_amount(&mut self, channel: ChannelId) -> usize {
+        let Some(slot) = self.conn.channels.get(&channel) else {
+            return 0;
+        };
+        self.conn
+            .pc
+            .data_channel(slot.rtc)
+            .map_or(0, |dc| dc.outstanding_bytes())
+    }
+
     /// Adds a transceiver. Sending directions get a track with one encoding (Opus or VP8)
     /// and an SSRC drawn from the engine's seed.
     pub fn add_transceiver(

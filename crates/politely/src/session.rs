@@ -1,0 +1,695 @@
+//! A room of peers through a politely signaling server.
+
+use crate::config::SessionConfig;
+use crate::driver::{Command, EventSink, Outgoing};
+use crate::error::Error;
+use crate::peer::{self, PeerEvent, PeerHandle, SIGNAL_QUEUE};
+use futures_util::{SinkExt, StreamExt};
+use politely_core::{Certificate, Role, Signal};
+use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Signals kept while the signaling connection is down, sent after the resume. Beyond this
+/// the oldest are dropped (the engines' watchdogs recover what is lost).
+const BACKLOG: usize = 1024;
+
+/// Something that happened in a [`Session`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// A peer is in the room (already there when we joined, or newly arrived); its connection
+    /// is negotiating.
+    PeerJoined(PeerHandle),
+    /// A peer left the room (or its resume grace period ended); its connection is closed.
+    PeerLeft {
+        /// Its id.
+        peer: String,
+    },
+    /// Something happened on the connection with a peer.
+    Peer {
+        /// The remote peer's id.
+        peer: String,
+        /// What happened.
+        event: PeerEvent,
+    },
+    /// The signaling connection dropped; the session is trying to resume.
+    SignalingLost {
+        /// Why, as far as known.
+        reason: String,
+    },
+    /// The signaling connection is back.
+    Reconnected {
+        /// True if the server gave our id back; false if the grace period was over and we
+        /// joined afresh under a new id (every peer connection was replaced).
+        resumed: bool,
+        /// Our id now.
+        id: String,
+    },
+    /// The server refused a frame of ours (the session goes on).
+    ServerError {
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The session is over: it could not resume in time, or another connection took over our
+    /// id, or the server closed for good.
+    Ended {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the session task and the [`Session`] share.
+struct Shared {
+    id: Mutex<String>,
+    peers: Mutex<BTreeMap<String, PeerHandle>>,
+}
+
+enum SessionCommand {
+    Leave(oneshot::Sender<()>),
+}
+
+/// A room on a politely server: one peer connection per other peer, negotiated with the
+/// perfect-negotiation pattern, roles from the server's ids.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), politely::Error> {
+/// use politely::{PeerEvent, Session, SessionConfig, SessionEvent};
+///
+/// let mut session = Session::join("ws://127.0.0.1:8080", "lobby", SessionConfig::loopback()).await?;
+/// while let Some(event) = session.next_event().await {
+///     match event {
+///         SessionEvent::PeerJoined(peer) => {
+///             let chat = peer.create_data_channel("chat", Default::default()).await?;
+///             tokio::spawn(async move {
+///                 if chat.opened().await.is_ok() {
+///                     let _ = chat.send_text("hello").await;
+///                 }
+///             });
+///         }
+///         SessionEvent::Peer { peer, event: PeerEvent::Message { message, .. } } => {
+///             println!("{peer}: {}", message.as_text().unwrap_or("<binary>"));
+///         }
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Dropping the session leaves the room (every peer is told `bye`); [`Session::leave`] does
+/// the same and waits until it is done.
+pub struct Session {
+    room: String,
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<SessionCommand>,
+    events: mpsc::Receiver<SessionEvent>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Connects to the server at `url` (`ws://host:port`; the protocol's path `/ws` is added
+    /// when the URL has none), joins `room`, and starts a connection with every peer there.
+    /// Returns once the server has welcomed us.
+    pub async fn join(url: &str, room: &str, config: SessionConfig) -> Result<Session, Error> {
+        let url = ws_url(url);
+        let (ws, welcome) = connect(
+            &url,
+            room,
+            config.token.as_deref(),
+            None,
+            config.join_timeout,
+        )
+        .await?;
+        // One DTLS identity for every connection of the session, as a browser keeps one per
+        // origin: a key pair per connection would cost a millisecond each.
+        let certificate = Certificate::generate()?;
+        let capacity = config.peer.queue_capacity.max(1);
+        let (events_tx, events_rx) = mpsc::channel(capacity);
+        let (out_tx, out_rx) = mpsc::channel(SIGNAL_QUEUE);
+        let (commands_tx, commands_rx) = mpsc::channel(4);
+        let shared = Arc::new(Shared {
+            id: Mutex::new(welcome.id.clone()),
+            peers: Mutex::new(BTreeMap::new()),
+        });
+        let mut task = SessionTask {
+            url,
+            room: room.to_owned(),
+            config,
+            certificate,
+            ws: Some(ws),
+            id: welcome.id.clone(),
+            resume: welcome.resume.clone(),
+            peers: BTreeMap::new(),
+            out_tx,
+            out_rx,
+            backlog: VecDeque::new(),
+            events: events_tx,
+            commands: commands_rx,
+            shared: shared.clone(),
+        };
+        for (id, polite) in welcome.peers {
+            task.add_peer(id, polite).await;
+        }
+        Ok(Session {
+            room: room.to_owned(),
+            shared,
+            commands: commands_tx,
+            events: events_rx,
+            task: Some(tokio::spawn(task.run())),
+        })
+    }
+
+    /// Our id in the room (it changes only if a resume fails and we join afresh).
+    pub fn id(&self) -> String {
+        self.shared.id.lock().expect("never poisoned").clone()
+    }
+
+    /// The room's name.
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// The peers we have a connection with, by id.
+    pub fn peers(&self) -> Vec<PeerHandle> {
+        let peers = self.shared.peers.lock().expect("never poisoned");
+        peers.values().cloned().collect()
+    }
+
+    /// The connection with one peer.
+    pub fn peer(&self, id: &str) -> Option<PeerHandle> {
+        let peers = self.shared.peers.lock().expect("never poisoned");
+        peers.get(id).cloned()
+    }
+
+    /// The next event; `None` once the session has ended and every event was taken.
+    pub async fn next_event(&mut self) -> Option<SessionEvent> {
+        self.events.recv().await
+    }
+
+    /// Says `bye` to every peer, sends `leave`, and waits until the session has ended.
+    pub async fn leave(mut self) {
+        let (done, finished) = oneshot::channel();
+        if self
+            .commands
+            .send(SessionCommand::Leave(done))
+            .await
+            .is_ok()
+        {
+            // Events are not read any more; close the queue so the task never waits on it.
+            self.events.close();
+            let _ = finished.await;
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The task sees its event queue closed and leaves the room.
+        self.events.close();
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id())
+            .field("room", &self.room)
+            .finish_non_exhaustive()
+    }
+}
+
+struct PeerEntry {
+    handle: PeerHandle,
+    signals: mpsc::Sender<Signal>,
+    task: JoinHandle<()>,
+}
+
+struct SessionTask {
+    url: String,
+    room: String,
+    config: SessionConfig,
+    certificate: Certificate,
+    ws: Option<Ws>,
+    id: String,
+    resume: String,
+    peers: BTreeMap<String, PeerEntry>,
+    out_tx: mpsc::Sender<Outgoing>,
+    out_rx: mpsc::Receiver<Outgoing>,
+    backlog: VecDeque<String>,
+    events: mpsc::Sender<SessionEvent>,
+    commands: mpsc::Receiver<SessionCommand>,
+    shared: Arc<Shared>,
+}
+
+/// Why the main loop stopped.
+enum Stop {
+    /// The application asked to leave (or dropped the session).
+    Leave(Option<oneshot::Sender<()>>),
+    /// The session cannot go on.
+    Ended(String),
+}
+
+impl SessionTask {
+    async fn run(mut self) {
+        let stop = loop {
+            match self.ws.take() {
+                Some(ws) => match self.serve(ws).await {
+                    Ok(stop) => break stop,
+                    Err(reason) => {
+                        tracing::info!(room = %self.room, "signaling lost: {reason}");
+                        self.emit(SessionEvent::SignalingLost { reason }).await;
+                    }
+                },
+                None => match self.reconnect().await {
+                    Ok(()) => {}
+                    Err(stop) => break stop,
+                },
+            }
+        };
+        match stop {
+            Stop::Leave(done) => {
+                self.leave().await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Stop::Ended(reason) => {
+                tracing::warn!(room = %self.room, "session ended: {reason}");
+                for (_, entry) in std::mem::take(&mut self.peers) {
+                    let _ = entry.handle.commands.send(Command::Abort).await;
+                }
+                self.shared.peers.lock().expect("never poisoned").clear();
+                self.emit(SessionEvent::Ended { reason }).await;
+            }
+        }
+    }
+
+    /// Relays between the server and the peers until the connection drops (`Err`) or the
+    /// session stops (`Ok`).
+    async fn serve(&mut self, mut ws: Ws) -> Result<Stop, String> {
+        while let Some(frame) = self.backlog.pop_front() {
+            if let Err(e) = ws.feed(WsMessage::text(frame)).await {
+                return Err(e.to_string());
+            }
+        }
+        ws.flush().await.map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    self.ws = Some(ws);
+                    return Ok(Stop::Leave(command.map(|SessionCommand::Leave(done)| done)));
+                }
+                () = self.events.closed() => {
+                    self.ws = Some(ws);
+                    return Ok(Stop::Leave(None));
+                }
+                outgoing = self.out_rx.recv() => {
+                    // The task holds a sender itself, so the queue never ends.
+                    let Some(outgoing) = outgoing else { continue };
+                    let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                    ws.feed(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
+                    // Whatever else is ready goes out with the same flush.
+                    while let Ok(outgoing) = self.out_rx.try_recv() {
+                        let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                        ws.feed(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
+                    }
+                    ws.flush().await.map_err(|e| e.to_string())?;
+                }
+                frame = ws.next() => match frame {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        if let Some(stop) = self.server_frame(&text).await {
+                            return Ok(stop);
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(close))) => {
+                        let code = close.as_ref().map(|c| u16::from(c.code));
+                        return match code.and_then(CloseCode::from_code) {
+                            Some(CloseCode::Replaced) => Ok(Stop::Ended(
+                                "another connection resumed our id".to_owned(),
+                            )),
+                            _ => Err(format!("the server closed the connection ({code:?})")),
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("the connection ended".to_owned()),
+                },
+            }
+        }
+    }
+
+    async fn server_frame(&mut self, text: &str) -> Option<Stop> {
+        let message = match ServerMessage::from_json(text) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("unreadable frame from the server: {e}");
+                return None;
+            }
+        };
+        match message {
+            ServerMessage::Signal { from, data } => {
+                let Some(entry) = self.peers.get(&*from) else {
+                    tracing::debug!(%from, "signal from a peer we do not know");
+                    return None;
+                };
+                match Signal::from_raw(&data) {
+                    // A driver always makes progress on its input queue (see driver.rs).
+                    Ok(signal) => {
+                        let _ = entry.signals.send(signal).await;
+                    }
+                    Err(e) => tracing::debug!(%from, "unreadable signal: {e}"),
+                }
+            }
+            ServerMessage::PeerJoined { id, polite } => {
+                self.add_peer(id.into_owned(), polite).await
+            }
+            ServerMessage::PeerLeft { id } => self.remove_peer(&id).await,
+            ServerMessage::Error { code, message, .. } => {
+                tracing::debug!(%code, %message, "the server refused a frame");
+                self.emit(SessionEvent::ServerError {
+                    code,
+                    message: message.into_owned(),
+                })
+                .await;
+            }
+            ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
+        }
+        None
+    }
+
+    async fn add_peer(&mut self, id: String, polite: bool) {
+        if self.peers.contains_key(&id) {
+            return;
+        }
+        let role = if polite { Role::Polite } else { Role::Impolite };
+        let spawned = peer::spawn(
+            role,
+            Arc::from(id.as_str()),
+            &self.config.peer,
+            Some(self.certificate.clone()),
+            self.out_tx.clone(),
+            EventSink {
+                sender: self.events.clone(),
+                wrap: |peer, event| SessionEvent::Peer {
+                    peer: peer.to_string(),
+                    event,
+                },
+            },
+        )
+        .await;
+        match spawned {
+            Ok(spawned) => {
+                self.shared
+                    .peers
+                    .lock()
+                    .expect("never poisoned")
+                    .insert(id.clone(), spawned.handle.clone());
+                self.emit(SessionEvent::PeerJoined(spawned.handle.clone()))
+                    .await;
+                self.peers.insert(
+                    id,
+                    PeerEntry {
+                        handle: spawned.handle,
+                        signals: spawned.signals,
+                        task: spawned.task,
+                    },
+                );
+            }
+            Err(e) => tracing::error!(peer = %id, "cannot start a connection: {e}"),
+        }
+    }
+
+    async fn remove_peer(&mut self, id: &str) {
+        let Some(entry) = self.peers.remove(id) else {
+            return;
+        };
+        self.shared.peers.lock().expect("never poisoned").remove(id);
+        let _ = entry.handle.commands.send(Command::Abort).await;
+        self.emit(SessionEvent::PeerLeft {
+            peer: id.to_owned(),
+        })
+        .await;
+    }
+
+    async fn emit(&self, event: SessionEvent) {
+        // A closed queue means the application is leaving; the main loop sees it.
+        let _ = self.events.send(event).await;
+    }
+
+    /// Tries to resume until `reconnect_for` has passed; signals meanwhile wait in the
+    /// backlog.
+    async fn reconnect(&mut self) -> Result<(), Stop> {
+        let deadline = Instant::now() + self.config.reconnect_for;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let (url, room, token, resume) = (
+                self.url.clone(),
+                self.room.clone(),
+                self.config.token.clone(),
+                self.resume.clone(),
+            );
+            let attempt = connect(
+                &url,
+                &room,
+                token.as_deref(),
+                Some(&resume),
+                self.config.join_timeout.min(self.config.reconnect_for),
+            );
+            tokio::pin!(attempt);
+            let result = loop {
+                tokio::select! {
+                    result = &mut attempt => break result,
+                    command = self.commands.recv() => {
+                        return Err(Stop::Leave(command.map(|SessionCommand::Leave(done)| done)));
+                    }
+                    () = self.events.closed() => return Err(Stop::Leave(None)),
+                    Some(outgoing) = self.out_rx.recv() => keep(&mut self.backlog, outgoing),
+                }
+            };
+            match result {
+                Ok((ws, welcome)) => {
+                    self.welcomed_again(welcome).await;
+                    self.ws = Some(ws);
+                    return Ok(());
+                }
+                Err(e @ Error::Refused { .. }) => return Err(Stop::Ended(e.to_string())),
+                Err(e) => tracing::debug!("reconnect failed: {e}"),
+            }
+            if Instant::now() + delay > deadline {
+                return Err(Stop::Ended(format!(
+                    "could not reconnect within {:?}",
+                    self.config.reconnect_for
+                )));
+            }
+            let pause = tokio::time::sleep(delay);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    Some(outgoing) = self.out_rx.recv() => keep(&mut self.backlog, outgoing),
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Brings the peers in line with a new welcome.
+    async fn welcomed_again(&mut self, welcome: Welcome) {
+        self.resume = welcome.resume;
+        if !welcome.resumed {
+            // A new id: every relationship starts over, and what was queued for the old
+            // ones is moot.
+            self.backlog.clear();
+            let ids: Vec<String> = self.peers.keys().cloned().collect();
+            for id in ids {
+                self.remove_peer(&id).await;
+            }
+            self.id = welcome.id.clone();
+            *self.shared.id.lock().expect("never poisoned") = welcome.id.clone();
+        } else {
+            let gone: Vec<String> = self
+                .peers
+                .keys()
+                .filter(|id| !welcome.peers.iter().any(|(p, _)| p == *id))
+                .cloned()
+                .collect();
+            for id in gone {
+                self.remove_peer(&id).await;
+            }
+        }
+        for (id, polite) in welcome.peers {
+            self.add_peer(id, polite).await;
+        }
+        tracing::info!(id = %self.id, resumed = welcome.resumed, "signaling reconnected");
+        self.emit(SessionEvent::Reconnected {
+            resumed: welcome.resumed,
+            id: self.id.clone(),
+        })
+        .await;
+    }
+
+    /// Says `bye` to every peer, lets the byes out, then sends `leave`.
+    async fn leave(&mut self) {
+        let peers = std::mem::take(&mut self.peers);
+        self.shared.peers.lock().expect("never poisoned").clear();
+        for entry in peers.values() {
+            let _ = entry.handle.commands.send(Command::Close).await;
+        }
+        let Some(mut ws) = self.ws.take() else {
+            return;
+        };
+        // Each driver sends its `bye` and ends; relay until all have, for a bounded time.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut tasks: Vec<JoinHandle<()>> = peers.into_values().map(|e| e.task).collect();
+        {
+            let all = futures_util::future::join_all(tasks.iter_mut());
+            tokio::pin!(all);
+            loop {
+                tokio::select! {
+                    _ = &mut all => break,
+                    Some(outgoing) = self.out_rx.recv() => {
+                        let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                        if ws.feed(WsMessage::text(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+        }
+        while let Ok(outgoing) = self.out_rx.try_recv() {
+            let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+            let _ = ws.feed(WsMessage::text(frame)).await;
+        }
+        for task in &tasks {
+            task.abort();
+        }
+        let _ = ws
+            .send(WsMessage::text(ClientMessage::Leave.to_json()))
+            .await;
+        let _ = ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: WsCloseCode::Normal,
+                reason: "".into(),
+            }))
+            .await;
+    }
+}
+
+/// Keeps a signal for after the resume.
+fn keep(backlog: &mut VecDeque<String>, outgoing: Outgoing) {
+    if backlog.len() == BACKLOG {
+        tracing::warn!("signaling backlog full; dropping its oldest signal");
+        backlog.pop_front();
+    }
+    backlog.push_back(ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json());
+}
+
+/// What a `welcome` tells.
+struct Welcome {
+    id: String,
+    peers: Vec<(String, bool)>,
+    resume: String,
+    resumed: bool,
+}
+
+/// `ws://host:port` gets the protocol's path.
+fn ws_url(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if after_scheme.contains('/') {
+        url.to_owned()
+    } else {
+        format!("{url}{}", politely_proto::WS_PATH)
+    }
+}
+
+/// Opens the WebSocket, sends `join` and waits for the `welcome`.
+async fn connect(
+    url: &str,
+    room: &str,
+    token: Option<&str>,
+    resume: Option<&str>,
+    timeout: Duration,
+) -> Result<(Ws, Welcome), Error> {
+    let signaling = |e: &dyn fmt::Display| Error::Signaling(e.to_string());
+    let mut request = url.into_client_request().map_err(|e| signaling(&e))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(politely_proto::SUBPROTOCOL),
+    );
+    let handshake = async {
+        // Nagle's algorithm would hold small signals back for an acknowledgement.
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+            .await
+            .map_err(|e| signaling(&e))?;
+        let join = ClientMessage::Join {
+            room: room.into(),
+            token: token.map(Into::into),
+            resume: resume.map(Into::into),
+        };
+        ws.send(WsMessage::text(join.to_json()))
+            .await
+            .map_err(|e| signaling(&e))?;
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => match ServerMessage::from_json(&text) {
+                    Ok(ServerMessage::Welcome {
+                        id,
+                        peers,
+                        resume,
+                        resumed,
+                        ..
+                    }) => {
+                        let welcome = Welcome {
+                            id: id.into_owned(),
+                            peers: peers
+                                .into_iter()
+                                .map(|p| (p.id.into_owned(), p.polite))
+                                .collect(),
+                            resume: resume.into_owned(),
+                            resumed,
+                        };
+                        return Ok((ws, welcome));
+                    }
+                    Ok(ServerMessage::Error { code, message, .. }) => {
+                        return Err(Error::Refused {
+                            code,
+                            message: message.into_owned(),
+                        });
+                    }
+                    Ok(_) => continue,
+                    Err(e) => return Err(signaling(&e)),
+                },
+                Some(Ok(WsMessage::Close(close))) => {
+                    return Err(Error::Signaling(format!(
+                        "closed before the welcome: {close:?}"
+                    )));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(signaling(&e)),
+                None => return Err(Error::Signaling("closed before the welcome".into())),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| Error::Signaling("no welcome in time".into()))?
+}

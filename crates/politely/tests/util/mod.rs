@@ -1,0 +1,90 @@
+//! Shared by the runtime's tests: a real politely server on 127.0.0.1:0, and waiting helpers.
+
+#![allow(dead_code, unreachable_pub)]
+
+use politely::{PeerEvent, Session, SessionConfig, SessionEvent};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A politely server on loopback that stops when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(politely_server::Config::default()).await
+    }
+
+    pub async fn with(mut config: politely_server::Config) -> Self {
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.rate_limit = None;
+        let server = politely_server::Server::bind(config).await.unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub async fn join(&self, room: &str) -> Session {
+        Session::join(&self.url(), room, SessionConfig::loopback())
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+/// Waits for an event that `pick` accepts, within `secs` seconds; panics naming `what`.
+pub async fn until<T>(
+    session: &mut Session,
+    what: &str,
+    secs: u64,
+    mut pick: impl FnMut(SessionEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let event = tokio::time::timeout_at(deadline, session.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap_or_else(|| panic!("session ended while waiting for {what}"));
+        if let SessionEvent::Peer {
+            event: PeerEvent::Error(e),
+            peer,
+        } = &event
+        {
+            panic!("error from {peer} while waiting for {what}: {e}");
+        }
+        if let Some(t) = pick(event) {
+            return t;
+        }
+    }
+}
+
+pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
