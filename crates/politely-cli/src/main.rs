@@ -4,6 +4,9 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod demo;
+mod join;
+mod native;
 mod serve;
 mod sim;
 mod system;
@@ -27,7 +30,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint a room token for a server started with --secret.
     Token(serve::TokenArgs),
-    /// Benchmark a signaling server on loopback.
+    /// Two native peers through an embedded server: a chat, then glare rounds.
+    Demo(demo::DemoArgs),
+    /// Join a room as an interactive peer: stdin lines go out, messages come in on stdout.
+    Join(join::JoinArgs),
+    /// Benchmark the signaling server and native peers on loopback.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -48,8 +55,20 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Token(args) => serve::token(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Join(args) => join::run(&args),
         Command::Bench(command) => bench::run(&command),
     }
+}
+
+/// Logs to stderr, filtered by `filter` (tracing's env-filter syntax); the `log` records of
+/// the engine and rtc are included.
+fn init_logs(filter: &str) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter)?)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
 }
 
 // rtc allocates heavily in SDP, SCTP and DTLS; mimalloc measured 1.5-2x faster than the

@@ -40,7 +40,7 @@
 //! one per local address. It handles one input at a time (a datagram, a signal, a timer, a
 //! call from a handle) and then drains the engine: events before writes, so the datagrams
 //! that events produce (SCTP on DTLS up, channel opens on association up) leave at once
-//! rather than a timer tick later. ICE checks run every 20 ms
+//! rather than a timer tick later. ICE checks run every 5 ms
 //! ([`PeerConfig::ice_check_interval`]) instead of rtc's 200 ms, and host and peer-reflexive
 //! candidates are accepted without a wait: on the paths peers share a LAN or loopback, that
 //! is the difference between a few milliseconds and a few hundred to connect.

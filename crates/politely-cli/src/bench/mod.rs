@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod idle;
+mod native;
 mod relay;
 
 #[derive(Subcommand, Debug)]
@@ -20,12 +21,18 @@ pub(crate) enum BenchCommand {
     Relay(relay::RelayArgs),
     /// Idle connections held, and the server's memory per connection.
     Idle(idle::IdleArgs),
+    /// Native peers: time from joining to the first data-channel message echoed.
+    Connect(native::ConnectArgs),
+    /// Native peers: time per glare round, on a live connection and on fresh ones.
+    Glare(native::GlareArgs),
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Relay(args) => relay::run(args),
         BenchCommand::Idle(args) => idle::run(args),
+        BenchCommand::Connect(args) => native::connect(args),
+        BenchCommand::Glare(args) => native::glare(args),
     }
 }
 

@@ -1,0 +1,207 @@
+//! `politely join`: an interactive peer that is easy to script.
+//!
+//! Each line of stdin goes to every connected peer over a `chat` data channel; each message
+//! received is printed as `<sender id>: <text>` and flushed at once. Status goes to stderr.
+
+use clap::Args;
+use politely::{
+    Bind, DataChannel, Direction, MediaKind, PeerEvent, PeerHandle, Session, SessionConfig,
+    SessionEvent,
+};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Args, Debug)]
+pub(crate) struct JoinArgs {
+    /// The server, e.g. ws://127.0.0.1:8080.
+    url: String,
+    /// The room.
+    room: String,
+    /// A room token, for a server started with --secret.
+    #[arg(long, env = "POLITELY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A local address to gather candidates on (repeat for several). By default: 127.0.0.1
+    /// when the server is on loopback, every interface otherwise.
+    #[arg(long)]
+    bind: Vec<IpAddr>,
+}
+
+/// Lines typed before any chat is open wait here, up to this many.
+const HELD_LINES: usize = 1000;
+
+pub(crate) fn run(args: &JoinArgs) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(join(args))
+}
+
+fn status(line: std::fmt::Arguments<'_>) {
+    eprintln!("politely: {line}");
+}
+
+async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
+    let mut config = SessionConfig {
+        token: args.token.clone(),
+        ..SessionConfig::default()
+    };
+    config.peer.bind = if !args.bind.is_empty() {
+        Bind::Addrs(args.bind.clone())
+    } else if is_loopback_url(&args.url) {
+        Bind::loopback()
+    } else {
+        Bind::Interfaces
+    };
+    let mut session = Session::join(&args.url, &args.room, config).await?;
+    status(format_args!("joined {} as {}", args.room, session.id()));
+
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // Lines typed before any chat is open are held, and end of input waits for them.
+    let mut stdin_open = true;
+    // Our own chat channel toward each peer: where our lines go.
+    let mut chats: BTreeMap<String, DataChannel> = BTreeMap::new();
+    let mut held: Vec<String> = Vec::new();
+    let mut stdout = std::io::stdout();
+    for peer in session.peers() {
+        open_chat(&peer, &mut chats).await;
+    }
+    loop {
+        tokio::select! {
+            line = lines.next_line(), if stdin_open => match line? {
+                Some(line) => match line.trim() {
+                    "/quit" => break,
+                    "/glare" => {
+                        for peer in session.peers() {
+                            // A new transceiver renegotiates at once; typed on both sides at
+                            // the same moment, the offers collide.
+                            peer.add_transceiver(MediaKind::Audio, Direction::SendRecv).await?;
+                        }
+                        status(format_args!("renegotiating with {} peer(s)", session.peers().len()));
+                    }
+                    "/restart" => {
+                        for peer in session.peers() {
+                            peer.restart_ice().await?;
+                        }
+                        status(format_args!("restarting ICE with {} peer(s)", session.peers().len()));
+                    }
+                    _ if line.is_empty() => {}
+                    _ => {
+                        let open: Vec<&DataChannel> = chats.values().filter(|c| c.is_open()).collect();
+                        if open.is_empty() {
+                            if held.len() < HELD_LINES {
+                                held.push(line);
+                            }
+                        } else {
+                            for chat in open {
+                                chat.send_text(line.clone()).await?;
+                            }
+                        }
+                    }
+                },
+                // End of input: once what was typed has gone out, leave.
+                None => stdin_open = false,
+            },
+            event = session.next_event() => {
+                let Some(event) = event else { break };
+                match event {
+                    SessionEvent::PeerJoined(peer) => {
+                        status(format_args!("{} joined", peer.id()));
+                        open_chat(&peer, &mut chats).await;
+                    }
+                    SessionEvent::PeerLeft { peer } => {
+                        status(format_args!("{peer} left"));
+                        chats.remove(&peer);
+                    }
+                    SessionEvent::Peer { peer, event } => match event {
+                        PeerEvent::Connected => status(format_args!("connected to {peer}")),
+                        PeerEvent::Disconnected { state } => {
+                            status(format_args!("{peer}: {state:?}"))
+                        }
+                        PeerEvent::ChannelOpen(channel) => {
+                            status(format_args!("{peer}: channel {} open", channel.label()));
+                            let ours = chats.get(&peer).is_some_and(|c| c.id() == channel.id());
+                            if ours {
+                                for line in held.drain(..) {
+                                    channel.send_text(line).await?;
+                                }
+                            }
+                        }
+                        PeerEvent::Message { message, .. } => {
+                            let text = match message.as_text() {
+                                Some(text) => text.to_owned(),
+                                None => format!("<{} bytes>", message.data.len()),
+                            };
+                            writeln!(stdout, "{peer}: {text}")?;
+                            stdout.flush()?;
+                        }
+                        PeerEvent::Watchdog { cause, recovery } => {
+                            status(format_args!("{peer}: watchdog {cause:?}, {recovery:?}"))
+                        }
+                        PeerEvent::Replaced { reason } => {
+                            status(format_args!("{peer}: connection replaced ({reason:?})"))
+                        }
+                        PeerEvent::Error(e) => status(format_args!("{peer}: {e}")),
+                        _ => {}
+                    },
+                    SessionEvent::SignalingLost { reason } => {
+                        status(format_args!("signaling lost ({reason}); resuming"))
+                    }
+                    SessionEvent::Reconnected { resumed, id } => {
+                        status(format_args!("signaling back as {id} (resumed: {resumed})"))
+                    }
+                    SessionEvent::ServerError { code, message } => {
+                        status(format_args!("server: {code}: {message}"))
+                    }
+                    SessionEvent::Ended { reason } => {
+                        status(format_args!("session ended: {reason}"));
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !stdin_open && held.is_empty() {
+            break;
+        }
+    }
+    // What was sent reaches the peers before the `bye` does (bounded wait).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while chats
+        .values()
+        .any(|c| c.is_open() && c.buffered_amount() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    session.leave().await;
+    status(format_args!("left"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens our chat channel toward `peer`.
+async fn open_chat(peer: &PeerHandle, chats: &mut BTreeMap<String, DataChannel>) {
+    if chats.contains_key(peer.id()) {
+        return;
+    }
+    match peer.create_data_channel("chat", Default::default()).await {
+        Ok(channel) => {
+            chats.insert(peer.id().to_owned(), channel);
+        }
+        Err(e) => status(format_args!("{}: cannot open a chat: {e}", peer.id())),
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
