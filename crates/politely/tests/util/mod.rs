@@ -88,3 +88,85 @@ pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
         .await
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
+
+use politely::{PeerHandle, PeerStats};
+use std::net::SocketAddr as Addr;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The next event of either session: `(true, event)` for `a`.
+pub async fn either(a: &mut Session, b: &mut Session) -> (bool, SessionEvent) {
+    let (at_a, event) = tokio::select! {
+        e = a.next_event() => (true, e),
+        e = b.next_event() => (false, e),
+    };
+    let event = event.expect("a session ended");
+    if let SessionEvent::Peer {
+        event: PeerEvent::Error(e),
+        ..
+    } = &event
+    {
+        panic!("peer error: {e}");
+    }
+    (at_a, event)
+}
+
+/// Drives both sessions until both connections are settled with the same `mids` mids.
+pub async fn converge(
+    a: &mut Session,
+    b: &mut Session,
+    to_b: &PeerHandle,
+    to_a: &PeerHandle,
+    mids: usize,
+) -> (PeerStats, PeerStats) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (sa, sb) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
+        if sa.is_settled() && sb.is_settled() && sa.mids == sb.mids && sa.mids.len() == mids {
+            return (sa, sb);
+        }
+        let Ok(_) = tokio::time::timeout_at(deadline, either(a, b)).await else {
+            panic!("no convergence to {mids} mids: {sa:?} {sb:?}");
+        };
+    }
+}
+
+/// A TCP proxy in front of the server whose connections can be cut, to drop a client's
+/// signaling connection without touching the client.
+pub struct CutProxy {
+    pub addr: Addr,
+    cut: watch::Sender<u64>,
+}
+
+impl CutProxy {
+    pub async fn start(upstream: Addr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0u64);
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Ends every connection open now.
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
