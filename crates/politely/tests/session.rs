@@ -89,7 +89,10 @@ async fn three_peers_form_a_mesh_and_everyone_hears_everyone() {
             until(session, "the mesh", 5, joined).await;
         }
         for peer in session.peers() {
-            let channel = peer.create_data_channel("mesh", Default::default()).await.unwrap();
+            let channel = peer
+                .create_data_channel("mesh", Default::default())
+                .await
+                .unwrap();
             let me = session.id();
             tokio::spawn(async move {
                 channel.opened().await.unwrap();
@@ -122,7 +125,10 @@ async fn two_hundred_glare_rounds_renegotiate_a_live_connection() {
     let mut b = server.join("glare").await;
     let to_b = until(&mut a, "bob", 5, joined).await;
     let to_a = b.peer(&a.id()).unwrap();
-    let chat = to_b.create_data_channel("chat", Default::default()).await.unwrap();
+    let chat = to_b
+        .create_data_channel("chat", Default::default())
+        .await
+        .unwrap();
     chat.opened().await.unwrap();
     let (mut first_a, mut first_b) = (None, None);
     let mut mids = 1;
@@ -131,7 +137,11 @@ async fn two_hundred_glare_rounds_renegotiate_a_live_connection() {
         let (before_a, before_b) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
         if round < 6 {
             // Both add a transceiver at the same instant.
-            let kind = if round % 2 == 0 { MediaKind::Audio } else { MediaKind::Video };
+            let kind = if round % 2 == 0 {
+                MediaKind::Audio
+            } else {
+                MediaKind::Video
+            };
             let (ta, tb) = tokio::join!(
                 to_b.add_transceiver(kind, Direction::SendRecv),
                 to_a.add_transceiver(kind, Direction::SendRecv)
@@ -141,7 +151,11 @@ async fn two_hundred_glare_rounds_renegotiate_a_live_connection() {
             mids += 2;
         } else {
             // Both flip a direction at the same instant.
-            let direction = if round % 2 == 0 { Direction::SendRecv } else { Direction::RecvOnly };
+            let direction = if round % 2 == 0 {
+                Direction::SendRecv
+            } else {
+                Direction::RecvOnly
+            };
             let (ra, rb) = tokio::join!(
                 to_b.set_direction(first_a.unwrap(), direction),
                 to_a.set_direction(first_b.unwrap(), direction)
@@ -156,12 +170,18 @@ async fn two_hundred_glare_rounds_renegotiate_a_live_connection() {
         };
         glare += u32::from(collided(&sa, &before_a) || collided(&sb, &before_b));
         assert_eq!(sa.connection_state, politely::ConnectionState::Connected);
-        assert_eq!(sa.counters.watchdog_firings + sb.counters.watchdog_firings, 0);
+        assert_eq!(
+            sa.counters.watchdog_firings + sb.counters.watchdog_firings,
+            0
+        );
     }
     // Simultaneous changes over loopback collide nearly every time; most rounds are glare.
     assert!(glare > 100, "only {glare} of 200 rounds collided");
     // The connection still carries data after all that.
-    let channel = to_b.create_data_channel("after", Default::default()).await.unwrap();
+    let channel = to_b
+        .create_data_channel("after", Default::default())
+        .await
+        .unwrap();
     channel.opened().await.unwrap();
     channel.send_text("still here").await.unwrap();
     let (_, text) = until(&mut b, "a message after the rounds", 5, message).await;
@@ -178,14 +198,20 @@ async fn ice_restart_from_either_side_keeps_the_channel() {
     let mut b = server.join("restart").await;
     let to_b = until(&mut a, "bob", 5, joined).await;
     let to_a = b.peer(&a.id()).unwrap();
-    let channel = to_b.create_data_channel("chat", Default::default()).await.unwrap();
+    let channel = to_b
+        .create_data_channel("chat", Default::default())
+        .await
+        .unwrap();
     channel.opened().await.unwrap();
     for (restarting, other) in [(&to_b, &to_a), (&to_a, &to_b)] {
         let before = restarting.stats().await.unwrap().counters.ice_restarts;
         restarting.restart_ice().await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let (s, o) = (restarting.stats().await.unwrap(), other.stats().await.unwrap());
+            let (s, o) = (
+                restarting.stats().await.unwrap(),
+                other.stats().await.unwrap(),
+            );
             if s.counters.ice_restarts > before && s.is_settled() && o.is_settled() {
                 break;
             }
@@ -206,17 +232,27 @@ async fn ice_restart_from_either_side_keeps_the_channel() {
 async fn a_dropped_signaling_connection_resumes_with_the_same_id() {
     let server = TestServer::start().await;
     let proxy = CutProxy::start(server.addr).await;
-    let mut a = Session::join(&proxy.url(), "resume", SessionConfig::loopback()).await.unwrap();
+    let mut a = Session::join(&proxy.url(), "resume", SessionConfig::loopback())
+        .await
+        .unwrap();
     let mut b = server.join("resume").await;
     let to_b = until(&mut a, "bob", 5, joined).await;
     let id = a.id();
-    let chat = to_b.create_data_channel("chat", Default::default()).await.unwrap();
+    let chat = to_b
+        .create_data_channel("chat", Default::default())
+        .await
+        .unwrap();
     chat.opened().await.unwrap();
 
     proxy.cut();
-    until(&mut a, "the drop", 5, |e| matches!(e, SessionEvent::SignalingLost { .. }).then_some(())).await;
+    until(&mut a, "the drop", 5, |e| {
+        matches!(e, SessionEvent::SignalingLost { .. }).then_some(())
+    })
+    .await;
     // Renegotiation while the signaling is down: the offer waits in the backlog.
-    to_b.add_transceiver(MediaKind::Audio, Direction::SendRecv).await.unwrap();
+    to_b.add_transceiver(MediaKind::Audio, Direction::SendRecv)
+        .await
+        .unwrap();
     let resumed = until(&mut a, "the resume", 5, |e| match e {
         SessionEvent::Reconnected { resumed, id } => Some((resumed, id)),
         _ => None,
@@ -246,7 +282,10 @@ async fn leaving_ends_every_task() {
         let mut a = server.join("tasks").await;
         let mut b = server.join("tasks").await;
         let to_b = until(&mut a, "bob", 5, joined).await;
-        let channel = to_b.create_data_channel("x", Default::default()).await.unwrap();
+        let channel = to_b
+            .create_data_channel("x", Default::default())
+            .await
+            .unwrap();
         channel.opened().await.unwrap();
         until(&mut b, "the channel", 5, opened("x")).await;
         if round == 2 {
