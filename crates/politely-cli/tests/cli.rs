@@ -260,3 +260,164 @@ fn benchmarks_refuse_non_loopback_servers() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only load servers on loopback"));
 }
+
+#[test]
+fn demo_chats_and_resolves_every_glare_round() {
+    let out = politely(&["demo", "--rounds", "6"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("bob      < hello bob"), "{text}");
+    assert!(text.contains("alice    < hello alice"), "{text}");
+    assert!(text.contains("rounds 6  glare seen"), "{text}");
+    assert!(text.contains("failed 0"), "{text}");
+    assert!(text.contains("final: 13 mids"), "{text}");
+}
+
+#[test]
+fn native_benchmarks_report_and_fail_nothing() {
+    let out = politely(&["bench", "connect", "--count", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("join to first echoed message: n=3"),
+        "{}",
+        stdout(&out)
+    );
+    let out = politely(&["bench", "glare", "--rounds", "20"]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("glare round, live connection: n=20"),
+        "{text}"
+    );
+    assert!(
+        text.contains("glare round, fresh connections: n=20"),
+        "{text}"
+    );
+    assert!(text.contains("failures: 0"), "{text}");
+}
+
+/// `politely join` with its stdin, stdout and stderr piped; lines arrive on channels.
+struct Joined {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Joined {
+    fn start(url: &str, room: &str) -> Joined {
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_politely"))
+            .args(["join", url, room])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("politely join starts");
+        let lines = |pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        Joined {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("input not ended");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next stdout line, within ten seconds.
+    fn hear(&self) -> String {
+        self.stdout
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a line on stdout")
+    }
+
+    /// Waits for a status line containing `what`; returns it.
+    fn status(&self, what: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no status line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_join_processes_chat_both_ways_and_quit_cleanly() {
+    let server = Served::start(&[], &[]);
+    let mut a = Joined::start(&server.url(), "talk");
+    let a_id = a
+        .status("joined talk as ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Typed before anyone is there: held until a chat opens.
+    a.say("hello from a");
+    let mut b = Joined::start(&server.url(), "talk");
+    let b_id = b
+        .status("joined talk as ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(b.hear(), format!("{a_id}: hello from a"));
+    b.status("channel chat open");
+    b.say("hello from b");
+    assert_eq!(a.hear(), format!("{b_id}: hello from b"));
+    // Renegotiation from both sides at once, then more chat.
+    a.say("/glare");
+    b.say("/glare");
+    a.say("/restart");
+    b.say("after the glare");
+    assert_eq!(a.hear(), format!("{b_id}: after the glare"));
+    a.say("/quit");
+    a.status("left");
+    assert!(a.child.wait().unwrap().success());
+    b.status(&format!("{a_id} left"));
+    // End of input quits too.
+    b.stdin = None;
+    assert!(b.child.wait().unwrap().success());
+}

@@ -128,7 +128,7 @@ async fn a_remote_restart_replaces_the_connection() {
     let second_life: Route = Arc::new(Mutex::new(Some(tx_a)));
     let (end_b, tx_b, _) = end(second_life);
     *to_b.lock().unwrap() = Some(tx_b);
-    let mut b = Peer::connect(Role::Impolite, end_b, PeerConfig::loopback())
+    let b = Peer::connect(Role::Impolite, end_b, PeerConfig::loopback())
         .await
         .unwrap();
     let new_b_channel = b
@@ -202,7 +202,7 @@ async fn server_reflexive_candidates_come_from_the_stun_server() {
         ice_servers: vec![IceServer::stun(format!("stun:{stun}"))],
         ..PeerConfig::loopback()
     };
-    let mut a = Peer::connect(Role::Polite, end_a, config).await.unwrap();
+    let a = Peer::connect(Role::Polite, end_a, config).await.unwrap();
     let mut b = Peer::connect(Role::Impolite, end_b, PeerConfig::loopback())
         .await
         .unwrap();
