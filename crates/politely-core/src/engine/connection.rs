@@ -28,6 +28,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverInit};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The engine's mirror of one entry of rtc's transceiver vector.
@@ -154,45 +155,36 @@ impl Connection {
             .with_setting_engine(settings)
             .build(now)
             .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-        for addr in &config.local_addrs {
+        let rtc_err = |e: rtc::shared::error::Error| ConfigError::Rtc(e.to_string());
+        let udp = |addr: SocketAddr| CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        };
+        let mut candidates = Vec::new();
+        for &addr in &config.local_addrs {
             let host = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: addr.ip().to_string(),
-                    port: addr.port(),
-                    component: 1,
-                    ..Default::default()
-                },
+                base_config: udp(addr),
                 ..Default::default()
-            }
-            .new_candidate_host()
-            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-            let init = RTCIceCandidate::from(&host)
-                .to_json()
-                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-            pc.add_local_candidate(init)
-                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+            };
+            candidates.push(host.new_candidate_host().map_err(rtc_err)?);
         }
         for &(base, mapped) in &config.reflexive_addrs {
             let srflx = CandidateServerReflexiveConfig {
-                base_config: CandidateConfig {
-                    network: "udp".to_owned(),
-                    address: mapped.ip().to_string(),
-                    port: mapped.port(),
-                    component: 1,
-                    ..Default::default()
-                },
+                base_config: udp(mapped),
                 rel_addr: base.ip().to_string(),
                 rel_port: base.port(),
                 url: None,
-            }
-            .new_candidate_server_reflexive()
-            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-            let init = RTCIceCandidate::from(&srflx)
+            };
+            candidates.push(srflx.new_candidate_server_reflexive().map_err(rtc_err)?);
+        }
+        for candidate in &candidates {
+            let init = RTCIceCandidate::from(candidate)
                 .to_json()
-                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
-            pc.add_local_candidate(init)
-                .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+                .map_err(rtc_err)?;
+            pc.add_local_candidate(init).map_err(rtc_err)?;
         }
         if !config.local_addrs.is_empty() {
             // End of gathering: every candidate is known up front.
