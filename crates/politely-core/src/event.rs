@@ -1,7 +1,7 @@
 //! What the engine tells the application.
 
 use crate::error::Error;
-use crate::media::{ChannelId, Origin};
+use crate::media::{ChannelId, MediaKind, MediaPacket, Origin, TransceiverId};
 use crate::signaling::SignalingState;
 use politely_proto::signal::ConnectionId;
 
@@ -41,6 +41,24 @@ pub enum Event {
         /// Whether the sender sent it as text.
         text: bool,
     },
+    /// The remote now sends on a transceiver: its negotiated direction receives (the W3C
+    /// `track` event, fired when the description is applied, before any packet arrives).
+    TrackAdded {
+        /// The transceiver.
+        transceiver: TransceiverId,
+        /// Audio or video.
+        kind: MediaKind,
+        /// Its negotiated mid.
+        mid: String,
+    },
+    /// The remote stopped sending on a transceiver (it removed its track, or the connection
+    /// carrying it was replaced).
+    TrackRemoved {
+        /// The transceiver.
+        transceiver: TransceiverId,
+    },
+    /// An RTP packet arrived on a remote track.
+    Media(MediaPacket),
     /// The peer connection was replaced by a new one with a new connection id.
     ConnectionReplaced {
         /// The id that is retired.

@@ -84,8 +84,8 @@ pub use event::{
     ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
 };
 pub use media::{
-    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, Origin, TransceiverId,
-    TransceiverInfo,
+    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, MediaPacket, Origin,
+    TransceiverId, TransceiverInfo,
 };
 pub use politely_proto::signal::{
     Candidate, ConnectionId, Description, Payload, SdpKind, Signal, SignalError,

@@ -75,6 +75,26 @@ impl fmt::Display for Direction {
     }
 }
 
+/// One RTP packet received on a transceiver's remote track.
+///
+/// The payload is the RTP payload as sent: for Opus one whole frame, for VP8 a fragment of a
+/// frame behind its payload descriptor (`marker` is set on the last fragment of a frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaPacket {
+    /// The transceiver that received it.
+    pub transceiver: TransceiverId,
+    /// The negotiated payload type.
+    pub payload_type: u8,
+    /// The RTP sequence number.
+    pub sequence_number: u16,
+    /// The RTP timestamp, in the codec's clock rate (48 kHz for Opus, 90 kHz for VP8).
+    pub timestamp: u32,
+    /// The RTP marker bit.
+    pub marker: bool,
+    /// The RTP payload.
+    pub payload: Vec<u8>,
+}
+
 /// Options of a new data channel (W3C `RTCDataChannelInit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelOptions {

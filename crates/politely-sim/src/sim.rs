@@ -610,7 +610,13 @@ impl Sim {
             | Event::ChannelClosed { .. }
             | Event::ConnectionReplaced { .. }
             | Event::Watchdog { .. }
+            | Event::TrackAdded { .. }
+            | Event::TrackRemoved { .. }
             | Event::Closed { .. } => self.record(peer, remote, format!("{event:?}")),
+            Event::Media(p) => {
+                let line = format!("media {} seq {}", p.transceiver, p.sequence_number);
+                self.record(peer, remote, line);
+            }
             Event::Message { data, .. } => {
                 let text = String::from_utf8_lossy(data).into_owned();
                 self.record(peer, remote, format!("message {text:?}"));

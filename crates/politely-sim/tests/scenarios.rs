@@ -430,6 +430,39 @@ fn rollback_keeps_an_add_track_transceiver() {
     );
 }
 
+/// A track each side adds is reported to the other as a W3C `track` event, once, with the
+/// kind of the track; removing it is reported too. Both sides add at once, so the events
+/// must survive the rollback of one of the offers.
+#[test]
+fn tracks_are_reported_to_the_other_side() {
+    let scenario = Scenario::default()
+        .at(0, 0, 1, Action::AddTrack(MediaKind::Audio))
+        .at(0, 1, 0, Action::AddTrack(MediaKind::Video));
+    let mut sim = Sim::with_scenario(SimConfig::default(), &scenario);
+    passed(&sim.run());
+    for (peer, remote, sent, received) in [
+        (0, 1, MediaKind::Audio, MediaKind::Video),
+        (1, 0, MediaKind::Video, MediaKind::Audio),
+    ] {
+        let own = sim.engine(peer, remote).transceivers();
+        assert!(
+            own.iter()
+                .any(|t| t.origin == Origin::Local && t.kind == sent && t.has_track),
+            "{own:#?}"
+        );
+        let added = sim
+            .events(peer, remote)
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::TrackAdded { kind, .. } if *kind == received))
+            .count();
+        assert_eq!(added, 1, "p{peer} hears of the p{remote}'s track once");
+    }
+    // p0 sends one track only: its audio.
+    sim.act(0, 1, Action::RemoveTrack(0));
+    passed(&sim.run());
+    assert!(sim.saw(1, 0, |e| matches!(e, Event::TrackRemoved { .. })));
+}
+
 /// RFC 9429 §5.7: a rollback of a remote offer removes the transceivers it created. rtc's
 /// setRemoteDescription can fail after applying part of an offer (here: one without ICE
 /// credentials); the engine rolls the remote offer back, the transceivers it created go, and

@@ -25,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -58,6 +58,12 @@ pub(crate) enum Command {
     RemoveTrack {
         id: TransceiverId,
         reply: oneshot::Sender<Result<(), Error>>,
+    },
+    WriteSample {
+        track: TransceiverId,
+        data: Bytes,
+        duration: Duration,
+        reply: oneshot::Sender<Result<bool, Error>>,
     },
     SetDirection {
         id: TransceiverId,
@@ -371,6 +377,19 @@ impl<E: Send + 'static> Driver<E> {
             Event::ConnectionReplaced { reason, .. } => {
                 self.push_event(PeerEvent::Replaced { reason })
             }
+            Event::TrackAdded {
+                transceiver,
+                kind,
+                mid,
+            } => self.push_event(PeerEvent::TrackAdded {
+                transceiver,
+                kind,
+                mid,
+            }),
+            Event::TrackRemoved { transceiver } => {
+                self.push_event(PeerEvent::TrackRemoved { transceiver })
+            }
+            Event::Media(packet) => self.push_event(PeerEvent::Media(packet)),
             Event::Watchdog { cause, recovery } => {
                 tracing::info!(peer = %self.remote, ?cause, ?recovery, "negotiation watchdog");
                 self.push_event(PeerEvent::Watchdog { cause, recovery });
@@ -472,6 +491,15 @@ impl<E: Send + 'static> Driver<E> {
             }
             Command::RemoveTrack { id, reply } => {
                 let _ = reply.send(self.engine.remove_track(id).map_err(Error::from));
+            }
+            Command::WriteSample {
+                track,
+                data,
+                duration,
+                reply,
+            } => {
+                let written = self.engine.write_sample(track, &data, duration);
+                let _ = reply.send(written.map_err(Error::from));
             }
             Command::SetDirection {
                 id,

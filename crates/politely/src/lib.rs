@@ -65,8 +65,8 @@ pub use error::Error;
 pub use peer::{Peer, PeerEvent, PeerHandle, PeerStats};
 pub use politely_core::{
     ChannelId, ChannelInfo, ChannelOptions, ConnectionState, Counters, Direction, MediaKind,
-    Origin, Recovery, ReplaceReason, Role, Signal, SignalingState, TransceiverId, TransceiverInfo,
-    WatchdogCause,
+    MediaPacket, Origin, Recovery, ReplaceReason, Role, Signal, SignalingState, TransceiverId,
+    TransceiverInfo, WatchdogCause,
 };
 pub use politely_proto::ErrorCode;
 pub use session::{Session, SessionEvent};

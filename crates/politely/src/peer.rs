@@ -4,16 +4,17 @@ use crate::channel::{DataChannel, Message};
 use crate::config::PeerConfig;
 use crate::driver::{Command, Driver, EventSink, Outgoing};
 use crate::error::Error;
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use politely_core::{
     Certificate, ChannelInfo, ChannelOptions, ConnectionId, ConnectionState, Counters, Direction,
-    Engine, MediaKind, Recovery, ReplaceReason, Role, Signal, SignalingState, TransceiverId,
-    TransceiverInfo, WatchdogCause,
+    Engine, MediaKind, MediaPacket, Recovery, ReplaceReason, Role, Signal, SignalingState,
+    TransceiverId, TransceiverInfo, WatchdogCause,
 };
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -56,6 +57,23 @@ pub enum PeerEvent {
         /// Why.
         reason: ReplaceReason,
     },
+    /// The remote now sends on a transceiver (W3C `track`): reported when the description
+    /// that says so is applied, before the first packet.
+    TrackAdded {
+        /// The transceiver, to match with [`PeerEvent::Media`] packets.
+        transceiver: TransceiverId,
+        /// Audio or video.
+        kind: MediaKind,
+        /// Its negotiated mid.
+        mid: String,
+    },
+    /// The remote stopped sending on a transceiver.
+    TrackRemoved {
+        /// The transceiver.
+        transceiver: TransceiverId,
+    },
+    /// An RTP packet arrived on a remote track.
+    Media(MediaPacket),
     /// The negotiation watchdog found no progress and acted.
     Watchdog {
         /// The likely cause.
@@ -177,6 +195,41 @@ impl PeerHandle {
     /// Adds a sending track of `kind` (W3C addTrack).
     pub async fn add_track(&self, kind: MediaKind) -> Result<TransceiverId, Error> {
         self.ask(|reply| Command::AddTrack { kind, reply }).await?
+    }
+
+    /// Sends one encoded sample on a track: an Opus frame for audio, a VP8 frame for video
+    /// (packetized as needed). `duration` is the sample's length; the RTP timestamp advances
+    /// by it. Media is live: while the connection or the negotiated direction cannot carry
+    /// the sample it is dropped and this returns `Ok(false)`.
+    ///
+    /// ```no_run
+    /// # async fn run(peer: politely::PeerHandle) -> Result<(), politely::Error> {
+    /// use politely::MediaKind;
+    /// use std::time::Duration;
+    ///
+    /// let track = peer.add_track(MediaKind::Audio).await?;
+    /// let frame = vec![0xf8, 0xff, 0xfe]; // an Opus frame of 20 ms (here: silence)
+    /// let mut tick = tokio::time::interval(Duration::from_millis(20));
+    /// loop {
+    ///     tick.tick().await;
+    ///     peer.write_sample(track, frame.clone(), Duration::from_millis(20)).await?;
+    /// }
+    /// # }
+    /// ```
+    pub async fn write_sample(
+        &self,
+        track: TransceiverId,
+        data: impl Into<Bytes>,
+        duration: Duration,
+    ) -> Result<bool, Error> {
+        let data = data.into();
+        self.ask(|reply| Command::WriteSample {
+            track,
+            data,
+            duration,
+            reply,
+        })
+        .await?
     }
 
     /// Stops sending on a transceiver (W3C removeTrack).

@@ -2,6 +2,7 @@
 //! of its channels and transceivers.
 
 use super::DATA_SECTION_STREAM;
+use super::media::SampleWriter;
 use crate::config::Config;
 use crate::error::{ApiError, ConfigError};
 use crate::event::ConnectionState;
@@ -10,7 +11,7 @@ use crate::sdp;
 use crate::signaling::SignalingState;
 use politely_proto::signal::{Candidate, ConnectionId, Description};
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState};
-use rtc::media_stream::MediaStreamTrack;
+use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
@@ -27,7 +28,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverInit};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,12 @@ pub(super) struct Connection {
     /// A channel of this connection has opened, so an SCTP association is up.
     pub(super) sctp_ready: bool,
     pub(super) transceivers: Vec<TransceiverSlot>,
+    /// Send state of the tracks that have written samples.
+    pub(super) sample_writers: BTreeMap<TransceiverId, SampleWriter>,
+    /// Transceivers whose negotiated direction receives (a `TrackAdded` was reported).
+    pub(super) receiving: BTreeSet<TransceiverId>,
+    /// rtc's remote track ids, learnt from their first packet, to their transceivers.
+    pub(super) remote_tracks: BTreeMap<MediaStreamTrackId, TransceiverId>,
 
     pub(super) watchdog: Option<Instant>,
     pub(super) negotiation_strikes: u32,
@@ -223,6 +230,9 @@ impl Connection {
             data_section: None,
             sctp_ready: false,
             transceivers: Vec::new(),
+            sample_writers: BTreeMap::new(),
+            receiving: BTreeSet::new(),
+            remote_tracks: BTreeMap::new(),
             watchdog: None,
             negotiation_strikes: 0,
             transport_strikes: 0,

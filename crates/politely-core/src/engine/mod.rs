@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 mod connection;
+mod media;
 
 use connection::{
     ChannelSlot, Connection, from_rtc_direction, make_track, rtc_api, to_rtc_direction,
@@ -422,6 +423,8 @@ impl Engine {
             .index_of_sender(sender)
             .ok_or_else(|| ApiError::InvalidArgument("rtc lost the new sender".into()))?;
         let slot = &mut self.conn.transceivers[index];
+        // A transceiver rtc appended for the track has no m-section yet to read its kind from.
+        slot.kind = kind;
         // A reused remote-created transceiver now carries our track: it survives rollback and
         // is ours to replay on a new connection.
         slot.origin = Origin::Local;
@@ -931,6 +934,7 @@ impl Engine {
         if self.conn.awaits_transport() {
             self.arm_watchdog();
         }
+        self.update_receiving();
         self.queue
             .push_back(Output::Event(Event::Negotiated { local_offer }));
     }
@@ -1212,6 +1216,10 @@ impl Engine {
                     .push_back(Output::Event(Event::ChannelClosed { id: *channel }));
             }
         }
+        for &transceiver in &old.receiving {
+            self.queue
+                .push_back(Output::Event(Event::TrackRemoved { transceiver }));
+        }
         self.remember_retired(old.id.clone());
         for (raw, intent) in self.intents.clone() {
             let result = match intent {
@@ -1284,8 +1292,10 @@ impl Engine {
             let mut messages = Vec::new();
             while let Some(read) = self.conn.pc.poll_read() {
                 progressed = true;
-                if let RTCMessage::DataChannelMessage(rtc_id, msg) = read.message {
-                    messages.push((rtc_id, msg));
+                match read.message {
+                    RTCMessage::DataChannelMessage(rtc_id, msg) => messages.push((rtc_id, msg)),
+                    RTCMessage::RtpPacket(track, packet) => self.on_rtp(&track, packet),
+                    _ => {}
                 }
             }
             messages.sort_by_key(|(rtc_id, _)| self.conn.stream_of(*rtc_id));
@@ -1401,6 +1411,7 @@ impl Engine {
                         .push_back(Output::Event(Event::ChannelOpen { id, label, origin }));
                 }
             }
+            RTCPeerConnectionEvent::OnTrack(event) => self.on_track_event(event),
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id)) => {
                 if let Some(id) = self.conn.channel_by_rtc(rtc_id) {
                     // The application's intent stays: a channel closes when its connection
