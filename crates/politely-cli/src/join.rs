@@ -5,8 +5,8 @@
 
 use clap::Args;
 use politely::{
-    Bind, DataChannel, Direction, MediaKind, PeerEvent, PeerHandle, Session, SessionConfig,
-    SessionEvent,
+    Bind, DataChannel, Direction, MediaKind, Origin, PeerEvent, PeerHandle, PeerStats, Session,
+    SessionConfig, SessionEvent,
 };
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -77,11 +77,16 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
                     "/quit" => break,
                     "/glare" => {
                         for peer in session.peers() {
-                            // A new transceiver renegotiates at once; typed on both sides at
-                            // the same moment, the offers collide.
-                            peer.add_transceiver(MediaKind::Audio, Direction::SendRecv).await?;
+                            renegotiate(&peer).await?;
                         }
                         status(format_args!("renegotiating with {} peer(s)", session.peers().len()));
+                    }
+                    "/stats" => {
+                        for peer in session.peers() {
+                            let stats = peer.stats().await?;
+                            status(format_args!("stats {}", stats_json(peer.id(), &stats)));
+                        }
+                        status(format_args!("stats end"));
                     }
                     "/restart" => {
                         for peer in session.peers() {
@@ -181,6 +186,69 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
     session.leave().await;
     status(format_args!("left"));
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many transceivers `/glare` adds toward a peer before it flips directions instead.
+const GLARE_TRANSCEIVERS: usize = 2;
+
+/// `/glare`: a change that renegotiates at once; typed on both sides at the same moment, the
+/// offers collide. The first ones add a transceiver (audio, then video); later ones flip the
+/// direction of one of ours, so any number of rounds keeps the session the same size.
+async fn renegotiate(peer: &PeerHandle) -> anyhow::Result<()> {
+    let stats = peer.stats().await?;
+    let ours: Vec<_> = stats
+        .transceivers
+        .iter()
+        .filter(|t| t.origin == Origin::Local)
+        .collect();
+    if ours.len() < GLARE_TRANSCEIVERS {
+        let kind = if ours.is_empty() {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        peer.add_transceiver(kind, Direction::SendRecv).await?;
+    } else {
+        let turn = stats.counters.offers + stats.counters.answers;
+        let t = ours[turn as usize % ours.len()];
+        let direction = if t.direction == Direction::SendRecv {
+            Direction::RecvOnly
+        } else {
+            Direction::SendRecv
+        };
+        peer.set_direction(t.id, direction).await?;
+    }
+    Ok(())
+}
+
+/// `/stats`: one peer connection's state as one line of JSON, for scripts.
+fn stats_json(peer: &str, stats: &PeerStats) -> serde_json::Value {
+    let open: Vec<&str> = stats
+        .channels
+        .iter()
+        .filter(|c| c.open)
+        .map(|c| c.label.as_str())
+        .collect();
+    let c = &stats.counters;
+    serde_json::json!({
+        "peer": peer,
+        "connectionId": stats.connection_id.to_string(),
+        "polite": stats.polite,
+        "settled": stats.is_settled(),
+        "signalingState": format!("{:?}", stats.signaling_state),
+        "connectionState": format!("{:?}", stats.connection_state),
+        "mids": stats.mids,
+        "channels": open,
+        "counters": {
+            "offers": c.offers,
+            "answers": c.answers,
+            "rollbacks": c.rollbacks,
+            "ignoredOffers": c.ignored_offers,
+            "iceRestarts": c.ice_restarts,
+            "watchdog": c.watchdog_firings,
+            "replaced": c.connections_replaced,
+        },
+    })
 }
 
 /// Opens our chat channel toward `peer`.

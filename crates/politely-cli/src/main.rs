@@ -33,6 +33,10 @@ enum Command {
     /// Two native peers through an embedded server: a chat, then glare rounds.
     Demo(demo::DemoArgs),
     /// Join a room as an interactive peer: stdin lines go out, messages come in on stdout.
+    ///
+    /// Commands: /glare renegotiates at once (adds an audio, then a video transceiver, then
+    /// flips their directions), /restart restarts ICE, /stats prints each connection's state
+    /// as JSON on stderr, /quit (or end of input) leaves.
     Join(join::JoinArgs),
     /// Benchmark the signaling server and native peers on loopback.
     #[command(subcommand)]
