@@ -31,6 +31,7 @@
 
 #![cfg_attr(not(test), warn(missing_docs))]
 
+mod assets;
 mod config;
 mod connection;
 mod hub;
@@ -67,6 +68,9 @@ fn router(hub: Arc<Hub>) -> Router {
         .route(politely_proto::WS_PATH, get(upgrade))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/", get(assets::index))
+        .route("/politely.js", get(assets::client))
+        .route("/demo.js", get(assets::demo))
         .with_state(hub)
 }
 

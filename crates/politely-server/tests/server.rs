@@ -649,6 +649,23 @@ async fn a_consumer_that_stops_reading_is_disconnected() {
     server.shutdown().await;
 }
 
+/// The demo page and the browser client are served beside `/ws`, from the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_client_and_demo_are_served() {
+    let server = TestServer::start(config()).await;
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<script type=\"module\" src=\"./demo.js\">"));
+    let (status, body) = server.get("/politely.js").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("export class Politely"), "{}", &body[..200]);
+    let (status, body) = server.get("/demo.js").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("import { Politely } from \"./politely.js\""));
+    let (status, _) = server.get("/nothing-here").await;
+    assert_eq!(status, 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_origins() {
     let server = TestServer::start(Config {

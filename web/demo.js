@@ -1,0 +1,330 @@
+// The demo page: a room with a chat over `chat` data channels (the same channel `politely join`
+// uses), a camera call, and buttons that make both sides negotiate at once.
+//
+// Query parameters: room (joins at once unless autojoin=0), ws (the server's WebSocket URL),
+// watchdog (ms), stun (comma-separated stun: URLs), debug (log every event to the console).
+//
+// Test hooks on window.politely: client, events, messages, stats(), join(room), send(text),
+// call(), hangup(), glare(kind), restart().
+
+import { Politely } from "./politely.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const wsUrl = params.get("ws") || Politely.defaultUrl();
+
+let client = null;
+let camera = null; // our MediaStream while in a call
+const remote = new Map(); // peer id -> MediaStream shown in its tile
+
+const hooks = {
+  Politely,
+  client: null,
+  events: [], // {t, name, peer, ...} for every client event, newest last (bounded)
+  messages: [], // {from, label, text} received, and our own with from = our id
+  stats: () => client?.stats() ?? {},
+  join,
+  send,
+  call,
+  hangup,
+  glare: (kind) => client?.provokeGlare(kind),
+  restart: () => client?.restartIce(null),
+};
+window.politely = hooks;
+
+// ---------------------------------------------------------------- rendering
+
+function setStatus(text, state) {
+  $("status").textContent = text;
+  $("status").className = state ?? "";
+}
+
+function note(text, error = false) {
+  const li = document.createElement("li");
+  li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  if (error) li.className = "error";
+  $("events").prepend(li);
+  while ($("events").children.length > 200) $("events").lastChild.remove();
+}
+
+function chatLine(sender, text, mine) {
+  const line = document.createElement("div");
+  line.className = mine ? "line mine" : "line";
+  line.textContent = `${sender}: ${text}`;
+  const log = $("log");
+  log.append(line);
+  log.scrollTop = log.scrollHeight;
+}
+
+const short = (id) => (id ? id.slice(-6) : "");
+
+function renderPeers() {
+  const list = $("peers");
+  list.replaceChildren();
+  const peers = client?.peers() ?? [];
+  if (peers.length === 0) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = client ? "nobody else here yet" : "nobody yet";
+    list.append(li);
+  }
+  for (const p of peers) {
+    const li = document.createElement("li");
+    li.id = `peer-${p.id}`;
+    li.className = p.connectionState;
+    li.title = `connection ${p.connectionId}`;
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    const role = document.createElement("span");
+    role.className = "role";
+    role.textContent = `${p.polite ? "you are polite" : "you are impolite"} · ${p.connectionState}`;
+    li.append(dot, p.id, role);
+    list.append(li);
+  }
+}
+
+function renderCounters() {
+  const body = $("counters").tBodies[0];
+  body.replaceChildren();
+  for (const [id, s] of Object.entries(client?.stats() ?? {})) {
+    const c = s.counters;
+    const row = body.insertRow();
+    row.id = `counters-${id}`;
+    const cells = [short(id), s.signalingState, c.offers, c.answers, c.rollbacks, c.ignoredOffers, c.restarts, c.watchdog];
+    for (const value of cells) row.insertCell().textContent = value;
+    row.cells[0].title = id;
+  }
+}
+
+function tile(id, label, stream, muted) {
+  let video = $(id);
+  if (!video) {
+    const box = document.createElement("div");
+    box.className = "tile";
+    box.id = `tile-${id}`;
+    video = document.createElement("video");
+    video.id = id;
+    video.autoplay = true;
+    video.playsInline = true;
+    video.muted = muted;
+    const name = document.createElement("span");
+    name.textContent = label;
+    box.append(video, name);
+    $("videos").append(box);
+  }
+  if (video.srcObject !== stream) video.srcObject = stream;
+  return video;
+}
+
+function dropTile(id) {
+  $(`tile-${id}`)?.remove();
+}
+
+function setJoined(joined) {
+  for (const id of ["chat-input", "send", "glare", "restart", "call", "leave"]) $(id).disabled = !joined;
+  $("join").disabled = joined;
+  $("room").disabled = joined;
+  $("hangup").disabled = !joined || !camera;
+  if (joined) $("call").disabled = !!camera;
+}
+
+// ---------------------------------------------------------------- the client
+
+function record(name, detail) {
+  const entry = { t: Date.now(), name };
+  for (const [key, value] of Object.entries(detail ?? {})) {
+    if (value === null || ["string", "number", "boolean"].includes(typeof value)) entry[key] = value;
+  }
+  if (detail?.counters) entry.counters = detail.counters;
+  hooks.events.push(entry);
+  if (hooks.events.length > 2000) hooks.events.shift();
+}
+
+const EVENTS = [
+  "joined", "peer-joined", "peer-left", "connected", "disconnected", "connection-state", "channel",
+  "channel-closed", "message", "track", "track-removed", "negotiated", "replaced", "watchdog",
+  "signaling-lost", "reconnected", "error", "closed",
+];
+
+function wire(c) {
+  for (const name of EVENTS) c.on(name, (detail) => record(name, detail));
+  c.on("joined", ({ id, room }) => {
+    $("me").textContent = id;
+    setStatus(`in room ${room}`, "open");
+    note(`joined ${room} as ${id}`);
+  });
+  c.on("peer-joined", ({ peer, polite }) => {
+    note(`${peer} joined (you are ${polite ? "polite" : "impolite"})`);
+    renderPeers();
+  });
+  c.on("peer-left", ({ peer }) => {
+    note(`${peer} left`);
+    remote.delete(peer);
+    dropTile(`video-${peer}`);
+    renderPeers();
+  });
+  c.on("connection-state", renderPeers);
+  c.on("connected", ({ peer }) => note(`connected to ${peer}`));
+  c.on("disconnected", ({ peer, state }) => note(`${peer}: ${state}`));
+  c.on("channel", ({ peer, label, origin }) => note(`${peer}: channel ${label} open (${origin})`));
+  c.on("message", ({ peer, label, data }) => {
+    if (label !== "chat") return;
+    const text = typeof data === "string" ? data : `<${data.byteLength} bytes>`;
+    hooks.messages.push({ from: peer, label, text });
+    chatLine(peer, text, false);
+  });
+  c.on("track", ({ peer, track }) => {
+    let stream = remote.get(peer);
+    if (!stream) remote.set(peer, (stream = new MediaStream()));
+    if (!stream.getTracks().includes(track)) stream.addTrack(track);
+    tile(`video-${peer}`, short(peer), stream, false);
+    note(`${peer}: ${track.kind} track added`);
+  });
+  c.on("track-removed", ({ peer, track }) => {
+    const stream = remote.get(peer);
+    stream?.removeTrack(track);
+    if (stream && stream.getTracks().length === 0) {
+      remote.delete(peer);
+      dropTile(`video-${peer}`);
+    }
+    note(`${peer}: ${track.kind} track removed`);
+  });
+  c.on("negotiated", ({ peer, localOffer }) => note(`${peer}: negotiated (${localOffer ? "our offer" : "their offer"})`));
+  c.on("replaced", ({ peer, reason }) => note(`${peer}: connection replaced (${reason})`));
+  c.on("watchdog", ({ peer, cause, recovery }) => note(`${peer}: watchdog ${cause} → ${recovery}`, true));
+  c.on("signaling-lost", ({ reason }) => {
+    setStatus("reconnecting…", "reconnecting");
+    note(`signaling lost: ${reason}`, true);
+  });
+  c.on("reconnected", ({ resumed, id }) => {
+    $("me").textContent = id;
+    setStatus(`in room ${c.room}`, "open");
+    note(resumed ? "signaling resumed" : `signaling back with a new id ${id}`);
+    renderPeers();
+  });
+  c.on("error", ({ peer, code, message }) => note(`${peer ? `${peer}: ` : ""}${code ? `${code}: ` : ""}${message}`, true));
+  c.on("closed", ({ reason }) => {
+    note(`closed: ${reason}`);
+    setStatus(`not connected (${reason})`, "closed");
+    if (client === c) finish();
+  });
+}
+
+async function join(room = $("room").value.trim()) {
+  if (!room || client) return;
+  $("room").value = room;
+  const query = new URLSearchParams(location.search);
+  query.set("room", room);
+  history.replaceState(null, "", `?${query}`);
+  const options = { debug: params.has("debug") };
+  if (params.get("watchdog")) options.watchdogTimeout = Number(params.get("watchdog"));
+  if (params.get("stun")) options.iceServers = [{ urls: params.get("stun").split(",") }];
+  const c = new Politely(options);
+  client = hooks.client = c;
+  wire(c);
+  // Our own chat channel toward every peer, present and future, as `politely join` opens one.
+  c.createDataChannel(null, "chat");
+  if (camera) for (const track of camera.getTracks()) c.addTrack(null, track, camera);
+  setStatus("connecting…");
+  $("join").disabled = true;
+  try {
+    await c.join(wsUrl, room);
+    setJoined(true);
+    renderPeers();
+  } catch (e) {
+    note(`cannot join: ${e.message}`, true);
+    setStatus("not connected", "closed");
+    if (client === c) finish();
+  }
+}
+
+function finish() {
+  client = hooks.client = null;
+  for (const id of remote.keys()) dropTile(`video-${id}`);
+  remote.clear();
+  setJoined(false);
+  renderPeers();
+  renderCounters();
+}
+
+function send(text = $("chat-input").value) {
+  text = text.trim();
+  if (!client || !text) return 0;
+  const count = client.send("chat", text);
+  hooks.messages.push({ from: client.id, label: "chat", text });
+  chatLine(client.id, text, true);
+  if (count === 0) note("nobody to send to yet", true);
+  $("chat-input").value = "";
+  return count;
+}
+
+async function call() {
+  if (camera || !client) return;
+  if (!navigator.mediaDevices?.getUserMedia) {
+    note("no camera access here (the page needs https or localhost)", true);
+    return;
+  }
+  $("call").disabled = true;
+  try {
+    camera = await navigator.mediaDevices.getUserMedia({ audio: true, video: true }).catch(() =>
+      navigator.mediaDevices.getUserMedia({ video: true }).catch(() => navigator.mediaDevices.getUserMedia({ audio: true })));
+  } catch (e) {
+    note(`camera: ${e.message}`, true);
+    $("call").disabled = false;
+    return;
+  }
+  tile("local-video", "you", camera, true);
+  // Each track goes to every peer, present and future; the connections renegotiate.
+  for (const track of camera.getTracks()) client?.addTrack(null, track, camera);
+  $("hangup").disabled = false;
+  note(`call started (${camera.getTracks().map((t) => t.kind).join(" + ")})`);
+}
+
+function hangup() {
+  if (!camera) return;
+  for (const track of camera.getTracks()) {
+    client?.removeTrack(null, track);
+    track.stop();
+  }
+  camera = null;
+  dropTile("local-video");
+  $("hangup").disabled = true;
+  $("call").disabled = !client;
+  note("call ended");
+}
+
+// ---------------------------------------------------------------- controls
+
+$("join-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  join();
+});
+$("leave").addEventListener("click", () => {
+  hangup();
+  client?.leave();
+});
+$("chat-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  send();
+});
+$("call").addEventListener("click", call);
+$("hangup").addEventListener("click", hangup);
+$("glare").addEventListener("click", () => {
+  client?.provokeGlare();
+  note("glare: a renegotiation started on every connection at once");
+});
+$("restart").addEventListener("click", () => {
+  client?.restartIce(null);
+  note("ICE restart requested on every connection");
+});
+addEventListener("pagehide", () => client?.leave());
+setInterval(() => {
+  if (client) {
+    renderCounters();
+    renderPeers();
+  }
+}, 500);
+
+const room = params.get("room");
+$("room").value = room || `room-${Math.random().toString(36).slice(2, 7)}`;
+if (room && params.get("autojoin") !== "0") join(room);

@@ -1,0 +1,1029 @@
+// politely.js: the browser client of a politely signaling server (protocol v1).
+//
+// One WebSocket to the server, one RTCPeerConnection per other peer of the room, negotiated
+// with the W3C "Perfect Negotiation Example" (webrtc-pc, current form since PR #2572). It sends
+// the same signals and follows the same connection-id rules as the native runtime
+// (docs/protocol.md, "Signal data"), so browsers and `politely join` share rooms.
+//
+//   import { Politely } from "/politely.js";
+//   const client = new Politely({ iceServers: [] });
+//   client.on("message", ({ peer, label, data }) => console.log(`${peer}: ${data}`));
+//   client.createDataChannel(null, "chat");          // null: every peer, now and later
+//   await client.join("ws://127.0.0.1:8080/ws", "lobby");
+//   client.send("chat", "hello");
+//
+// Methods that take a peer id as their first argument act on that peer only, or on every peer
+// (present and future) when it is null or "*". What they create is remembered as an intent and
+// re-created on a new RTCPeerConnection whenever one replaces the old (remote restart,
+// watchdog), as the native engine replays its channels and transceivers.
+//
+// Events (`client.on(name, fn)`; fn gets the detail object; or addEventListener + e.detail):
+//   joined {id, room, peers}          peer-joined {peer, polite}     peer-left {peer}
+//   connected {peer}                  disconnected {peer, state}     connection-state {peer, state}
+//   channel {peer, label, channel, origin}                           channel-closed {peer, label, channel}
+//   message {peer, label, data, channel}
+//   track {peer, track, streams, transceiver}                        track-removed {peer, track}
+//   negotiated {peer, localOffer, counters}                          replaced {peer, reason, old, new}
+//   watchdog {peer, cause, recovery}  signaling-lost {reason, code}  reconnected {resumed, id}
+//   error {peer?, code?, message, error?, during?}                   closed {reason}
+
+const SUBPROTOCOL = "politely.v1";
+/** Signals kept while the WebSocket is down; beyond this the oldest go (watchdogs recover). */
+const BACKLOG = 1024;
+/** Remote candidates kept for a description that is not applied (yet). */
+const STASH = 64;
+/** Connection ids remembered per peer, so that late messages for them are recognised. */
+const RETIRED = 32;
+/** How many transceivers `provokeGlare()` adds before it flips directions instead. */
+const GLARE_TRANSCEIVERS = 2;
+/** Messages per peer and label held until our channel opens. */
+const HELD = 1000;
+/**
+ * The native engine carries its data section on an out-of-band channel on stream 1000, because
+ * its SCTP starts only with the first DTLS handshake: a data section added by a renegotiation
+ * never connects there. We do the same, so a connection whose first change is media still
+ * opens data channels later.
+ */
+const DATA_SECTION_STREAM = 1000;
+
+const DEFAULTS = {
+  iceServers: undefined, // RTCIceServer[]; none by default
+  rtcConfig: {}, // more RTCConfiguration fields
+  token: undefined, // room token, for a server with a secret
+  watchdogTimeout: 8000, // ms without negotiation progress before a connection is replaced
+  disconnectedRestart: 4000, // ms in iceConnectionState "disconnected" before restartIce()
+  reconnectFor: 120000, // ms of trying to get the signaling back before giving up
+  joinTimeout: 10000, // ms to wait for a welcome
+  pingInterval: 15000, // ms between application pings
+  pingTimeout: 40000, // ms of silence after which the WebSocket counts as dead
+  dataSection: true, // see DATA_SECTION_STREAM
+  debug: false, // log every event to the console
+};
+
+/** The ICE ufrag of a description (the first one; BUNDLE makes them all equal). */
+const ufragOf = (sdp) => /^a=ice-ufrag:(\S+)/m.exec(sdp ?? "")?.[1] ?? null;
+/** The mids of a description, in m-line order. */
+const midsOf = (sdp) => [...(sdp ?? "").matchAll(/^a=mid:(\S+)/gm)].map((m) => m[1]);
+/** Numeric mids in numeric order, others after, by text. */
+const byMid = (a, b) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** 16 hex digits, like the native engine's; getRandomValues also works outside secure contexts. */
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function parse(text) {
+  try {
+    const value = JSON.parse(text);
+    return value && typeof value === "object" ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function detach(ws) {
+  ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+}
+
+const newCounters = () => ({
+  offers: 0, // offers sent
+  answers: 0, // answers sent
+  offersReceived: 0,
+  answersApplied: 0,
+  rollbacks: 0, // polite: our offer rolled back to accept a colliding one
+  ignoredOffers: 0, // impolite: a colliding offer ignored
+  restarts: 0, // ICE restarts applied (the local ufrag changed)
+  watchdog: 0, // watchdog firings, whatever the recovery
+  watchdogReplacements: 0, // ... of which replaced the connection
+  replaced: 0, // connections replaced for any reason
+  staleDescriptions: 0, // duplicate or stale answers dropped
+  bufferedCandidates: 0, // remote candidates kept for a later description
+  suppressedCandidates: 0, // candidate failures expected by the pattern
+  oldGenerationCandidates: 0, // candidates of a replaced ICE generation, dropped
+});
+
+export class Politely extends EventTarget {
+  constructor(options = {}) {
+    super();
+    this.options = { ...DEFAULTS, ...options };
+    this.id = null;
+    this.room = null;
+    this.url = null;
+    /** "new" | "joining" | "open" | "reconnecting" | "closed" */
+    this.state = "new";
+    this._ws = null;
+    this._zombie = null; // a socket given up on, closed once another one is welcomed
+    this._resume = null;
+    this._peers = new Map();
+    this._intents = [];
+    this._backlog = [];
+    this._timer = null;
+    this._lastHeard = 0;
+    this._lastPing = 0;
+  }
+
+  /** Creates a client and joins. Listeners added after it resolves miss the first peer-joined
+   * events (read peers() instead, or construct, listen, then call join()). */
+  static async join(url, room, options) {
+    const client = new Politely(options);
+    await client.join(url, room);
+    return client;
+  }
+
+  /** `ws(s)://<this page's host>/ws`. */
+  static defaultUrl() {
+    return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+  }
+
+  on(name, fn) {
+    const listener = (e) => fn(e.detail);
+    this.addEventListener(name, listener);
+    return () => this.removeEventListener(name, listener);
+  }
+
+  _emit(name, detail = {}) {
+    if (this.options.debug) console.debug("politely", name, detail);
+    this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+
+  _fail(peer, error, during) {
+    this._emit("error", { peer: peer?.id, error, during, message: String(error?.message ?? error) });
+  }
+
+  // ------------------------------------------------------------------ signaling connection
+
+  /** Connects, joins `room` and resolves once welcomed; rejects if the server refuses. */
+  async join(url, room) {
+    if (this.state !== "new") throw new Error("join() can be called once per client");
+    this.url = url;
+    this.room = room;
+    this.state = "joining";
+    try {
+      await this._connect(null, true);
+    } catch (e) {
+      this.state = "closed";
+      throw e;
+    }
+    this._timer = setInterval(() => this._tick(), 1000);
+    return this;
+  }
+
+  /** Opens a WebSocket and sends `join` (with `resume` if given). The welcome is handled
+   * inside the message handler, before any later frame of the same socket. */
+  _connect(resume, first) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.url, SUBPROTOCOL);
+      let settled = false;
+      const fail = (error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        detach(ws);
+        ws.close();
+        reject(error);
+      };
+      const timer = setTimeout(() => fail(new Error("no welcome in time")), this.options.joinTimeout);
+      ws.onopen = () =>
+        ws.send(JSON.stringify({ type: "join", room: this.room, token: this.options.token, resume: resume ?? undefined }));
+      ws.onmessage = ({ data }) => {
+        const msg = parse(data);
+        if (msg?.type === "error") {
+          // A refused join: the server keeps the socket open, we do not.
+          const error = new Error(`${msg.code}: ${msg.message}`);
+          error.code = msg.code;
+          fail(error);
+        } else if (msg?.type === "welcome" && !settled) {
+          settled = true;
+          clearTimeout(timer);
+          if (this.state === "closed") {
+            // leave() was called while this attempt was under way.
+            ws.send(JSON.stringify({ type: "leave" }));
+            detach(ws);
+            ws.close(1000);
+            reject(new Error("left"));
+            return;
+          }
+          this._adopt(ws);
+          this._welcomed(msg, first);
+          resolve(msg);
+        }
+      };
+      ws.onerror = () => {}; // a close event follows
+      ws.onclose = (e) => fail(new Error(`the connection closed before the welcome (${e.code})`));
+    });
+  }
+
+  _adopt(ws) {
+    this._ws = ws;
+    this._lastHeard = this._lastPing = Date.now();
+    ws.onmessage = ({ data }) => {
+      this._lastHeard = Date.now();
+      this._frame(data);
+    };
+    ws.onclose = (e) => this._lost(`the server closed the connection (${e.code}${e.reason ? ` ${e.reason}` : ""})`, e.code);
+    if (this._zombie) {
+      // The resume took the slot over; the server closes the old connection (4001) anyway.
+      this._zombie.close();
+      this._zombie = null;
+    }
+  }
+
+  _welcomed(msg, first) {
+    this._resume = msg.resume;
+    this.state = "open";
+    const listed = Array.isArray(msg.peers) ? msg.peers : [];
+    if (first) {
+      this.id = msg.id;
+      this._emit("joined", { id: this.id, room: this.room, peers: listed.map((p) => p.id) });
+    } else if (msg.resumed) {
+      for (const id of [...this._peers.keys()]) if (!listed.some((p) => p.id === id)) this._removePeer(id);
+      for (const frame of this._backlog.splice(0)) this._ws.send(frame);
+      // What waited for the signaling gets a full watchdog period again.
+      const now = performance.now();
+      for (const { conn } of this._peers.values()) {
+        conn.signalingSince = now;
+        conn.transportSince = null;
+        if (conn.gatherWait) conn.gatherWait.since = now;
+      }
+    } else {
+      // A new id (the grace period was over): every relationship starts over, and what was
+      // queued for the old ones is moot. The peers see a newcomer.
+      this._backlog.length = 0;
+      for (const id of [...this._peers.keys()]) this._removePeer(id);
+      this.id = msg.id;
+    }
+    for (const p of listed) this._addPeer(p.id, p.polite);
+    if (!first) this._emit("reconnected", { resumed: msg.resumed === true, id: this.id });
+  }
+
+  /** The signaling connection is gone (or given up on): resume with backoff. */
+  _lost(reason, code) {
+    if (this.state !== "open") return;
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) {
+      detach(ws);
+      // Not closed: a close frame would be a leave, and the slot could not be resumed.
+      if (ws.readyState <= WebSocket.OPEN) this._zombie = ws;
+    }
+    if (code === 4001) return this._end("another connection resumed our id");
+    this.state = "reconnecting";
+    this._emit("signaling-lost", { reason, code });
+    this._reconnect();
+  }
+
+  async _reconnect() {
+    const deadline = Date.now() + this.options.reconnectFor;
+    let delay = 250;
+    while (this.state === "reconnecting") {
+      try {
+        await this._connect(this._resume, false);
+        return;
+      } catch (e) {
+        // A refusal (room full, bad token) will not go away by retrying.
+        if (e.code) return this._end(`the server refused to take us back: ${e.message}`);
+      }
+      if (this.state !== "reconnecting") return;
+      if (Date.now() + delay > deadline) return this._end("could not reconnect in time");
+      await sleep(delay * (0.75 + Math.random() / 2));
+      delay = Math.min(delay * 2, 5000);
+    }
+  }
+
+  _frame(text) {
+    const msg = parse(text);
+    switch (msg?.type) {
+      case "peer-joined":
+        return this._addPeer(msg.id, msg.polite);
+      case "peer-left":
+        return this._removePeer(msg.id);
+      case "signal": {
+        // Signals from peers we do not know (gone, or evicted) are dropped.
+        const peer = this._peers.get(msg.from);
+        if (peer) this._signal(peer, msg.data).catch((e) => this._fail(peer, e, "signal"));
+        return;
+      }
+      case "error":
+        return this._emit("error", { code: msg.code, message: msg.message, peer: msg.peer });
+      default:
+        // pong, a stray welcome, and frame types a newer server may add.
+        return;
+    }
+  }
+
+  _send(peer, conn, data) {
+    conn.sent = true;
+    const frame = JSON.stringify({ type: "signal", to: peer.id, data: { connectionId: conn.id, ...data } });
+    if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) {
+      this._ws.send(frame);
+    } else if (this.state === "reconnecting") {
+      if (this._backlog.length >= BACKLOG) this._backlog.shift();
+      this._backlog.push(frame);
+    }
+  }
+
+  /** Once a second: keepalive and the negotiation watchdog. */
+  _tick() {
+    if (this.state === "open" && this._ws) {
+      const now = Date.now();
+      if (now - this._lastHeard > this.options.pingTimeout) {
+        // A half-open connection: the browser may not notice for minutes.
+        this._lost("nothing heard from the server", null);
+      } else if (now - this._lastPing >= this.options.pingInterval) {
+        this._lastPing = now;
+        this._ws.send(JSON.stringify({ type: "ping" }));
+      }
+    }
+    // Without signaling no negotiation can progress; the clocks restart on the resume.
+    if (this.state !== "open") return;
+    const now = performance.now();
+    for (const peer of [...this._peers.values()]) this._watch(peer, now);
+  }
+
+  /** Says bye to every peer, leaves the room and closes. */
+  async leave() {
+    if (this.state === "closed") return;
+    if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) {
+      for (const peer of this._peers.values()) if (!peer.conn.closed) this._send(peer, peer.conn, { bye: true });
+      this._ws.send(JSON.stringify({ type: "leave" }));
+    }
+    this._end("left");
+  }
+
+  _end(reason) {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    clearInterval(this._timer);
+    for (const peer of this._peers.values()) this._closeConn(peer, peer.conn);
+    this._peers.clear();
+    this._backlog.length = 0;
+    for (const ws of [this._ws, this._zombie]) {
+      if (!ws) continue;
+      detach(ws);
+      ws.close(1000);
+    }
+    this._ws = this._zombie = null;
+    this._emit("closed", { reason });
+  }
+
+  // ------------------------------------------------------------------ peers and connections
+
+  _addPeer(id, polite) {
+    if (typeof id !== "string" || id === this.id || this._peers.has(id)) return;
+    const peer = {
+      id,
+      // Whether WE are polite toward this peer, as the server says (lower id is polite).
+      polite: typeof polite === "boolean" ? polite : this.id < id,
+      conn: null,
+      counters: newCounters(),
+      retired: [],
+      held: new Map(),
+      streak: 0, // watchdog replacements since the last connected state
+    };
+    this._peers.set(id, peer);
+    this._newConn(peer, randomId());
+    this._emit("peer-joined", { peer: id, polite: peer.polite });
+  }
+
+  _removePeer(id) {
+    const peer = this._peers.get(id);
+    if (!peer) return;
+    this._peers.delete(id);
+    this._closeConn(peer, peer.conn);
+    this._intents = this._intents.filter((i) => i.peer !== id);
+    this._emit("peer-left", { peer: id });
+  }
+
+  _retire(peer, id) {
+    if (peer.retired.length >= RETIRED) peer.retired.shift();
+    peer.retired.push(id);
+  }
+
+  /** A new RTCPeerConnection for `peer`, bound to connection id `id`, with the intents replayed. */
+  _newConn(peer, id) {
+    const o = this.options;
+    const pc = new RTCPeerConnection({
+      // One transport for everything: the native side bundles, and candidates then belong to
+      // the first m-section only.
+      bundlePolicy: "max-bundle",
+      ...o.rtcConfig,
+      iceServers: o.iceServers ?? o.rtcConfig?.iceServers ?? [],
+    });
+    const now = performance.now();
+    const conn = {
+      id,
+      pc,
+      sent: false, // we sent a message carrying this id
+      heard: false, // a message carrying this id arrived
+      closed: false,
+      // The W3C pattern's flags.
+      makingOffer: false,
+      ignoreOffer: false,
+      isSettingRemoteAnswerPending: false,
+      // Set when an offer is ignored, cleared once the next remote description is applied
+      // (the newest WPT helper's ignoreIceCandidateFailures: candidates of the ignored offer
+      // can fail after `ignoreOffer` was already recomputed by a later message).
+      ignoreCandidateFailures: false,
+      yielded: 0, // colliding offers accepted (polite); an offer made meanwhile is not sent
+      nextOfferId: 0,
+      pendingOfferId: null,
+      srdStarted: false,
+      expectedUfrag: null, // ufrag of the last description passed to setRemoteDescription
+      remoteUfrag: null, // ufrag of the applied remote description
+      oldUfrags: new Set(), // replaced remote ICE generations
+      stash: [], // remote candidates waiting for the description they belong to
+      localUfrag: null, // of the last negotiated local description
+      gathered: new Set(), // ufrags we have gathered candidates for
+      gatherWait: null, // {ufrag, since}: a local description waiting for its first candidate
+      channels: new Map(), // RTCDataChannel -> "local" | "remote" (the hidden one excluded)
+      hidden: null,
+      remoteTracks: new Map(), // MediaStreamTrack -> RTCRtpTransceiver
+      signalingSince: now,
+      transportSince: null,
+      channelSince: null, // since when a channel has been "connecting" on a connected transport
+      transportStrikes: 0,
+      disconnectedSince: null,
+      watchdogMs: o.watchdogTimeout * Math.min(2 ** peer.streak, 8) * (1 + Math.random() / 2),
+    };
+    peer.conn = conn;
+    const live = () => !conn.closed && peer.conn === conn;
+
+    pc.onnegotiationneeded = async () => {
+      if (!live()) return;
+      const yielded = conn.yielded;
+      try {
+        conn.makingOffer = true;
+        await pc.setLocalDescription();
+        // If we yielded to a remote offer meanwhile, the SRD queued behind this SLD rolls our
+        // offer back: sending it would only make the impolite peer ignore it.
+        if (!live() || conn.yielded !== yielded || pc.signalingState !== "have-local-offer") return;
+        conn.pendingOfferId = ++conn.nextOfferId;
+        peer.counters.offers++;
+        this._send(peer, conn, { description: pc.localDescription.toJSON(), offerId: conn.pendingOfferId });
+        this._expectGathering(conn);
+      } catch (e) {
+        if (live()) this._fail(peer, e, "offer");
+      } finally {
+        conn.makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (!live()) return;
+      let data = null;
+      if (candidate) {
+        data = candidate.toJSON();
+        data.usernameFragment ??= candidate.usernameFragment;
+        conn.gathered.add(candidate.usernameFragment);
+        if (conn.gatherWait && (candidate.usernameFragment ?? conn.gatherWait.ufrag) === conn.gatherWait.ufrag) {
+          conn.gatherWait = null;
+        }
+      }
+      this._send(peer, conn, { candidate: data }); // null: end of candidates, as the W3C example sends it
+    };
+    pc.onicegatheringstatechange = () => {
+      if (pc.iceGatheringState === "complete") conn.gatherWait = null;
+    };
+    pc.onsignalingstatechange = () => {
+      conn.signalingSince = performance.now();
+    };
+    pc.oniceconnectionstatechange = () => {
+      // A failed ICE transport needs new credentials; restartIce() renegotiates (MDN, webrtc-pc).
+      if (live() && pc.iceConnectionState === "failed") pc.restartIce();
+    };
+    pc.onconnectionstatechange = () => {
+      if (!live()) return;
+      const state = pc.connectionState;
+      this._emit("connection-state", { peer: peer.id, state });
+      if (state === "connected") {
+        conn.transportSince = null;
+        conn.transportStrikes = 0;
+        peer.streak = 0;
+        this._emit("connected", { peer: peer.id });
+      } else if (state === "disconnected" || state === "failed" || state === "closed") {
+        this._emit("disconnected", { peer: peer.id, state });
+      }
+    };
+    pc.ondatachannel = ({ channel }) => {
+      if (live()) this._wireChannel(peer, conn, channel, "remote");
+    };
+    pc.ontrack = ({ track, streams, transceiver }) => {
+      if (!live()) return;
+      // A track is gone when its transceiver stops receiving (checked after each exchange),
+      // not on its streams' `removetrack`: Chromium removes and re-adds remote tracks while a
+      // rollback restores the streams, and the track has not gone anywhere.
+      conn.remoteTracks.set(track, transceiver);
+      this._emit("track", { peer: peer.id, track, streams, transceiver });
+    };
+
+    for (const intent of this._intents) {
+      if (intent.peer === null || intent.peer === peer.id) this._apply(peer, conn, intent);
+    }
+    return conn;
+  }
+
+  /** Closes a connection; what the application saw open on it is reported closed. */
+  _closeConn(peer, conn) {
+    if (conn.closed) return;
+    conn.closed = true;
+    for (const [channel] of conn.channels) {
+      if (channel.readyState === "open") this._emit("channel-closed", { peer: peer.id, label: channel.label, channel });
+    }
+    conn.channels.clear();
+    for (const [track] of conn.remoteTracks) this._emit("track-removed", { peer: peer.id, track });
+    conn.remoteTracks.clear();
+    conn.pc.close();
+  }
+
+  /** Replaces the peer's connection by a new one bound to `id`. */
+  _replace(peer, id, reason) {
+    const old = peer.conn;
+    this._closeConn(peer, old);
+    this._retire(peer, old.id);
+    this._newConn(peer, id);
+    if (reason) {
+      peer.counters.replaced++;
+      this._emit("replaced", { peer: peer.id, reason, old: old.id, new: id });
+    }
+  }
+
+  _wireChannel(peer, conn, channel, origin) {
+    channel.binaryType = "arraybuffer";
+    conn.channels.set(channel, origin);
+    const live = () => !conn.closed && peer.conn === conn;
+    channel.onopen = () => {
+      if (!live()) return;
+      this._emit("channel", { peer: peer.id, label: channel.label, channel, origin });
+      if (origin === "local") {
+        const held = peer.held.get(channel.label);
+        peer.held.delete(channel.label);
+        for (const data of held ?? []) channel.send(data);
+      }
+    };
+    channel.onmessage = ({ data }) => {
+      if (live()) this._emit("message", { peer: peer.id, label: channel.label, data, channel });
+    };
+    channel.onclose = () => {
+      if (conn.channels.delete(channel) && live()) {
+        this._emit("channel-closed", { peer: peer.id, label: channel.label, channel });
+      }
+    };
+  }
+
+  _trackGone(peer, conn, track) {
+    if (peer.conn === conn && conn.remoteTracks.delete(track)) this._emit("track-removed", { peer: peer.id, track });
+  }
+
+  // ------------------------------------------------------------------ incoming signals
+
+  async _signal(peer, data) {
+    if (!data || typeof data !== "object" || typeof data.connectionId !== "string" || !data.connectionId) {
+      return this._fail(peer, new Error("a signal without a connectionId"), "signal");
+    }
+    const { connectionId: id, description, candidate } = data;
+    if (id !== peer.conn.id) {
+      // The native rule (politely-core `Engine::route`): another connection's message is
+      // ignored unless it is an offer, and an offer decides by what we know of ours.
+      const offer = description?.type === "offer" && description.sdp?.startsWith?.("v=0");
+      if (!offer || peer.retired.includes(id)) return;
+      const current = peer.conn;
+      if (current.heard) {
+        this._replace(peer, id, "remote-restarted"); // the peer restarted (a reload, a watchdog)
+      } else if (!current.sent) {
+        this._replace(peer, id, null); // first contact: nothing of ours to collide with
+      } else if (peer.polite) {
+        this._replace(peer, id, "collision"); // two brand-new connections: polite adopts theirs
+      } else {
+        this._retire(peer, id); // impolite keeps its own; the polite side adopts it
+        peer.counters.ignoredOffers++;
+        return;
+      }
+    }
+    const conn = peer.conn;
+    if (conn.closed) return;
+    conn.heard = true;
+    if (description != null) return this._description(peer, conn, description, data.offerId);
+    if (candidate !== undefined) return this._candidate(peer, conn, candidate);
+    if (data.bye === true) {
+      if (data.reconnect === true) {
+        // The remote's watchdog gave up and has nothing to offer: we open the new connection.
+        this._replace(peer, randomId(), "remote-requested");
+      } else {
+        this._closeConn(peer, conn); // closed for good; an offer with a new id brings it back
+        this._emit("disconnected", { peer: peer.id, state: "closed" });
+      }
+    }
+  }
+
+  async _description(peer, conn, description, offerId) {
+    const { pc } = conn;
+    const counters = peer.counters;
+    const live = () => !conn.closed && peer.conn === conn;
+    const { type, sdp } = description;
+    if ((type !== "offer" && type !== "answer") || typeof sdp !== "string") {
+      return this._fail(peer, new Error(`unsupported description: ${type}`), "signal");
+    }
+    if (type === "offer") {
+      counters.offersReceived++;
+    } else if (
+      pc.signalingState !== "have-local-offer" ||
+      conn.isSettingRemoteAnswerPending ||
+      (Number.isInteger(offerId) && conn.pendingOfferId !== null && offerId !== conn.pendingOfferId)
+    ) {
+      // A duplicate answer, or one for an offer we no longer have: applying it would fail
+      // with "Called in wrong state: stable" (simple-peer #898) or corrupt the exchange.
+      counters.staleDescriptions++;
+      return;
+    }
+
+    // W3C webrtc-pc "Perfect Negotiation Example".
+    const readyForOffer = !conn.makingOffer && (pc.signalingState === "stable" || conn.isSettingRemoteAnswerPending);
+    const offerCollision = type === "offer" && !readyForOffer;
+    conn.ignoreOffer = !peer.polite && offerCollision;
+    if (conn.ignoreOffer) {
+      counters.ignoredOffers++;
+      conn.ignoreCandidateFailures = true;
+      return;
+    }
+    if (offerCollision) {
+      counters.rollbacks++;
+      conn.yielded++;
+      // Rolling back a brand-new connection's first offer discards its transport, and with
+      // it the candidates gathered so far: the answer must gather afresh.
+      if (!pc.currentLocalDescription) conn.gathered.clear();
+    }
+    conn.isSettingRemoteAnswerPending = type === "answer";
+    conn.srdStarted = true;
+    conn.expectedUfrag = ufragOf(sdp);
+    try {
+      await pc.setRemoteDescription({ type, sdp }); // the polite side rolls back implicitly
+    } catch (e) {
+      if (!live()) return;
+      conn.expectedUfrag = conn.remoteUfrag;
+      // Our offer was not sent (see onnegotiationneeded); without a rollback it would wait
+      // for an answer that never comes.
+      if (offerCollision && pc.signalingState === "have-local-offer") {
+        pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+      }
+      return this._fail(peer, e, `set remote ${type}`);
+    } finally {
+      conn.isSettingRemoteAnswerPending = false;
+    }
+    if (!live()) return;
+    this._afterRemoteDescription(peer, conn);
+    if (type === "answer") {
+      conn.pendingOfferId = null;
+      counters.answersApplied++;
+      return this._negotiated(peer, conn, true);
+    }
+    conn.pendingOfferId = null; // whatever offer we had is rolled back
+    try {
+      await pc.setLocalDescription();
+      if (!live() || pc.localDescription?.type !== "answer") return;
+      counters.answers++;
+      const answer = { description: pc.localDescription.toJSON() };
+      // The answer repeats the offer's number: the native side's stale-answer guard.
+      if (Number.isInteger(offerId)) answer.offerId = offerId;
+      this._send(peer, conn, answer);
+      this._expectGathering(conn);
+      this._negotiated(peer, conn, false);
+    } catch (e) {
+      if (live()) this._fail(peer, e, "answer");
+    }
+  }
+
+  /** A remote description was applied: ICE generations, stashed candidates, suppression. */
+  _afterRemoteDescription(peer, conn) {
+    const ufrag = ufragOf(conn.pc.remoteDescription?.sdp);
+    if (conn.remoteUfrag && ufrag !== conn.remoteUfrag) conn.oldUfrags.add(conn.remoteUfrag);
+    conn.remoteUfrag = conn.expectedUfrag = ufrag;
+    conn.ignoreCandidateFailures = false;
+    const keep = [];
+    for (const candidate of conn.stash.splice(0)) {
+      const u = candidate.usernameFragment ?? null;
+      if (u === null || u === ufrag) this._addCandidate(peer, conn, candidate);
+      else if (!conn.oldUfrags.has(u)) keep.push(candidate);
+    }
+    conn.stash = keep;
+  }
+
+  /** An offer/answer exchange completed. */
+  _negotiated(peer, conn, localOffer) {
+    const ufrag = ufragOf(conn.pc.currentLocalDescription?.sdp);
+    if (conn.localUfrag && ufrag && ufrag !== conn.localUfrag) peer.counters.restarts++;
+    if (ufrag) conn.localUfrag = ufrag;
+    // A remote track whose transceiver no longer receives is gone, streams or not.
+    for (const [track, transceiver] of conn.remoteTracks) {
+      const direction = transceiver.currentDirection;
+      if (direction !== "sendrecv" && direction !== "recvonly") this._trackGone(peer, conn, track);
+    }
+    this._emit("negotiated", { peer: peer.id, localOffer, counters: { ...peer.counters } });
+  }
+
+  async _candidate(peer, conn, candidate) {
+    // End of candidates (null, or "" for one m-section): Chrome needs nothing for it.
+    if (candidate === null || candidate?.candidate === "") return;
+    if (typeof candidate !== "object" || typeof candidate.candidate !== "string") {
+      return this._fail(peer, new Error("a malformed candidate"), "signal");
+    }
+    const ufrag = typeof candidate.usernameFragment === "string" ? candidate.usernameFragment : null;
+    if (ufrag !== null && conn.oldUfrags.has(ufrag)) {
+      peer.counters.oldGenerationCandidates++;
+      return;
+    }
+    // Candidates that belong to no description passed to setRemoteDescription (those of an
+    // ignored offer, or any before the first description) are kept by ufrag, as twilio's
+    // IceBox does: a native polite peer that rolls its offer back answers with the same
+    // credentials and does not trickle them again, so they are needed later.
+    if (!conn.srdStarted || (ufrag !== null && ufrag !== conn.expectedUfrag)) {
+      return this._stash(peer, conn, candidate);
+    }
+    await this._addCandidate(peer, conn, candidate);
+  }
+
+  async _addCandidate(peer, conn, candidate) {
+    try {
+      await conn.pc.addIceCandidate(candidate);
+    } catch (e) {
+      if (conn.closed || peer.conn !== conn) return;
+      // Judge by ICE generation, not by ignoreOffer alone: a candidate whose ufrag is not the
+      // applied description's belongs to another description, which is not an error.
+      const ufrag = candidate.usernameFragment ?? null;
+      if (ufrag !== null && ufrag !== ufragOf(conn.pc.remoteDescription?.sdp)) {
+        if (conn.oldUfrags.has(ufrag)) peer.counters.oldGenerationCandidates++;
+        else this._stash(peer, conn, candidate);
+      } else if (conn.ignoreCandidateFailures) {
+        peer.counters.suppressedCandidates++;
+      } else {
+        this._fail(peer, e, "add candidate");
+      }
+    }
+  }
+
+  _stash(peer, conn, candidate) {
+    if (conn.stash.length >= STASH) conn.stash.shift();
+    conn.stash.push(candidate);
+    peer.counters.bufferedCandidates++;
+  }
+
+  // ------------------------------------------------------------------ watchdog
+
+  /** After a local description: its first candidate is due (see `_watch`). */
+  _expectGathering(conn) {
+    const ufrag = ufragOf(conn.pc.localDescription?.sdp);
+    if (!ufrag || conn.gathered.has(ufrag) || conn.pc.iceGatheringState === "complete") return;
+    if (conn.gatherWait?.ufrag !== ufrag) conn.gatherWait = { ufrag, since: performance.now() };
+  }
+
+  _watch(peer, now) {
+    const conn = peer.conn;
+    if (conn.closed) return;
+    const { pc } = conn;
+    const limit = conn.watchdogMs;
+    // "disconnected" can take ~30 s to become "failed"; new credentials may find a path sooner.
+    if (pc.iceConnectionState === "disconnected") {
+      conn.disconnectedSince ??= now;
+      if (now - conn.disconnectedSince > this.options.disconnectedRestart) {
+        conn.disconnectedSince = Infinity; // once per episode
+        pc.restartIce();
+      }
+    } else {
+      conn.disconnectedSince = null;
+    }
+    if (pc.signalingState !== "stable" && now - conn.signalingSince > limit) {
+      return this._watchdogReplace(peer, "negotiation-stalled");
+    }
+    // Chromium sometimes never gathers again after a rollback on a brand-new connection.
+    if (conn.gatherWait && now - conn.gatherWait.since > limit) {
+      return this._watchdogReplace(peer, "gathering-stalled");
+    }
+    // A data channel that stays "connecting" on a connected transport never opens (seen in
+    // Chromium, rarely, on a brand-new connection after glare): a new connection recovers.
+    const stuck = pc.connectionState === "connected" && [...conn.channels.keys()].some((c) => c.readyState === "connecting");
+    if (!stuck) conn.channelSince = null;
+    else if (now - (conn.channelSince ??= now) > limit) return this._watchdogReplace(peer, "channel-stalled");
+    const waiting = pc.signalingState === "stable" && pc.currentRemoteDescription && pc.connectionState !== "connected";
+    if (!waiting) {
+      conn.transportSince = null;
+      return;
+    }
+    conn.transportSince ??= now;
+    if (now - conn.transportSince <= limit) return;
+    if (conn.transportStrikes++ === 0) {
+      peer.counters.watchdog++;
+      this._emit("watchdog", { peer: peer.id, cause: "transport-stalled", recovery: "restart-ice" });
+      conn.transportSince = now;
+      pc.restartIce();
+    } else {
+      this._watchdogReplace(peer, "transport-stalled");
+    }
+  }
+
+  _watchdogReplace(peer, cause) {
+    peer.counters.watchdog++;
+    peer.counters.watchdogReplacements++;
+    peer.streak++;
+    this._emit("watchdog", { peer: peer.id, cause, recovery: "new-connection" });
+    if (!this._intents.some((i) => i.peer === null || i.peer === peer.id)) {
+      // An offer needs something to offer: ask the remote to open the new connection; our
+      // fresh one adopts its id on first contact.
+      this._send(peer, peer.conn, { bye: true, reconnect: true });
+    }
+    this._replace(peer, randomId(), "watchdog");
+  }
+
+  // ------------------------------------------------------------------ application API
+
+  /** [{id, polite, connectionId, connectionState}] for every peer in the room. */
+  peers() {
+    return [...this._peers.values()].map((p) => ({
+      id: p.id,
+      polite: p.polite,
+      connectionId: p.conn.id,
+      connectionState: p.conn.pc.connectionState,
+    }));
+  }
+
+  /** The current RTCPeerConnection with a peer (for inspection; do not negotiate on it). */
+  connection(peerId) {
+    return this._peers.get(peerId)?.conn.pc ?? null;
+  }
+
+  _targets(peerId) {
+    if (peerId == null || peerId === "*") return [...this._peers.values()];
+    const peer = this._peers.get(peerId);
+    if (!peer) throw new Error(`no peer ${peerId} in the room`);
+    return [peer];
+  }
+
+  /** Records an intent and carries it out on the targets' current connections. */
+  _intend(peerId, intent) {
+    intent.peer = peerId == null || peerId === "*" ? null : peerId;
+    const targets = this._targets(intent.peer);
+    this._intents.push(intent);
+    return targets.map((peer) => this._apply(peer, peer.conn, intent));
+  }
+
+  _apply(peer, conn, intent) {
+    const { pc } = conn;
+    if (conn.closed) return undefined;
+    try {
+      if (intent.kind !== "channel" && this.options.dataSection && !conn.hidden && !pc.localDescription && !pc.remoteDescription) {
+        conn.hidden = pc.createDataChannel("politely", { negotiated: true, id: DATA_SECTION_STREAM });
+      }
+      switch (intent.kind) {
+        case "channel": {
+          const channel = pc.createDataChannel(intent.label, intent.options);
+          this._wireChannel(peer, conn, channel, "local");
+          return channel;
+        }
+        case "track":
+          return pc.addTrack(intent.track, ...intent.streams);
+        case "transceiver": {
+          const t = pc.addTransceiver(intent.trackOrKind, intent.init);
+          if (intent.glare) (conn.glare ??= new Set()).add(t);
+          return t;
+        }
+      }
+    } catch (e) {
+      this._fail(peer, e, intent.kind);
+    }
+    return undefined;
+  }
+
+  /** Creates a data channel toward one peer, or every peer (null). Returns the channels made now. */
+  createDataChannel(peerId, label, options = {}) {
+    return this._intend(peerId, { kind: "channel", label: String(label), options: { ...options } });
+  }
+
+  /** Adds a track toward one peer or every peer; renegotiates. Returns the senders made now. */
+  addTrack(peerId, track, ...streams) {
+    return this._intend(peerId, { kind: "track", track, streams });
+  }
+
+  /** Stops sending `track` to one peer or every peer; renegotiates. */
+  removeTrack(peerId, track) {
+    const all = peerId == null || peerId === "*";
+    const targets = this._targets(peerId);
+    const intents = [];
+    for (const intent of this._intents) {
+      if (intent.kind !== "track" || intent.track !== track) {
+        intents.push(intent);
+      } else if (!all && intent.peer === null) {
+        // A room-wide track removed for one peer stays for the others (those present now).
+        for (const p of this._peers.values()) if (p.id !== peerId) intents.push({ ...intent, peer: p.id });
+      } else if (!all && intent.peer !== peerId) {
+        intents.push(intent);
+      }
+    }
+    this._intents = intents;
+    for (const peer of targets) {
+      if (peer.conn.closed) continue;
+      for (const sender of peer.conn.pc.getSenders()) if (sender.track === track) peer.conn.pc.removeTrack(sender);
+    }
+  }
+
+  /** Adds a transceiver (a kind or a track) toward one peer or every peer. */
+  addTransceiver(peerId, trackOrKind, init = {}) {
+    return this._intend(peerId, { kind: "transceiver", trackOrKind, init: { ...init } });
+  }
+
+  /** Restarts ICE with one peer or every peer (W3C restartIce: it persists until satisfied). */
+  restartIce(peerId) {
+    for (const peer of this._targets(peerId)) if (!peer.conn.closed) peer.conn.pc.restartIce();
+  }
+
+  /** Makes a change that needs an offer on every connection in the same task, so that a peer
+   * doing the same at the same moment collides with us everywhere. `kind`: "audio" | "video"
+   * (a transceiver), "restart" (an ICE restart), or nothing: as `politely join`'s `/glare`,
+   * an audio then a video transceiver, then flips of their directions, so that any number of
+   * rounds keeps the connection the same size. */
+  provokeGlare(kind) {
+    for (const peer of [...this._peers.values()]) {
+      if (kind === "restart") {
+        this.restartIce(peer.id);
+      } else if (kind) {
+        this.addTransceiver(peer.id, kind, { direction: "sendrecv" });
+      } else {
+        const conn = peer.conn;
+        // Only transceivers made here change: the application's own tracks are left alone.
+        const ours = conn.closed ? [] : conn.pc.getTransceivers().filter((t) => conn.glare?.has(t) && !t.stopped);
+        if (ours.length < GLARE_TRANSCEIVERS) {
+          const kind = ours.length === 0 ? "audio" : "video";
+          this._intend(peer.id, { kind: "transceiver", trackOrKind: kind, init: { direction: "sendrecv" }, glare: true });
+        } else {
+          peer.glares = (peer.glares ?? 0) + 1;
+          const t = ours[peer.glares % ours.length];
+          t.direction = t.direction === "sendrecv" ? "recvonly" : "sendrecv";
+        }
+      }
+    }
+  }
+
+  /** Sends on `label` to every peer; returns how many peers it went (or is held) for. */
+  send(label, data) {
+    let count = 0;
+    for (const peer of this._peers.values()) if (this.sendTo(peer.id, label, data)) count++;
+    return count;
+  }
+
+  /** Sends on our own channel labelled `label` to one peer (as native join does: each side
+   * writes on its own `chat`, reads on both). A message for a channel that is still opening
+   * is held until it opens; without a channel of ours, an open one of theirs is used. */
+  sendTo(peerId, label, data) {
+    const peer = this._peers.get(peerId);
+    if (!peer || peer.conn.closed) return false;
+    const channels = [...peer.conn.channels];
+    const ours = channels.find(([c, origin]) => origin === "local" && c.label === label)?.[0];
+    try {
+      if (ours?.readyState === "open") {
+        ours.send(data);
+        return true;
+      }
+      if (this._intents.some((i) => i.kind === "channel" && i.label === label && (i.peer === null || i.peer === peerId))) {
+        const held = peer.held.get(label) ?? [];
+        if (held.length >= HELD) held.shift();
+        held.push(data);
+        peer.held.set(label, held);
+        return true;
+      }
+      const theirs = channels.find(([c, origin]) => origin === "remote" && c.label === label && c.readyState === "open")?.[0];
+      if (theirs) {
+        theirs.send(data);
+        return true;
+      }
+    } catch (e) {
+      this._fail(peer, e, "send");
+    }
+    return false;
+  }
+
+  /** Per peer: state of its current connection and the negotiation counters (test hook). */
+  stats() {
+    const out = {};
+    for (const peer of this._peers.values()) {
+      const { pc } = peer.conn;
+      out[peer.id] = {
+        connectionId: peer.conn.id,
+        polite: peer.polite,
+        signalingState: pc.signalingState,
+        // Stable, with no offer being made and no answer being applied: nothing in flight.
+        settled: pc.signalingState === "stable" && !peer.conn.makingOffer && !peer.conn.isSettingRemoteAnswerPending,
+        connectionState: pc.connectionState,
+        iceConnectionState: pc.iceConnectionState,
+        iceGatheringState: pc.iceGatheringState,
+        mids: pc.getTransceivers().map((t) => t.mid).filter((mid) => mid != null).sort(byMid),
+        sectionMids: midsOf(pc.currentLocalDescription?.sdp),
+        channels: [...peer.conn.channels.keys()].filter((c) => c.readyState === "open").map((c) => c.label).sort(),
+        channelStates: [...peer.conn.channels].map(([c, origin]) => `${c.label}:${origin}:${c.id}:${c.readyState}`),
+        localUfrag: ufragOf(pc.currentLocalDescription?.sdp),
+        remoteUfrag: ufragOf(pc.currentRemoteDescription?.sdp),
+        counters: { ...peer.counters },
+      };
+    }
+    return out;
+  }
+}
+
+export default Politely;

@@ -1,0 +1,186 @@
+// The browser tests' harness: a politely server, Chromium pages on it, and native
+// `politely join` peers driven over stdin.
+
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+export const BIN = process.env.POLITELY_BIN ?? fileURLToPath(new URL("../../target/release/politely", import.meta.url));
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+/** Lines of a child's stream, with waiters for the next line that matches. */
+class Lines {
+  constructor(stream) {
+    this.all = [];
+    this.waiters = [];
+    createInterface({ input: stream }).on("line", (line) => {
+      this.all.push(line);
+      this.waiters = this.waiters.filter((w) => !w(line));
+    });
+  }
+
+  /** The first line from index `from` on that `pick` maps to something, within `ms`. */
+  next(pick, { from = 0, ms = 10_000, what = "a line" } = {}) {
+    for (const line of this.all.slice(from)) {
+      const hit = pick(line);
+      if (hit !== undefined && hit !== null && hit !== false) return Promise.resolve(hit);
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`timed out waiting for ${what}; last lines:\n${this.all.slice(-15).join("\n")}`));
+      }, ms);
+      const waiter = (line) => {
+        const hit = pick(line);
+        if (hit === undefined || hit === null || hit === false) return false;
+        clearTimeout(timer);
+        resolve(hit);
+        return true;
+      };
+      this.waiters.push(waiter);
+    });
+  }
+}
+
+/** `politely serve` on 127.0.0.1 with a port of its choosing. */
+export async function startServer() {
+  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  const out = new Lines(child.stdout);
+  new Lines(child.stderr);
+  const addr = await out.next((l) => /^listening on (\S+)/.exec(l)?.[1], { what: "the server's address" });
+  return {
+    origin: `http://${addr}`,
+    ws: `ws://${addr}/ws`,
+    async stop() {
+      child.kill("SIGTERM");
+      await new Promise((resolve) => child.once("exit", resolve));
+    },
+  };
+}
+
+/** A native peer: `politely join` with stdin lines as commands and chat. */
+export class Native {
+  constructor(ws, room) {
+    this.child = spawn(BIN, ["join", ws, room], {
+      stdio: ["pipe", "pipe", "pipe"],
+      env: { ...process.env, RUST_LOG: "warn" },
+    });
+    this.out = new Lines(this.child.stdout);
+    this.err = new Lines(this.child.stderr);
+    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
+  }
+
+  async id() {
+    return this.err.next((l) => /^politely: joined \S+ as (\S+)/.exec(l)?.[1], { what: "the native peer's id" });
+  }
+
+  send(line) {
+    this.child.stdin.write(`${line}\n`);
+  }
+
+  /** The next chat message `<from>: <text>` printed, from stdout line index `from` on. */
+  message(from, text, ms = 10_000) {
+    return this.out.next((l) => l === `${from}: ${text}`, { what: `"${from}: ${text}" at the native peer`, ms });
+  }
+
+  /** Every connection's state, from `/stats`. */
+  async stats() {
+    const start = this.err.all.length;
+    this.send("/stats");
+    await this.err.next((l) => l === "politely: stats end", { from: start, what: "the native stats" });
+    const out = {};
+    for (const line of this.err.all.slice(start)) {
+      const m = /^politely: stats (\{.*\})$/.exec(line);
+      if (m) {
+        const s = JSON.parse(m[1]);
+        out[s.peer] = s;
+      }
+    }
+    return out;
+  }
+
+  async quit() {
+    this.send("/quit");
+    this.child.stdin.end();
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+/** Headless Chromium as the tests need it: loopback candidates, fake media, no background
+ * traffic toward hosts this machine cannot reach. */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--allow-loopback-in-peer-connection",
+      "--use-fake-ui-for-media-stream",
+      "--use-fake-device-for-media-stream",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-features=WebRtcHideLocalIpsWithMdns",
+    ],
+  });
+}
+
+/** A page of its own (one context per page, so the 500-connection limit is per page) with
+ * capture permission for the server's exact origin: without it Chromium gathers no candidate
+ * when only loopback exists. */
+export async function openPage(browser, origin, path = "/") {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  await context.grantPermissions(["camera", "microphone"], { origin });
+  const page = await context.newPage();
+  page.errors = [];
+  page.logs = [];
+  page.on("pageerror", (e) => page.errors.push(String(e)));
+  page.on("console", (m) => page.logs.push(`${m.type()}: ${m.text()}`));
+  await page.goto(`${origin}${path}`);
+  return page;
+}
+
+/** The demo page, joined to `room`; resolves to its peer id. */
+export async function joinDemo(page, room) {
+  await page.goto(`${page.url().split("?")[0].replace(/\/[^/]*$/, "/")}?room=${encodeURIComponent(room)}`);
+  await page.waitForFunction(() => window.politely?.client?.id, null, { timeout: 10_000 });
+  return page.evaluate(() => window.politely.client.id);
+}
+
+/** The browser's stats of its connection to `peer`. */
+export function browserStats(page, peer) {
+  return page.evaluate((peer) => window.politely.client?.stats()[peer] ?? null, peer);
+}
+
+/** Polls `check` until it returns something truthy, within `ms`. */
+export async function until(check, { ms = 10_000, what = "a condition", every = 2 } = {}) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last && last.ok !== false) return last;
+    await new Promise((r) => setTimeout(r, every));
+  }
+  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last?.detail ?? last)}`);
+}
+
+export function percentile(sorted, q) {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.round((sorted.length - 1) * q))];
+}
+
+export function summary(name, times) {
+  const sorted = [...times].sort((a, b) => a - b);
+  const f = (x) => x.toFixed(1);
+  return `${name}: n=${sorted.length}  p50 ${f(percentile(sorted, 0.5))} ms  p99 ${f(percentile(sorted, 0.99))} ms  max ${f(sorted.at(-1) ?? 0)} ms`;
+}

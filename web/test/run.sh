@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The browser tests: installs what they need (Debian's chromium, playwright-core from npm),
+# builds the politely binary, and runs the tests in a network namespace that has only `lo`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+npm ci --no-audit --no-fund --silent
+cargo build --release -p politely-cli --quiet
+
+# Only loopback: Chromium and every peer can reach nothing but this machine.
+exec unshare -n bash -c 'ip link set lo up && exec node --test --test-concurrency=1 browser.test.mjs'
