@@ -41,8 +41,8 @@ const glared = (s) => s.counters.rollbacks + s.counters.ignoredOffers;
 
 /** Both browsers' connections to each other: settled, connected, the same m-lines, both
  * chats open, on one connection id. */
-async function browsersConverged(a, aId, b, bId) {
-  const [sa, sb] = await Promise.all([browserStats(a, bId), browserStats(b, aId)]);
+async function browsersConverged(a, aId, b, bId, stats = browserStats) {
+  const [sa, sb] = await Promise.all([stats(a, bId), stats(b, aId)]);
   const ok =
     sa && sb && sa.settled && sb.settled &&
     sa.connectionState === "connected" && sb.connectionState === "connected" &&
@@ -141,16 +141,8 @@ test("Chromium to Chromium: connect, chat, glare on a live connection and on fre
         return c.id;
       }, { ws: server.ws, name });
     const [fa, fb] = await Promise.all([join(a), join(b)]);
-    const check = async () => {
-      const [sa, sb] = await Promise.all([
-        a.evaluate((p) => window.fresh.stats()[p] ?? null, fb),
-        b.evaluate((p) => window.fresh.stats()[p] ?? null, fa),
-      ]);
-      const ok =
-        sa && sb && sa.settled && sb.settled && sa.connectionState === "connected" && sb.connectionState === "connected" &&
-        sa.connectionId === sb.connectionId && same(sa.sectionMids, sb.sectionMids) && chats(sa) === 2 && chats(sb) === 2;
-      return { ok: Boolean(ok), sa, sb, detail: { sa, sb } };
-    };
+    const freshStats = (page, peer) => page.evaluate((p) => window.fresh.stats()[p] ?? null, peer);
+    const check = () => browsersConverged(a, fa, b, fb, freshStats);
     // Room for a watchdog recovery (a new connection after 8 to 12 s without progress).
     const done = await settle(check, `fresh round ${round}`, 40_000);
     fresh.push(performance.now() - start);
