@@ -22,9 +22,11 @@
 
 #![cfg_attr(not(test), warn(missing_docs))]
 
+mod envelope;
 mod message;
 pub mod signal;
 
+pub use envelope::signal_envelope;
 pub use message::{ClientMessage, CloseCode, ErrorCode, FrameError, PeerInfo, ServerMessage};
 
 /// The protocol version this crate speaks; the server reports it in `welcome`.

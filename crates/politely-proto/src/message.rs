@@ -201,6 +201,11 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down.
     GoingAway,
+    /// 1002: a malformed WebSocket frame (an unmasked client frame, a reserved bit or opcode, a
+    /// fragmented control frame).
+    ProtocolError,
+    /// 1007: a text frame that is not UTF-8.
+    InvalidUtf8,
     /// 1008: the connection kept sending refused frames (persistent abuse).
     PolicyViolation,
     /// 1009: a frame far above the size limit; it cannot be skipped, so the connection ends.
@@ -217,9 +222,11 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every close code the server sends.
-    pub const ALL: [CloseCode; 8] = [
+    pub const ALL: [CloseCode; 10] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidUtf8,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::Replaced,
@@ -233,6 +240,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidUtf8 => 1007,
             CloseCode::PolicyViolation => 1008,
             CloseCode::MessageTooBig => 1009,
             CloseCode::Replaced => 4001,
@@ -247,6 +256,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "left",
             CloseCode::GoingAway => "server-shutting-down",
+            CloseCode::ProtocolError => "protocol-error",
+            CloseCode::InvalidUtf8 => "invalid-utf8",
             CloseCode::PolicyViolation => "too-many-errors",
             CloseCode::MessageTooBig => "frame-too-large",
             CloseCode::Replaced => "replaced",

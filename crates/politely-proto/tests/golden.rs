@@ -143,6 +143,8 @@ fn close_codes_are_fixed() {
     let expected = [
         (1000, "left"),
         (1001, "server-shutting-down"),
+        (1002, "protocol-error"),
+        (1007, "invalid-utf8"),
         (1008, "too-many-errors"),
         (1009, "frame-too-large"),
         (4001, "replaced"),
@@ -150,6 +152,7 @@ fn close_codes_are_fixed() {
         (4003, "keepalive-timeout"),
         (4004, "join-timeout"),
     ];
+    assert_eq!(CloseCode::ALL.len(), expected.len());
     for (close, (code, reason)) in CloseCode::ALL.iter().zip(expected) {
         assert_eq!((close.code(), close.reason()), (code, reason));
         assert_eq!(CloseCode::from_code(code), Some(*close));

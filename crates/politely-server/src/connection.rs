@@ -1,17 +1,16 @@
-//! One task per WebSocket: it reads the client's frames, writes the client's queued frames in
-//! batches (one flush per wake-up, however many frames are queued), pings, and decides how the
-//! connection ends.
+//! One task per WebSocket: it reads the client's frames (every whole frame of a read, parsed in
+//! place), writes the client's queued frames in batches (one write per wake-up, however many
+//! frames are queued), pings, and decides how the connection ends.
 
 use crate::hub::{Hub, JoinError, Membership, Relay, Take};
 use crate::token::{self, TokenError};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{FutureExt, SinkExt};
+use crate::websocket::{self, FrameError, Message, Opcode, Reader, Role};
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -20,8 +19,8 @@ use tokio::time::Instant;
 enum End {
     /// The server closes with this code.
     Close(CloseCode),
-    /// The client sent a close frame: it left on purpose.
-    ClientClosed,
+    /// The client sent a close frame (with this code): it left on purpose.
+    ClientClosed(Option<u16>),
     /// The socket failed or reached EOF without a close frame: keep the slot for a resume.
     Dropped,
 }
@@ -71,41 +70,68 @@ struct Connection {
     /// Heard from the client since the last keepalive tick.
     heard: bool,
     last_heard: Instant,
-    batch: VecDeque<Utf8Bytes>,
+    /// Encoded frames on their way to the socket; swapped with the outbox's buffer, so the two
+    /// take turns and nothing is allocated per batch.
+    out: Vec<u8>,
     /// `{"type":"signal","from":"<id>","data":` for this peer, once joined.
     signal_prefix: String,
     /// Frames received and relayed since the shared counters were last updated (updated once
-    /// per batch of frames, not per frame).
+    /// per read, not per frame).
     received: u64,
     relayed: u64,
 }
 
-pub(crate) async fn run(hub: Arc<Hub>, mut ws: WebSocket) {
+/// Bytes of write buffer a connection keeps between bursts.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+/// Serves one WebSocket whose handshake is done; `early` holds bytes the client sent after its
+/// request.
+pub(crate) async fn run<S>(hub: Arc<Hub>, mut stream: S, early: Vec<u8>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     hub.metrics.connections.fetch_add(1, Relaxed);
     hub.metrics.connections_total.fetch_add(1, Relaxed);
     let now = Instant::now();
+    let config = &hub.config;
+    // A frame up to four times the limit is skipped and refused with an error frame; past that
+    // the connection ends (1009): a peer sending such frames is not a signaling client.
+    let mut reader = Reader::new(
+        Role::Server,
+        config.max_frame_bytes,
+        config.max_frame_bytes.saturating_mul(4),
+        config.read_buffer_bytes,
+    );
+    reader.buffer().extend_from_slice(&early);
     let mut conn = Connection {
         id: hub.next_connection(),
         waker: Arc::new(Notify::new()),
         member: None,
-        rate: hub
-            .config
+        rate: config
             .rate_limit
             .map(|r| Bucket::new(r.per_second, r.burst, now)),
-        strikes: Bucket::new(1.0, f64::from(hub.config.max_strikes), now),
+        strikes: Bucket::new(1.0, f64::from(config.max_strikes), now),
         limited: false,
         heard: false,
         last_heard: now,
-        batch: VecDeque::new(),
+        out: Vec::new(),
         signal_prefix: String::new(),
         received: 0,
         relayed: 0,
         hub,
     };
-    let end = conn.serve(&mut ws).await;
+    let end = conn.serve(&mut stream, &mut reader).await;
     conn.count();
-    conn.finish(&mut ws, end).await;
+    conn.finish(&mut stream, &mut reader, end).await;
     conn.hub.metrics.connections.fetch_sub(1, Relaxed);
+}
+
+fn close_code(error: FrameError) -> CloseCode {
+    match error {
+        FrameError::Protocol(_) => CloseCode::ProtocolError,
+        FrameError::InvalidUtf8 => CloseCode::InvalidUtf8,
+        FrameError::TooLarge => CloseCode::MessageTooBig,
+    }
 }
 
 impl Connection {
@@ -126,7 +152,10 @@ impl Connection {
         self.member = Some(member);
     }
 
-    async fn serve(&mut self, ws: &mut WebSocket) -> End {
+    async fn serve<S>(&mut self, stream: &mut S, reader: &mut Reader) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let config = &self.hub.config;
         let join_deadline = Instant::now() + config.join_timeout;
         let first_tick = Instant::now() + config.ping_interval.min(config.join_timeout);
@@ -140,35 +169,26 @@ impl Connection {
         tokio::pin!(cancelled);
         let notified = waker.notified();
         tokio::pin!(notified);
+        // Frames that came with the handshake.
+        if let Some(end) = self.read_frames(stream, reader).await {
+            return end;
+        }
         loop {
             tokio::select! {
                 biased;
                 () = &mut cancelled => return End::Close(CloseCode::GoingAway),
                 () = &mut notified => {
                     notified.set(waker.notified());
-                    if let Some(end) = self.write_queued(ws).await {
+                    if let Some(end) = self.write_queued(stream).await {
                         return end;
                     }
                 }
-                message = ws.recv() => {
-                    let mut message = message;
-                    // Handle every frame already read before waiting again.
-                    let end = loop {
-                        let next = match message {
-                            None => break Some(End::Dropped),
-                            Some(Ok(next)) => next,
-                            Some(Err(e)) => break Some(end_of_error(e)),
-                        };
-                        if let Some(end) = self.on_message(ws, next).await {
-                            break Some(end);
-                        }
-                        match ws.recv().now_or_never() {
-                            Some(next) => message = next,
-                            None => break None,
-                        }
-                    };
-                    self.count();
-                    if let Some(end) = end {
+                read = stream.read_buf(reader.buffer()) => {
+                    match read {
+                        Ok(0) | Err(_) => return End::Dropped,
+                        Ok(n) => reader.did_read(n),
+                    }
+                    if let Some(end) = self.read_frames(stream, reader).await {
                         return end;
                     }
                 }
@@ -184,13 +204,17 @@ impl Connection {
                     if now.duration_since(self.last_heard) >= self.hub.config.ping_timeout {
                         return End::Close(CloseCode::KeepaliveTimeout);
                     }
+                    // Between bursts, an idle connection gives back what a burst made it hold.
+                    reader.shrink();
+                    if self.out.capacity() > KEPT_BUFFER {
+                        self.out = Vec::new();
+                    }
                     // A client that stopped reading cannot block the keepalive: its silence
                     // ends the connection when the timeout passes.
-                    let ping = ws.send(Message::Ping(Default::default()));
-                    match tokio::time::timeout(self.hub.config.ping_timeout, ping).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return End::Dropped,
-                        Err(_) => return End::Close(CloseCode::KeepaliveTimeout),
+                    let mut ping = Vec::with_capacity(2);
+                    websocket::write_frame(&mut ping, Opcode::Ping, b"");
+                    if let Some(end) = self.write_direct(stream, &ping).await {
+                        return end;
                     }
                     let mut next = now + self.hub.config.ping_interval;
                     if self.member.is_none() {
@@ -202,30 +226,64 @@ impl Connection {
         }
     }
 
-    /// Writes everything queued for this peer with one flush.
+    /// Handles every whole frame in the reader's buffer.
+    async fn read_frames<S>(&mut self, stream: &mut S, reader: &mut Reader) -> Option<End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let end = loop {
+            match reader.next_message() {
+                Ok(None) => break None,
+                Ok(Some(message)) => {
+                    if let Some(end) = self.on_message(stream, message).await {
+                        break Some(end);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(connection = self.id, ?error, "protocol error");
+                    break Some(End::Close(close_code(error)));
+                }
+            }
+        };
+        self.count();
+        end
+    }
+
+    /// Writes a frame straight to the socket (a ping, a pong, a reply before joining); a client
+    /// that stopped reading long ago ends the connection.
+    async fn write_direct<S>(&mut self, stream: &mut S, bytes: &[u8]) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let write = stream.write_all(bytes);
+        match tokio::time::timeout(self.hub.config.ping_timeout, write).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(End::Dropped),
+            Err(_) => Some(End::Close(CloseCode::KeepaliveTimeout)),
+        }
+    }
+
+    /// Writes everything queued for this peer with one write.
     ///
-    /// A client that stops reading blocks the flush once the socket buffers are full; the write
+    /// A client that stops reading blocks the write once the socket buffers are full; the write
     /// is raced against eviction (the queue overflowed meanwhile), a resume elsewhere, shutdown
     /// and a stall timeout, so such a client cannot hold its task forever.
-    async fn write_queued(&mut self, ws: &mut WebSocket) -> Option<End> {
+    async fn write_queued<S>(&mut self, stream: &mut S) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
         let member = self.member.as_ref()?;
         let outbox = member.outbox.clone();
-        match outbox.take(self.id, &mut self.batch) {
+        match outbox.take(self.id, &mut self.out) {
             Take::Frames => {}
             Take::Closed(code) => return Some(End::Close(code)),
             Take::Replaced => return Some(End::Close(CloseCode::Replaced)),
         }
-        if self.batch.is_empty() {
+        if self.out.is_empty() {
             return None;
         }
-        let mut batch = std::mem::take(&mut self.batch);
         let end = {
-            let write = async {
-                for frame in batch.drain(..) {
-                    ws.feed(Message::Text(frame)).await?;
-                }
-                ws.flush().await
-            };
+            let write = stream.write_all(&self.out);
             tokio::pin!(write);
             let stall = tokio::time::sleep(self.hub.config.ping_timeout);
             tokio::pin!(stall);
@@ -252,40 +310,40 @@ impl Connection {
                 }
             }
         };
-        // Keep the buffer for the next batch, unless a burst made it large.
-        if batch.capacity() <= 64 {
-            batch.clear();
-            self.batch = batch;
-        }
+        self.out.clear();
         end
     }
 
-    async fn on_message(&mut self, ws: &mut WebSocket, message: Message) -> Option<End> {
+    async fn on_message<S>(&mut self, stream: &mut S, message: Message<'_>) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
         self.heard = true;
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
+                let message = "frames are JSON text".into();
                 return self
-                    .refuse(
-                        ws,
-                        ErrorCode::BinaryFrame,
-                        "frames are JSON text".into(),
-                        None,
-                    )
+                    .refuse(stream, ErrorCode::BinaryFrame, message, None)
                     .await;
             }
-            // tungstenite answers pings itself; a pong only proves the client is alive.
-            Message::Ping(_) | Message::Pong(_) => return None,
-            Message::Close(_) => return Some(End::ClientClosed),
+            Message::TooLarge(_) => {
+                let max = self.hub.config.max_frame_bytes;
+                let message = format!("a frame may have at most {max} bytes");
+                return self
+                    .refuse(stream, ErrorCode::FrameTooLarge, message.into(), None)
+                    .await;
+            }
+            Message::Ping(payload) => {
+                let mut pong = Vec::with_capacity(2 + payload.len());
+                websocket::write_frame(&mut pong, Opcode::Pong, payload);
+                return self.write_direct(stream, &pong).await;
+            }
+            // A pong only proves the client is alive.
+            Message::Pong(_) => return None,
+            Message::Close(code) => return Some(End::ClientClosed(code)),
         };
         self.received += 1;
-        let max = self.hub.config.max_frame_bytes;
-        if text.len() > max {
-            let message = format!("a frame may have at most {max} bytes");
-            return self
-                .refuse(ws, ErrorCode::FrameTooLarge, message.into(), None)
-                .await;
-        }
         if let Some(rate) = &mut self.rate {
             if !rate.take(Instant::now()) {
                 let first = !self.limited;
@@ -299,71 +357,85 @@ impl Connection {
                         ErrorCode::RateLimited,
                         "too many frames; this one and the next ones over the limit are dropped",
                     );
-                    return self.send(ws, &error).await;
+                    return self.send(stream, &error).await;
                 }
                 return None;
             }
             self.limited = false;
         }
-        let message = match ClientMessage::from_json(text.as_str()) {
+        // Nearly every frame is a signal in the shape clients write: found and checked in one
+        // pass. The parser takes the rest, and gives the precise error for malformed frames.
+        if let Some((to, data)) = politely_proto::signal_envelope(text) {
+            return self.signal(stream, to, data).await;
+        }
+        let message = match ClientMessage::from_json(text) {
             Ok(message) => message,
-            Err(e) => return self.refuse(ws, e.code, e.message.into(), None).await,
+            Err(e) => return self.refuse(stream, e.code, e.message.into(), None).await,
         };
         match message {
-            ClientMessage::Signal { to, data } => {
-                let Some(member) = &self.member else {
-                    let message = "join a room first".into();
-                    return self.refuse(ws, ErrorCode::NotJoined, message, None).await;
-                };
-                // The same bytes as `ServerMessage::Signal { from, data }.to_json()` (a test
-                // holds them equal), without a serializer pass over the id each time.
-                let data = data.get();
-                let mut frame = String::with_capacity(self.signal_prefix.len() + data.len() + 1);
-                frame.push_str(&self.signal_prefix);
-                frame.push_str(data);
-                frame.push('}');
-                match self.hub.relay(member, &to, Utf8Bytes::from(frame)) {
-                    Relay::Sent => {
-                        self.relayed += 1;
-                        None
-                    }
-                    Relay::TargetEvicted => None,
-                    Relay::UnknownPeer => {
-                        let message = "no other peer in your room has this id".into();
-                        let to = Some(to.into_owned());
-                        self.refuse(ws, ErrorCode::UnknownPeer, message, to).await
-                    }
-                }
-            }
+            ClientMessage::Signal { to, data } => self.signal(stream, &to, data.get()).await,
             ClientMessage::Join {
                 room,
                 token,
                 resume,
             } => {
-                self.join(ws, &room, token.as_deref(), resume.as_deref())
+                self.join(stream, &room, token.as_deref(), resume.as_deref())
                     .await
             }
             ClientMessage::Leave => Some(End::Close(CloseCode::Normal)),
-            ClientMessage::Ping => self.send(ws, &ServerMessage::Pong).await,
+            ClientMessage::Ping => self.send(stream, &ServerMessage::Pong).await,
         }
     }
 
-    async fn join(
+    /// Relays `data` (raw JSON, checked) to `to`.
+    async fn signal<S>(&mut self, stream: &mut S, to: &str, data: &str) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let Some(member) = &self.member else {
+            let message = "join a room first".into();
+            return self
+                .refuse(stream, ErrorCode::NotJoined, message, None)
+                .await;
+        };
+        // The same bytes as `ServerMessage::Signal { from, data }.to_json()` (a test holds them
+        // equal), written straight into the target's queue.
+        match self.hub.relay(member, to, [&self.signal_prefix, data, "}"]) {
+            Relay::Sent => {
+                self.relayed += 1;
+                None
+            }
+            Relay::TargetEvicted => None,
+            Relay::UnknownPeer => {
+                let message = "no other peer in your room has this id".into();
+                let to = Some(to.to_owned());
+                self.refuse(stream, ErrorCode::UnknownPeer, message, to)
+                    .await
+            }
+        }
+    }
+
+    async fn join<S>(
         &mut self,
-        ws: &mut WebSocket,
+        stream: &mut S,
         room: &str,
         token: Option<&str>,
         resume: Option<&str>,
-    ) -> Option<End> {
+    ) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
         if self.member.is_some() {
             let message = "this connection already joined a room".into();
             return self
-                .refuse(ws, ErrorCode::AlreadyJoined, message, None)
+                .refuse(stream, ErrorCode::AlreadyJoined, message, None)
                 .await;
         }
         if !politely_proto::is_valid_room(room) {
             let message = "a room name has 1 to 128 bytes and no control characters".into();
-            return self.refuse(ws, ErrorCode::InvalidRoom, message, None).await;
+            return self
+                .refuse(stream, ErrorCode::InvalidRoom, message, None)
+                .await;
         }
         let hub = self.hub.clone();
         // An unknown or expired resume token makes an ordinary join: the welcome says
@@ -378,7 +450,7 @@ impl Connection {
             let Some(token) = token else {
                 let message = "this server needs a room token".into();
                 return self
-                    .refuse(ws, ErrorCode::TokenRequired, message, None)
+                    .refuse(stream, ErrorCode::TokenRequired, message, None)
                     .await;
             };
             let now = SystemTime::now()
@@ -390,7 +462,7 @@ impl Connection {
                     TokenError::Expired => ErrorCode::TokenExpired,
                     TokenError::WrongRoom => ErrorCode::TokenWrongRoom,
                 };
-                return self.refuse(ws, code, e.to_string().into(), None).await;
+                return self.refuse(stream, code, e.to_string().into(), None).await;
             }
         }
         match hub.join(room, self.id, self.waker.clone()) {
@@ -400,20 +472,23 @@ impl Connection {
             }
             Err(JoinError::RoomFull) => {
                 let message = format!("the room has {} peers", hub.config.max_room_size);
-                self.refuse(ws, ErrorCode::RoomFull, message.into(), None)
+                self.refuse(stream, ErrorCode::RoomFull, message.into(), None)
                     .await
             }
         }
     }
 
     /// Answers a refused frame with an `error` frame, or closes a client that keeps sending them.
-    async fn refuse(
+    async fn refuse<S>(
         &mut self,
-        ws: &mut WebSocket,
+        stream: &mut S,
         code: ErrorCode,
         message: Cow<'_, str>,
         peer: Option<String>,
-    ) -> Option<End> {
+    ) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
         self.hub.metrics.error(code);
         // A signal to a peer that just left is a race every client runs into (trickled
         // candidates), not abuse: the rate limit bounds it, strikes do not count it.
@@ -425,73 +500,97 @@ impl Connection {
             message,
             peer: peer.map(Cow::Owned),
         };
-        self.send(ws, &error).await
+        self.send(stream, &error).await
     }
 
     /// Sends a reply (an error, a pong) to this client: through its queue once it has joined, so
     /// replies keep their place after the welcome and the frames queued before them.
-    async fn send(&mut self, ws: &mut WebSocket, message: &ServerMessage<'_>) -> Option<End> {
-        let text = Utf8Bytes::from(message.to_json());
+    async fn send<S>(&mut self, stream: &mut S, message: &ServerMessage<'_>) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let text = message.to_json();
         if let Some(member) = &self.member {
-            return match member.outbox.push(text) {
+            return match member.outbox.push([&text]) {
                 Ok(()) => None,
                 Err(_) => Some(End::Close(CloseCode::SlowConsumer)),
             };
         }
-        let send = ws.send(Message::Text(text));
-        match tokio::time::timeout(self.hub.config.ping_timeout, send).await {
-            Ok(Ok(())) => None,
-            Ok(Err(_)) => Some(End::Dropped),
-            // The client stopped reading long ago.
-            Err(_) => Some(End::Close(CloseCode::SlowConsumer)),
+        let mut frame = Vec::with_capacity(text.len() + 4);
+        websocket::write_frame(&mut frame, Opcode::Text, text.as_bytes());
+        match self.write_direct(stream, &frame).await {
+            Some(End::Close(CloseCode::KeepaliveTimeout)) => {
+                Some(End::Close(CloseCode::SlowConsumer))
+            }
+            other => other,
         }
     }
 
     /// Settles the room slot and says goodbye.
-    async fn finish(&mut self, ws: &mut WebSocket, end: End) {
+    async fn finish<S>(&mut self, stream: &mut S, reader: &mut Reader, end: End)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let hub = self.hub.clone();
         if let Some(member) = &self.member {
             match end {
                 End::Dropped | End::Close(CloseCode::KeepaliveTimeout) => hub.park(member),
                 End::Close(CloseCode::GoingAway) => {}
-                End::ClientClosed | End::Close(_) => hub.leave(member),
+                End::ClientClosed(_) | End::Close(_) => hub.leave(member),
             }
         }
-        let End::Close(code) = end else { return };
-        hub.metrics.close(code);
-        tracing::debug!(
-            connection = self.id,
-            code = code.code(),
-            reason = code.reason(),
-            "closing"
-        );
-        let close = Message::Close(Some(CloseFrame {
-            code: code.code(),
-            reason: Utf8Bytes::from_static(code.reason()),
-        }));
+        let (code, reason) = match end {
+            End::Dropped => return,
+            // Echo the client's close, as the closing handshake asks.
+            End::ClientClosed(code) => (code, ""),
+            End::Close(code) => {
+                hub.metrics.close(code);
+                tracing::debug!(
+                    connection = self.id,
+                    code = code.code(),
+                    reason = code.reason(),
+                    "closing"
+                );
+                (Some(code.code()), code.reason())
+            }
+        };
         // What is already queued for a client that is still reading (its last error frame, the
         // signals before a leave or a shutdown) goes out before the close.
         let readable = matches!(
-            code,
-            CloseCode::Normal
-                | CloseCode::GoingAway
-                | CloseCode::PolicyViolation
-                | CloseCode::MessageTooBig
+            end,
+            End::Close(
+                CloseCode::Normal
+                    | CloseCode::GoingAway
+                    | CloseCode::PolicyViolation
+                    | CloseCode::MessageTooBig
+            )
         );
+        self.out.clear();
         if let (true, Some(member)) = (readable, &self.member) {
-            // Closed or replaced queues leave the batch empty: nothing to send then.
-            let _ = member.outbox.take(self.id, &mut self.batch);
+            // Closed or replaced queues leave the buffer empty: nothing to send then.
+            let _ = member.outbox.take(self.id, &mut self.out);
         }
-        let batch = std::mem::take(&mut self.batch);
+        match code {
+            Some(code) => websocket::write_close(&mut self.out, code, reason, None),
+            None => websocket::write_frame(&mut self.out, Opcode::Close, b""),
+        }
+        let client_closed = matches!(end, End::ClientClosed(_));
         // A client that stopped reading must not hold the task: the close is best effort.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            for frame in batch {
-                ws.feed(Message::Text(frame)).await?;
-            }
-            ws.send(close).await?;
+            stream.write_all(&self.out).await?;
             // Wait for the client's close frame, so the TCP connection ends cleanly.
-            while let Some(Ok(_)) = ws.recv().await {}
-            Ok::<(), axum::Error>(())
+            if !client_closed {
+                'wait: while stream.read_buf(reader.buffer()).await? > 0 {
+                    loop {
+                        match reader.next_message() {
+                            Ok(Some(Message::Close(_))) | Err(_) => break 'wait,
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                        }
+                    }
+                }
+            }
+            stream.shutdown().await
         })
         .await;
     }
@@ -506,14 +605,6 @@ fn signal_prefix(id: &str) -> String {
     .to_json();
     // Everything but the `0}` of the placeholder data.
     from[..from.len() - 2].to_owned()
-}
-
-fn end_of_error(error: axum::Error) -> End {
-    let inner = error.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => End::Close(CloseCode::MessageTooBig),
-        _ => End::Dropped,
-    }
 }
 
 #[cfg(test)]

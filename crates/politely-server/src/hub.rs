@@ -7,10 +7,10 @@
 use crate::config::Config;
 use crate::id::{IdGenerator, fill_random};
 use crate::metrics::Metrics;
-use axum::extract::ws::Utf8Bytes;
+use crate::websocket::{self, Opcode};
 use politely_proto::{CloseCode, PeerInfo, ServerMessage};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,8 +60,9 @@ pub(crate) struct Membership {
     pub(crate) connection: u64,
 }
 
-/// A peer's bounded queue of frames to send. It belongs to the slot, not to a connection, so
-/// frames addressed to a peer within its grace period wait here for the resume.
+/// A peer's bounded queue of frames to send, kept as the bytes that go on the socket (WebSocket
+/// frames, encoded as they are pushed). It belongs to the slot, not to a connection, so frames
+/// addressed to a peer within its grace period wait here for the resume.
 pub(crate) struct Outbox {
     inner: Mutex<OutboxInner>,
     max_frames: usize,
@@ -69,7 +70,10 @@ pub(crate) struct Outbox {
 }
 
 struct OutboxInner {
-    frames: VecDeque<Utf8Bytes>,
+    /// Encoded frames.
+    encoded: Vec<u8>,
+    /// How many frames `encoded` holds, and their payload bytes (what the limits count).
+    frames: usize,
     bytes: usize,
     /// The connection currently attached, and how to wake it.
     owner: u64,
@@ -94,7 +98,8 @@ impl Outbox {
     fn new(config: &Config, owner: u64, waker: Arc<Notify>) -> Self {
         Outbox {
             inner: Mutex::new(OutboxInner {
-                frames: VecDeque::new(),
+                encoded: Vec::new(),
+                frames: 0,
                 bytes: 0,
                 owner,
                 waker,
@@ -111,24 +116,33 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn push(&self, frame: Utf8Bytes) -> Result<(), Overflow> {
+    /// Queues one text frame made of `parts` end to end.
+    pub(crate) fn push<const N: usize>(&self, parts: [&str; N]) -> Result<(), Overflow> {
+        let len = parts.iter().map(|part| part.len()).sum::<usize>();
         let mut inner = self.lock();
         if inner.closed.is_some() {
             return Ok(());
         }
-        let len = frame.as_str().len();
-        if inner.frames.len() >= self.max_frames || inner.bytes + len > self.max_bytes {
+        if inner.frames >= self.max_frames || inner.bytes + len > self.max_bytes {
             return Err(Overflow);
         }
-        inner.frames.push_back(frame);
+        websocket::write_header(&mut inner.encoded, Opcode::Text, len, None);
+        for part in parts {
+            inner.encoded.extend_from_slice(part.as_bytes());
+        }
+        inner.frames += 1;
         inner.bytes += len;
-        inner.waker.notify_one();
+        // The connection takes everything at once, so only the first frame after a take needs
+        // to wake it.
+        if inner.frames == 1 {
+            inner.waker.notify_one();
+        }
         Ok(())
     }
 
-    /// Moves every queued frame into `batch` (empty on entry), if `connection` still owns the
-    /// queue.
-    pub(crate) fn take(&self, connection: u64, batch: &mut VecDeque<Utf8Bytes>) -> Take {
+    /// Moves every queued frame's bytes into `out` (empty on entry), if `connection` still owns
+    /// the queue.
+    pub(crate) fn take(&self, connection: u64, out: &mut Vec<u8>) -> Take {
         let mut inner = self.lock();
         if let Some(code) = inner.closed {
             return Take::Closed(code);
@@ -136,11 +150,12 @@ impl Outbox {
         if inner.owner != connection {
             return Take::Replaced;
         }
-        std::mem::swap(&mut inner.frames, batch);
+        std::mem::swap(&mut inner.encoded, out);
+        inner.frames = 0;
         inner.bytes = 0;
         // A burst can leave a large buffer behind; idle peers should not keep it.
-        if inner.frames.capacity() > 64 {
-            inner.frames = VecDeque::new();
+        if inner.encoded.capacity() > 64 * 1024 {
+            inner.encoded = Vec::new();
         }
         Take::Frames
     }
@@ -158,7 +173,9 @@ impl Outbox {
     fn close(&self, code: CloseCode) {
         let mut inner = self.lock();
         inner.closed = Some(code);
-        inner.frames.clear();
+        inner.encoded = Vec::new();
+        inner.frames = 0;
+        inner.bytes = 0;
         inner.waker.notify_one();
     }
 }
@@ -184,10 +201,6 @@ pub(crate) enum Relay {
     TargetEvicted,
 }
 
-fn frame(message: &ServerMessage<'_>) -> Utf8Bytes {
-    Utf8Bytes::from(message.to_json())
-}
-
 /// The `welcome` for `id`, listing the room's other peers in id order.
 fn welcome(
     id: &Arc<str>,
@@ -195,8 +208,8 @@ fn welcome(
     peers: &BTreeMap<Arc<str>, Slot>,
     resume_secret: &[u8; 16],
     resumed: bool,
-) -> Utf8Bytes {
-    frame(&ServerMessage::Welcome {
+) -> String {
+    ServerMessage::Welcome {
         id: Cow::Borrowed(id),
         room: Cow::Borrowed(room),
         peers: peers
@@ -210,7 +223,8 @@ fn welcome(
         resume: resume_token(id, resume_secret).into(),
         resumed,
         version: politely_proto::VERSION,
-    })
+    }
+    .to_json()
 }
 
 fn resume_token(id: &str, secret: &[u8; 16]) -> String {
@@ -305,13 +319,13 @@ impl Hub {
             let outbox = Arc::new(Outbox::new(&self.config, connection, waker));
             let welcome = welcome(&id, room_name, &peers, &resume_secret, false);
             // The welcome is queued before anyone can learn the new id, so it comes first.
-            let _ = outbox.push(welcome);
+            let _ = outbox.push([&welcome]);
             for (peer, slot) in peers.iter() {
                 let joined = ServerMessage::PeerJoined {
                     id: Cow::Borrowed(&id),
                     polite: **peer < *id,
                 };
-                if slot.outbox.push(frame(&joined)).is_err() {
+                if slot.outbox.push([&joined.to_json()]).is_err() {
                     overflowed.push(peer.clone());
                 }
             }
@@ -369,7 +383,12 @@ impl Hub {
         let outbox = slot.outbox.clone();
         {
             let mut inner = outbox.lock();
-            inner.frames.push_front(welcome);
+            let mut encoded = Vec::with_capacity(welcome.len() + 4 + inner.encoded.len());
+            websocket::write_frame(&mut encoded, Opcode::Text, welcome.as_bytes());
+            encoded.extend_from_slice(&inner.encoded);
+            inner.encoded = encoded;
+            inner.frames += 1;
+            inner.bytes += welcome.len();
             inner.owner = connection;
             // Wake the connection this replaces (if it is still around) so it closes with 4001,
             // and attach the new one.
@@ -388,8 +407,8 @@ impl Hub {
         })
     }
 
-    /// Relays a frame to `to`, another peer of the sender's room.
-    pub(crate) fn relay(&self, from: &Membership, to: &str, frame: Utf8Bytes) -> Relay {
+    /// Relays a frame made of `parts` to `to`, another peer of the sender's room.
+    pub(crate) fn relay(&self, from: &Membership, to: &str, parts: [&str; 3]) -> Relay {
         if to == &*from.id {
             return Relay::UnknownPeer;
         }
@@ -398,7 +417,7 @@ impl Hub {
             let Some((peer, slot)) = peers.get_key_value(to) else {
                 return Relay::UnknownPeer;
             };
-            match slot.outbox.push(frame) {
+            match slot.outbox.push(parts) {
                 Ok(()) => None,
                 Err(Overflow) => Some(peer.clone()),
             }
@@ -473,11 +492,12 @@ impl Hub {
             }
             peers.remove(id);
             self.metrics.peers.fetch_sub(1, Relaxed);
-            let left = frame(&ServerMessage::PeerLeft {
+            let left = ServerMessage::PeerLeft {
                 id: Cow::Borrowed(id),
-            });
+            }
+            .to_json();
             for (peer, slot) in peers.iter() {
-                if slot.outbox.push(left.clone()).is_err() {
+                if slot.outbox.push([&left]).is_err() {
                     overflowed.push(peer.clone());
                 }
             }

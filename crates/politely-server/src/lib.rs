@@ -24,30 +24,32 @@
 //!
 //! Routes: `GET /ws` (the WebSocket), `GET /health`, `GET /metrics` (Prometheus text).
 //!
-//! Each connection is one task. A relayed frame is parsed only as far as its envelope (`type`,
-//! `to`; `data` is kept as raw JSON text), re-framed with the sender's id and pushed onto the
-//! target's bounded queue; the target's task writes everything queued with one flush. Frames of
-//! one sender to one target keep their order.
+//! Each connection is one task. WebSocket requests are recognised from their first bytes and
+//! handled on the raw TCP socket with the server's own framing ([`websocket`]); everything else
+//! goes to the axum router. A relayed frame is parsed only as far as its envelope (`type`, `to`;
+//! `data` is kept as raw JSON text) and written, re-framed with the sender's id, straight into
+//! the target's bounded queue of encoded frames; the target's task writes everything queued
+//! with one write. Frames of one sender to one target keep their order.
 
 #![cfg_attr(not(test), warn(missing_docs))]
 
 mod assets;
 mod config;
 mod connection;
+mod handshake;
 mod hub;
 mod id;
 mod metrics;
 pub mod token;
+pub mod websocket;
 
 pub use config::{Config, RateLimit, Secret};
 
 use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use hub::Hub;
 use std::future::Future;
 use std::io;
@@ -55,7 +57,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// The routes of the server, for mounting in an application of your own. Connections it accepts
 /// end when their clients go; use [`Server`] for a graceful shutdown that closes them.
@@ -104,20 +106,33 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let hub = self.hub.clone();
-        let stop = hub.shutdown.clone();
-        // Frames are batched per flush already; Nagle's algorithm would only add latency.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!("TCP_NODELAY: {e}");
+        let hub = self.hub;
+        let router = router(hub.clone());
+        tokio::pin!(shutdown);
+        let result = loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((tcp, _)) => {
+                    // Frames are batched per write already; Nagle's algorithm would only add
+                    // latency.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::warn!("TCP_NODELAY: {e}");
+                    }
+                    let task = connection(hub.clone(), router.clone(), tcp);
+                    hub.tasks.spawn(task);
+                }
+                // Out of file descriptors, or a connection reset before it was accepted: the
+                // listener itself is fine. Pause so a full descriptor table is not a busy loop.
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
-        });
-        let result = axum::serve(listener, router(self.hub))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.cancel();
-            })
-            .await;
+        };
+        drop(self.listener);
         hub.shutdown.cancel();
         hub.tasks.close();
         if tokio::time::timeout(Duration::from_secs(5), hub.tasks.wait())
@@ -133,34 +148,39 @@ impl Server {
     }
 }
 
-async fn upgrade(
-    State(hub): State<Arc<Hub>>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
-) -> Response {
-    if let (Some(allowed), Some(origin)) =
-        (&hub.config.allowed_origins, headers.get(header::ORIGIN))
-    {
-        let origin = origin.to_str().unwrap_or_default();
-        if !allowed.iter().any(|a| a == origin) {
-            hub.metrics.origin_refused.fetch_add(1, Relaxed);
-            return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+/// One accepted TCP connection: a WebSocket request is served on the raw socket, anything else
+/// by the router (over HTTP/1.1, keep-alive included).
+async fn connection(hub: Arc<Hub>, router: Router, tcp: TcpStream) {
+    let mut first = [0u8; 8];
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(hub.config.join_timeout, tcp.peek(&mut first)) => peeked,
+        () = hub.shutdown.cancelled() => return,
+    };
+    match peeked {
+        Ok(Ok(n)) if handshake::is_websocket_request(&first[..n]) => {
+            return handshake::upgrade_tcp(hub, tcp).await;
+        }
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let http = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(http);
+    tokio::select! {
+        _ = http.as_mut() => {}
+        () = hub.shutdown.cancelled() => {
+            http.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         }
     }
-    if hub.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    let config = &hub.config;
-    // A frame up to four times the limit is read and refused with an error frame; past that the
-    // connection ends (1009), since a WebSocket frame cannot be skipped unread.
-    let hard_limit = config.max_frame_bytes.saturating_mul(4);
-    let hub2 = hub.clone();
-    ws.protocols([politely_proto::SUBPROTOCOL])
-        .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(64 * 1024)
-        .max_message_size(hard_limit)
-        .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| hub.tasks.track_future(connection::run(hub2, socket)))
+}
+
+/// The WebSocket route, for requests that did not take the fast path (an application that
+/// mounts [`app`] in its own server, or a request whose first bytes came in pieces).
+async fn upgrade(State(hub): State<Arc<Hub>>, request: Request) -> Response {
+    handshake::upgrade_in_router(hub, request)
 }
 
 async fn health(State(hub): State<Arc<Hub>>) -> Response {

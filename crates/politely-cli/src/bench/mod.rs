@@ -12,6 +12,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod idle;
 mod native;
+mod raw;
 mod relay;
 
 #[derive(Subcommand, Debug)]

@@ -3,20 +3,21 @@
 //!
 //! Each frame carries its direction's sequence number and its send time; the receiver checks
 //! the sequence (lost, duplicated, reordered) and records the latency. One task drives both
-//! clients of a pair, so windows need no cross-task bookkeeping.
+//! clients of a pair, so windows need no cross-task bookkeeping. The generator shares the cores
+//! with the server, so it is lean: raw sockets with the server crate's framing, one write per
+//! window refill, one clock reading per batch, and a single-threaded runtime per thread.
 
-use super::{Socket, join, thousands, ws_url};
+use super::raw::{Client, frame_error};
+use super::{thousands, ws_url};
 use crate::system;
 use clap::Args;
-use futures_util::{FutureExt, SinkExt, StreamExt};
 use politely_proto::ServerMessage;
+use politely_server::websocket::{Message, Reader};
 use serde::Deserialize;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::Duration;
-use tokio::sync::Barrier;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Args, Debug)]
 pub(crate) struct RelayArgs {
@@ -38,7 +39,7 @@ pub(crate) struct RelayArgs {
     /// The server's pid, to report its CPU time per relayed frame (it must run on this machine).
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Generator threads; 0 means one per CPU.
+    /// Generator threads, each with its share of the pairs; 0 means one per CPU.
     #[arg(long, default_value_t = 0)]
     threads: usize,
 }
@@ -80,65 +81,105 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
     );
     let url = ws_url(&args.url)?;
     system::raise_open_files_limit();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if args.threads > 0 {
-        runtime.worker_threads(args.threads);
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
-    let runtime = runtime.enable_all().build()?;
-    runtime.block_on(relay(args, url))
-}
-
-async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
+    .min(args.pairs as usize);
     let duration = Duration::from_secs_f64(args.seconds);
     let run_id = std::process::id();
-    let barrier = Arc::new(Barrier::new(args.pairs as usize + 1));
     let epoch = Instant::now();
-    let start_at = Arc::new(tokio::sync::OnceCell::new());
-    let mut tasks = Vec::new();
-    for pair in 0..args.pairs {
-        let room = format!("bench-relay-{run_id}-{pair}");
+    // Every thread waits here twice: once its pairs have joined (or failed), and once the start
+    // is set.
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let start_at = Arc::new(OnceLock::<Instant>::new());
+    let mut handles = Vec::new();
+    for thread in 0..threads {
+        let pairs: Vec<u64> = (0..args.pairs)
+            .filter(|pair| *pair as usize % threads == thread)
+            .collect();
         let (url, barrier, start_at) = (url.clone(), barrier.clone(), start_at.clone());
         let (size, window) = (args.size as usize, args.window);
-        tasks.push(tokio::spawn(async move {
-            let a = join(&url, &room, 16 * 1024).await;
-            let b = join(&url, &room, 16 * 1024).await;
-            barrier.wait().await;
-            let (a, b) = (a?, b?);
-            let deadline: Instant = *start_at.get().expect("set before the barrier opens");
-            run_pair(a, b, size, window, epoch, deadline).await
-        }));
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<Vec<PairResult>> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let mut joins = Vec::new();
+                    for pair in pairs {
+                        let (url, room) = (url.clone(), format!("bench-relay-{run_id}-{pair}"));
+                        joins.push(tokio::spawn(async move {
+                            let a = Client::join(&url, &room).await?;
+                            let b = Client::join(&url, &room).await?;
+                            anyhow::Ok((a, b))
+                        }));
+                    }
+                    let mut clients = Vec::new();
+                    let mut failure = None;
+                    for join in joins {
+                        match join.await? {
+                            Ok(pair) => clients.push(pair),
+                            Err(e) => failure = Some(e),
+                        }
+                    }
+                    // The barriers are passed even after a failure, so no thread waits forever.
+                    barrier.wait();
+                    barrier.wait();
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
+                    let deadline = *start_at.get().expect("set between the barriers");
+                    let mut tasks = Vec::new();
+                    for (a, b) in clients {
+                        tasks.push(tokio::spawn(run_pair(a, b, size, window, epoch, deadline)));
+                    }
+                    let mut results = Vec::new();
+                    for task in tasks {
+                        results.push(task.await??);
+                    }
+                    Ok(results)
+                })
+            },
+        ));
     }
-    // Every pair has joined (or failed) when the barrier opens.
+    barrier.wait();
     let deadline = Instant::now() + Duration::from_millis(100) + duration;
     start_at.set(deadline).expect("set once");
-    barrier.wait().await;
+    barrier.wait();
+    std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
     let cpu_before = args.server_pid.and_then(system::cpu_nanos);
     let own_before = system::cpu_nanos(std::process::id());
-    tokio::time::sleep_until(deadline).await;
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
     let cpu_after = args.server_pid.and_then(system::cpu_nanos);
     let own_after = system::cpu_nanos(std::process::id());
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut total = PairResult::default();
     let mut failures = Vec::new();
-    for task in tasks {
-        match task.await? {
-            Ok(result) => {
-                total.sent += result.sent;
-                total.in_window += result.in_window;
-                total.received += result.received;
-                total.duplicated_or_reordered += result.duplicated_or_reordered;
-                total.latencies_us.extend(result.latencies_us);
+    for handle in handles {
+        let results = match handle.join() {
+            Ok(results) => results,
+            Err(_) => Err(anyhow::anyhow!("a generator thread panicked")),
+        };
+        match results {
+            Ok(results) => {
+                for result in results {
+                    total.sent += result.sent;
+                    total.in_window += result.in_window;
+                    total.received += result.received;
+                    total.duplicated_or_reordered += result.duplicated_or_reordered;
+                    total.latencies_us.extend(result.latencies_us);
+                }
             }
             Err(e) => failures.push(e),
         }
     }
     if let Some(e) = failures.first() {
         anyhow::bail!(
-            "{} of {} pairs failed; the first: {e:#}",
-            failures.len(),
-            args.pairs
+            "{} of {threads} generator threads failed; the first: {e:#}",
+            failures.len()
         );
     }
     let in_window = total.in_window;
@@ -153,7 +194,7 @@ async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
         f64::from(samples[i]) / 1000.0
     };
     println!(
-        "relay: {} pairs, {}-byte frames, window {} per direction, {:.1} s",
+        "relay: {} pairs, {}-byte frames, window {} per direction, {:.1} s, {threads} generator threads",
         args.pairs, args.size, args.window, elapsed
     );
     println!(
@@ -207,44 +248,38 @@ async fn relay(args: &RelayArgs, url: String) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn frame(to: &str, seq: u64, sent_us: u64, size: usize) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::with_capacity(size.max(128));
+/// Appends a signal frame's text to `out`: `size` bytes, or more if the numbers need it.
+fn frame(out: &mut Vec<u8>, to: &str, seq: u64, sent_us: u64, size: usize) {
+    use std::io::Write as _;
+    let start = out.len();
     let _ = write!(
-        text,
+        out,
         r#"{{"type":"signal","to":"{to}","data":{{"s":{seq},"t":{sent_us},"p":""#
     );
-    const PAD: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
-    let mut pad = size.saturating_sub(text.len() + 3);
-    while pad > 0 {
-        let n = pad.min(PAD.len());
-        text.push_str(&PAD[..n]);
-        pad -= n;
-    }
-    text.push_str(r#""}}"#);
-    text
+    let pad = size.saturating_sub(out.len() - start + 3);
+    out.resize(out.len() + pad, b'x');
+    out.extend_from_slice(br#""}}"#);
 }
 
-async fn fill(
-    ws: &mut Socket,
+/// Tops up a direction's window: frames queued in the client's buffer, written by the caller.
+fn fill(
+    client: &mut Client,
+    scratch: &mut Vec<u8>,
     to: &str,
     dir: &mut Direction,
     size: usize,
     window: u64,
-    epoch: Instant,
-) -> anyhow::Result<u64> {
+    now_us: u64,
+) -> u64 {
     let mut sent = 0;
     while dir.in_flight() < window {
-        let now_us = epoch.elapsed().as_micros() as u64;
-        ws.feed(Message::text(frame(to, dir.next_seq, now_us, size)))
-            .await?;
+        scratch.clear();
+        frame(scratch, to, dir.next_seq, now_us, size);
+        client.push_text(scratch);
         dir.next_seq += 1;
         sent += 1;
     }
-    if sent > 0 {
-        ws.flush().await?;
-    }
-    Ok(sent)
+    sent
 }
 
 /// `s` and `t` of a relayed bench frame, `{"type":"signal","from":"…","data":{"s":1,"t":2,…`.
@@ -259,51 +294,55 @@ fn quick_payload(text: &str) -> Option<Payload> {
     })
 }
 
-type Read = Option<Result<Message, tokio_tungstenite::tungstenite::Error>>;
-
-/// Checks one received frame against its direction; returns its latency in microseconds.
-fn on_message(
-    message: Read,
+/// Checks every frame a client has read against its direction, recording latencies against
+/// `now_us`; returns how many signal frames arrived and how many pings need a pong.
+fn drain(
+    reader: &mut Reader,
     dir: &mut Direction,
-    epoch: Instant,
+    now_us: u64,
     result: &mut PairResult,
-) -> anyhow::Result<Option<u32>> {
-    let text = match message {
-        Some(Ok(Message::Text(text))) => text,
-        Some(Ok(Message::Close(frame))) => anyhow::bail!("the server closed a client: {frame:?}"),
-        Some(Ok(_)) => return Ok(None),
-        Some(Err(e)) => return Err(e.into()),
-        None => anyhow::bail!("the server closed a client"),
-    };
-    // The generator shares the cores with the server, so it reads its own frames' two numbers
-    // without a full parse; anything else (errors, presence) takes the parser.
-    let payload = match quick_payload(&text) {
-        Some(payload) => payload,
-        None => match ServerMessage::from_json(&text)? {
-            ServerMessage::Signal { data, .. } => serde_json::from_str(data.get())?,
-            ServerMessage::Error { code, message, .. } => {
-                anyhow::bail!("server error: {code}: {message}")
+) -> anyhow::Result<(u64, usize)> {
+    let (mut received, mut pings) = (0, 0);
+    while let Some(message) = reader.next_message().map_err(frame_error)? {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Ping(_) => {
+                pings += 1;
+                continue;
             }
-            _ => return Ok(None),
-        },
-    };
-    if payload.s == dir.expected {
-        dir.expected += 1;
-    } else {
-        result.duplicated_or_reordered += 1;
-        dir.expected = dir.expected.max(payload.s + 1);
+            Message::Close(code) => anyhow::bail!("the server closed a client ({code:?})"),
+            _ => continue,
+        };
+        // The generator shares the cores with the server, so it reads its own frames' two
+        // numbers without a full parse; anything else (errors, presence) takes the parser.
+        let payload = match quick_payload(text) {
+            Some(payload) => payload,
+            None => match ServerMessage::from_json(text)? {
+                ServerMessage::Signal { data, .. } => serde_json::from_str(data.get())?,
+                ServerMessage::Error { code, message, .. } => {
+                    anyhow::bail!("server error: {code}: {message}")
+                }
+                _ => continue,
+            },
+        };
+        if payload.s == dir.expected {
+            dir.expected += 1;
+        } else {
+            result.duplicated_or_reordered += 1;
+            dir.expected = dir.expected.max(payload.s + 1);
+        }
+        dir.received += 1;
+        result.received += 1;
+        received += 1;
+        let latency = now_us.saturating_sub(payload.t).min(u64::from(u32::MAX)) as u32;
+        result.latencies_us.push(latency);
     }
-    dir.received += 1;
-    result.received += 1;
-    let now_us = epoch.elapsed().as_micros() as u64;
-    Ok(Some(
-        now_us.saturating_sub(payload.t).min(u64::from(u32::MAX)) as u32,
-    ))
+    Ok((received, pings))
 }
 
 async fn run_pair(
-    (mut a, a_id): (Socket, String),
-    (mut b, b_id): (Socket, String),
+    (mut a, a_id): (Client, String),
+    (mut b, b_id): (Client, String),
     size: usize,
     window: u64,
     epoch: Instant,
@@ -319,6 +358,7 @@ async fn run_pair(
         expected: 0,
     };
     let (mut a_to_b, mut b_to_a) = (new(), new());
+    let mut scratch = Vec::with_capacity(size + 64);
     let mut in_window = 0;
     let drain_until = deadline + Duration::from_secs(5);
     let timer = tokio::time::sleep_until(deadline);
@@ -327,43 +367,59 @@ async fn run_pair(
         let now = Instant::now();
         let sending = now < deadline;
         if sending {
-            result.sent += fill(&mut a, &b_id, &mut a_to_b, size, window, epoch).await?;
-            result.sent += fill(&mut b, &a_id, &mut b_to_a, size, window, epoch).await?;
+            let now_us = now.duration_since(epoch).as_micros() as u64;
+            result.sent += fill(
+                &mut a,
+                &mut scratch,
+                &b_id,
+                &mut a_to_b,
+                size,
+                window,
+                now_us,
+            );
+            result.sent += fill(
+                &mut b,
+                &mut scratch,
+                &a_id,
+                &mut b_to_a,
+                size,
+                window,
+                now_us,
+            );
         } else if a_to_b.in_flight() == 0 && b_to_a.in_flight() == 0 || now >= drain_until {
             break;
         } else if timer.deadline() != drain_until {
             timer.as_mut().reset(drain_until);
         }
-        let (message, from_a) = tokio::select! {
-            m = a.next() => (m, true),
-            m = b.next() => (m, false),
+        a.flush().await?;
+        b.flush().await?;
+        let from_a = tokio::select! {
+            read = a.read() => { read?; true }
+            read = b.read() => { read?; false }
             () = &mut timer => continue,
         };
-        let mut received = 0;
-        let mut handle = |message, from_a| -> anyhow::Result<()> {
-            let dir = if from_a { &mut b_to_a } else { &mut a_to_b };
-            if let Some(latency) = on_message(message, dir, epoch, &mut result)? {
-                result.latencies_us.push(latency);
-                received += 1;
-            }
-            Ok(())
-        };
-        handle(message, from_a)?;
-        // Take everything already read before sending again, so a window refills with one
-        // write instead of one per frame.
-        while let Some(message) = a.next().now_or_never() {
-            handle(message, true)?;
+        // Take what the other client has too, so both windows refill in this round.
+        if from_a {
+            b.try_read()?;
+        } else {
+            a.try_read()?;
         }
-        while let Some(message) = b.next().now_or_never() {
-            handle(message, false)?;
+        let now_us = epoch.elapsed().as_micros() as u64;
+        let (got_b, pings_a) = drain(&mut a.reader, &mut b_to_a, now_us, &mut result)?;
+        let (got_a, pings_b) = drain(&mut b.reader, &mut a_to_b, now_us, &mut result)?;
+        for _ in 0..pings_a {
+            a.push_pong();
+        }
+        for _ in 0..pings_b {
+            b.push_pong();
         }
         if sending {
-            in_window += received;
+            in_window += got_a + got_b;
         }
     }
     result.in_window = in_window;
-    let _ = a.close(None).await;
-    let _ = b.close(None).await;
+    a.close().await;
+    b.close().await;
     Ok(result)
 }
 
@@ -373,7 +429,9 @@ mod tests {
 
     #[test]
     fn frames_have_the_asked_size_and_their_numbers_read_back() {
-        let text = frame("01JD0000000000000000000000", 42, 1234, 200);
+        let mut text = Vec::new();
+        frame(&mut text, "01JD0000000000000000000000", 42, 1234, 200);
+        let text = String::from_utf8(text).unwrap();
         assert_eq!(text.len(), 200);
         serde_json::from_str::<serde_json::Value>(&text).expect("a frame is JSON");
         // The server relays `data` byte for byte.

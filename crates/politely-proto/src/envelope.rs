@@ -1,0 +1,340 @@
+//! A fast path for the frame a server sees most: a `signal` in the shape every politely client
+//! writes, `{"type":"signal","to":"<id>","data":<JSON>}`, keys in that order, no whitespace
+//! around them. [`signal_envelope`] finds `to` and `data` in one pass and checks that `data` is
+//! one well-formed JSON value, so a server can relay it without building a parse tree.
+//! Anything else (other key orders, whitespace, escapes in the id, malformed JSON) returns
+//! `None` and goes to [`ClientMessage::from_json`](crate::ClientMessage::from_json), which
+//! accepts or refuses it with a precise error. The fast path never accepts a frame the parser
+//! refuses, and returns what the parser would.
+
+/// The deepest nesting of `data` the fast path follows (the validator's stack is fixed); deeper
+/// data goes to the full parser.
+const MAX_DEPTH: usize = 128;
+
+/// The `to` and the raw `data` of a canonical signal frame, if `text` is one.
+pub fn signal_envelope(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix(r#"{"type":"signal","to":""#)?;
+    let end = rest.find('"')?;
+    let to = &rest[..end];
+    if to.bytes().any(|b| b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let data_and_brace = rest[end..].strip_prefix(r#"","data":"#)?;
+    let data = data_and_brace.strip_suffix('}')?;
+    let bytes = data.as_bytes();
+    let value_end = skip_value(bytes, 0)?;
+    (value_end == bytes.len()).then_some((to, data))
+}
+
+/// Where the JSON value starting at `i` ends, or `None` if there is no well-formed value there.
+/// Leading whitespace is not accepted (the canonical shape has none), so `data` is exactly the
+/// value's text.
+fn skip_value(bytes: &[u8], mut i: usize) -> Option<usize> {
+    // The open containers, innermost last: `true` for an object.
+    let mut stack = [false; MAX_DEPTH];
+    let mut depth = 0;
+    loop {
+        // A value.
+        match *bytes.get(i)? {
+            b'{' | b'[' => {
+                let object = bytes[i] == b'{';
+                if depth == MAX_DEPTH {
+                    return None;
+                }
+                stack[depth] = object;
+                depth += 1;
+                i = skip_whitespace(bytes, i + 1);
+                let close = if object { b'}' } else { b']' };
+                if bytes.get(i) == Some(&close) {
+                    depth -= 1;
+                    i += 1;
+                } else {
+                    if object {
+                        i = skip_key(bytes, i)?;
+                    }
+                    continue;
+                }
+            }
+            b'"' => i = skip_string(bytes, i)?,
+            b't' => i = skip_literal(bytes, i, b"true")?,
+            b'f' => i = skip_literal(bytes, i, b"false")?,
+            b'n' => i = skip_literal(bytes, i, b"null")?,
+            _ => i = skip_number(bytes, i)?,
+        }
+        // After a value: close containers, or go on to the next element.
+        loop {
+            if depth == 0 {
+                return Some(i);
+            }
+            i = skip_whitespace(bytes, i);
+            let object = stack[depth - 1];
+            match *bytes.get(i)? {
+                b',' => {
+                    i = skip_whitespace(bytes, i + 1);
+                    if object {
+                        i = skip_key(bytes, i)?;
+                    }
+                    break;
+                }
+                b'}' if object => {}
+                b']' if !object => {}
+                _ => return None,
+            }
+            depth -= 1;
+            i += 1;
+        }
+    }
+}
+
+/// Skips `"key" :` and the whitespace after it.
+fn skip_key(bytes: &[u8], i: usize) -> Option<usize> {
+    if bytes.get(i) != Some(&b'"') {
+        return None;
+    }
+    let i = skip_whitespace(bytes, skip_string(bytes, i)?);
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    Some(skip_whitespace(bytes, i + 1))
+}
+
+fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(i) {
+        i += 1;
+    }
+    i
+}
+
+fn skip_literal(bytes: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
+    bytes[i..].starts_with(literal).then_some(i + literal.len())
+}
+
+fn skip_digits(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+fn skip_number(bytes: &[u8], mut i: usize) -> Option<usize> {
+    if bytes.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match bytes.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = skip_digits(bytes, i + 1),
+        _ => return None,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        let start = i + 1;
+        i = skip_digits(bytes, start);
+        if i == start {
+            return None;
+        }
+    }
+    if let Some(b'e' | b'E') = bytes.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = bytes.get(i) {
+            i += 1;
+        }
+        let start = i;
+        i = skip_digits(bytes, start);
+        if i == start {
+            return None;
+        }
+    }
+    Some(i)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `word` is `"`, `\` or a control character (below 0x20).
+fn has_special(word: u64) -> bool {
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control != 0
+}
+
+/// Skips the string starting with the `"` at `i`. The text is already valid UTF-8 (it is a
+/// `&str`), so only control characters and escapes need checking.
+fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
+    let mut i = i + 1;
+    loop {
+        // Eight bytes at a time through the plain part of the string.
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            if has_special(word) {
+                break;
+            }
+            i += 8;
+        }
+        match *bytes.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                i += 1;
+                match *bytes.get(i)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 1,
+                    b'u' => {
+                        let hex = bytes.get(i + 1..i + 5)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        i += 5;
+                    }
+                    _ => return None,
+                }
+            }
+            0..0x20 => return None,
+            _ => i += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientMessage;
+
+    /// What the full parser makes of `text`, as `(to, data)` for a signal.
+    fn parsed(text: &str) -> Option<(String, String)> {
+        match ClientMessage::from_json(text).ok()? {
+            ClientMessage::Signal { to, data } => Some((to.into_owned(), data.get().to_owned())),
+            _ => None,
+        }
+    }
+
+    fn check(text: &str) {
+        let fast = signal_envelope(text).map(|(to, data)| (to.to_owned(), data.to_owned()));
+        if let Some(fast) = &fast {
+            assert_eq!(
+                Some(fast),
+                parsed(text).as_ref(),
+                "fast path accepted {text:?}"
+            );
+        }
+    }
+
+    const DATA: [&str; 24] = [
+        "0",
+        "-0.5e+10",
+        "12345678901234567890",
+        "true",
+        "null",
+        r#""plain""#,
+        r#""esc \" \\ \/ \b \f \n \r \t \u00e9 \uD83D\uDE00 é 😀""#,
+        "[]",
+        "{}",
+        r#"{"a":[1,2,{"b":null}],"c":"d"}"#,
+        r#"{ "a" : [ 1 , 2 ] , "b" : { } }"#,
+        r#"{"description":{"type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"},"connectionId":"x"}"#,
+        "01",
+        "1.",
+        "-",
+        "1e",
+        "tru",
+        r#""unterminated"#,
+        "\"raw\ncontrol\"",
+        r#""bad \x escape""#,
+        r#""bad \u12 escape""#,
+        "[1,]",
+        r#"{"a" 1}"#,
+        r#"{"a":1,}"#,
+    ];
+
+    #[test]
+    fn canonical_signals_are_found_with_their_exact_data() {
+        let text = r#"{"type":"signal","to":"01JD0000000000000000000000","data":{"s":1,"t":2}}"#;
+        assert_eq!(
+            signal_envelope(text),
+            Some(("01JD0000000000000000000000", r#"{"s":1,"t":2}"#))
+        );
+        for (i, data) in DATA.iter().enumerate() {
+            let text = format!(r#"{{"type":"signal","to":"p","data":{data}}}"#);
+            let fast = signal_envelope(&text);
+            // The first twelve are well formed; the rest are not.
+            assert_eq!(fast.is_some(), i < 12, "{data}");
+            assert_eq!(fast.is_some(), parsed(&text).is_some(), "{data}");
+            if let Some((to, found)) = fast {
+                assert_eq!((to, found), ("p", *data));
+            }
+        }
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_the_parser() {
+        for text in [
+            r#"{"type":"signal","data":1,"to":"p"}"#,
+            r#"{"type": "signal","to":"p","data":1}"#,
+            r#"{"type":"signal","to":"p\"q","data":1}"#,
+            r#"{"type":"signal","to":"p","data":1 }"#,
+            r#"{"type":"signal","to":"p","data":1}  "#,
+            r#"{"type":"signal","to":"p","data":1,"extra":2}"#,
+            r#"{"type":"signal","to":"p","data":}"#,
+            r#"{"type":"join","room":"r"}"#,
+        ] {
+            assert_eq!(signal_envelope(text), None, "{text}");
+            check(text);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_left_to_the_parser() {
+        for depth in [1, 100, 126, 127, 128, 129, 130, 300] {
+            let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let text = format!(r#"{{"type":"signal","to":"p","data":{data}}}"#);
+            check(&text);
+            assert_eq!(
+                signal_envelope(&text).is_some(),
+                depth <= MAX_DEPTH,
+                "{depth}"
+            );
+            let unbalanced = format!(r#"{{"type":"signal","to":"p","data":{data}]}}"#);
+            assert_eq!(signal_envelope(&unbalanced), None, "{depth}");
+        }
+    }
+
+    #[test]
+    fn never_accepts_what_the_parser_refuses() {
+        // Every truncation and every single-byte change of some well-formed frames: the fast
+        // path either gives what the parser gives, or stays out of it.
+        let frames: Vec<String> = DATA[..12]
+            .iter()
+            .map(|data| format!(r#"{{"type":"signal","to":"p","data":{data}}}"#))
+            .collect();
+        let replacements = b"\"\\{}[],:0-.eE+tfnu \x01x\xc3";
+        for frame in &frames {
+            for cut in 0..frame.len() {
+                if let Some(text) = frame.get(..cut) {
+                    check(text);
+                }
+            }
+            for at in 0..frame.len() {
+                for &byte in replacements {
+                    let mut bytes = frame.clone().into_bytes();
+                    bytes[at] = byte;
+                    if let Ok(text) = String::from_utf8(bytes) {
+                        check(&text);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_word_scan_finds_every_special_byte_at_every_position() {
+        for special in [b'"', b'\\', 0x00, 0x1f] {
+            for at in 0..8 {
+                let mut word = [b'a'; 8];
+                word[at] = special;
+                assert!(has_special(u64::from_le_bytes(word)), "{special} at {at}");
+            }
+        }
+        for plain in [b' ', b'a', 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'] {
+            assert!(!has_special(u64::from_le_bytes([plain; 8])), "{plain}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The WebSocket opening handshake, for both ways a connection reaches the server: read off the
+//! TCP stream by [`upgrade_tcp`] when a request for the WebSocket path arrives (the fast path,
+//! which keeps the raw socket), or answered inside the router for an application that mounts
+//! [`crate::app`] itself.
+
+use crate::connection;
+use crate::hub::Hub;
+use crate::websocket;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A request head larger than this is refused.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// What the server answers a valid upgrade request with.
+pub(crate) struct Accept {
+    pub(crate) key: String,
+    /// The client offered politely's subprotocol: it is selected.
+    pub(crate) subprotocol: bool,
+}
+
+/// A refused upgrade: the HTTP status and a one-line body.
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) body: &'static str,
+}
+
+impl Refusal {
+    fn new(status: u16, body: &'static str) -> Self {
+        Refusal { status, body }
+    }
+}
+
+/// Checks an upgrade request's headers (`header` looks one up by lower-case name; a repeated
+/// header's values are joined with commas).
+pub(crate) fn check<'h>(
+    hub: &Hub,
+    header: impl Fn(&str) -> Option<&'h str>,
+) -> Result<Accept, Refusal> {
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|value| {
+            value
+                .split(',')
+                .any(|item| item.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(Refusal::new(400, "a WebSocket upgrade is expected here\n"));
+    }
+    if header("sec-websocket-version").map(str::trim) != Some("13") {
+        return Err(Refusal::new(426, "WebSocket version 13 is required\n"));
+    }
+    let Some(key) = header("sec-websocket-key").filter(|key| !key.trim().is_empty()) else {
+        return Err(Refusal::new(400, "Sec-WebSocket-Key is missing\n"));
+    };
+    if let (Some(allowed), Some(origin)) = (&hub.config.allowed_origins, header("origin"))
+        && !allowed.iter().any(|a| a == origin)
+    {
+        hub.metrics.origin_refused.fetch_add(1, Relaxed);
+        return Err(Refusal::new(403, "origin not allowed\n"));
+    }
+    if hub.shutdown.is_cancelled() {
+        return Err(Refusal::new(503, "shutting down\n"));
+    }
+    Ok(Accept {
+        key: websocket::accept_key(key),
+        subprotocol: has_token("sec-websocket-protocol", politely_proto::SUBPROTOCOL),
+    })
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+fn response(result: &Result<Accept, Refusal>) -> String {
+    match result {
+        Ok(accept) => {
+            let protocol = if accept.subprotocol {
+                format!(
+                    "Sec-WebSocket-Protocol: {}\r\n",
+                    politely_proto::SUBPROTOCOL
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n{protocol}\r\n",
+                accept.key
+            )
+        }
+        Err(refusal) => {
+            let version = if refusal.status == 426 {
+                "Sec-WebSocket-Version: 13\r\n"
+            } else {
+                ""
+            };
+            format!(
+                "HTTP/1.1 {} {}\r\n{version}Content-Type: text/plain\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{}",
+                refusal.status,
+                reason(refusal.status),
+                refusal.body.len(),
+                refusal.body
+            )
+        }
+    }
+}
+
+/// Whether a connection's first bytes are a request for the WebSocket path.
+pub(crate) fn is_websocket_request(first: &[u8]) -> bool {
+    let path = politely_proto::WS_PATH.as_bytes();
+    first.len() > 4 + path.len()
+        && first.starts_with(b"GET ")
+        && first[4..].starts_with(path)
+        && matches!(first[4 + path.len()], b' ' | b'?')
+}
+
+/// Reads an upgrade request off `tcp`, answers it, and runs the connection on the raw socket.
+pub(crate) async fn upgrade_tcp(hub: Arc<Hub>, mut tcp: TcpStream) {
+    let mut head = Vec::with_capacity(1024);
+    let read_head = async {
+        loop {
+            if head.len() >= MAX_HEAD {
+                return None;
+            }
+            head.reserve(1024);
+            match tcp.read_buf(&mut head).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Some(end + 4);
+            }
+        }
+    };
+    let end = match tokio::time::timeout(Duration::from_secs(10), read_head).await {
+        Ok(Some(end)) => end,
+        Ok(None) if head.len() >= MAX_HEAD => {
+            let refusal = Err(Refusal::new(431, "the request head is too large\n"));
+            let _ = tcp.write_all(response(&refusal).as_bytes()).await;
+            return;
+        }
+        _ => return,
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut request = httparse::Request::new(&mut headers);
+    let result = match request.parse(&head[..end]) {
+        Ok(httparse::Status::Complete(_)) => {
+            let lookup = |name: &str| {
+                let mut values = request
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case(name))
+                    .filter_map(|h| std::str::from_utf8(h.value).ok());
+                let first = values.next()?;
+                Some(match values.next() {
+                    None => std::borrow::Cow::Borrowed(first),
+                    Some(second) => {
+                        let mut joined = format!("{first},{second}");
+                        for value in values {
+                            joined.push(',');
+                            joined.push_str(value);
+                        }
+                        std::borrow::Cow::Owned(joined)
+                    }
+                })
+            };
+            // Repeated headers are rare; join them once, up front, for the checks.
+            let names = [
+                "upgrade",
+                "connection",
+                "sec-websocket-version",
+                "sec-websocket-key",
+                "origin",
+                "sec-websocket-protocol",
+            ];
+            let values: Vec<_> = names.iter().map(|name| lookup(name)).collect();
+            check(&hub, |name| {
+                let i = names.iter().position(|n| *n == name)?;
+                values[i].as_deref()
+            })
+        }
+        _ => Err(Refusal::new(400, "a malformed request\n")),
+    };
+    let reply = response(&result);
+    if tcp.write_all(reply.as_bytes()).await.is_err() || result.is_err() {
+        return;
+    }
+    // Anything the client sent after its request is its first frames.
+    let early = head.split_off(end);
+    connection::run(hub, tcp, early).await;
+}
+
+/// The fallback for the router: answers the upgrade through hyper and runs the connection on
+/// the upgraded stream once hyper hands it over.
+pub(crate) fn upgrade_in_router(
+    hub: Arc<Hub>,
+    mut request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    let headers = request.headers();
+    let result = check(&hub, |name| {
+        headers.get(name).and_then(|value| value.to_str().ok())
+    });
+    let accept = match result {
+        Ok(accept) => accept,
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return (status, refusal.body).into_response();
+        }
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let task_hub = hub.clone();
+    hub.tasks.spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let stream = hyper_util::rt::TokioIo::new(upgraded);
+            connection::run(task_hub, stream, Vec::new()).await;
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(key) = HeaderValue::from_str(&accept.key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, key);
+    }
+    if accept.subprotocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(politely_proto::SUBPROTOCOL),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_requests_for_the_websocket_path_take_the_fast_path() {
+        assert!(is_websocket_request(b"GET /ws HTTP/1.1\r\n"));
+        assert!(is_websocket_request(b"GET /ws?room=x HTTP/1.1"));
+        assert!(!is_websocket_request(b"GET /wsx HTTP/1.1"));
+        assert!(!is_websocket_request(b"GET / HTTP/1.1"));
+        assert!(!is_websocket_request(b"POST /ws HTTP/1.1"));
+        assert!(!is_websocket_request(b"GET /ws"));
+    }
+}

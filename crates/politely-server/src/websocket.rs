@@ -1,0 +1,670 @@
+//! WebSocket framing (RFC 6455) without I/O: the server reads masked client frames and writes
+//! unmasked ones; a client (the CLI's load generator) does the reverse.
+//!
+//! The server relays small JSON text frames at high rates, so this is written for that case: a
+//! [`Reader`] parses every complete frame already in its buffer, unmasks it in place and hands
+//! out the text as a borrowed `&str`; frames are written straight into a byte buffer that goes
+//! to the socket in one write. Nothing is allocated per frame. Messages larger than the limit
+//! are skipped as they arrive instead of being buffered.
+
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+/// The key every `Sec-WebSocket-Accept` is derived with.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The `Sec-WebSocket-Accept` value answering a client's `Sec-WebSocket-Key`.
+pub fn accept_key(key: &str) -> String {
+    let mut sha1 = Sha1::new();
+    sha1.update(key.trim().as_bytes());
+    sha1.update(ACCEPT_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
+}
+
+/// A frame's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    /// The next fragment of a text or binary message.
+    Continuation,
+    /// A UTF-8 text message (or its first fragment).
+    Text,
+    /// A binary message (or its first fragment).
+    Binary,
+    /// The closing handshake.
+    Close,
+    /// A keepalive request, answered with a pong carrying the same payload.
+    Ping,
+    /// A keepalive answer.
+    Pong,
+}
+
+impl Opcode {
+    fn from_bits(bits: u8) -> Option<Opcode> {
+        Some(match bits {
+            0 => Opcode::Continuation,
+            1 => Opcode::Text,
+            2 => Opcode::Binary,
+            8 => Opcode::Close,
+            9 => Opcode::Ping,
+            10 => Opcode::Pong,
+            _ => return None,
+        })
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            Opcode::Continuation => 0,
+            Opcode::Text => 1,
+            Opcode::Binary => 2,
+            Opcode::Close => 8,
+            Opcode::Ping => 9,
+            Opcode::Pong => 10,
+        }
+    }
+
+    fn is_control(self) -> bool {
+        matches!(self, Opcode::Close | Opcode::Ping | Opcode::Pong)
+    }
+}
+
+/// Appends the header of a final frame of `len` payload bytes; with a `mask` (a client's), the
+/// caller appends the payload masked with [`apply_mask`].
+pub fn write_header(out: &mut Vec<u8>, opcode: Opcode, len: usize, mask: Option<[u8; 4]>) {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    out.push(0x80 | opcode.bits());
+    if len < 126 {
+        out.push(mask_bit | len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    if let Some(mask) = mask {
+        out.extend_from_slice(&mask);
+    }
+}
+
+/// Appends an unmasked final frame: what a server sends.
+pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
+    write_header(out, opcode, payload.len(), None);
+    out.extend_from_slice(payload);
+}
+
+/// Appends a masked final frame: what a client sends.
+pub fn write_masked_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: [u8; 4]) {
+    write_header(out, opcode, payload.len(), Some(mask));
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], mask);
+}
+
+/// Appends a close frame with `code` and `reason` (at most 123 bytes of it).
+pub fn write_close(out: &mut Vec<u8>, code: u16, reason: &str, mask: Option<[u8; 4]>) {
+    let mut reason = reason;
+    while reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason = &reason[..end];
+    }
+    let mut payload = [0u8; 125];
+    payload[..2].copy_from_slice(&code.to_be_bytes());
+    payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+    let payload = &payload[..2 + reason.len()];
+    match mask {
+        Some(mask) => write_masked_frame(out, Opcode::Close, payload, mask),
+        None => write_frame(out, Opcode::Close, payload),
+    }
+}
+
+/// XORs `data` with the masking key (masking and unmasking are the same operation).
+pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("chunks of 8")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
+/// Why the peer broke the protocol; each ends the connection with its close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A malformed frame (1002): reserved bits or opcodes, wrong masking, a fragmented or
+    /// oversized control frame, a continuation out of place.
+    Protocol(&'static str),
+    /// A text message that is not UTF-8 (1007).
+    InvalidUtf8,
+    /// A message above the hard limit (1009): too large even to skip.
+    TooLarge,
+}
+
+/// A message read by a [`Reader`], borrowing its buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A whole text message.
+    Text(&'a str),
+    /// A whole binary message, by its length.
+    Binary(usize),
+    /// A ping and its payload, to be echoed in a pong.
+    Ping(&'a [u8]),
+    /// A pong and its payload.
+    Pong(&'a [u8]),
+    /// A close frame and its code, if it had one.
+    Close(Option<u16>),
+    /// A data message larger than the reader's limit: its bytes are being skipped unread.
+    /// Reported once, when the size is first known to be over.
+    TooLarge(u64),
+}
+
+/// Which side of the connection a reader is on, which decides the masking it requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads a client's frames, which must be masked.
+    Server,
+    /// Reads a server's frames, which must not be.
+    Client,
+}
+
+/// The message being assembled from fragments.
+enum Fragments {
+    None,
+    Collecting(Opcode),
+    /// Over the limit: the rest of the message is skipped.
+    Skipping,
+}
+
+/// Frames from a byte stream: fill [`Reader::buffer`] from the socket, then take messages with
+/// [`Reader::next_message`] until it returns `None`.
+pub struct Reader {
+    buf: Vec<u8>,
+    /// Where the unparsed bytes of `buf` start.
+    start: usize,
+    role: Role,
+    /// Data messages above this are skipped and reported as [`Message::TooLarge`].
+    max_message: usize,
+    /// Data messages above this end the connection.
+    hard_limit: usize,
+    /// The smallest read.
+    read_size: usize,
+    /// The next read's size: it doubles while reads fill it, up to 64 KiB.
+    next_read: usize,
+    /// Payload bytes of a skipped message still to discard.
+    skip: u64,
+    fragments: Fragments,
+    assembled: Vec<u8>,
+}
+
+/// The most a reader reads at once under load.
+const MAX_READ: usize = 64 * 1024;
+
+impl Reader {
+    /// A reader for `role`, refusing data messages above `max_message` bytes and ending the
+    /// connection for messages above `hard_limit`; it reads at least `read_size` bytes at once.
+    pub fn new(role: Role, max_message: usize, hard_limit: usize, read_size: usize) -> Self {
+        Reader {
+            buf: Vec::with_capacity(read_size),
+            start: 0,
+            role,
+            max_message,
+            hard_limit: hard_limit.max(max_message),
+            read_size,
+            next_read: read_size,
+            skip: 0,
+            fragments: Fragments::None,
+            assembled: Vec::new(),
+        }
+    }
+
+    /// The buffer to append the next read to, with room for it.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        // A frame that does not fit needs its whole size (skipped frames are not buffered).
+        let want = self.pending_frame_len().max(self.next_read);
+        if self.buf.capacity() - self.buf.len() < want && self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(want);
+        &mut self.buf
+    }
+
+    /// Tells the reader how many bytes the last read appended, to size the next one.
+    pub fn did_read(&mut self, n: usize) {
+        if n >= self.next_read {
+            self.next_read = (self.next_read * 2).min(MAX_READ);
+        }
+    }
+
+    /// Gives back the memory of a burst: an idle connection keeps only its initial buffer.
+    pub fn shrink(&mut self) {
+        self.next_read = self.read_size;
+        if self.start == self.buf.len() && self.buf.capacity() > self.read_size {
+            self.buf = Vec::with_capacity(self.read_size);
+            self.start = 0;
+        }
+        if self.assembled.capacity() > self.read_size {
+            self.assembled = Vec::new();
+        }
+    }
+
+    /// Bytes read but not yet parsed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The size of the frame at the front of the buffer, header included, if its header is there.
+    fn pending_frame_len(&self) -> usize {
+        match parse_header(&self.buf[self.start..]) {
+            Ok(Some(header)) if header.len <= self.max_message as u64 => {
+                header.header_len + header.len as usize
+            }
+            _ => 0,
+        }
+    }
+
+    /// The next whole message in the buffer, or `None` when more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Message<'_>>, FrameError> {
+        loop {
+            if self.skip > 0 {
+                let available = (self.buf.len() - self.start) as u64;
+                let n = self.skip.min(available);
+                self.start += n as usize;
+                self.skip -= n;
+                if self.skip > 0 {
+                    return Ok(None);
+                }
+            }
+            let Some(header) = parse_header(&self.buf[self.start..])? else {
+                return Ok(None);
+            };
+            if header.masked != (self.role == Role::Server) {
+                return Err(FrameError::Protocol(match self.role {
+                    Role::Server => "client frames must be masked",
+                    Role::Client => "server frames must not be masked",
+                }));
+            }
+            let control = header.opcode.is_control();
+            if control && (!header.fin || header.len > 125) {
+                return Err(FrameError::Protocol("control frames are final and short"));
+            }
+            match (&self.fragments, header.opcode) {
+                (Fragments::None, Opcode::Continuation) => {
+                    return Err(FrameError::Protocol(
+                        "a continuation with nothing to continue",
+                    ));
+                }
+                (Fragments::Collecting(_) | Fragments::Skipping, Opcode::Text | Opcode::Binary) => {
+                    return Err(FrameError::Protocol(
+                        "a new message inside a fragmented one",
+                    ));
+                }
+                _ => {}
+            }
+            if !control {
+                let collected = match self.fragments {
+                    Fragments::Collecting(_) => self.assembled.len() as u64,
+                    _ => 0,
+                };
+                let total = header.len + collected;
+                if total > self.hard_limit as u64 {
+                    return Err(FrameError::TooLarge);
+                }
+                let over = total > self.max_message as u64;
+                if over || matches!(self.fragments, Fragments::Skipping) {
+                    self.start += header.header_len;
+                    self.skip = header.len;
+                    let first_report = !matches!(self.fragments, Fragments::Skipping);
+                    self.fragments = if header.fin {
+                        Fragments::None
+                    } else {
+                        Fragments::Skipping
+                    };
+                    if first_report {
+                        return Ok(Some(Message::TooLarge(total)));
+                    }
+                    continue;
+                }
+            }
+            let payload_start = self.start + header.header_len;
+            let payload_end = payload_start + header.len as usize;
+            if self.buf.len() < payload_end {
+                return Ok(None);
+            }
+            if let Some(mask) = header.mask {
+                apply_mask(&mut self.buf[payload_start..payload_end], mask);
+            }
+            self.start = payload_end;
+            let payload = payload_start..payload_end;
+            match header.opcode {
+                Opcode::Text | Opcode::Binary if !header.fin => {
+                    self.assembled.clear();
+                    self.assembled.extend_from_slice(&self.buf[payload]);
+                    self.fragments = Fragments::Collecting(header.opcode);
+                }
+                Opcode::Continuation => {
+                    self.assembled.extend_from_slice(&self.buf[payload]);
+                    if header.fin {
+                        let Fragments::Collecting(opcode) =
+                            std::mem::replace(&mut self.fragments, Fragments::None)
+                        else {
+                            unreachable!("skipped continuations are handled above");
+                        };
+                        // The assembled text stays until the next fragmented message.
+                        return match opcode {
+                            Opcode::Binary => Ok(Some(Message::Binary(self.assembled.len()))),
+                            _ => {
+                                let text = std::str::from_utf8(&self.assembled)
+                                    .map_err(|_| FrameError::InvalidUtf8)?;
+                                Ok(Some(Message::Text(text)))
+                            }
+                        };
+                    }
+                }
+                Opcode::Text => {
+                    let text = std::str::from_utf8(&self.buf[payload])
+                        .map_err(|_| FrameError::InvalidUtf8)?;
+                    return Ok(Some(Message::Text(text)));
+                }
+                Opcode::Binary => return Ok(Some(Message::Binary(header.len as usize))),
+                Opcode::Ping => return Ok(Some(Message::Ping(&self.buf[payload]))),
+                Opcode::Pong => return Ok(Some(Message::Pong(&self.buf[payload]))),
+                Opcode::Close => {
+                    let body = &self.buf[payload];
+                    return match body.len() {
+                        0 => Ok(Some(Message::Close(None))),
+                        1 => Err(FrameError::Protocol("a close frame with a one-byte body")),
+                        _ => {
+                            std::str::from_utf8(&body[2..]).map_err(|_| FrameError::InvalidUtf8)?;
+                            Ok(Some(Message::Close(Some(u16::from_be_bytes([
+                                body[0], body[1],
+                            ])))))
+                        }
+                    };
+                }
+            }
+        }
+    }
+}
+
+struct Header {
+    fin: bool,
+    opcode: Opcode,
+    masked: bool,
+    mask: Option<[u8; 4]>,
+    len: u64,
+    header_len: usize,
+}
+
+fn parse_header(data: &[u8]) -> Result<Option<Header>, FrameError> {
+    let [b0, b1, ..] = *data else {
+        return Ok(None);
+    };
+    if b0 & 0x70 != 0 {
+        return Err(FrameError::Protocol("reserved bits set"));
+    }
+    let opcode = Opcode::from_bits(b0 & 0x0f).ok_or(FrameError::Protocol("unknown opcode"))?;
+    let masked = b1 & 0x80 != 0;
+    let (len, mut header_len) = match b1 & 0x7f {
+        126 => {
+            let Some(bytes) = data.get(2..4) else {
+                return Ok(None);
+            };
+            (u64::from(u16::from_be_bytes([bytes[0], bytes[1]])), 4)
+        }
+        127 => {
+            let Some(bytes) = data.get(2..10) else {
+                return Ok(None);
+            };
+            let len = u64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+            if len >> 63 != 0 {
+                return Err(FrameError::Protocol("a length with its top bit set"));
+            }
+            (len, 10)
+        }
+        len => (u64::from(len), 2),
+    };
+    let mask = if masked {
+        let Some(bytes) = data.get(header_len..header_len + 4) else {
+            return Ok(None);
+        };
+        header_len += 4;
+        Some([bytes[0], bytes[1], bytes[2], bytes[3]])
+    } else {
+        None
+    };
+    Ok(Some(Header {
+        fin: b0 & 0x80 != 0,
+        opcode,
+        masked,
+        mask,
+        len,
+        header_len,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+    fn server_reader() -> Reader {
+        Reader::new(Role::Server, 1000, 4000, 256)
+    }
+
+    fn feed(reader: &mut Reader, bytes: &[u8]) {
+        reader.buffer().extend_from_slice(bytes);
+    }
+
+    fn fragment(opcode: Opcode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_masked_frame(&mut out, opcode, payload, MASK);
+        if !fin {
+            out[0] &= 0x7f;
+        }
+        out
+    }
+
+    #[test]
+    fn the_accept_key_of_the_rfc_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn masking_twice_gives_the_input_back_at_every_length() {
+        for len in 0..40 {
+            let original: Vec<u8> = (0..len as u8).collect();
+            let mut data = original.clone();
+            apply_mask(&mut data, MASK);
+            if len > 0 {
+                assert_ne!(data, original);
+            }
+            // Byte by byte, as the RFC states it.
+            for (i, byte) in data.iter().enumerate() {
+                assert_eq!(*byte, original[i] ^ MASK[i % 4]);
+            }
+            apply_mask(&mut data, MASK);
+            assert_eq!(data, original);
+        }
+    }
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        for (len, header_len) in [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+            let mut out = Vec::new();
+            write_header(&mut out, Opcode::Text, len, None);
+            assert_eq!(out.len(), header_len, "{len}");
+            let header = parse_header(&out).unwrap().unwrap();
+            assert_eq!((header.len, header.header_len), (len as u64, header_len));
+            assert!(header.fin && !header.masked);
+        }
+    }
+
+    #[test]
+    fn frames_split_anywhere_read_back_whole() {
+        let mut stream = Vec::new();
+        let long = "é".repeat(300);
+        write_masked_frame(&mut stream, Opcode::Text, b"hello", MASK);
+        write_masked_frame(&mut stream, Opcode::Ping, b"p", MASK);
+        write_masked_frame(&mut stream, Opcode::Text, long.as_bytes(), MASK);
+        write_close(&mut stream, 1000, "bye", Some(MASK));
+        for split in 0..stream.len() {
+            let mut reader = server_reader();
+            let mut seen = Vec::new();
+            for part in [&stream[..split], &stream[split..]] {
+                feed(&mut reader, part);
+                while let Some(message) = reader.next_message().unwrap() {
+                    seen.push(format!("{message:?}"));
+                }
+            }
+            assert_eq!(
+                seen,
+                [
+                    r#"Text("hello")"#.to_owned(),
+                    "Ping([112])".to_owned(),
+                    format!("Text({long:?})"),
+                    "Close(Some(1000))".to_owned(),
+                ],
+                "split at {split}"
+            );
+            assert_eq!(reader.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn fragments_are_joined_around_control_frames() {
+        let mut reader = server_reader();
+        feed(&mut reader, &fragment(Opcode::Text, false, b"hel"));
+        feed(&mut reader, &fragment(Opcode::Ping, true, b""));
+        feed(&mut reader, &fragment(Opcode::Continuation, false, b"l"));
+        feed(&mut reader, &fragment(Opcode::Continuation, true, b"o"));
+        assert_eq!(reader.next_message().unwrap(), Some(Message::Ping(b"")));
+        assert_eq!(reader.next_message().unwrap(), Some(Message::Text("hello")));
+        assert_eq!(reader.next_message().unwrap(), None);
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_reported_once_and_skipped() {
+        let mut reader = server_reader();
+        let big = vec![b'x'; 1500];
+        let mut stream = Vec::new();
+        write_masked_frame(&mut stream, Opcode::Text, &big, MASK);
+        write_masked_frame(&mut stream, Opcode::Text, b"after", MASK);
+        // In pieces smaller than the frame: nothing of it is buffered.
+        for chunk in stream.chunks(100) {
+            feed(&mut reader, chunk);
+            while let Some(message) = reader.next_message().unwrap() {
+                match message {
+                    Message::TooLarge(len) => assert_eq!(len, 1500),
+                    Message::Text(text) => assert_eq!(text, "after"),
+                    other => panic!("{other:?}"),
+                }
+                assert!(reader.buf.capacity() < 1000);
+            }
+        }
+        // Fragments that together pass the limit.
+        let mut reader = server_reader();
+        feed(&mut reader, &fragment(Opcode::Text, false, &big[..800]));
+        feed(
+            &mut reader,
+            &fragment(Opcode::Continuation, false, &big[..800]),
+        );
+        feed(
+            &mut reader,
+            &fragment(Opcode::Continuation, true, &big[..800]),
+        );
+        feed(&mut reader, &fragment(Opcode::Text, true, b"after"));
+        assert_eq!(
+            reader.next_message().unwrap(),
+            Some(Message::TooLarge(1600))
+        );
+        assert_eq!(reader.next_message().unwrap(), Some(Message::Text("after")));
+    }
+
+    #[test]
+    fn protocol_violations_are_errors() {
+        let cases: [(Vec<u8>, FrameError); 7] = [
+            (
+                {
+                    let mut out = Vec::new();
+                    write_frame(&mut out, Opcode::Text, b"unmasked");
+                    out
+                },
+                FrameError::Protocol("client frames must be masked"),
+            ),
+            (
+                {
+                    let mut out = fragment(Opcode::Text, true, b"x");
+                    out[0] |= 0x40;
+                    out
+                },
+                FrameError::Protocol("reserved bits set"),
+            ),
+            (
+                {
+                    let mut out = fragment(Opcode::Text, true, b"x");
+                    out[0] = 0x83;
+                    out
+                },
+                FrameError::Protocol("unknown opcode"),
+            ),
+            (
+                fragment(Opcode::Ping, false, b""),
+                FrameError::Protocol("control frames are final and short"),
+            ),
+            (
+                fragment(Opcode::Continuation, true, b"x"),
+                FrameError::Protocol("a continuation with nothing to continue"),
+            ),
+            (
+                fragment(Opcode::Text, true, &[0xff, 0xfe]),
+                FrameError::InvalidUtf8,
+            ),
+            (
+                fragment(Opcode::Binary, true, &[0; 4001]),
+                FrameError::TooLarge,
+            ),
+        ];
+        for (bytes, error) in cases {
+            let mut reader = server_reader();
+            feed(&mut reader, &bytes);
+            assert_eq!(reader.next_message().unwrap_err(), error);
+        }
+        let mut reader = server_reader();
+        feed(&mut reader, &fragment(Opcode::Text, false, b"a"));
+        feed(&mut reader, &fragment(Opcode::Text, true, b"b"));
+        assert_eq!(
+            reader.next_message().unwrap_err(),
+            FrameError::Protocol("a new message inside a fragmented one")
+        );
+    }
+
+    #[test]
+    fn a_client_reads_unmasked_frames() {
+        let mut reader = Reader::new(Role::Client, 1000, 1000, 256);
+        let mut stream = Vec::new();
+        write_frame(&mut stream, Opcode::Text, b"hi");
+        write_close(&mut stream, 4002, &"x".repeat(200), None);
+        feed(&mut reader, &stream);
+        assert_eq!(reader.next_message().unwrap(), Some(Message::Text("hi")));
+        assert_eq!(
+            reader.next_message().unwrap(),
+            Some(Message::Close(Some(4002)))
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! The WebSocket layer seen from raw TCP: the handshake and its refusals, frames a library
+//! client would never send, and the two ways a connection reaches the server (the fast path on
+//! the raw socket, and the router when `app` is mounted in an application's own server).
+
+mod util;
+
+use politely_server::websocket::{self, Message, Opcode, Reader, Role};
+use politely_server::{Config, app};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use util::{PATIENCE, TestServer};
+
+fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        rate_limit: None,
+        ..Config::default()
+    }
+}
+
+const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
+
+fn request(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// A client on a raw socket, so tests can send what a WebSocket library would refuse to.
+struct Raw {
+    tcp: TcpStream,
+    reader: Reader,
+}
+
+impl Raw {
+    /// Sends `head` (perhaps in pieces) and returns the response head and the client.
+    async fn handshake(addr: SocketAddr, pieces: &[&[u8]]) -> (String, Raw) {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        for piece in pieces {
+            tcp.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let mut head = Vec::new();
+        let end = loop {
+            let n = tokio::time::timeout(PATIENCE, tcp.read_buf(&mut head))
+                .await
+                .expect("a response")
+                .unwrap();
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(n > 0, "closed before a response: {head:?}");
+        };
+        let mut reader = Reader::new(Role::Client, 1 << 20, 1 << 20, 4096);
+        reader.buffer().extend_from_slice(&head[end..]);
+        let response = String::from_utf8(head[..end].to_vec()).unwrap();
+        (response, Raw { tcp, reader })
+    }
+
+    async fn open(addr: SocketAddr) -> Raw {
+        let (response, raw) = Raw::handshake(addr, &[request(addr, "").as_bytes()]).await;
+        assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+        raw
+    }
+
+    async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.tcp.write_all(bytes).await.unwrap();
+    }
+
+    async fn send_frame(&mut self, opcode: Opcode, payload: &[u8]) {
+        let mut out = Vec::new();
+        websocket::write_masked_frame(&mut out, opcode, payload, MASK);
+        self.send_bytes(&out).await;
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.send_frame(Opcode::Text, text.as_bytes()).await;
+    }
+
+    /// The next message, described as text (`Text(..)`, `Close(Some(1002))`, ...); `"eof"` when
+    /// the server closed the socket.
+    async fn next(&mut self) -> String {
+        loop {
+            if let Some(message) = self.reader.next_message().unwrap() {
+                return match message {
+                    Message::Text(text) => text.to_owned(),
+                    other => format!("{other:?}"),
+                };
+            }
+            let read = self.tcp.read_buf(self.reader.buffer());
+            let n = tokio::time::timeout(PATIENCE, read)
+                .await
+                .expect("a frame in time")
+                .unwrap();
+            if n == 0 {
+                return "eof".into();
+            }
+        }
+    }
+
+    async fn json(&mut self) -> serde_json::Value {
+        let text = self.next().await;
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    }
+
+    async fn join(addr: SocketAddr, room: &str) -> (Raw, String) {
+        let mut raw = Raw::open(addr).await;
+        raw.send_text(&format!(r#"{{"type":"join","room":"{room}"}}"#))
+            .await;
+        let welcome = raw.json().await;
+        assert_eq!(welcome["type"], "welcome");
+        let id = welcome["id"].as_str().unwrap().to_owned();
+        (raw, id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_answers_the_rfc_example_and_refuses_what_is_not_an_upgrade() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr;
+    let (response, _raw) = Raw::handshake(
+        addr,
+        &[request(addr, "Sec-WebSocket-Protocol: chat, politely.v1\r\n").as_bytes()],
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
+    assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    assert!(response.contains("Sec-WebSocket-Protocol: politely.v1\r\n"));
+
+    let wrong_version = request(addr, "").replace("Version: 13", "Version: 8");
+    let (response, _) = Raw::handshake(addr, &[wrong_version.as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 426 "), "{response}");
+    assert!(response.contains("Sec-WebSocket-Version: 13\r\n"));
+
+    let plain_get = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let (response, _) = Raw::handshake(addr, &[plain_get.as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+
+    let no_key = request(addr, "").replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    let (response, _) = Raw::handshake(addr, &[no_key.as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+
+    let huge = request(addr, &format!("X-Padding: {}\r\n", "a".repeat(10_000)));
+    let (response, _) = Raw::handshake(addr, &[huge.as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 431 "), "{response}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_small_pieces_is_served_through_the_router() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr;
+    // Three bytes first: too few to recognise the WebSocket path, so the router answers.
+    let request = request(addr, "");
+    let (a_text, b_text) = request.as_bytes().split_at(3);
+    let (response, mut a) = Raw::handshake(addr, &[a_text, b_text]).await;
+    assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+    assert!(response.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    a.send_text(r#"{"type":"join","room":"r"}"#).await;
+    let a_id = a.json().await["id"].as_str().unwrap().to_owned();
+    let (mut b, b_id) = Raw::join(addr, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+    a.send_text(&format!(r#"{{"type":"signal","to":"{b_id}","data":[1]}}"#))
+        .await;
+    b.send_text(&format!(r#"{{"type":"signal","to":"{a_id}","data":[2]}}"#))
+        .await;
+    assert_eq!(
+        b.next().await,
+        format!(r#"{{"type":"signal","from":"{a_id}","data":[1]}}"#)
+    );
+    assert_eq!(
+        a.next().await,
+        format!(r#"{{"type":"signal","from":"{b_id}","data":[2]}}"#)
+    );
+    server.shutdown().await;
+    assert_eq!(a.next().await, "Close(Some(1001))");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_mounted_in_an_application_serves_websockets() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().nest_service("/signal", app(config()));
+    let serve = tokio::spawn(async move { axum::serve(listener, router).await });
+    let request = request(addr, "").replace("GET /ws ", "GET /signal/ws ");
+    let (response, mut a) = Raw::handshake(addr, &[request.as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+    a.send_text(r#"{"type":"join","room":"r"}"#).await;
+    assert_eq!(a.json().await["type"], "welcome");
+    a.send_text(r#"{"type":"ping"}"#).await;
+    assert_eq!(a.next().await, r#"{"type":"pong"}"#);
+    serve.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_a_library_would_not_send_close_with_the_rfc_codes() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr;
+
+    // An unmasked client frame: 1002.
+    let (mut a, _) = Raw::join(addr, "r").await;
+    let mut unmasked = Vec::new();
+    websocket::write_frame(&mut unmasked, Opcode::Text, br#"{"type":"ping"}"#);
+    a.send_bytes(&unmasked).await;
+    assert_eq!(a.next().await, "Close(Some(1002))");
+
+    // A reserved opcode: 1002.
+    let (mut b, _) = Raw::join(addr, "r").await;
+    b.send_bytes(&[0x83, 0x80, 1, 2, 3, 4]).await;
+    assert_eq!(b.next().await, "Close(Some(1002))");
+
+    // Text that is not UTF-8: 1007.
+    let (mut c, _) = Raw::join(addr, "r").await;
+    c.send_frame(Opcode::Text, &[b'"', 0xff, b'"']).await;
+    assert_eq!(c.next().await, "Close(Some(1007))");
+    assert_eq!(
+        server
+            .metric(r#"politely_closes_total{code="1002",reason="protocol-error"}"#)
+            .await,
+        2.0
+    );
+    assert_eq!(
+        server
+            .metric(r#"politely_closes_total{code="1007",reason="invalid-utf8"}"#)
+            .await,
+        1.0
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_fragments_and_the_closing_handshake() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr;
+    let (mut a, a_id) = Raw::join(addr, "r").await;
+    let (mut b, b_id) = Raw::join(addr, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+
+    // A ping is answered with its payload.
+    a.send_frame(Opcode::Ping, b"are you there").await;
+    assert_eq!(a.next().await, format!("Pong({:?})", b"are you there"));
+
+    // A signal in three fragments, with a ping between them, is relayed whole.
+    let text = format!(r#"{{"type":"signal","to":"{b_id}","data":{{"x":"héllo"}}}}"#);
+    let (one, rest) = text.as_bytes().split_at(10);
+    let (two, three) = rest.split_at(20);
+    let mut out = Vec::new();
+    for (opcode, part, fin) in [
+        (Opcode::Text, one, false),
+        (Opcode::Ping, &b""[..], true),
+        (Opcode::Continuation, two, false),
+        (Opcode::Continuation, three, true),
+    ] {
+        websocket::write_masked_frame(&mut out, opcode, part, MASK);
+        if !fin {
+            let header = out.len() - part.len() - 6;
+            out[header] &= 0x7f;
+        }
+    }
+    a.send_bytes(&out).await;
+    assert_eq!(a.next().await, "Pong([])");
+    assert_eq!(
+        b.next().await,
+        format!(r#"{{"type":"signal","from":"{a_id}","data":{{"x":"héllo"}}}}"#)
+    );
+
+    // A close from the client is echoed, and the others see it leave at once.
+    let mut close = Vec::new();
+    websocket::write_close(&mut close, 1000, "bye", Some(MASK));
+    a.send_bytes(&close).await;
+    assert_eq!(a.next().await, "Close(Some(1000))");
+    assert_eq!(a.next().await, "eof");
+    let left = b.json().await;
+    assert_eq!(
+        (left["type"].as_str(), left["id"].as_str()),
+        (Some("peer-left"), Some(a_id.as_str()))
+    );
+    server.shutdown().await;
+}
