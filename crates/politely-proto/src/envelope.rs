@@ -1,7 +1,8 @@
 //! A fast path for the frame a server sees most: a `signal` in the shape every politely client
 //! writes, `{"type":"signal","to":"<id>","data":<JSON>}`, keys in that order, no whitespace
-//! around them. [`signal_envelope`] finds `to` and `data` in one pass and checks that `data` is
-//! one well-formed JSON value, so a server can relay it without building a parse tree.
+//! around them. [`signal_envelope`] finds `to` and `data` in one pass over the frame's bytes and
+//! checks that `data` is one well-formed JSON value in valid UTF-8, so a server can relay it
+//! without building a parse tree or checking the text twice.
 //! Anything else (other key orders, whitespace, escapes in the id, malformed JSON) returns
 //! `None` and goes to [`ClientMessage::from_json`](crate::ClientMessage::from_json), which
 //! accepts or refuses it with a precise error. The fast path never accepts a frame the parser
@@ -11,19 +12,19 @@
 /// data goes to the full parser.
 const MAX_DEPTH: usize = 128;
 
-/// The `to` and the raw `data` of a canonical signal frame, if `text` is one.
-pub fn signal_envelope(text: &str) -> Option<(&str, &str)> {
-    let rest = text.strip_prefix(r#"{"type":"signal","to":""#)?;
-    let end = rest.find('"')?;
-    let to = &rest[..end];
+/// The `to` and the raw `data` of a canonical signal frame, if `frame` (a text frame's bytes,
+/// not yet known to be UTF-8) is one. `data` is well-formed JSON and valid UTF-8.
+pub fn signal_envelope(frame: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = frame.strip_prefix(br#"{"type":"signal","to":""#)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let to = std::str::from_utf8(&rest[..end]).ok()?;
     if to.bytes().any(|b| b == b'\\' || b < 0x20) {
         return None;
     }
-    let data_and_brace = rest[end..].strip_prefix(r#"","data":"#)?;
-    let data = data_and_brace.strip_suffix('}')?;
-    let bytes = data.as_bytes();
-    let value_end = skip_value(bytes, 0)?;
-    (value_end == bytes.len()).then_some((to, data))
+    let data_and_brace = rest[end..].strip_prefix(br#"","data":"#)?;
+    let data = data_and_brace.strip_suffix(b"}")?;
+    let value_end = skip_value(data, 0)?;
+    (value_end == data.len()).then_some((to, data))
 }
 
 /// Where the JSON value starting at `i` ends, or `None` if there is no well-formed value there.
@@ -150,21 +151,40 @@ fn skip_number(bytes: &[u8], mut i: usize) -> Option<usize> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `word` is `"`, `\` or a control character (below 0x20).
+/// Whether any byte of `word` is `"`, `\`, a control character (below 0x20) or not ASCII.
 fn has_special(word: u64) -> bool {
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control != 0
+    quote | backslash | control | (word & HIGHS) != 0
 }
 
-/// Skips the string starting with the `"` at `i`. The text is already valid UTF-8 (it is a
-/// `&str`), so only control characters and escapes need checking.
+/// Whether a block is plain ASCII string content: no `"`, `\`, control characters or bytes
+/// above 0x7f. Written without an early exit so the compiler turns it into vector compares.
+fn plain_block(block: &[u8; 64]) -> bool {
+    let mut special = 0u8;
+    for &byte in block {
+        special |= u8::from(byte == b'"')
+            | u8::from(byte == b'\\')
+            | u8::from(byte < 0x20)
+            | u8::from(byte > 0x7f);
+    }
+    special == 0
+}
+
+/// Skips the string starting with the `"` at `i`, checking its escapes and its UTF-8 (the only
+/// place in JSON where bytes above 0x7f may appear).
 fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
     let mut i = i + 1;
     loop {
-        // Eight bytes at a time through the plain part of the string.
+        // Long strings (SDP, padding) 64 bytes at a time, then eight at a time.
+        while let Some(block) = bytes.get(i..i + 64) {
+            if !plain_block(block.try_into().expect("64 bytes")) {
+                break;
+            }
+            i += 64;
+        }
         while let Some(chunk) = bytes.get(i..i + 8) {
             let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
             if has_special(word) {
@@ -189,9 +209,23 @@ fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
                 }
             }
             0..0x20 => return None,
+            0x80.. => i = skip_utf8(bytes, i)?,
             _ => i += 1,
         }
     }
+}
+
+/// Skips the UTF-8 sequence of a non-ASCII character at `i`.
+fn skip_utf8(bytes: &[u8], i: usize) -> Option<usize> {
+    let len = match bytes[i] {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return None,
+    };
+    // The standard library knows the overlong forms, surrogates and the upper bound.
+    std::str::from_utf8(bytes.get(i..i + len)?).ok()?;
+    Some(i + len)
 }
 
 #[cfg(test)]
@@ -207,15 +241,19 @@ mod tests {
         }
     }
 
-    fn check(text: &str) {
-        let fast = signal_envelope(text).map(|(to, data)| (to.to_owned(), data.to_owned()));
-        if let Some(fast) = &fast {
-            assert_eq!(
-                Some(fast),
-                parsed(text).as_ref(),
-                "fast path accepted {text:?}"
-            );
-        }
+    /// The fast path accepts `frame` only if it is UTF-8 and the parser gives the same.
+    fn check(frame: &[u8]) {
+        let Some((to, data)) = signal_envelope(frame) else {
+            return;
+        };
+        let text = std::str::from_utf8(frame)
+            .unwrap_or_else(|_| panic!("fast path accepted non-UTF-8 {frame:?}"));
+        let data = std::str::from_utf8(data).unwrap().to_owned();
+        assert_eq!(
+            Some((to.to_owned(), data)),
+            parsed(text),
+            "fast path accepted {text:?}"
+        );
     }
 
     const DATA: [&str; 24] = [
@@ -249,17 +287,17 @@ mod tests {
     fn canonical_signals_are_found_with_their_exact_data() {
         let text = r#"{"type":"signal","to":"01JD0000000000000000000000","data":{"s":1,"t":2}}"#;
         assert_eq!(
-            signal_envelope(text),
-            Some(("01JD0000000000000000000000", r#"{"s":1,"t":2}"#))
+            signal_envelope(text.as_bytes()),
+            Some(("01JD0000000000000000000000", &br#"{"s":1,"t":2}"#[..]))
         );
         for (i, data) in DATA.iter().enumerate() {
             let text = format!(r#"{{"type":"signal","to":"p","data":{data}}}"#);
-            let fast = signal_envelope(&text);
+            let fast = signal_envelope(text.as_bytes());
             // The first twelve are well formed; the rest are not.
             assert_eq!(fast.is_some(), i < 12, "{data}");
             assert_eq!(fast.is_some(), parsed(&text).is_some(), "{data}");
             if let Some((to, found)) = fast {
-                assert_eq!((to, found), ("p", *data));
+                assert_eq!((to, found), ("p", data.as_bytes()));
             }
         }
     }
@@ -276,8 +314,8 @@ mod tests {
             r#"{"type":"signal","to":"p","data":}"#,
             r#"{"type":"join","room":"r"}"#,
         ] {
-            assert_eq!(signal_envelope(text), None, "{text}");
-            check(text);
+            assert_eq!(signal_envelope(text.as_bytes()), None, "{text}");
+            check(text.as_bytes());
         }
     }
 
@@ -286,14 +324,14 @@ mod tests {
         for depth in [1, 100, 126, 127, 128, 129, 130, 300] {
             let data = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
             let text = format!(r#"{{"type":"signal","to":"p","data":{data}}}"#);
-            check(&text);
+            check(text.as_bytes());
             assert_eq!(
-                signal_envelope(&text).is_some(),
+                signal_envelope(text.as_bytes()).is_some(),
                 depth <= MAX_DEPTH,
                 "{depth}"
             );
             let unbalanced = format!(r#"{{"type":"signal","to":"p","data":{data}]}}"#);
-            assert_eq!(signal_envelope(&unbalanced), None, "{depth}");
+            assert_eq!(signal_envelope(unbalanced.as_bytes()), None, "{depth}");
         }
     }
 
@@ -305,19 +343,25 @@ mod tests {
             .iter()
             .map(|data| format!(r#"{{"type":"signal","to":"p","data":{data}}}"#))
             .collect();
-        let replacements = b"\"\\{}[],:0-.eE+tfnu \x01x\xc3";
+        // Bytes that matter to JSON, and to UTF-8: a stray continuation, leads of two to four
+        // bytes, the lead of a surrogate, bytes that never appear.
+        let replacements = b"\"\\{}[],:0-.eE+tfnu \x01x\x80\xbf\xc0\xc3\xe0\xed\xf0\xf4\xf5\xff";
         for frame in &frames {
+            let frame = frame.as_bytes();
             for cut in 0..frame.len() {
-                if let Some(text) = frame.get(..cut) {
-                    check(text);
-                }
+                check(&frame[..cut]);
             }
             for at in 0..frame.len() {
                 for &byte in replacements {
-                    let mut bytes = frame.clone().into_bytes();
+                    let mut bytes = frame.to_vec();
                     bytes[at] = byte;
-                    if let Ok(text) = String::from_utf8(bytes) {
-                        check(&text);
+                    check(&bytes);
+                    // And the byte after it, for the rest of a sequence.
+                    for &second in replacements {
+                        if let Some(next) = bytes.get_mut(at + 1) {
+                            *next = second;
+                            check(&bytes);
+                        }
                     }
                 }
             }
@@ -326,14 +370,32 @@ mod tests {
 
     #[test]
     fn the_word_scan_finds_every_special_byte_at_every_position() {
-        for special in [b'"', b'\\', 0x00, 0x1f] {
+        for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
             for at in 0..8 {
                 let mut word = [b'a'; 8];
                 word[at] = special;
                 assert!(has_special(u64::from_le_bytes(word)), "{special} at {at}");
             }
+            for at in 0..64 {
+                let mut block = [b'a'; 64];
+                block[at] = special;
+                assert!(!plain_block(&block), "{special} at {at}");
+                // And in a long string, wherever the block boundaries fall.
+                let text = format!(
+                    r#"{{"type":"signal","to":"p","data":"{}"}}"#,
+                    "a".repeat(140)
+                );
+                let at = text.len() - 2 - at;
+                if special == b'"' || special == b'\\' {
+                    continue;
+                }
+                let mut bytes = text.into_bytes();
+                bytes[at] = special;
+                assert_eq!(signal_envelope(&bytes), None);
+            }
         }
-        for plain in [b' ', b'a', 0x7f, 0x80, 0xff, b'!', b'#', b'[', b']'] {
+        assert!(plain_block(&[b'a'; 64]));
+        for plain in [b' ', b'a', 0x7f, b'!', b'#', b'[', b']'] {
             assert!(!has_special(u64::from_le_bytes([plain; 8])), "{plain}");
         }
     }

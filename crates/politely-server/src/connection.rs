@@ -81,7 +81,8 @@ struct Connection {
     relayed: u64,
 }
 
-/// Bytes of write buffer a connection keeps between bursts.
+/// Bytes of write buffer a connection keeps once idle (under load its two buffers keep the size
+/// of its largest batch, so batches are not regrown each time).
 const KEPT_BUFFER: usize = 64 * 1024;
 
 /// Serves one WebSocket whose handshake is done; `early` holds bytes the client sent after its
@@ -208,6 +209,9 @@ impl Connection {
                     reader.shrink();
                     if self.out.capacity() > KEPT_BUFFER {
                         self.out = Vec::new();
+                    }
+                    if let Some(member) = &self.member {
+                        member.outbox.shrink(KEPT_BUFFER);
                     }
                     // A client that stopped reading cannot block the keepalive: its silence
                     // ends the connection when the timeout passes.
@@ -363,17 +367,23 @@ impl Connection {
             }
             self.limited = false;
         }
-        // Nearly every frame is a signal in the shape clients write: found and checked in one
-        // pass. The parser takes the rest, and gives the precise error for malformed frames.
+        // Nearly every frame is a signal in the shape clients write: found and checked (JSON and
+        // UTF-8) in one pass. The parser takes the rest, and gives the precise error for
+        // malformed frames.
         if let Some((to, data)) = politely_proto::signal_envelope(text) {
             return self.signal(stream, to, data).await;
         }
+        let Ok(text) = std::str::from_utf8(text) else {
+            return Some(End::Close(CloseCode::InvalidUtf8));
+        };
         let message = match ClientMessage::from_json(text) {
             Ok(message) => message,
             Err(e) => return self.refuse(stream, e.code, e.message.into(), None).await,
         };
         match message {
-            ClientMessage::Signal { to, data } => self.signal(stream, &to, data.get()).await,
+            ClientMessage::Signal { to, data } => {
+                self.signal(stream, &to, data.get().as_bytes()).await
+            }
             ClientMessage::Join {
                 room,
                 token,
@@ -388,7 +398,7 @@ impl Connection {
     }
 
     /// Relays `data` (raw JSON, checked) to `to`.
-    async fn signal<S>(&mut self, stream: &mut S, to: &str, data: &str) -> Option<End>
+    async fn signal<S>(&mut self, stream: &mut S, to: &str, data: &[u8]) -> Option<End>
     where
         S: AsyncWrite + Unpin,
     {
@@ -400,7 +410,8 @@ impl Connection {
         };
         // The same bytes as `ServerMessage::Signal { from, data }.to_json()` (a test holds them
         // equal), written straight into the target's queue.
-        match self.hub.relay(member, to, [&self.signal_prefix, data, "}"]) {
+        let parts = [self.signal_prefix.as_bytes(), data, b"}"];
+        match self.hub.relay(member, to, parts) {
             Relay::Sent => {
                 self.relayed += 1;
                 None
@@ -511,7 +522,7 @@ impl Connection {
     {
         let text = message.to_json();
         if let Some(member) = &self.member {
-            return match member.outbox.push([&text]) {
+            return match member.outbox.push([text.as_bytes()]) {
                 Ok(()) => None,
                 Err(_) => Some(End::Close(CloseCode::SlowConsumer)),
             };

@@ -117,7 +117,7 @@ impl Outbox {
     }
 
     /// Queues one text frame made of `parts` end to end.
-    pub(crate) fn push<const N: usize>(&self, parts: [&str; N]) -> Result<(), Overflow> {
+    pub(crate) fn push<const N: usize>(&self, parts: [&[u8]; N]) -> Result<(), Overflow> {
         let len = parts.iter().map(|part| part.len()).sum::<usize>();
         let mut inner = self.lock();
         if inner.closed.is_some() {
@@ -128,7 +128,7 @@ impl Outbox {
         }
         websocket::write_header(&mut inner.encoded, Opcode::Text, len, None);
         for part in parts {
-            inner.encoded.extend_from_slice(part.as_bytes());
+            inner.encoded.extend_from_slice(part);
         }
         inner.frames += 1;
         inner.bytes += len;
@@ -153,11 +153,16 @@ impl Outbox {
         std::mem::swap(&mut inner.encoded, out);
         inner.frames = 0;
         inner.bytes = 0;
-        // A burst can leave a large buffer behind; idle peers should not keep it.
-        if inner.encoded.capacity() > 64 * 1024 {
+        Take::Frames
+    }
+
+    /// Gives back the memory of a burst (called by an idle connection): an empty queue keeps at
+    /// most `keep` bytes of buffer.
+    pub(crate) fn shrink(&self, keep: usize) {
+        let mut inner = self.lock();
+        if inner.encoded.is_empty() && inner.encoded.capacity() > keep {
             inner.encoded = Vec::new();
         }
-        Take::Frames
     }
 
     /// Whether `connection` still owns the queue, without taking anything.
@@ -319,13 +324,13 @@ impl Hub {
             let outbox = Arc::new(Outbox::new(&self.config, connection, waker));
             let welcome = welcome(&id, room_name, &peers, &resume_secret, false);
             // The welcome is queued before anyone can learn the new id, so it comes first.
-            let _ = outbox.push([&welcome]);
+            let _ = outbox.push([welcome.as_bytes()]);
             for (peer, slot) in peers.iter() {
                 let joined = ServerMessage::PeerJoined {
                     id: Cow::Borrowed(&id),
                     polite: **peer < *id,
                 };
-                if slot.outbox.push([&joined.to_json()]).is_err() {
+                if slot.outbox.push([joined.to_json().as_bytes()]).is_err() {
                     overflowed.push(peer.clone());
                 }
             }
@@ -408,7 +413,7 @@ impl Hub {
     }
 
     /// Relays a frame made of `parts` to `to`, another peer of the sender's room.
-    pub(crate) fn relay(&self, from: &Membership, to: &str, parts: [&str; 3]) -> Relay {
+    pub(crate) fn relay(&self, from: &Membership, to: &str, parts: [&[u8]; 3]) -> Relay {
         if to == &*from.id {
             return Relay::UnknownPeer;
         }
@@ -497,7 +502,7 @@ impl Hub {
             }
             .to_json();
             for (peer, slot) in peers.iter() {
-                if slot.outbox.push([&left]).is_err() {
+                if slot.outbox.push([left.as_bytes()]).is_err() {
                     overflowed.push(peer.clone());
                 }
             }

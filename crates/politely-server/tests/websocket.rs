@@ -87,7 +87,7 @@ impl Raw {
         loop {
             if let Some(message) = self.reader.next_message().unwrap() {
                 return match message {
-                    Message::Text(text) => text.to_owned(),
+                    Message::Text(text) => String::from_utf8(text.to_vec()).unwrap(),
                     other => format!("{other:?}"),
                 };
             }
@@ -217,6 +217,13 @@ async fn frames_a_library_would_not_send_close_with_the_rfc_codes() {
     let (mut c, _) = Raw::join(addr, "r").await;
     c.send_frame(Opcode::Text, &[b'"', 0xff, b'"']).await;
     assert_eq!(c.next().await, "Close(Some(1007))");
+
+    // The same inside a signal that is otherwise in the shape the fast path takes.
+    let (mut d, _) = Raw::join(addr, "r").await;
+    let mut signal = br#"{"type":"signal","to":"x","data":"a"#.to_vec();
+    signal.extend_from_slice(b"\xc3\x28\"}");
+    d.send_frame(Opcode::Text, &signal).await;
+    assert_eq!(d.next().await, "Close(Some(1007))");
     assert_eq!(
         server
             .metric(r#"politely_closes_total{code="1002",reason="protocol-error"}"#)
@@ -227,7 +234,7 @@ async fn frames_a_library_would_not_send_close_with_the_rfc_codes() {
         server
             .metric(r#"politely_closes_total{code="1007",reason="invalid-utf8"}"#)
             .await,
-        1.0
+        2.0
     );
     server.shutdown().await;
 }

@@ -89,16 +89,18 @@ impl Client {
         loop {
             while let Some(message) = client.reader.next_message().map_err(frame_error)? {
                 match message {
-                    Message::Text(text) => match ServerMessage::from_json(text)? {
-                        ServerMessage::Welcome { id, .. } => {
-                            let id = id.into_owned();
-                            return Ok((client, id));
+                    Message::Text(text) => {
+                        match ServerMessage::from_json(std::str::from_utf8(text)?)? {
+                            ServerMessage::Welcome { id, .. } => {
+                                let id = id.into_owned();
+                                return Ok((client, id));
+                            }
+                            ServerMessage::Error { code, message, .. } => {
+                                anyhow::bail!("join refused: {code}: {message}")
+                            }
+                            _ => {}
                         }
-                        ServerMessage::Error { code, message, .. } => {
-                            anyhow::bail!("join refused: {code}: {message}")
-                        }
-                        _ => {}
-                    },
+                    }
                     Message::Close(code) => anyhow::bail!("the server closed ({code:?})"),
                     _ => {}
                 }

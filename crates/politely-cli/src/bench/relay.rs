@@ -283,15 +283,26 @@ fn fill(
 }
 
 /// `s` and `t` of a relayed bench frame, `{"type":"signal","from":"…","data":{"s":1,"t":2,…`.
-fn quick_payload(text: &str) -> Option<Payload> {
-    let rest = text.strip_prefix(r#"{"type":"signal","from":""#)?;
-    let rest = &rest[rest.find(r#"","data":{"s":"#)? + 14..];
-    let (s, rest) = rest.split_once(',')?;
-    let (t, _) = rest.strip_prefix(r#""t":"#)?.split_once(',')?;
-    Some(Payload {
-        s: s.parse().ok()?,
-        t: t.parse().ok()?,
-    })
+fn quick_payload(frame: &[u8]) -> Option<Payload> {
+    let rest = frame.strip_prefix(br#"{"type":"signal","from":""#)?;
+    let marker = br#"","data":{"s":"#;
+    let at = rest.windows(marker.len()).position(|w| w == marker)?;
+    let rest = &rest[at + marker.len()..];
+    let (s, rest) = number(rest)?;
+    let (t, _) = number(rest.strip_prefix(br#","t":"#)?)?;
+    Some(Payload { s, t })
+}
+
+/// The decimal number at the start of `bytes`, and what follows it.
+fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let value = bytes[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some((value, &bytes[digits..]))
 }
 
 /// Checks every frame a client has read against its direction, recording latencies against
@@ -317,7 +328,7 @@ fn drain(
         // numbers without a full parse; anything else (errors, presence) takes the parser.
         let payload = match quick_payload(text) {
             Some(payload) => payload,
-            None => match ServerMessage::from_json(text)? {
+            None => match ServerMessage::from_json(std::str::from_utf8(text)?)? {
                 ServerMessage::Signal { data, .. } => serde_json::from_str(data.get())?,
                 ServerMessage::Error { code, message, .. } => {
                     anyhow::bail!("server error: {code}: {message}")
@@ -438,8 +449,8 @@ mod tests {
         let data = &text[text.find(r#""data":"#).unwrap() + 7..text.len() - 1];
         let relayed =
             format!(r#"{{"type":"signal","from":"01JC0000000000000000000000","data":{data}}}"#);
-        let payload = quick_payload(&relayed).unwrap();
+        let payload = quick_payload(relayed.as_bytes()).unwrap();
         assert_eq!((payload.s, payload.t), (42, 1234));
-        assert!(quick_payload(r#"{"type":"peer-left","id":"x"}"#).is_none());
+        assert!(quick_payload(br#"{"type":"peer-left","id":"x"}"#).is_none());
     }
 }
