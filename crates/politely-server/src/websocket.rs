@@ -210,7 +210,7 @@ pub struct Reader {
 }
 
 /// The most a reader reads at once under load.
-const MAX_READ: usize = 64 * 1024;
+const MAX_READ: usize = 16 * 1024;
 
 impl Reader {
     /// A reader for `role`, refusing data messages above `max_message` bytes and ending the

@@ -30,9 +30,13 @@ pub(crate) struct RelayArgs {
     /// Bytes per signal frame as sent (the data is padded to reach it; at least 100).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(100..=256 * 1024))]
     size: u64,
-    /// How long to send, in seconds (at most 600).
+    /// How long to measure, in seconds (at most 600).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// How long to run the load before measuring, in seconds (at most 60): the first moments
+    /// of a run measure the operating system placing two busy processes, not the server.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
     /// Frames in flight per direction per pair.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     window: u64,
@@ -47,11 +51,86 @@ pub(crate) struct RelayArgs {
 #[derive(Default)]
 struct PairResult {
     sent: u64,
-    /// Frames received while the clock ran (before the deadline).
+    /// Frames received while the clock ran (after the warm-up, before the deadline).
     in_window: u64,
     received: u64,
     duplicated_or_reordered: u64,
-    latencies_us: Vec<u32>,
+    latencies: Histogram,
+}
+
+/// Latencies in microseconds, exact below 1,024 µs and within 1/64 (1.6%) above, in a fixed
+/// table: recording never allocates, so it cannot stall the generator mid-run.
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+/// Sub-buckets per power of two above the exact range.
+const SUB_BUCKETS: u64 = 64;
+const EXACT: u64 = 1024;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        // The exact range, then 64 sub-buckets for each power of two from 2^10 to 2^63.
+        Histogram {
+            counts: vec![0; (EXACT + 54 * SUB_BUCKETS) as usize],
+            total: 0,
+            max: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: u64) -> usize {
+        if us < EXACT {
+            return us as usize;
+        }
+        let power = 63 - u64::from(us.leading_zeros());
+        let sub = (us >> (power - 6)) - SUB_BUCKETS;
+        (EXACT + (power - 10) * SUB_BUCKETS + sub) as usize
+    }
+
+    /// The smallest value of a bucket (what a percentile reports).
+    fn low(bucket: usize) -> u64 {
+        let bucket = bucket as u64;
+        if bucket < EXACT {
+            return bucket;
+        }
+        let power = (bucket - EXACT) / SUB_BUCKETS + 10;
+        let sub = (bucket - EXACT) % SUB_BUCKETS;
+        (SUB_BUCKETS + sub) << (power - 6)
+    }
+
+    fn record(&mut self, us: u64) {
+        self.counts[Self::bucket(us)] += 1;
+        self.total += 1;
+        self.max = self.max.max(us);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
+    /// The value below which a share `p` of the samples fall, in microseconds.
+    fn percentile(&self, p: f64) -> u64 {
+        if p >= 1.0 {
+            return self.max;
+        }
+        let rank = ((self.total as f64 * p).ceil() as u64).clamp(1, self.total.max(1));
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::low(bucket);
+            }
+        }
+        self.max
+    }
 }
 
 #[derive(Deserialize)]
@@ -79,6 +158,11 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
         args.seconds > 0.0 && args.seconds <= 600.0,
         "--seconds must be in (0, 600]"
     );
+    anyhow::ensure!(
+        (0.0..=60.0).contains(&args.warmup),
+        "--warmup must be in [0, 60]"
+    );
+    let warmup = Duration::from_secs_f64(args.warmup);
     let url = ws_url(&args.url)?;
     system::raise_open_files_limit();
     let threads = match args.threads {
@@ -92,7 +176,8 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
     // Every thread waits here twice: once its pairs have joined (or failed), and once the start
     // is set.
     let barrier = Arc::new(Barrier::new(threads + 1));
-    let start_at = Arc::new(OnceLock::<Instant>::new());
+    // When measuring starts, and ends.
+    let start_at = Arc::new(OnceLock::<(Instant, Instant)>::new());
     let mut handles = Vec::new();
     for thread in 0..threads {
         let pairs: Vec<u64> = (0..args.pairs)
@@ -129,10 +214,10 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
                     if let Some(e) = failure {
                         return Err(e);
                     }
-                    let deadline = *start_at.get().expect("set between the barriers");
+                    let clock = *start_at.get().expect("set between the barriers");
                     let mut tasks = Vec::new();
                     for (a, b) in clients {
-                        tasks.push(tokio::spawn(run_pair(a, b, size, window, epoch, deadline)));
+                        tasks.push(tokio::spawn(run_pair(a, b, size, window, epoch, clock)));
                     }
                     let mut results = Vec::new();
                     for task in tasks {
@@ -144,10 +229,11 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     barrier.wait();
-    let deadline = Instant::now() + Duration::from_millis(100) + duration;
-    start_at.set(deadline).expect("set once");
+    let measure_from = Instant::now() + warmup;
+    let deadline = measure_from + duration;
+    start_at.set((measure_from, deadline)).expect("set once");
     barrier.wait();
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
     let started = Instant::now();
     let cpu_before = args.server_pid.and_then(system::cpu_nanos);
     let own_before = system::cpu_nanos(std::process::id());
@@ -170,7 +256,7 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
                     total.in_window += result.in_window;
                     total.received += result.received;
                     total.duplicated_or_reordered += result.duplicated_or_reordered;
-                    total.latencies_us.extend(result.latencies_us);
+                    total.latencies.merge(&result.latencies);
                 }
             }
             Err(e) => failures.push(e),
@@ -184,18 +270,11 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
     }
     let in_window = total.in_window;
     let lost = total.sent - total.received;
-    total.latencies_us.sort_unstable();
-    let percentile = |p: f64| {
-        let samples = &total.latencies_us;
-        if samples.is_empty() {
-            return 0.0;
-        }
-        let i = ((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1;
-        f64::from(samples[i]) / 1000.0
-    };
+    let percentile = |p: f64| total.latencies.percentile(p) as f64 / 1000.0;
     println!(
-        "relay: {} pairs, {}-byte frames, window {} per direction, {:.1} s, {threads} generator threads",
-        args.pairs, args.size, args.window, elapsed
+        "relay: {} pairs, {}-byte frames, window {} per direction, {:.1} s after {:.1} s of \
+         warm-up, {threads} generator threads",
+        args.pairs, args.size, args.window, elapsed, args.warmup
     );
     println!(
         "frames relayed: {} ({} per second)",
@@ -305,12 +384,13 @@ fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
     Some((value, &bytes[digits..]))
 }
 
-/// Checks every frame a client has read against its direction, recording latencies against
-/// `now_us`; returns how many signal frames arrived and how many pings need a pong.
+/// Checks every frame a client has read against its direction, recording the latencies of
+/// frames sent since `measure_from_us` against `now_us`; returns how many signal frames arrived
+/// and how many pings need a pong.
 fn drain(
     reader: &mut Reader,
     dir: &mut Direction,
-    now_us: u64,
+    (measure_from_us, now_us): (u64, u64),
     result: &mut PairResult,
 ) -> anyhow::Result<(u64, usize)> {
     let (mut received, mut pings) = (0, 0);
@@ -345,8 +425,10 @@ fn drain(
         dir.received += 1;
         result.received += 1;
         received += 1;
-        let latency = now_us.saturating_sub(payload.t).min(u64::from(u32::MAX)) as u32;
-        result.latencies_us.push(latency);
+        let latency = now_us.saturating_sub(payload.t);
+        if payload.t >= measure_from_us {
+            result.latencies.record(latency);
+        }
     }
     Ok((received, pings))
 }
@@ -357,12 +439,10 @@ async fn run_pair(
     size: usize,
     window: u64,
     epoch: Instant,
-    deadline: Instant,
+    (measure_from, deadline): (Instant, Instant),
 ) -> anyhow::Result<PairResult> {
-    let mut result = PairResult {
-        latencies_us: Vec::with_capacity(1 << 16),
-        ..PairResult::default()
-    };
+    let measure_from_us = measure_from.duration_since(epoch).as_micros() as u64;
+    let mut result = PairResult::default();
     let new = || Direction {
         next_seq: 0,
         received: 0,
@@ -415,16 +495,20 @@ async fn run_pair(
         } else {
             a.try_read()?;
         }
-        let now_us = epoch.elapsed().as_micros() as u64;
-        let (got_b, pings_a) = drain(&mut a.reader, &mut b_to_a, now_us, &mut result)?;
-        let (got_a, pings_b) = drain(&mut b.reader, &mut a_to_b, now_us, &mut result)?;
+        let now = Instant::now();
+        let clock = (
+            measure_from_us,
+            now.duration_since(epoch).as_micros() as u64,
+        );
+        let (got_b, pings_a) = drain(&mut a.reader, &mut b_to_a, clock, &mut result)?;
+        let (got_a, pings_b) = drain(&mut b.reader, &mut a_to_b, clock, &mut result)?;
         for _ in 0..pings_a {
             a.push_pong();
         }
         for _ in 0..pings_b {
             b.push_pong();
         }
-        if sending {
+        if now >= measure_from && now < deadline {
             in_window += got_a + got_b;
         }
     }
@@ -437,6 +521,31 @@ async fn run_pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_histogram_is_exact_below_a_millisecond_and_close_above() {
+        let mut histogram = Histogram::default();
+        for us in [0, 1, 1023, 1024, 1500, 65_000, 10_000_000, u64::MAX >> 1] {
+            let bucket = Histogram::bucket(us);
+            let low = Histogram::low(bucket);
+            assert!(low <= us && us - low <= us / 64, "{us}: {low}");
+            assert!(Histogram::low(bucket + 1) > us, "{us}");
+            histogram.record(us);
+        }
+        for us in 0..1000 {
+            assert_eq!(Histogram::low(Histogram::bucket(us)), us);
+        }
+        let mut even = Histogram::default();
+        for us in 1..=100 {
+            even.record(us);
+        }
+        assert_eq!(even.percentile(0.5), 50);
+        assert_eq!(even.percentile(0.99), 99);
+        assert_eq!(even.percentile(1.0), 100);
+        histogram.merge(&even);
+        assert_eq!(histogram.total, 108);
+        assert_eq!(histogram.percentile(1.0), u64::MAX >> 1);
+    }
 
     #[test]
     fn frames_have_the_asked_size_and_their_numbers_read_back() {
