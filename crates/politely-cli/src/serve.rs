@@ -56,9 +56,9 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     allow_origins: Vec<String>,
-    /// Each connection's WebSocket read buffer, in bytes: an idle connection holds it, and
-    /// frames larger than it take several reads.
-    #[arg(long, env = "POLITELY_READ_BUFFER_BYTES", default_value_t = 4 * 1024)]
+    /// Each connection's initial WebSocket read size, in bytes: an idle connection holds this
+    /// much; under load reads double up to 16 KiB, and shrink back once the connection is idle.
+    #[arg(long, env = "POLITELY_READ_BUFFER_BYTES", default_value_t = 1024)]
     read_buffer_bytes: usize,
     /// Worker threads; 0 means one per CPU.
     #[arg(long, env = "POLITELY_THREADS", default_value_t = 0)]

@@ -39,8 +39,9 @@ pub struct Config {
     /// How many refused frames a connection may send in a burst before it is closed (1008);
     /// the allowance refills by one per second. Default 20.
     pub max_strikes: u32,
-    /// Each connection's WebSocket read buffer, in bytes. Default 4 KiB: an idle connection
-    /// holds it all the time, and frames larger than it are read in several steps.
+    /// Each connection's initial WebSocket read size, in bytes. Default 1 KiB: an idle
+    /// connection holds this much; under load reads double, up to 16 KiB, and shrink back once
+    /// the connection is idle.
     pub read_buffer_bytes: usize,
 }
 
@@ -99,7 +100,7 @@ impl Default for Config {
             join_timeout: Duration::from_secs(10),
             allowed_origins: None,
             max_strikes: 20,
-            read_buffer_bytes: 4 * 1024,
+            read_buffer_bytes: 1024,
         }
     }
 }

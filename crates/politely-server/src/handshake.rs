@@ -128,7 +128,17 @@ pub(crate) fn is_websocket_request(first: &[u8]) -> bool {
 }
 
 /// Reads an upgrade request off `tcp`, answers it, and runs the connection on the raw socket.
-pub(crate) async fn upgrade_tcp(hub: Arc<Hub>, mut tcp: TcpStream) {
+pub(crate) async fn upgrade_tcp(hub: Arc<Hub>, tcp: TcpStream) {
+    // The request's buffers are gone before the connection starts: an idle connection holds
+    // only what it needs.
+    if let Some((tcp, early)) = handshake(&hub, tcp).await {
+        connection::run(hub, tcp, early).await;
+    }
+}
+
+/// Answers the upgrade request on `tcp`; returns the socket and any bytes the client sent after
+/// its request, or `None` if it was refused.
+async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)> {
     let mut head = Vec::with_capacity(1024);
     let read_head = async {
         loop {
@@ -150,9 +160,9 @@ pub(crate) async fn upgrade_tcp(hub: Arc<Hub>, mut tcp: TcpStream) {
         Ok(None) if head.len() >= MAX_HEAD => {
             let refusal = Err(Refusal::new(431, "the request head is too large\n"));
             let _ = tcp.write_all(response(&refusal).as_bytes()).await;
-            return;
+            return None;
         }
-        _ => return,
+        _ => return None,
     };
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut request = httparse::Request::new(&mut headers);
@@ -187,7 +197,7 @@ pub(crate) async fn upgrade_tcp(hub: Arc<Hub>, mut tcp: TcpStream) {
                 "sec-websocket-protocol",
             ];
             let values: Vec<_> = names.iter().map(|name| lookup(name)).collect();
-            check(&hub, |name| {
+            check(hub, |name| {
                 let i = names.iter().position(|n| *n == name)?;
                 values[i].as_deref()
             })
@@ -196,11 +206,10 @@ pub(crate) async fn upgrade_tcp(hub: Arc<Hub>, mut tcp: TcpStream) {
     };
     let reply = response(&result);
     if tcp.write_all(reply.as_bytes()).await.is_err() || result.is_err() {
-        return;
+        return None;
     }
     // Anything the client sent after its request is its first frames.
-    let early = head.split_off(end);
-    connection::run(hub, tcp, early).await;
+    Some((tcp, head.split_off(end)))
 }
 
 /// The fallback for the router: answers the upgrade through hyper and runs the connection on
