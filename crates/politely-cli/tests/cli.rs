@@ -13,6 +13,28 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The standard output of a command that succeeded.
+fn succeeded(out: &Output) -> String {
+    let text = stdout(out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The report of a `bench relay` that succeeded with no frame lost, duplicated or reordered.
+fn clean_relay(out: &Output) -> String {
+    let text = succeeded(out);
+    assert!(
+        text.contains(": lost 0, duplicated or reordered 0"),
+        "{text}"
+    );
+    assert_eq!(text.lines().last(), Some("ok"), "{text}");
+    text
+}
+
 #[test]
 fn sim_runs_seeds_and_ends_with_the_tally() {
     let out = politely(&["sim", "--seeds", "12", "--jobs", "2"]);
@@ -152,18 +174,8 @@ fn serve_relays_without_loss_and_stops_on_sigterm() {
         "--server-pid",
         &pid,
     ]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains(": lost 0, duplicated or reordered 0"),
-        "{text}"
-    );
+    let text = clean_relay(&out);
     assert!(text.contains("server CPU: "), "{text}");
-    assert_eq!(text.lines().last(), Some("ok"), "{text}");
 
     let out = politely(&[
         "bench",
@@ -187,6 +199,31 @@ fn serve_relays_without_loss_and_stops_on_sigterm() {
     assert!(text.contains("40 still open"), "{text}");
     assert!(text.contains("KiB per idle connection"), "{text}");
 
+    assert!(server.terminate().success(), "exit 0 after SIGTERM");
+}
+
+#[test]
+fn serve_on_one_thread_relays_without_loss() {
+    // `--threads 1` runs tokio's single-threaded scheduler, a different runtime from the default.
+    let server = Served::start(&["--rate-limit", "0", "--threads", "1"], &[]);
+    let out = politely(&[
+        "bench",
+        "relay",
+        "--url",
+        &server.url(),
+        "--pairs",
+        "4",
+        "--size",
+        "5000",
+        "--seconds",
+        "0.3",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+    ]);
+    let text = clean_relay(&out);
+    assert!(!text.contains("frames relayed: 0 "), "{text}");
     assert!(server.terminate().success(), "exit 0 after SIGTERM");
 }
 
@@ -291,12 +328,7 @@ fn native_benchmarks_report_and_fail_nothing() {
         stdout(&out)
     );
     let out = politely(&["bench", "glare", "--rounds", "20"]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeded(&out);
     assert!(
         text.contains("glare round, live connection: n=20"),
         "{text}"
