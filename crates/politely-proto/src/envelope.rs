@@ -31,8 +31,8 @@ pub fn signal_envelope(frame: &[u8]) -> Option<(&str, &[u8])> {
 /// Leading whitespace is not accepted (the canonical shape has none), so `data` is exactly the
 /// value's text.
 fn skip_value(bytes: &[u8], mut i: usize) -> Option<usize> {
-    // The open containers, innermost last: `true` for an object.
-    let mut stack = [false; MAX_DEPTH];
+    // The open containers as bits, innermost lowest: 1 for an object.
+    let mut stack: u128 = 0;
     let mut depth = 0;
     loop {
         // A value.
@@ -42,11 +42,12 @@ fn skip_value(bytes: &[u8], mut i: usize) -> Option<usize> {
                 if depth == MAX_DEPTH {
                     return None;
                 }
-                stack[depth] = object;
+                stack = stack << 1 | u128::from(object);
                 depth += 1;
                 i = skip_whitespace(bytes, i + 1);
                 let close = if object { b'}' } else { b']' };
                 if bytes.get(i) == Some(&close) {
+                    stack >>= 1;
                     depth -= 1;
                     i += 1;
                 } else {
@@ -68,7 +69,7 @@ fn skip_value(bytes: &[u8], mut i: usize) -> Option<usize> {
                 return Some(i);
             }
             i = skip_whitespace(bytes, i);
-            let object = stack[depth - 1];
+            let object = stack & 1 == 1;
             match *bytes.get(i)? {
                 b',' => {
                     i = skip_whitespace(bytes, i + 1);
@@ -81,6 +82,7 @@ fn skip_value(bytes: &[u8], mut i: usize) -> Option<usize> {
                 b']' if !object => {}
                 _ => return None,
             }
+            stack >>= 1;
             depth -= 1;
             i += 1;
         }
@@ -151,16 +153,18 @@ fn skip_number(bytes: &[u8], mut i: usize) -> Option<usize> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `word` is `"`, `\`, a control character (below 0x20) or not ASCII.
-fn has_special(word: u64) -> bool {
+/// The bytes of `word` that are `"`, `\\`, control characters (below 0x20) or not ASCII, as the
+/// high bit of each. Bytes above a flagged one may be flagged wrongly (a borrow runs upward),
+/// but the lowest flagged byte is always a real one.
+fn special_bytes(word: u64) -> u64 {
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control | (word & HIGHS) != 0
+    quote | backslash | control | (word & HIGHS)
 }
 
-/// Whether a block is plain ASCII string content: no `"`, `\`, control characters or bytes
+/// Whether a block is plain ASCII string content: no `"`, `\\`, control characters or bytes
 /// above 0x7f. Written without an early exit so the compiler turns it into vector compares.
 fn plain_block(block: &[u8; 64]) -> bool {
     let mut special = 0u8;
@@ -173,25 +177,42 @@ fn plain_block(block: &[u8; 64]) -> bool {
     special == 0
 }
 
+/// Where the next byte at or after `i` that ends plain string content is (`bytes.len()` if
+/// none): eight bytes at a time, and 64 at a time once a run of plain words suggests a long
+/// plain stretch (padding, a long SDP line).
+fn next_special(bytes: &[u8], mut i: usize) -> usize {
+    let mut plain_words = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let found = special_bytes(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+        plain_words += 1;
+        if plain_words == 2 {
+            while let Some(block) = bytes.get(i..i + 64) {
+                if !plain_block(block.try_into().expect("64 bytes")) {
+                    break;
+                }
+                i += 64;
+            }
+        }
+    }
+    while let Some(&byte) = bytes.get(i) {
+        if byte == b'"' || byte == b'\\' || !(0x20..0x80).contains(&byte) {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
 /// Skips the string starting with the `"` at `i`, checking its escapes and its UTF-8 (the only
 /// place in JSON where bytes above 0x7f may appear).
 fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
     let mut i = i + 1;
     loop {
-        // Long strings (SDP, padding) 64 bytes at a time, then eight at a time.
-        while let Some(block) = bytes.get(i..i + 64) {
-            if !plain_block(block.try_into().expect("64 bytes")) {
-                break;
-            }
-            i += 64;
-        }
-        while let Some(chunk) = bytes.get(i..i + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-            if has_special(word) {
-                break;
-            }
-            i += 8;
-        }
+        i = next_special(bytes, i);
         match *bytes.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => {
@@ -208,9 +229,9 @@ fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
                     _ => return None,
                 }
             }
-            0..0x20 => return None,
             0x80.. => i = skip_utf8(bytes, i)?,
-            _ => i += 1,
+            // A control character: never allowed raw in a string.
+            _ => return None,
         }
     }
 }
@@ -374,7 +395,11 @@ mod tests {
             for at in 0..8 {
                 let mut word = [b'a'; 8];
                 word[at] = special;
-                assert!(has_special(u64::from_le_bytes(word)), "{special} at {at}");
+                assert_eq!(
+                    special_bytes(u64::from_le_bytes(word)).trailing_zeros() / 8,
+                    at as u32,
+                    "{special} at {at}"
+                );
             }
             for at in 0..64 {
                 let mut block = [b'a'; 64];
@@ -396,7 +421,7 @@ mod tests {
         }
         assert!(plain_block(&[b'a'; 64]));
         for plain in [b' ', b'a', 0x7f, b'!', b'#', b'[', b']'] {
-            assert!(!has_special(u64::from_le_bytes([plain; 8])), "{plain}");
+            assert_eq!(special_bytes(u64::from_le_bytes([plain; 8])), 0, "{plain}");
         }
     }
 }
