@@ -390,6 +390,36 @@ mod tests {
     }
 
     #[test]
+    fn long_strings_agree_with_the_parser_wherever_a_special_byte_falls() {
+        // Long enough for the 64-byte blocks, with one special thing at every offset: whatever
+        // the alignment of words and blocks, the fast path agrees with the parser.
+        let specials: [&[u8]; 9] = [
+            b"\"",
+            b"\\n",
+            b"\\u00e9",
+            b"\\q",
+            b"\x01",
+            "é".as_bytes(),
+            "😀".as_bytes(),
+            b"\xc3",
+            b"\xed\xa0\x80",
+        ];
+        for special in specials {
+            for at in 0..200 {
+                let mut string = vec![b'a'; 200];
+                string.splice(at..at, special.iter().copied());
+                let mut frame = br#"{"type":"signal","to":"p","data":""#.to_vec();
+                frame.extend_from_slice(&string);
+                frame.extend_from_slice(br#""}"#);
+                check(&frame);
+                let accepted = signal_envelope(&frame).is_some();
+                let valid = std::str::from_utf8(&frame).is_ok_and(|text| parsed(text).is_some());
+                assert_eq!(accepted, valid, "{special:?} at {at}");
+            }
+        }
+    }
+
+    #[test]
     fn the_word_scan_finds_every_special_byte_at_every_position() {
         for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
             for at in 0..8 {
