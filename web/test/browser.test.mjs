@@ -218,7 +218,10 @@ async function browserAndNative(nativeFirst) {
       `# ${summary(`Chromium-native glare round (${nativeFirst ? "native" : "browser"} polite)`, times)}; ` +
         `glare in ${collisions} of ${ROUNDS}; watchdog: browser ${s.sb.counters.watchdog}, native ${s.sn.counters.watchdog}`,
     );
-    assert.ok(collisions >= ROUNDS / 10, `offers collided in ${collisions} rounds only`);
+    // Whether both offers are in flight at once is a race between Chromium making its offer
+    // and the native peer reading `/glare`; collisions have ranged from 11 to 175 of 200 rounds
+    // between runs. A few prove the glare path runs against Chromium in this role order.
+    assert.ok(collisions >= Math.max(1, ROUNDS / 40), `offers collided in ${collisions} rounds only`);
 
     // An ICE restart from each side: new credentials on both ends, still connected.
     for (const side of ["browser", "native"]) {
