@@ -189,12 +189,7 @@ fn serve_relays_without_loss_and_stops_on_sigterm() {
         "--server-pid",
         &pid,
     ]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeded(&out);
     assert!(text.contains("idle: 40 connections joined"), "{text}");
     assert!(text.contains("40 still open"), "{text}");
     assert!(text.contains("KiB per idle connection"), "{text}");
@@ -301,12 +296,7 @@ fn benchmarks_refuse_non_loopback_servers() {
 #[test]
 fn demo_chats_and_resolves_every_glare_round() {
     let out = politely(&["demo", "--rounds", "6"]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeded(&out);
     assert!(text.contains("bob      < hello bob"), "{text}");
     assert!(text.contains("alice    < hello alice"), "{text}");
     assert!(text.contains("rounds 6  glare seen"), "{text}");
@@ -317,16 +307,8 @@ fn demo_chats_and_resolves_every_glare_round() {
 #[test]
 fn native_benchmarks_report_and_fail_nothing() {
     let out = politely(&["bench", "connect", "--count", "3"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout(&out).contains("join to first echoed message: n=3"),
-        "{}",
-        stdout(&out)
-    );
+    let text = succeeded(&out);
+    assert!(text.contains("join to first echoed message: n=3"), "{text}");
     let out = politely(&["bench", "glare", "--rounds", "20"]);
     let text = succeeded(&out);
     assert!(
