@@ -168,26 +168,17 @@ async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)
     let mut request = httparse::Request::new(&mut headers);
     let result = match request.parse(&head[..end]) {
         Ok(httparse::Status::Complete(_)) => {
+            // A repeated header's values are joined with commas, as HTTP reads them.
             let lookup = |name: &str| {
-                let mut values = request
+                let values: Vec<&str> = request
                     .headers
                     .iter()
                     .filter(|h| h.name.eq_ignore_ascii_case(name))
-                    .filter_map(|h| std::str::from_utf8(h.value).ok());
-                let first = values.next()?;
-                Some(match values.next() {
-                    None => std::borrow::Cow::Borrowed(first),
-                    Some(second) => {
-                        let mut joined = format!("{first},{second}");
-                        for value in values {
-                            joined.push(',');
-                            joined.push_str(value);
-                        }
-                        std::borrow::Cow::Owned(joined)
-                    }
-                })
+                    .filter_map(|h| std::str::from_utf8(h.value).ok())
+                    .collect();
+                (!values.is_empty()).then(|| values.join(","))
             };
-            // Repeated headers are rare; join them once, up front, for the checks.
+            // Looked up once each, up front, for the checks.
             let names = [
                 "upgrade",
                 "connection",

@@ -131,6 +131,15 @@ async fn the_handshake_answers_the_rfc_example_and_refuses_what_is_not_an_upgrad
     assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     assert!(response.contains("Sec-WebSocket-Protocol: politely.v1\r\n"));
 
+    // A header given twice counts with both values, as HTTP reads it.
+    let repeated = request(addr, "Connection: keep-alive\r\n")
+        .replace("Connection: Upgrade\r\n", "Connection: close\r\n");
+    let (response, _) = Raw::handshake(addr, &[repeated.as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    let repeated = request(addr, "Connection: keep-alive\r\n");
+    let (response, _) = Raw::handshake(addr, &[repeated.as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+
     let wrong_version = request(addr, "").replace("Version: 13", "Version: 8");
     let (response, _) = Raw::handshake(addr, &[wrong_version.as_bytes()]).await;
     assert!(response.starts_with("HTTP/1.1 426 "), "{response}");
