@@ -2,9 +2,9 @@
 //! place), writes the client's queued frames in batches (one write per wake-up, however many
 //! frames are queued), pings, and decides how the connection ends.
 
-use crate::hub::{Hub, JoinError, Membership, Relay, Take};
+use crate::hub::{Batch, Hub, JoinError, Membership, Relay, Take};
 use crate::token::{self, TokenError};
-use crate::websocket::{self, FrameError, Message, Opcode, Reader, Role};
+use crate::websocket::{self, FrameError, Message, Opcode, Reader, Role, Text};
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -70,9 +70,9 @@ struct Connection {
     /// Heard from the client since the last keepalive tick.
     heard: bool,
     last_heard: Instant,
-    /// Encoded frames on their way to the socket; swapped with the outbox's buffer, so the two
-    /// take turns and nothing is allocated per batch.
-    out: Vec<u8>,
+    /// Frames on their way to the socket; swapped with the outbox's batch, so the two take
+    /// turns and nothing is allocated per batch.
+    out: Batch,
     /// `{"type":"signal","from":"<id>","data":` for this peer, once joined.
     signal_prefix: String,
     /// Frames received and relayed since the shared counters were last updated (updated once
@@ -115,7 +115,7 @@ where
         limited: false,
         heard: false,
         last_heard: now,
-        out: Vec::new(),
+        out: Batch::default(),
         signal_prefix: String::new(),
         received: 0,
         relayed: 0,
@@ -207,8 +207,8 @@ impl Connection {
                     }
                     // Between bursts, an idle connection gives back what a burst made it hold.
                     reader.shrink();
-                    if self.out.capacity() > KEPT_BUFFER {
-                        self.out = Vec::new();
+                    if self.out.encoded.capacity() > KEPT_BUFFER {
+                        self.out = Batch::default();
                     }
                     if let Some(member) = &self.member {
                         member.outbox.shrink(KEPT_BUFFER);
@@ -287,7 +287,7 @@ impl Connection {
             return None;
         }
         let end = {
-            let write = stream.write_all(&self.out);
+            let write = write_batch(stream, &self.out);
             tokio::pin!(write);
             let stall = tokio::time::sleep(self.hub.config.ping_timeout);
             tokio::pin!(stall);
@@ -323,7 +323,7 @@ impl Connection {
         S: AsyncWrite + Unpin,
     {
         self.heard = true;
-        let text = match message {
+        let text: Text<'_> = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
                 let message = "frames are JSON text".into();
@@ -370,10 +370,10 @@ impl Connection {
         // Nearly every frame is a signal in the shape clients write: found and checked (JSON and
         // UTF-8) in one pass. The parser takes the rest, and gives the precise error for
         // malformed frames.
-        if let Some((to, data)) = politely_proto::signal_envelope(text) {
-            return self.signal(stream, to, data).await;
+        if let Some((to, data)) = politely_proto::signal_envelope(text.as_bytes()) {
+            return self.signal(stream, to, data, text.share(data)).await;
         }
-        let Ok(text) = std::str::from_utf8(text) else {
+        let Ok(text) = std::str::from_utf8(text.as_bytes()) else {
             return Some(End::Close(CloseCode::InvalidUtf8));
         };
         let message = match ClientMessage::from_json(text) {
@@ -382,7 +382,7 @@ impl Connection {
         };
         match message {
             ClientMessage::Signal { to, data } => {
-                self.signal(stream, &to, data.get().as_bytes()).await
+                self.signal(stream, &to, data.get().as_bytes(), None).await
             }
             ClientMessage::Join {
                 room,
@@ -397,8 +397,15 @@ impl Connection {
         }
     }
 
-    /// Relays `data` (raw JSON, checked) to `to`.
-    async fn signal<S>(&mut self, stream: &mut S, to: &str, data: &[u8]) -> Option<End>
+    /// Relays `data` (raw JSON, checked) to `to`; `shared` is `data` kept from its read, for a
+    /// large one.
+    async fn signal<S>(
+        &mut self,
+        stream: &mut S,
+        to: &str,
+        data: &[u8],
+        shared: Option<bytes::Bytes>,
+    ) -> Option<End>
     where
         S: AsyncWrite + Unpin,
     {
@@ -411,7 +418,7 @@ impl Connection {
         // The same bytes as `ServerMessage::Signal { from, data }.to_json()` (a test holds them
         // equal), written straight into the target's queue.
         let parts = [self.signal_prefix.as_bytes(), data, b"}"];
-        match self.hub.relay(member, to, parts) {
+        match self.hub.relay(member, to, parts, shared) {
             Relay::Sent => {
                 self.relayed += 1;
                 None
@@ -582,13 +589,13 @@ impl Connection {
             let _ = member.outbox.take(self.id, &mut self.out);
         }
         match code {
-            Some(code) => websocket::write_close(&mut self.out, code, reason, None),
-            None => websocket::write_frame(&mut self.out, Opcode::Close, b""),
+            Some(code) => websocket::write_close(&mut self.out.encoded, code, reason, None),
+            None => websocket::write_frame(&mut self.out.encoded, Opcode::Close, b""),
         }
         let client_closed = matches!(end, End::ClientClosed(_));
         // A client that stopped reading must not hold the task: the close is best effort.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            stream.write_all(&self.out).await?;
+            write_batch(stream, &self.out).await?;
             // Wait for the client's close frame, so the TCP connection ends cleanly.
             if !client_closed {
                 'wait: while stream.read_buf(reader.buffer()).await? > 0 {
@@ -605,6 +612,29 @@ impl Connection {
         })
         .await;
     }
+}
+
+/// Writes a batch: with one write when it is all encoded bytes, else with vectored writes.
+async fn write_batch<S>(stream: &mut S, batch: &Batch) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    if batch.shared.is_empty() {
+        return stream.write_all(&batch.encoded).await;
+    }
+    let mut slices = batch.slices();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        // Linux takes at most 1024 slices at once.
+        let n = stream
+            .write_vectored(&slices[..slices.len().min(1024)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }
 
 /// The start of every signal frame relayed from `id`.

@@ -8,10 +8,12 @@ use crate::config::Config;
 use crate::id::{IdGenerator, fill_random};
 use crate::metrics::Metrics;
 use crate::websocket::{self, Opcode};
+use bytes::Bytes;
 use politely_proto::{CloseCode, PeerInfo, ServerMessage};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -60,9 +62,52 @@ pub(crate) struct Membership {
     pub(crate) connection: u64,
 }
 
-/// A peer's bounded queue of frames to send, kept as the bytes that go on the socket (WebSocket
-/// frames, encoded as they are pushed). It belongs to the slot, not to a connection, so frames
-/// addressed to a peer within its grace period wait here for the resume.
+/// Frames on their way to a socket, as the bytes that go on it: WebSocket frames encoded as
+/// they are queued, except that large relayed payloads stay in the sender's read buffer and
+/// are spliced in when written (one copy fewer, by the kernel straight from where they arrived).
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) encoded: Vec<u8>,
+    /// Shared payloads, in order, each with the offset in `encoded` it goes before.
+    pub(crate) shared: Vec<(usize, Bytes)>,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.encoded.is_empty() && self.shared.is_empty()
+    }
+
+    /// Empties the batch, keeping its memory (and releasing the shared payloads).
+    pub(crate) fn clear(&mut self) {
+        self.encoded.clear();
+        self.shared.clear();
+    }
+
+    /// The batch's bytes in order, for one vectored write.
+    pub(crate) fn slices(&self) -> Vec<IoSlice<'_>> {
+        let mut slices = Vec::with_capacity(2 * self.shared.len() + 1);
+        let mut at = 0;
+        for (offset, payload) in &self.shared {
+            if *offset > at {
+                slices.push(IoSlice::new(&self.encoded[at..*offset]));
+            }
+            slices.push(IoSlice::new(payload));
+            at = *offset;
+        }
+        if self.encoded.len() > at {
+            slices.push(IoSlice::new(&self.encoded[at..]));
+        }
+        slices
+    }
+}
+
+/// The most shared payloads one queue holds; later ones are copied. Each keeps a whole read
+/// buffer alive (up to 16 KiB, or the message itself when larger), so a queue that backs up,
+/// most often one waiting for a resume, holds bounded memory beyond the bytes it counts.
+const MAX_SHARED: usize = 64;
+
+/// A peer's bounded queue of frames to send. It belongs to the slot, not to a connection, so
+/// frames addressed to a peer within its grace period wait here for the resume.
 pub(crate) struct Outbox {
     inner: Mutex<OutboxInner>,
     max_frames: usize,
@@ -70,8 +115,7 @@ pub(crate) struct Outbox {
 }
 
 struct OutboxInner {
-    /// Encoded frames.
-    encoded: Vec<u8>,
+    batch: Batch,
     /// How many frames `encoded` holds, and their payload bytes (what the limits count).
     frames: usize,
     bytes: usize,
@@ -98,7 +142,7 @@ impl Outbox {
     fn new(config: &Config, owner: u64, waker: Arc<Notify>) -> Self {
         Outbox {
             inner: Mutex::new(OutboxInner {
-                encoded: Vec::new(),
+                batch: Batch::default(),
                 frames: 0,
                 bytes: 0,
                 owner,
@@ -126,23 +170,49 @@ impl Outbox {
         if inner.frames >= self.max_frames || inner.bytes + len > self.max_bytes {
             return Err(Overflow);
         }
-        websocket::write_header(&mut inner.encoded, Opcode::Text, len, None);
+        let encoded = &mut inner.batch.encoded;
+        websocket::write_header(encoded, Opcode::Text, len, None);
         for part in parts {
-            inner.encoded.extend_from_slice(part);
+            encoded.extend_from_slice(part);
         }
-        inner.frames += 1;
-        inner.bytes += len;
-        // The connection takes everything at once, so only the first frame after a take needs
-        // to wake it.
-        if inner.frames == 1 {
-            inner.waker.notify_one();
-        }
+        inner.queued(len);
         Ok(())
     }
 
-    /// Moves every queued frame's bytes into `out` (empty on entry), if `connection` still owns
-    /// the queue.
-    pub(crate) fn take(&self, connection: u64, out: &mut Vec<u8>) -> Take {
+    /// Queues a relayed frame: `prefix`, `payload`, `suffix`. With `shared` (the payload's own
+    /// bytes, kept from the read) the payload is not copied, while the queue has room for it.
+    pub(crate) fn push_relayed(
+        &self,
+        [prefix, payload, suffix]: [&[u8]; 3],
+        shared: Option<Bytes>,
+    ) -> Result<(), Overflow> {
+        let Some(shared) = shared else {
+            return self.push([prefix, payload, suffix]);
+        };
+        let len = prefix.len() + payload.len() + suffix.len();
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return Ok(());
+        }
+        if inner.frames >= self.max_frames || inner.bytes + len > self.max_bytes {
+            return Err(Overflow);
+        }
+        let batch = &mut inner.batch;
+        websocket::write_header(&mut batch.encoded, Opcode::Text, len, None);
+        batch.encoded.extend_from_slice(prefix);
+        if batch.shared.len() < MAX_SHARED {
+            batch.shared.push((batch.encoded.len(), shared));
+        } else {
+            batch.encoded.extend_from_slice(payload);
+        }
+        batch.encoded.extend_from_slice(suffix);
+        inner.queued(len);
+        Ok(())
+    }
+
+    /// Moves every queued frame into `out` (empty on entry), if `connection` still owns the
+    /// queue.
+    pub(crate) fn take(&self, connection: u64, out: &mut Batch) -> Take {
         let mut inner = self.lock();
         if let Some(code) = inner.closed {
             return Take::Closed(code);
@@ -150,7 +220,7 @@ impl Outbox {
         if inner.owner != connection {
             return Take::Replaced;
         }
-        std::mem::swap(&mut inner.encoded, out);
+        std::mem::swap(&mut inner.batch, out);
         inner.frames = 0;
         inner.bytes = 0;
         Take::Frames
@@ -160,8 +230,8 @@ impl Outbox {
     /// most `keep` bytes of buffer.
     pub(crate) fn shrink(&self, keep: usize) {
         let mut inner = self.lock();
-        if inner.encoded.is_empty() && inner.encoded.capacity() > keep {
-            inner.encoded = Vec::new();
+        if inner.batch.is_empty() && inner.batch.encoded.capacity() > keep {
+            inner.batch = Batch::default();
         }
     }
 
@@ -178,10 +248,23 @@ impl Outbox {
     fn close(&self, code: CloseCode) {
         let mut inner = self.lock();
         inner.closed = Some(code);
-        inner.encoded = Vec::new();
+        inner.batch = Batch::default();
         inner.frames = 0;
         inner.bytes = 0;
         inner.waker.notify_one();
+    }
+}
+
+impl OutboxInner {
+    /// Counts a frame just queued, of `len` payload bytes.
+    fn queued(&mut self, len: usize) {
+        self.frames += 1;
+        self.bytes += len;
+        // The connection takes everything at once, so only the first frame after a take needs
+        // to wake it.
+        if self.frames == 1 {
+            self.waker.notify_one();
+        }
     }
 }
 
@@ -388,10 +471,15 @@ impl Hub {
         let outbox = slot.outbox.clone();
         {
             let mut inner = outbox.lock();
-            let mut encoded = Vec::with_capacity(welcome.len() + 4 + inner.encoded.len());
+            let batch = &mut inner.batch;
+            let mut encoded = Vec::with_capacity(welcome.len() + 4 + batch.encoded.len());
             websocket::write_frame(&mut encoded, Opcode::Text, welcome.as_bytes());
-            encoded.extend_from_slice(&inner.encoded);
-            inner.encoded = encoded;
+            let welcome_len = encoded.len();
+            encoded.extend_from_slice(&batch.encoded);
+            batch.encoded = encoded;
+            for (offset, _) in &mut batch.shared {
+                *offset += welcome_len;
+            }
             inner.frames += 1;
             inner.bytes += welcome.len();
             inner.owner = connection;
@@ -412,8 +500,15 @@ impl Hub {
         })
     }
 
-    /// Relays a frame made of `parts` to `to`, another peer of the sender's room.
-    pub(crate) fn relay(&self, from: &Membership, to: &str, parts: [&[u8]; 3]) -> Relay {
+    /// Relays a frame made of `parts` to `to`, another peer of the sender's room; `shared` is
+    /// the middle part kept from its read, if it was large enough to share.
+    pub(crate) fn relay(
+        &self,
+        from: &Membership,
+        to: &str,
+        parts: [&[u8]; 3],
+        shared: Option<Bytes>,
+    ) -> Relay {
         if to == &*from.id {
             return Relay::UnknownPeer;
         }
@@ -422,7 +517,7 @@ impl Hub {
             let Some((peer, slot)) = peers.get_key_value(to) else {
                 return Relay::UnknownPeer;
             };
-            match slot.outbox.push(parts) {
+            match slot.outbox.push_relayed(parts, shared) {
                 Ok(()) => None,
                 Err(Overflow) => Some(peer.clone()),
             }

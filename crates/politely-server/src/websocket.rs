@@ -6,9 +6,12 @@
 //! out the text as borrowed bytes (checked for UTF-8 by the caller, who usually parses them
 //! anyway: one pass instead of two); frames are written straight into a byte buffer that goes
 //! to the socket in one write. Nothing is allocated per frame. Messages larger than the limit
-//! are skipped as they arrive instead of being buffered.
+//! are skipped as they arrive instead of being buffered. A large text message can be kept
+//! without copying it ([`Text::share`]): it stays where it was read until its last holder lets
+//! go, and the reader reads on into fresh memory.
 
 use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
 /// The key every `Sec-WebSocket-Accept` is derived with.
@@ -157,7 +160,7 @@ pub enum FrameError {
 pub enum Message<'a> {
     /// A whole text message, not yet checked for UTF-8: a reader of text must check it and close
     /// with 1007 if it is not.
-    Text(&'a [u8]),
+    Text(Text<'a>),
     /// A whole binary message, by its length.
     Binary(usize),
     /// A ping and its payload, to be echoed in a pong.
@@ -170,6 +173,43 @@ pub enum Message<'a> {
     /// Reported once, when the size is first known to be over.
     TooLarge(u64),
 }
+
+/// Text messages of at least this many bytes (unfragmented) can be shared instead of copied.
+pub const SHARED_TEXT: usize = 1024;
+
+/// The bytes of a text message.
+#[derive(Debug, Clone, Copy)]
+pub struct Text<'a> {
+    bytes: &'a [u8],
+    /// The read that holds the message, when it is large enough to be shared.
+    read: Option<&'a Bytes>,
+}
+
+impl<'a> Text<'a> {
+    /// The message's bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// `part` of the message (a subslice of [`Text::as_bytes`]) as bytes that outlive the
+    /// reader's next read, without copying them; `None` for messages under [`SHARED_TEXT`]
+    /// bytes and for fragmented ones, which are cheaper to copy.
+    ///
+    /// # Panics
+    ///
+    /// If `part` is not within the message.
+    pub fn share(&self, part: &[u8]) -> Option<Bytes> {
+        self.read.map(|read| read.slice_ref(part))
+    }
+}
+
+impl PartialEq for Text<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Text<'_> {}
 
 /// Which side of the connection a reader is on, which decides the masking it requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,9 +231,12 @@ enum Fragments {
 /// Frames from a byte stream: fill [`Reader::buffer`] from the socket, then take messages with
 /// [`Reader::next_message`] until it returns `None`.
 pub struct Reader {
-    buf: Vec<u8>,
+    buf: BytesMut,
     /// Where the unparsed bytes of `buf` start.
     start: usize,
+    /// The read holding the last large text message, split off `buf` so it can be shared;
+    /// released at the next call, so the reader itself does not keep it.
+    shared: Bytes,
     role: Role,
     /// Data messages above this are skipped and reported as [`Message::TooLarge`].
     max_message: usize,
@@ -217,8 +260,9 @@ impl Reader {
     /// connection for messages above `hard_limit`; it reads at least `read_size` bytes at once.
     pub fn new(role: Role, max_message: usize, hard_limit: usize, read_size: usize) -> Self {
         Reader {
-            buf: Vec::with_capacity(read_size),
+            buf: BytesMut::with_capacity(read_size),
             start: 0,
+            shared: Bytes::new(),
             role,
             max_message,
             hard_limit: hard_limit.max(max_message),
@@ -231,7 +275,8 @@ impl Reader {
     }
 
     /// The buffer to append the next read to, with room for it.
-    pub fn buffer(&mut self) -> &mut Vec<u8> {
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        self.shared = Bytes::new();
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -239,9 +284,11 @@ impl Reader {
         // A frame that does not fit needs its whole size (skipped frames are not buffered).
         let want = self.pending_frame_len().max(self.next_read);
         if self.buf.capacity() - self.buf.len() < want && self.start > 0 {
-            self.buf.drain(..self.start);
+            drop(self.buf.split_to(self.start));
             self.start = 0;
         }
+        // Reuses the memory when nothing shares it any more, and otherwise reads on into a new
+        // allocation.
         self.buf.reserve(want);
         &mut self.buf
     }
@@ -256,8 +303,9 @@ impl Reader {
     /// Gives back the memory of a burst: an idle connection keeps only its initial buffer.
     pub fn shrink(&mut self) {
         self.next_read = self.read_size;
+        self.shared = Bytes::new();
         if self.start == self.buf.len() && self.buf.capacity() > self.read_size {
-            self.buf = Vec::with_capacity(self.read_size);
+            self.buf = BytesMut::with_capacity(self.read_size);
             self.start = 0;
         }
         if self.assembled.capacity() > self.read_size {
@@ -282,6 +330,7 @@ impl Reader {
 
     /// The next whole message in the buffer, or `None` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message<'_>>, FrameError> {
+        self.shared = Bytes::new();
         loop {
             if self.skip > 0 {
                 let available = (self.buf.len() - self.start) as u64;
@@ -370,11 +419,29 @@ impl Reader {
                         // The assembled text stays until the next fragmented message.
                         return match opcode {
                             Opcode::Binary => Ok(Some(Message::Binary(self.assembled.len()))),
-                            _ => Ok(Some(Message::Text(&self.assembled))),
+                            _ => Ok(Some(Message::Text(Text {
+                                bytes: &self.assembled,
+                                read: None,
+                            }))),
                         };
                     }
                 }
-                Opcode::Text => return Ok(Some(Message::Text(&self.buf[payload]))),
+                Opcode::Text if payload.len() >= SHARED_TEXT => {
+                    // Split off everything parsed so far, this message last: one reference
+                    // count for the message, however many parts of it are shared.
+                    self.shared = self.buf.split_to(payload_end).freeze();
+                    self.start = 0;
+                    return Ok(Some(Message::Text(Text {
+                        bytes: &self.shared[payload_start..],
+                        read: Some(&self.shared),
+                    })));
+                }
+                Opcode::Text => {
+                    return Ok(Some(Message::Text(Text {
+                        bytes: &self.buf[payload],
+                        read: None,
+                    })));
+                }
                 Opcode::Binary => return Ok(Some(Message::Binary(header.len as usize))),
                 Opcode::Ping => return Ok(Some(Message::Ping(&self.buf[payload]))),
                 Opcode::Pong => return Ok(Some(Message::Pong(&self.buf[payload]))),
@@ -458,6 +525,11 @@ mod tests {
 
     const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
 
+    /// A text message as a reader returns it (equality looks at the bytes only).
+    fn text(bytes: &[u8]) -> Message<'_> {
+        Message::Text(Text { bytes, read: None })
+    }
+
     fn server_reader() -> Reader {
         Reader::new(Role::Server, 1000, 4000, 256)
     }
@@ -473,6 +545,51 @@ mod tests {
             out[0] &= 0x7f;
         }
         out
+    }
+
+    #[test]
+    fn large_text_is_shared_and_outlives_the_reads_after_it() {
+        let mut reader = Reader::new(Role::Server, 1 << 20, 1 << 20, 256);
+        let large: Vec<Vec<u8>> = (0..6)
+            .map(|i| vec![b'a' + i as u8; SHARED_TEXT + i * 3000])
+            .collect();
+        let mut kept = Vec::new();
+        for payload in &large {
+            feed(&mut reader, &fragment(Opcode::Text, true, payload));
+            feed(&mut reader, &fragment(Opcode::Text, true, b"small"));
+            while let Some(message) = reader.next_message().unwrap() {
+                let Message::Text(text) = message else {
+                    panic!("{message:?}")
+                };
+                let bytes = text.as_bytes();
+                match text.share(&bytes[1..bytes.len() - 1]) {
+                    Some(part) => kept.push(part),
+                    None => assert_eq!(bytes, b"small"),
+                }
+            }
+        }
+        // The reader read on while every part was held, and none of them changed.
+        assert_eq!(kept.len(), large.len());
+        for (payload, part) in large.iter().zip(&kept) {
+            assert_eq!(&part[..], &payload[1..payload.len() - 1]);
+        }
+        // Just under the threshold, and assembled from fragments: copied, not shared.
+        feed(&mut reader, &fragment(Opcode::Text, true, &large[0][1..]));
+        feed(
+            &mut reader,
+            &fragment(Opcode::Text, false, &large[1][..2000]),
+        );
+        feed(
+            &mut reader,
+            &fragment(Opcode::Continuation, true, &large[1][2000..]),
+        );
+        for expected in [&large[0][1..], &large[1][..]] {
+            let Some(Message::Text(text)) = reader.next_message().unwrap() else {
+                panic!("a text message")
+            };
+            assert_eq!(text.as_bytes(), expected);
+            assert_eq!(text.share(text.as_bytes()), None);
+        }
     }
 
     #[test]
@@ -529,7 +646,7 @@ mod tests {
                 while let Some(message) = reader.next_message().unwrap() {
                     seen.push(match message {
                         Message::Text(text) => {
-                            format!("Text({:?})", std::str::from_utf8(text).unwrap())
+                            format!("Text({:?})", std::str::from_utf8(text.as_bytes()).unwrap())
                         }
                         other => format!("{other:?}"),
                     });
@@ -557,10 +674,7 @@ mod tests {
         feed(&mut reader, &fragment(Opcode::Continuation, false, b"l"));
         feed(&mut reader, &fragment(Opcode::Continuation, true, b"o"));
         assert_eq!(reader.next_message().unwrap(), Some(Message::Ping(b"")));
-        assert_eq!(
-            reader.next_message().unwrap(),
-            Some(Message::Text(b"hello"))
-        );
+        assert_eq!(reader.next_message().unwrap(), Some(text(b"hello")));
         assert_eq!(reader.next_message().unwrap(), None);
     }
 
@@ -577,7 +691,7 @@ mod tests {
             while let Some(message) = reader.next_message().unwrap() {
                 match message {
                     Message::TooLarge(len) => assert_eq!(len, 1500),
-                    Message::Text(text) => assert_eq!(text, b"after"),
+                    Message::Text(text) => assert_eq!(text.as_bytes(), b"after"),
                     other => panic!("{other:?}"),
                 }
                 assert!(reader.buf.capacity() < 1000);
@@ -599,10 +713,7 @@ mod tests {
             reader.next_message().unwrap(),
             Some(Message::TooLarge(1600))
         );
-        assert_eq!(
-            reader.next_message().unwrap(),
-            Some(Message::Text(b"after"))
-        );
+        assert_eq!(reader.next_message().unwrap(), Some(text(b"after")));
     }
 
     #[test]
@@ -670,7 +781,7 @@ mod tests {
         write_frame(&mut stream, Opcode::Text, b"hi");
         write_close(&mut stream, 4002, &"x".repeat(200), None);
         feed(&mut reader, &stream);
-        assert_eq!(reader.next_message().unwrap(), Some(Message::Text(b"hi")));
+        assert_eq!(reader.next_message().unwrap(), Some(text(b"hi")));
         assert_eq!(
             reader.next_message().unwrap(),
             Some(Message::Close(Some(4002)))

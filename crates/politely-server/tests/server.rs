@@ -535,6 +535,59 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
     server.shutdown().await;
 }
 
+/// Signal data from 1 KiB up is relayed from the read that carried it rather than copied into
+/// the queue (and a queue that backs up copies again after 64 such frames). Whatever the path,
+/// a peer must get the same bytes in the same order, live and after a resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_of_every_size_arrive_whole_and_in_order_live_and_after_a_resume() {
+    let server = TestServer::start(Config {
+        rate_limit: None,
+        resume_grace: Duration::from_secs(5),
+        ..config()
+    })
+    .await;
+    let (mut a, a_id, welcome) = Client::join(&server, "r").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    let (mut b, b_id, _) = Client::join(&server, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+    // Around the threshold, beyond the largest read (16 KiB), with escapes and multibyte text.
+    let sizes = [
+        0, 990, 1000, 1001, 1013, 4000, 17_000, 40_000, 10, 3000, 1500,
+    ];
+    let unit = r#"ab\"c\\é\u00e9 "#;
+    let data = |n: usize| {
+        let size = sizes[n % sizes.len()];
+        let pad = unit.repeat(size / unit.len()) + &"x".repeat(size % unit.len());
+        format!(r#"{{"n":{n},"pad":"{pad}"}}"#)
+    };
+    let signal = |n: usize| format!(r#"{{"type":"signal","to":"{a_id}","data":{}}}"#, data(n));
+    let relayed = |n: usize| format!(r#"{{"type":"signal","from":"{b_id}","data":{}}}"#, data(n));
+
+    for n in 0..50 {
+        b.send(&signal(n)).await;
+    }
+    for n in 0..50 {
+        assert_eq!(a.text().await, relayed(n), "live, frame {n}");
+    }
+
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 50..150 {
+        b.send(&signal(n)).await;
+    }
+    let mut a = Client::connect(&server).await;
+    a.send(&format!(
+        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
+    ))
+    .await;
+    assert_eq!(a.json().await["resumed"], true);
+    for n in 50..150 {
+        assert_eq!(a.text().await, relayed(n), "after the resume, frame {n}");
+    }
+    a.expect_silence(Duration::from_millis(100)).await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_grace_period_the_peer_is_gone() {
     let server = TestServer::start(Config {

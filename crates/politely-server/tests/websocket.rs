@@ -87,7 +87,7 @@ impl Raw {
         loop {
             if let Some(message) = self.reader.next_message().unwrap() {
                 return match message {
-                    Message::Text(text) => String::from_utf8(text.to_vec()).unwrap(),
+                    Message::Text(text) => String::from_utf8(text.as_bytes().to_vec()).unwrap(),
                     other => format!("{other:?}"),
                 };
             }

@@ -90,7 +90,7 @@ impl Client {
             while let Some(message) = client.reader.next_message().map_err(frame_error)? {
                 match message {
                     Message::Text(text) => {
-                        match ServerMessage::from_json(std::str::from_utf8(text)?)? {
+                        match ServerMessage::from_json(std::str::from_utf8(text.as_bytes())?)? {
                             ServerMessage::Welcome { id, .. } => {
                                 let id = id.into_owned();
                                 return Ok((client, id));

@@ -413,7 +413,7 @@ fn drain(
     let (mut received, mut pings) = (0, 0);
     while let Some(message) = reader.next_message().map_err(frame_error)? {
         let text = match message {
-            Message::Text(text) => text,
+            Message::Text(text) => text.as_bytes(),
             Message::Ping(_) => {
                 pings += 1;
                 continue;
