@@ -16,11 +16,12 @@ const MAX_DEPTH: usize = 128;
 /// not yet known to be UTF-8) is one. `data` is well-formed JSON and valid UTF-8.
 pub fn signal_envelope(frame: &[u8]) -> Option<(&str, &[u8])> {
     let rest = frame.strip_prefix(br#"{"type":"signal","to":""#)?;
-    let end = rest.iter().position(|&b| b == b'"')?;
-    let to = std::str::from_utf8(&rest[..end]).ok()?;
-    if to.bytes().any(|b| b == b'\\' || b < 0x20) {
+    // An id of plain ASCII up to its closing quote; escapes and other text go to the parser.
+    let end = next_special(rest, 0);
+    if rest.get(end) != Some(&b'"') {
         return None;
     }
+    let to = std::str::from_utf8(&rest[..end]).ok()?;
     let data_and_brace = rest[end..].strip_prefix(br#"","data":"#)?;
     let data = data_and_brace.strip_suffix(b"}")?;
     let value_end = skip_value(data, 0)?;
