@@ -185,6 +185,28 @@ async fn a_request_in_small_pieces_is_served_through_the_router() {
         a.next().await,
         format!(r#"{{"type":"signal","from":"{b_id}","data":[2]}}"#)
     );
+    // Large data is written from the read that carried it, through the upgraded stream too.
+    let large = format!(r#""{}""#, "y".repeat(5000));
+    for n in 0..3 {
+        a.send_text(&format!(
+            r#"{{"type":"signal","to":"{b_id}","data":[{n},{large}]}}"#
+        ))
+        .await;
+        b.send_text(&format!(
+            r#"{{"type":"signal","to":"{a_id}","data":[{n},{large}]}}"#
+        ))
+        .await;
+    }
+    for n in 0..3 {
+        assert_eq!(
+            b.next().await,
+            format!(r#"{{"type":"signal","from":"{a_id}","data":[{n},{large}]}}"#)
+        );
+        assert_eq!(
+            a.next().await,
+            format!(r#"{{"type":"signal","from":"{b_id}","data":[{n},{large}]}}"#)
+        );
+    }
     server.shutdown().await;
     assert_eq!(a.next().await, "Close(Some(1001))");
 }

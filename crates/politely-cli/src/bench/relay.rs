@@ -282,9 +282,11 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
         thousands((in_window as f64 / elapsed) as u64)
     );
     println!(
-        "latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         percentile(0.50),
+        percentile(0.90),
         percentile(0.99),
+        percentile(0.999),
         percentile(1.0)
     );
     println!(
