@@ -73,6 +73,9 @@ struct Connection {
     /// Frames on their way to the socket; swapped with the outbox's batch, so the two take
     /// turns and nothing is allocated per batch.
     out: Batch,
+    /// A write of `out` was given up part way (the stream may end inside a frame): nothing more
+    /// can be written, not even a close frame.
+    torn: bool,
     /// `{"type":"signal","from":"<id>","data":` for this peer, once joined.
     signal_prefix: String,
     /// Frames received and relayed since the shared counters were last updated (updated once
@@ -116,6 +119,7 @@ where
         heard: false,
         last_heard: now,
         out: Batch::default(),
+        torn: false,
         signal_prefix: String::new(),
         received: 0,
         relayed: 0,
@@ -207,9 +211,7 @@ impl Connection {
                     }
                     // Between bursts, an idle connection gives back what a burst made it hold.
                     reader.shrink();
-                    if self.out.encoded.capacity() > KEPT_BUFFER {
-                        self.out = Batch::default();
-                    }
+                    self.out.shrink(KEPT_BUFFER);
                     if let Some(member) = &self.member {
                         member.outbox.shrink(KEPT_BUFFER);
                     }
@@ -263,7 +265,10 @@ impl Connection {
         match tokio::time::timeout(self.hub.config.ping_timeout, write).await {
             Ok(Ok(())) => None,
             Ok(Err(_)) => Some(End::Dropped),
-            Err(_) => Some(End::Close(CloseCode::KeepaliveTimeout)),
+            Err(_) => {
+                self.torn = true;
+                Some(End::Close(CloseCode::KeepaliveTimeout))
+            }
         }
     }
 
@@ -303,14 +308,26 @@ impl Connection {
                         break result.is_err().then_some(End::Dropped);
                     }
                     _ = self.hub.shutdown.cancelled() => {
+                        // Finish the write in hand, briefly, so the close frame can follow it.
+                        let written = tokio::time::timeout(Duration::from_secs(1), &mut write);
+                        self.torn = !matches!(written.await, Ok(Ok(())));
                         break Some(End::Close(CloseCode::GoingAway));
                     }
                     _ = self.waker.notified() => match outbox.state(self.id) {
                         Take::Frames => more_queued = true,
-                        Take::Closed(code) => break Some(End::Close(code)),
-                        Take::Replaced => break Some(End::Close(CloseCode::Replaced)),
+                        Take::Closed(code) => {
+                            self.torn = true;
+                            break Some(End::Close(code));
+                        }
+                        Take::Replaced => {
+                            self.torn = true;
+                            break Some(End::Close(CloseCode::Replaced));
+                        }
                     },
-                    () = &mut stall => break Some(End::Close(CloseCode::SlowConsumer)),
+                    () = &mut stall => {
+                        self.torn = true;
+                        break Some(End::Close(CloseCode::SlowConsumer));
+                    }
                 }
             }
         };
@@ -404,7 +421,7 @@ impl Connection {
         stream: &mut S,
         to: &str,
         data: &[u8],
-        shared: Option<bytes::Bytes>,
+        shared: Option<websocket::Shared>,
     ) -> Option<End>
     where
         S: AsyncWrite + Unpin,
@@ -595,6 +612,10 @@ impl Connection {
         let client_closed = matches!(end, End::ClientClosed(_));
         // A client that stopped reading must not hold the task: the close is best effort.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if self.torn {
+                // After part of a frame, any frame would be read as the rest of it.
+                return stream.shutdown().await;
+            }
             write_batch(stream, &self.out).await?;
             // Wait for the client's close frame, so the TCP connection ends cleanly.
             if !client_closed {

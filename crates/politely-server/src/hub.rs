@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::id::{IdGenerator, fill_random};
 use crate::metrics::Metrics;
-use crate::websocket::{self, Opcode};
+use crate::websocket::{self, Opcode, Shared};
 use bytes::Bytes;
 use politely_proto::{CloseCode, PeerInfo, ServerMessage};
 use std::borrow::Cow;
@@ -70,7 +70,15 @@ pub(crate) struct Batch {
     pub(crate) encoded: Vec<u8>,
     /// Shared payloads, in order, each with the offset in `encoded` it goes before.
     pub(crate) shared: Vec<(usize, Bytes)>,
+    /// The memory the shared payloads keep alive (counting a buffer once per payload from it).
+    holds: usize,
 }
+
+/// The most memory one batch keeps alive through shared payloads; later payloads are copied.
+/// A shared payload keeps its whole read buffer alive, however small the payload, so this, not
+/// the queue's byte limit, bounds what a queue that backs up (a peer that stopped reading, or one
+/// waiting for a resume) holds beyond the bytes it counts.
+const MAX_HELD: usize = 1024 * 1024;
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
@@ -81,6 +89,16 @@ impl Batch {
     pub(crate) fn clear(&mut self) {
         self.encoded.clear();
         self.shared.clear();
+        self.holds = 0;
+    }
+
+    /// Gives back the memory of a burst, if the batch is empty and holds more than `keep`
+    /// bytes of buffer.
+    pub(crate) fn shrink(&mut self, keep: usize) {
+        let list = self.shared.capacity() * std::mem::size_of::<(usize, Bytes)>();
+        if self.is_empty() && self.encoded.capacity() + list > keep {
+            *self = Batch::default();
+        }
     }
 
     /// The batch's bytes in order, for one vectored write.
@@ -100,11 +118,6 @@ impl Batch {
         slices
     }
 }
-
-/// The most shared payloads one queue holds; later ones are copied. Each keeps a whole read
-/// buffer alive (up to 16 KiB, or the message itself when larger), so a queue that backs up,
-/// most often one waiting for a resume, holds bounded memory beyond the bytes it counts.
-const MAX_SHARED: usize = 64;
 
 /// A peer's bounded queue of frames to send. It belongs to the slot, not to a connection, so
 /// frames addressed to a peer within its grace period wait here for the resume.
@@ -180,11 +193,11 @@ impl Outbox {
     }
 
     /// Queues a relayed frame: `prefix`, `payload`, `suffix`. With `shared` (the payload's own
-    /// bytes, kept from the read) the payload is not copied, while the queue has room for it.
+    /// bytes, kept from the read) the payload is not copied, while the batch can hold more.
     pub(crate) fn push_relayed(
         &self,
         [prefix, payload, suffix]: [&[u8]; 3],
-        shared: Option<Bytes>,
+        shared: Option<Shared>,
     ) -> Result<(), Overflow> {
         let Some(shared) = shared else {
             return self.push([prefix, payload, suffix]);
@@ -200,8 +213,9 @@ impl Outbox {
         let batch = &mut inner.batch;
         websocket::write_header(&mut batch.encoded, Opcode::Text, len, None);
         batch.encoded.extend_from_slice(prefix);
-        if batch.shared.len() < MAX_SHARED {
-            batch.shared.push((batch.encoded.len(), shared));
+        if batch.holds + shared.holds <= MAX_HELD {
+            batch.holds += shared.holds;
+            batch.shared.push((batch.encoded.len(), shared.bytes));
         } else {
             batch.encoded.extend_from_slice(payload);
         }
@@ -229,10 +243,7 @@ impl Outbox {
     /// Gives back the memory of a burst (called by an idle connection): an empty queue keeps at
     /// most `keep` bytes of buffer.
     pub(crate) fn shrink(&self, keep: usize) {
-        let mut inner = self.lock();
-        if inner.batch.is_empty() && inner.batch.encoded.capacity() > keep {
-            inner.batch = Batch::default();
-        }
+        self.lock().batch.shrink(keep);
     }
 
     /// Whether `connection` still owns the queue, without taking anything.
@@ -507,7 +518,7 @@ impl Hub {
         from: &Membership,
         to: &str,
         parts: [&[u8]; 3],
-        shared: Option<Bytes>,
+        shared: Option<Shared>,
     ) -> Relay {
         if to == &*from.id {
             return Relay::UnknownPeer;
@@ -617,5 +628,52 @@ impl Hub {
             self.evict(room, &peer);
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_payloads_keep_at_most_a_mebibyte_alive_and_later_ones_are_copied() {
+        let outbox = Outbox::new(&Config::default(), 1, Arc::new(Notify::new()));
+        let payload = Bytes::from(vec![b'7'; 2000]);
+        // Each payload keeps a 300 KiB read buffer alive: three fit in the budget.
+        for _ in 0..10 {
+            let shared = Shared {
+                bytes: payload.clone(),
+                holds: 300 * 1024,
+            };
+            let pushed = outbox.push_relayed([b"[", &payload, b"]"], Some(shared));
+            assert!(pushed.is_ok());
+        }
+        let mut batch = Batch::default();
+        assert!(matches!(outbox.take(1, &mut batch), Take::Frames));
+        assert_eq!(batch.shared.len(), 3);
+        // Shared or copied, the same ten frames go on the wire.
+        let wire: Vec<u8> = batch.slices().iter().flat_map(|s| s.to_vec()).collect();
+        let mut expected = Vec::new();
+        for _ in 0..10 {
+            websocket::write_frame(
+                &mut expected,
+                Opcode::Text,
+                &[b"[", &payload[..], b"]"].concat(),
+            );
+        }
+        assert_eq!(wire, expected);
+        // Taking the batch gives the queue a fresh budget.
+        let shared = Shared {
+            bytes: payload.clone(),
+            holds: 300 * 1024,
+        };
+        assert!(
+            outbox
+                .push_relayed([b"[", &payload, b"]"], Some(shared))
+                .is_ok()
+        );
+        let mut next = Batch::default();
+        assert!(matches!(outbox.take(1, &mut next), Take::Frames));
+        assert_eq!(next.shared.len(), 1);
     }
 }

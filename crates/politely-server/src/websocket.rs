@@ -181,8 +181,19 @@ pub const SHARED_TEXT: usize = 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Text<'a> {
     bytes: &'a [u8],
-    /// The read that holds the message, when it is large enough to be shared.
-    read: Option<&'a Bytes>,
+    /// The read that holds the message, when it is large enough to be shared, and the size of
+    /// the allocation it is in.
+    read: Option<(&'a Bytes, usize)>,
+}
+
+/// Part of a message kept without copying it.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The part's bytes.
+    pub bytes: Bytes,
+    /// The memory they keep alive: the whole buffer the message was read into, which is freed
+    /// (or read into again) only when every part shared from it is dropped.
+    pub holds: usize,
 }
 
 impl<'a> Text<'a> {
@@ -198,8 +209,11 @@ impl<'a> Text<'a> {
     /// # Panics
     ///
     /// If `part` is not within the message.
-    pub fn share(&self, part: &[u8]) -> Option<Bytes> {
-        self.read.map(|read| read.slice_ref(part))
+    pub fn share(&self, part: &[u8]) -> Option<Shared> {
+        self.read.map(|(read, holds)| Shared {
+            bytes: read.slice_ref(part),
+            holds,
+        })
     }
 }
 
@@ -237,6 +251,8 @@ pub struct Reader {
     /// The read holding the last large text message, split off `buf` so it can be shared;
     /// released at the next call, so the reader itself does not keep it.
     shared: Bytes,
+    /// The size of the allocation `buf` is in.
+    allocation: usize,
     role: Role,
     /// Data messages above this are skipped and reported as [`Message::TooLarge`].
     max_message: usize,
@@ -263,6 +279,7 @@ impl Reader {
             buf: BytesMut::with_capacity(read_size),
             start: 0,
             shared: Bytes::new(),
+            allocation: read_size,
             role,
             max_message,
             hard_limit: hard_limit.max(max_message),
@@ -281,15 +298,29 @@ impl Reader {
             self.buf.clear();
             self.start = 0;
         }
-        // A frame that does not fit needs its whole size (skipped frames are not buffered).
-        let want = self.pending_frame_len().max(self.next_read);
-        if self.buf.capacity() - self.buf.len() < want && self.start > 0 {
-            drop(self.buf.split_to(self.start));
-            self.start = 0;
+        // A frame that does not fit needs room for the rest of it (skipped frames are not
+        // buffered).
+        let want = self
+            .pending_frame_len()
+            .saturating_sub(self.buffered())
+            .max(self.next_read);
+        if self.buf.capacity() - self.buf.len() < want {
+            if self.start > 0 {
+                drop(self.buf.split_to(self.start));
+                self.start = 0;
+            }
+            // The same memory again once nothing shares it any more (the unparsed bytes move to
+            // its front); otherwise a new allocation of just the size needed, so a shared part
+            // never keeps more alive than the one buffer it was read into.
+            if !self.buf.try_reclaim(want) {
+                let mut fresh = BytesMut::with_capacity(self.buf.len() + want);
+                fresh.extend_from_slice(&self.buf);
+                self.buf = fresh;
+                self.allocation = self.buf.capacity();
+            }
         }
-        // Reuses the memory when nothing shares it any more, and otherwise reads on into a new
-        // allocation.
-        self.buf.reserve(want);
+        // (A caller that appended past the capacity made the buffer grow.)
+        self.allocation = self.allocation.max(self.buf.capacity());
         &mut self.buf
     }
 
@@ -304,9 +335,10 @@ impl Reader {
     pub fn shrink(&mut self) {
         self.next_read = self.read_size;
         self.shared = Bytes::new();
-        if self.start == self.buf.len() && self.buf.capacity() > self.read_size {
+        if self.start == self.buf.len() && self.allocation > self.read_size {
             self.buf = BytesMut::with_capacity(self.read_size);
             self.start = 0;
+            self.allocation = self.read_size;
         }
         if self.assembled.capacity() > self.read_size {
             self.assembled = Vec::new();
@@ -429,11 +461,12 @@ impl Reader {
                 Opcode::Text if payload.len() >= SHARED_TEXT => {
                     // Split off everything parsed so far, this message last: one reference
                     // count for the message, however many parts of it are shared.
+                    let holds = self.allocation.max(self.buf.capacity());
                     self.shared = self.buf.split_to(payload_end).freeze();
                     self.start = 0;
                     return Ok(Some(Message::Text(Text {
                         bytes: &self.shared[payload_start..],
-                        read: Some(&self.shared),
+                        read: Some((&self.shared, holds)),
                     })));
                 }
                 Opcode::Text => {
@@ -571,7 +604,14 @@ mod tests {
         // The reader read on while every part was held, and none of them changed.
         assert_eq!(kept.len(), large.len());
         for (payload, part) in large.iter().zip(&kept) {
-            assert_eq!(&part[..], &payload[1..payload.len() - 1]);
+            assert_eq!(&part.bytes[..], &payload[1..payload.len() - 1]);
+            // Each part accounts for the whole buffer its message was read into.
+            assert!(
+                part.holds >= payload.len() + 4,
+                "{} for {}",
+                part.holds,
+                payload.len()
+            );
         }
         // Just under the threshold, and assembled from fragments: copied, not shared.
         feed(&mut reader, &fragment(Opcode::Text, true, &large[0][1..]));
@@ -588,7 +628,7 @@ mod tests {
                 panic!("a text message")
             };
             assert_eq!(text.as_bytes(), expected);
-            assert_eq!(text.share(text.as_bytes()), None);
+            assert!(text.share(text.as_bytes()).is_none());
         }
     }
 

@@ -797,6 +797,45 @@ async fn shutdown_closes_every_connection_with_1001() {
     );
 }
 
+/// A shutdown that finds a client's write half done finishes it before the queued frames and
+/// the close follow; cut short, they would be read as the rest of the frame in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_a_blocked_write_keeps_the_stream_whole() {
+    let server = TestServer::start(Config {
+        rate_limit: None,
+        send_queue_bytes: 64 * 1024 * 1024,
+        ..config()
+    })
+    .await;
+    let (mut a, a_id, _) = Client::join(&server, "r").await;
+    let (mut b, b_id, _) = Client::join(&server, "r").await;
+    assert_eq!(a.json().await["type"], "peer-joined");
+    // A does not read: its socket fills, and the server's write to it blocks part way.
+    let pad = "x".repeat(200 * 1024);
+    const FRAMES: usize = 40;
+    for n in 0..FRAMES {
+        b.send(&format!(
+            r#"{{"type":"signal","to":"{a_id}","data":[{n},"{pad}"]}}"#
+        ))
+        .await;
+    }
+    server
+        .wait_metric("politely_frames_relayed_total", FRAMES as f64)
+        .await;
+    let shutdown = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..FRAMES {
+        let text = a.text().await;
+        assert!(
+            text == format!(r#"{{"type":"signal","from":"{b_id}","data":[{n},"{pad}"]}}"#),
+            "frame {n} arrived damaged: {}...",
+            &text[..text.len().min(80)]
+        );
+    }
+    a.expect_close(1001).await;
+    shutdown.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_keep_their_place_and_signals_to_a_departed_peer_are_no_abuse() {
     let server = TestServer::start(Config {
