@@ -8,7 +8,7 @@ use crate::websocket::{self, FrameError, Message, Opcode, Reader, Role, Text};
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -106,7 +106,7 @@ where
         config.max_frame_bytes.saturating_mul(4),
         config.read_buffer_bytes,
     );
-    reader.buffer().extend_from_slice(&early);
+    reader.feed(&early);
     let mut conn = Connection {
         id: hub.next_connection(),
         waker: Arc::new(Notify::new()),
@@ -292,7 +292,9 @@ impl Connection {
             return None;
         }
         let end = {
-            let write = write_batch(stream, &self.out);
+            // What went out, so a write given up before its first byte leaves the stream whole.
+            let written = AtomicUsize::new(0);
+            let write = write_batch(stream, &self.out, &written);
             tokio::pin!(write);
             let stall = tokio::time::sleep(self.hub.config.ping_timeout);
             tokio::pin!(stall);
@@ -309,23 +311,23 @@ impl Connection {
                     }
                     _ = self.hub.shutdown.cancelled() => {
                         // Finish the write in hand, briefly, so the close frame can follow it.
-                        let written = tokio::time::timeout(Duration::from_secs(1), &mut write);
-                        self.torn = !matches!(written.await, Ok(Ok(())));
+                        let finished = tokio::time::timeout(Duration::from_secs(1), &mut write);
+                        self.torn = !matches!(finished.await, Ok(Ok(()))) && written.load(Relaxed) > 0;
                         break Some(End::Close(CloseCode::GoingAway));
                     }
                     _ = self.waker.notified() => match outbox.state(self.id) {
                         Take::Frames => more_queued = true,
                         Take::Closed(code) => {
-                            self.torn = true;
+                            self.torn = written.load(Relaxed) > 0;
                             break Some(End::Close(code));
                         }
                         Take::Replaced => {
-                            self.torn = true;
+                            self.torn = written.load(Relaxed) > 0;
                             break Some(End::Close(CloseCode::Replaced));
                         }
                     },
                     () = &mut stall => {
-                        self.torn = true;
+                        self.torn = written.load(Relaxed) > 0;
                         break Some(End::Close(CloseCode::SlowConsumer));
                     }
                 }
@@ -616,7 +618,7 @@ impl Connection {
                 // After part of a frame, any frame would be read as the rest of it.
                 return stream.shutdown().await;
             }
-            write_batch(stream, &self.out).await?;
+            write_batch(stream, &self.out, &AtomicUsize::new(0)).await?;
             // Wait for the client's close frame, so the TCP connection ends cleanly.
             if !client_closed {
                 'wait: while stream.read_buf(reader.buffer()).await? > 0 {
@@ -635,24 +637,30 @@ impl Connection {
     }
 }
 
-/// Writes a batch: with one write when it is all encoded bytes, else with vectored writes.
-async fn write_batch<S>(stream: &mut S, batch: &Batch) -> std::io::Result<()>
+/// Writes a batch, counting in `written` the bytes that went out: with plain writes when it is
+/// all encoded bytes, else with vectored writes.
+async fn write_batch<S>(stream: &mut S, batch: &Batch, written: &AtomicUsize) -> std::io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
-    if batch.shared.is_empty() {
-        return stream.write_all(&batch.encoded).await;
-    }
-    let mut slices = batch.slices();
+    let mut slices = match batch.shared.is_empty() {
+        true => vec![std::io::IoSlice::new(&batch.encoded)],
+        false => batch.slices(),
+    };
     let mut slices = &mut slices[..];
     while !slices.is_empty() {
         // Linux takes at most 1024 slices at once.
-        let n = stream
-            .write_vectored(&slices[..slices.len().min(1024)])
-            .await?;
+        let n = match slices {
+            [one] => stream.write(one).await?,
+            _ => {
+                let many = &slices[..slices.len().min(1024)];
+                stream.write_vectored(many).await?
+            }
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        written.fetch_add(n, Relaxed);
         std::io::IoSlice::advance_slices(&mut slices, n);
     }
     Ok(())

@@ -76,9 +76,10 @@ pub(crate) struct Batch {
 
 /// The most memory one batch keeps alive through shared payloads; later payloads are copied.
 /// A shared payload keeps its whole read buffer alive, however small the payload, so this, not
-/// the queue's byte limit, bounds what a queue that backs up (a peer that stopped reading, or one
-/// waiting for a resume) holds beyond the bytes it counts.
-const MAX_HELD: usize = 1024 * 1024;
+/// the queue's byte limit, bounds what a peer that backs up (one that stopped reading, or one
+/// waiting for a resume) holds beyond the bytes it counts: twice this at most, its queue's batch
+/// and the batch being written.
+const MAX_HELD: usize = 512 * 1024;
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
@@ -636,14 +637,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shared_payloads_keep_at_most_a_mebibyte_alive_and_later_ones_are_copied() {
+    fn shared_payloads_keep_at_most_half_a_mebibyte_alive_and_later_ones_are_copied() {
         let outbox = Outbox::new(&Config::default(), 1, Arc::new(Notify::new()));
         let payload = Bytes::from(vec![b'7'; 2000]);
-        // Each payload keeps a 300 KiB read buffer alive: three fit in the budget.
+        // Each payload keeps a 150 KiB read buffer alive: three fit in the budget.
         for _ in 0..10 {
             let shared = Shared {
                 bytes: payload.clone(),
-                holds: 300 * 1024,
+                holds: 150 * 1024,
             };
             let pushed = outbox.push_relayed([b"[", &payload, b"]"], Some(shared));
             assert!(pushed.is_ok());
@@ -665,7 +666,7 @@ mod tests {
         // Taking the batch gives the queue a fresh budget.
         let shared = Shared {
             bytes: payload.clone(),
-            holds: 300 * 1024,
+            holds: 150 * 1024,
         };
         assert!(
             outbox

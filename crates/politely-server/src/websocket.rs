@@ -273,8 +273,10 @@ const MAX_READ: usize = 16 * 1024;
 
 impl Reader {
     /// A reader for `role`, refusing data messages above `max_message` bytes and ending the
-    /// connection for messages above `hard_limit`; it reads at least `read_size` bytes at once.
+    /// connection for messages above `hard_limit`; it reads at least `read_size` bytes at once
+    /// (256 at the least).
     pub fn new(role: Role, max_message: usize, hard_limit: usize, read_size: usize) -> Self {
+        let read_size = read_size.max(256);
         Reader {
             buf: BytesMut::with_capacity(read_size),
             start: 0,
@@ -291,37 +293,47 @@ impl Reader {
         }
     }
 
-    /// The buffer to append the next read to, with room for it.
+    /// The buffer to read into, with room for the next read: append to its spare capacity only
+    /// (as `read_buf` does), or bytes from elsewhere with [`Reader::feed`].
     pub fn buffer(&mut self) -> &mut BytesMut {
+        // A frame that does not fit needs room for the rest of it (skipped frames are not
+        // buffered); otherwise a read of the usual size.
+        let rest = self.pending_frame_len().saturating_sub(self.buffered());
+        let need = if rest > 0 { rest } else { self.next_read };
+        self.make_room(need, rest.max(self.next_read));
+        &mut self.buf
+    }
+
+    /// Appends bytes that arrived some other way (with an HTTP request, say).
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.make_room(bytes.len(), bytes.len().max(self.next_read));
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Makes `need` bytes of spare capacity, `want` if it has to move or allocate. The reader
+    /// allocates its buffers itself, so it knows how much memory a shared message keeps alive.
+    fn make_room(&mut self, need: usize, want: usize) {
         self.shared = Bytes::new();
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
-        // A frame that does not fit needs room for the rest of it (skipped frames are not
-        // buffered).
-        let want = self
-            .pending_frame_len()
-            .saturating_sub(self.buffered())
-            .max(self.next_read);
-        if self.buf.capacity() - self.buf.len() < want {
-            if self.start > 0 {
-                drop(self.buf.split_to(self.start));
-                self.start = 0;
-            }
-            // The same memory again once nothing shares it any more (the unparsed bytes move to
-            // its front); otherwise a new allocation of just the size needed, so a shared part
-            // never keeps more alive than the one buffer it was read into.
-            if !self.buf.try_reclaim(want) {
-                let mut fresh = BytesMut::with_capacity(self.buf.len() + want);
-                fresh.extend_from_slice(&self.buf);
-                self.buf = fresh;
-                self.allocation = self.buf.capacity();
-            }
+        if self.buf.capacity() - self.buf.len() >= need {
+            return;
         }
-        // (A caller that appended past the capacity made the buffer grow.)
-        self.allocation = self.allocation.max(self.buf.capacity());
-        &mut self.buf
+        if self.start > 0 {
+            drop(self.buf.split_to(self.start));
+            self.start = 0;
+        }
+        // The same memory again once nothing shares it any more (the unparsed bytes move to its
+        // front); otherwise a new allocation of just the size needed, so a shared part never
+        // keeps more alive than the one buffer it was read into.
+        if !self.buf.try_reclaim(want) {
+            let mut fresh = BytesMut::with_capacity(self.buf.len() + want);
+            fresh.extend_from_slice(&self.buf);
+            self.buf = fresh;
+            self.allocation = self.buf.capacity();
+        }
     }
 
     /// Tells the reader how many bytes the last read appended, to size the next one.
@@ -352,6 +364,10 @@ impl Reader {
 
     /// The size of the frame at the front of the buffer, header included, if its header is there.
     fn pending_frame_len(&self) -> usize {
+        if self.skip > 0 {
+            // What follows is the payload being skipped, not a header.
+            return 0;
+        }
         match parse_header(&self.buf[self.start..]) {
             Ok(Some(header)) if header.len <= self.max_message as u64 => {
                 header.header_len + header.len as usize
@@ -461,7 +477,7 @@ impl Reader {
                 Opcode::Text if payload.len() >= SHARED_TEXT => {
                     // Split off everything parsed so far, this message last: one reference
                     // count for the message, however many parts of it are shared.
-                    let holds = self.allocation.max(self.buf.capacity());
+                    let holds = self.allocation;
                     self.shared = self.buf.split_to(payload_end).freeze();
                     self.start = 0;
                     return Ok(Some(Message::Text(Text {
@@ -568,7 +584,7 @@ mod tests {
     }
 
     fn feed(reader: &mut Reader, bytes: &[u8]) {
-        reader.buffer().extend_from_slice(bytes);
+        reader.feed(bytes);
     }
 
     fn fragment(opcode: Opcode, fin: bool, payload: &[u8]) -> Vec<u8> {
@@ -578,6 +594,36 @@ mod tests {
             out[0] &= 0x7f;
         }
         out
+    }
+
+    #[test]
+    fn a_large_frame_read_in_pieces_is_buffered_once() {
+        let mut reader = Reader::new(Role::Server, 1 << 20, 1 << 20, 256);
+        let payload = vec![b'a'; 100_000];
+        let frame = fragment(Opcode::Text, true, &payload);
+        let mut sent = 0;
+        let mut allocations = vec![reader.allocation];
+        while sent < frame.len() {
+            let buf = reader.buffer();
+            let spare = buf.capacity() - buf.len();
+            assert!(spare > 0);
+            let n = spare.min(7000).min(frame.len() - sent);
+            buf.extend_from_slice(&frame[sent..sent + n]);
+            sent += n;
+            reader.did_read(n);
+            allocations.push(reader.allocation);
+            if sent < frame.len() {
+                assert_eq!(reader.next_message(), Ok(None));
+            }
+        }
+        // The first read's buffer, then one for the whole frame once its header is known: the
+        // frame's end, arriving in reads smaller than usual, does not move it again.
+        allocations.dedup();
+        assert_eq!(allocations.len(), 2, "{allocations:?}");
+        let Some(Message::Text(text)) = reader.next_message().unwrap() else {
+            panic!("the frame")
+        };
+        assert_eq!(text.as_bytes(), payload);
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Raw {
             assert!(n > 0, "closed before a response: {head:?}");
         };
         let mut reader = Reader::new(Role::Client, 1 << 20, 1 << 20, 4096);
-        reader.buffer().extend_from_slice(&head[end..]);
+        reader.feed(&head[end..]);
         let response = String::from_utf8(head[..end].to_vec()).unwrap();
         (response, Raw { tcp, reader })
     }

@@ -72,7 +72,7 @@ impl Client {
             }),
             "the server's Sec-WebSocket-Accept does not match"
         );
-        client.reader.buffer().extend_from_slice(&head[end..]);
+        client.reader.feed(&head[end..]);
         Ok(client)
     }
 
