@@ -296,11 +296,13 @@ impl Reader {
     /// The buffer to read into, with room for the next read: append to its spare capacity only
     /// (as `read_buf` does), or bytes from elsewhere with [`Reader::feed`].
     pub fn buffer(&mut self) -> &mut BytesMut {
-        // A frame that does not fit needs room for the rest of it (skipped frames are not
-        // buffered); otherwise a read of the usual size.
-        let rest = self.pending_frame_len().saturating_sub(self.buffered());
-        let need = if rest > 0 { rest } else { self.next_read };
-        self.make_room(need, rest.max(self.next_read));
+        // Room for a read of the usual size, or for the rest of a frame larger than that
+        // (skipped frames are not buffered), which then is not moved again near its end.
+        let frame = self.pending_frame_len();
+        let rest = frame.saturating_sub(self.buffered());
+        let want = rest.max(self.next_read);
+        let need = if frame > self.next_read { rest } else { want };
+        self.make_room(need, want);
         &mut self.buf
     }
 
