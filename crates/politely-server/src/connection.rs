@@ -4,7 +4,7 @@
 
 use crate::hub::{Batch, Hub, JoinError, Membership, Relay, Take};
 use crate::token::{self, TokenError};
-use crate::websocket::{self, FrameError, Message, Opcode, Reader, Role, Text};
+use crate::websocket::{self, FrameError, Message, Opcode, Reader, Role};
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -292,7 +292,8 @@ impl Connection {
             return None;
         }
         let end = {
-            // What went out, so a write given up before its first byte leaves the stream whole.
+            // What went out, so a write given up before its first byte leaves the stream whole
+            // (atomic only so the task stays `Send`).
             let written = AtomicUsize::new(0);
             let write = write_batch(stream, &self.out, &written);
             tokio::pin!(write);
@@ -312,7 +313,8 @@ impl Connection {
                     _ = self.hub.shutdown.cancelled() => {
                         // Finish the write in hand, briefly, so the close frame can follow it.
                         let finished = tokio::time::timeout(Duration::from_secs(1), &mut write);
-                        self.torn = !matches!(finished.await, Ok(Ok(()))) && written.load(Relaxed) > 0;
+                        let finished = matches!(finished.await, Ok(Ok(())));
+                        self.torn = !finished && written.load(Relaxed) > 0;
                         break Some(End::Close(CloseCode::GoingAway));
                     }
                     _ = self.waker.notified() => match outbox.state(self.id) {
@@ -342,7 +344,7 @@ impl Connection {
         S: AsyncWrite + Unpin,
     {
         self.heard = true;
-        let text: Text<'_> = match message {
+        let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
                 let message = "frames are JSON text".into();
@@ -643,11 +645,14 @@ async fn write_batch<S>(stream: &mut S, batch: &Batch, written: &AtomicUsize) ->
 where
     S: AsyncWrite + Unpin,
 {
-    let mut slices = match batch.shared.is_empty() {
-        true => vec![std::io::IoSlice::new(&batch.encoded)],
-        false => batch.slices(),
+    let (mut one, mut many);
+    let mut slices: &mut [std::io::IoSlice<'_>] = if batch.shared.is_empty() {
+        one = [std::io::IoSlice::new(&batch.encoded)];
+        &mut one
+    } else {
+        many = batch.slices();
+        &mut many
     };
-    let mut slices = &mut slices[..];
     while !slices.is_empty() {
         // Linux takes at most 1024 slices at once.
         let n = match slices {

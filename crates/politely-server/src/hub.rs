@@ -130,7 +130,7 @@ pub(crate) struct Outbox {
 
 struct OutboxInner {
     batch: Batch,
-    /// How many frames `encoded` holds, and their payload bytes (what the limits count).
+    /// How many frames `batch` holds, and their payload bytes (what the limits count).
     frames: usize,
     bytes: usize,
     /// The connection currently attached, and how to wake it.
@@ -174,16 +174,25 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues one text frame made of `parts` end to end.
-    pub(crate) fn push<const N: usize>(&self, parts: [&[u8]; N]) -> Result<(), Overflow> {
-        let len = parts.iter().map(|part| part.len()).sum::<usize>();
-        let mut inner = self.lock();
+    /// The locked queue, if it takes a frame of `len` payload bytes; `None` if it is closed
+    /// (the frame is dropped quietly: its peer is gone).
+    fn admit(&self, len: usize) -> Result<Option<MutexGuard<'_, OutboxInner>>, Overflow> {
+        let inner = self.lock();
         if inner.closed.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         if inner.frames >= self.max_frames || inner.bytes + len > self.max_bytes {
             return Err(Overflow);
         }
+        Ok(Some(inner))
+    }
+
+    /// Queues one text frame made of `parts` end to end.
+    pub(crate) fn push<const N: usize>(&self, parts: [&[u8]; N]) -> Result<(), Overflow> {
+        let len = parts.iter().map(|part| part.len()).sum::<usize>();
+        let Some(mut inner) = self.admit(len)? else {
+            return Ok(());
+        };
         let encoded = &mut inner.batch.encoded;
         websocket::write_header(encoded, Opcode::Text, len, None);
         for part in parts {
@@ -204,13 +213,9 @@ impl Outbox {
             return self.push([prefix, payload, suffix]);
         };
         let len = prefix.len() + payload.len() + suffix.len();
-        let mut inner = self.lock();
-        if inner.closed.is_some() {
+        let Some(mut inner) = self.admit(len)? else {
             return Ok(());
-        }
-        if inner.frames >= self.max_frames || inner.bytes + len > self.max_bytes {
-            return Err(Overflow);
-        }
+        };
         let batch = &mut inner.batch;
         websocket::write_header(&mut batch.encoded, Opcode::Text, len, None);
         batch.encoded.extend_from_slice(prefix);
