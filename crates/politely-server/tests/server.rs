@@ -536,8 +536,9 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
 }
 
 /// Signal data from 1 KiB up is relayed from the read that carried it rather than copied into
-/// the queue (and a queue that backs up copies again after 64 such frames). Whatever the path,
-/// a peer must get the same bytes in the same order, live and after a resume.
+/// the queue (and a queue that backs up copies again once its shared payloads hold 512 KiB of
+/// buffers). Whatever the path, a peer must get the same bytes in the same order, live and after
+/// a resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_of_every_size_arrive_whole_and_in_order_live_and_after_a_resume() {
     let server = TestServer::start(Config {
