@@ -489,11 +489,7 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
     // Within the grace period, B sees no peer-left, and signals to A are accepted.
     b.expect_silence(Duration::from_millis(200)).await;
 
-    let mut a = Client::connect(&server).await;
-    a.send(&format!(
-        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
-    ))
-    .await;
+    let mut a = Client::rejoin(&server, "r", &resume).await;
     let text = a.text().await;
     let welcome: Value = serde_json::from_str(&text).unwrap();
     let new_resume = welcome["resume"].as_str().unwrap();
@@ -510,11 +506,7 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
     }
     b.expect_silence(Duration::from_millis(100)).await;
     // The old token is spent: it joins as a new peer.
-    let mut c = Client::connect(&server).await;
-    c.send(&format!(
-        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
-    ))
-    .await;
+    let mut c = Client::rejoin(&server, "r", &resume).await;
     let welcome = c.json().await;
     assert_eq!(welcome["resumed"], false);
     assert_ne!(welcome["id"], a_id.as_str());
@@ -524,11 +516,7 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
     }
 
     // Resuming while the old connection is still open replaces it (4001).
-    let mut a2 = Client::connect(&server).await;
-    a2.send(&format!(
-        r#"{{"type":"join","room":"r","resume":"{new_resume}"}}"#
-    ))
-    .await;
+    let mut a2 = Client::rejoin(&server, "r", new_resume).await;
     assert_eq!(a2.json().await["resumed"], true);
     a.expect_close(4001).await;
     b.expect_silence(Duration::from_millis(100)).await;
@@ -576,11 +564,7 @@ async fn signals_of_every_size_arrive_whole_and_in_order_live_and_after_a_resume
     for n in 50..150 {
         b.send(&signal(n)).await;
     }
-    let mut a = Client::connect(&server).await;
-    a.send(&format!(
-        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
-    ))
-    .await;
+    let mut a = Client::rejoin(&server, "r", &resume).await;
     assert_eq!(a.json().await["resumed"], true);
     for n in 50..150 {
         assert_eq!(a.text().await, relayed(n), "after the resume, frame {n}");
@@ -606,11 +590,7 @@ async fn after_the_grace_period_the_peer_is_gone() {
         format!(r#"{{"type":"peer-left","id":"{a_id}"}}"#)
     );
     assert!(started.elapsed() >= Duration::from_millis(250));
-    let mut a = Client::connect(&server).await;
-    a.send(&format!(
-        r#"{{"type":"join","room":"r","resume":"{resume}"}}"#
-    ))
-    .await;
+    let mut a = Client::rejoin(&server, "r", &resume).await;
     let welcome = a.json().await;
     assert_eq!(welcome["resumed"], false);
     assert_ne!(welcome["id"], a_id.as_str());

@@ -129,6 +129,17 @@ impl Client {
         (client, id, welcome)
     }
 
+    /// Connects and sends a `join` carrying a `resume` token; the reply is the caller's to read.
+    pub async fn rejoin(server: &TestServer, room: &str, resume: &str) -> Client {
+        let mut client = Client::connect(server).await;
+        client
+            .send(&format!(
+                r#"{{"type":"join","room":"{room}","resume":"{resume}"}}"#
+            ))
+            .await;
+        client
+    }
+
     pub async fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.unwrap();
     }
