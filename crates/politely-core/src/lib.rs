@@ -73,6 +73,7 @@ mod engine;
 mod error;
 mod event;
 mod media;
+mod negotiation_needed;
 pub mod rng;
 mod sdp;
 mod signaling;

@@ -62,6 +62,31 @@ impl Direction {
     pub fn sends(self) -> bool {
         matches!(self, Direction::SendRecv | Direction::SendOnly)
     }
+
+    /// Whether this direction receives.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The direction that sends if `send` and receives if `recv`.
+    pub fn from_send_recv(send: bool, recv: bool) -> Direction {
+        match (send, recv) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    /// What both directions allow: it sends only if both send, receives only if both receive.
+    /// An answer's direction is the transceiver's direction intersected with the reverse of the
+    /// offered one (JSEP, RFC 9429 §5.3.1), so it never widens the offer.
+    pub fn intersect(self, other: Direction) -> Direction {
+        Direction::from_send_recv(
+            self.sends() && other.sends(),
+            self.receives() && other.receives(),
+        )
+    }
 }
 
 impl fmt::Display for Direction {

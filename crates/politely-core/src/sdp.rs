@@ -1,5 +1,5 @@
-//! The few facts the engine reads from SDP text: ICE ufrag, mids, and a summary of what an
-//! offer would negotiate. Line-based on purpose: rtc has already validated any SDP these see.
+//! The few facts the engine reads from SDP text: ICE ufrag, mids, and per m-section its
+//! direction and msid. Line-based on purpose: rtc has already validated any SDP these see.
 
 use crate::media::{Direction, MediaKind};
 
@@ -36,44 +36,6 @@ pub(crate) fn with_setup(sdp: &str, role: &str) -> String {
     out
 }
 
-/// The negotiable content of a description: per m-section its media, mid, direction and send
-/// stream, plus the ICE ufrag. Two descriptions with equal summaries negotiate the same thing,
-/// so an offer whose summary equals the current local description's was not needed.
-pub(crate) fn summary(sdp: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(ufrag) = ice_ufrag(sdp) {
-        out.push(format!("ufrag={ufrag}"));
-    }
-    let mut section: Option<String> = None;
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            out.extend(section.take());
-            // Media type and whether the section is rejected (port 0).
-            let mut parts = m.split_whitespace();
-            let media = parts.next().unwrap_or("");
-            let rejected = parts.next() == Some("0");
-            section = Some(format!("m={media} rejected={rejected}"));
-        } else if let Some(s) = section.as_mut() {
-            for key in ["a=mid:", "a=msid:"] {
-                if let Some(v) = line.strip_prefix(key) {
-                    // Only the stream id of an msid matters to negotiation-needed (W3C 5.3.1).
-                    let v = v.split_whitespace().next().unwrap_or("");
-                    s.push_str(&format!(" {key}{v}"));
-                }
-            }
-            if matches!(
-                line,
-                "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
-            ) {
-                s.push(' ');
-                s.push_str(line);
-            }
-        }
-    }
-    out.extend(section);
-    out
-}
-
 pub(crate) fn mids(sdp: &str) -> Vec<String> {
     sdp.lines()
         .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
@@ -99,38 +61,48 @@ pub(crate) fn negotiated_direction(
     }
 }
 
+/// The lines of the m-section with this mid, its `m=` line first.
+fn section<'a>(sdp: &'a str, mid: &str) -> Option<Vec<&'a str>> {
+    let mut lines = Vec::new();
+    let mut found = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            if found {
+                break;
+            }
+            lines.clear();
+        }
+        if line.strip_prefix("a=mid:") == Some(mid) {
+            found = true;
+        }
+        lines.push(line);
+    }
+    found.then_some(lines)
+}
+
 /// The direction attribute of the m-section with this mid (sendrecv when absent, inactive when
 /// the section is rejected).
 pub(crate) fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
-    let mut in_section = false;
-    let mut rejected = false;
-    let mut direction = None;
-    for line in sdp.lines().map(str::trim_end) {
-        if let Some(m) = line.strip_prefix("m=") {
-            if in_section {
-                break;
-            }
-            rejected = m.split_whitespace().nth(1) == Some("0");
-            direction = None;
-        } else if line.strip_prefix("a=mid:") == Some(mid) {
-            in_section = true;
-        } else {
-            direction = match line {
-                "a=sendrecv" => Some(Direction::SendRecv),
-                "a=sendonly" => Some(Direction::SendOnly),
-                "a=recvonly" => Some(Direction::RecvOnly),
-                "a=inactive" => Some(Direction::Inactive),
-                _ => direction,
-            };
-        }
-    }
-    if !in_section {
-        return None;
-    }
-    if rejected {
+    let lines = section(sdp, mid)?;
+    if lines[0].strip_prefix("m=")?.split_whitespace().nth(1) == Some("0") {
         return Some(Direction::Inactive);
     }
+    let direction = lines.iter().find_map(|line| match *line {
+        "a=sendrecv" => Some(Direction::SendRecv),
+        "a=sendonly" => Some(Direction::SendOnly),
+        "a=recvonly" => Some(Direction::RecvOnly),
+        "a=inactive" => Some(Direction::Inactive),
+        _ => None,
+    });
     Some(direction.unwrap_or(Direction::SendRecv))
+}
+
+/// The stream id of the `a=msid` line of the m-section with this mid, if it has one.
+pub(crate) fn section_msid_stream<'a>(sdp: &'a str, mid: &str) -> Option<&'a str> {
+    section(sdp, mid)?
+        .iter()
+        .find_map(|line| line.strip_prefix("a=msid:"))
+        .and_then(|v| v.split_whitespace().next())
 }
 
 pub(crate) fn media_of_mid(sdp: &str, mid: Option<&str>) -> Option<MediaKind> {
@@ -169,19 +141,17 @@ mod tests {
     }
 
     #[test]
-    fn reads_ufrag_and_summary() {
+    fn reads_ufrag_and_sections() {
         assert_eq!(ice_ufrag(SDP), Some("abcd"));
-        assert_eq!(
-            summary(SDP),
-            vec![
-                "ufrag=abcd".to_owned(),
-                "m=audio rejected=false a=mid:0 a=sendrecv a=msid:s1".to_owned(),
-                "m=application rejected=false a=mid:1".to_owned(),
-            ]
-        );
-        let changed = SDP.replace("a=sendrecv", "a=recvonly");
-        assert_ne!(summary(SDP), summary(&changed));
-        let reversioned = SDP.replace("o=- 1 2", "o=- 1 3");
-        assert_eq!(summary(SDP), summary(&reversioned));
+        assert_eq!(section_direction(SDP, "0"), Some(Direction::SendRecv));
+        assert_eq!(section_msid_stream(SDP, "0"), Some("s1"));
+        // No direction attribute: sendrecv (RFC 4566 §6); no msid.
+        assert_eq!(section_direction(SDP, "1"), Some(Direction::SendRecv));
+        assert_eq!(section_msid_stream(SDP, "1"), None);
+        assert_eq!(section_direction(SDP, "2"), None);
+        let rejected = SDP.replace("m=audio 9", "m=audio 0");
+        assert_eq!(section_direction(&rejected, "0"), Some(Direction::Inactive));
+        let recvonly = SDP.replace("a=sendrecv", "a=recvonly");
+        assert_eq!(section_direction(&recvonly, "0"), Some(Direction::RecvOnly));
     }
 }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ConfigError};
 use crate::event::ConnectionState;
 use crate::media::{ChannelId, ChannelOptions, Direction, MediaKind, Origin, TransceiverId};
+use crate::negotiation_needed;
 use crate::sdp;
 use crate::signaling::SignalingState;
 use politely_proto::signal::{Candidate, ConnectionId, Description};
@@ -44,6 +45,28 @@ pub(super) struct TransceiverSlot {
     /// May be associated with a remote offer's m-section: created by add_track (W3C
     /// setRemoteDescription step "created by addTrack"), or by the remote itself.
     pub(super) reusable: bool,
+    /// The application's preferred direction (W3C `[[Direction]]`). It changes only when the
+    /// application calls set_direction, add_track or remove_track; one created by a remote
+    /// offer starts `recvonly`. rtc keeps a direction of its own that negotiation overwrites,
+    /// so this is the truth every offer and answer is made from.
+    pub(super) direction: Direction,
+    /// The stream id of the attached track (the `a=msid` its m-section must carry).
+    pub(super) stream: Option<String>,
+}
+
+/// What rtc's transceiver directions are set to, for the description rtc is about to write or
+/// for the time between exchanges. rtc writes its own direction into every offer and answer and
+/// sends and receives media by it, so it is set from the engine's `[[Direction]]` at each step.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RtcDirections<'a> {
+    /// An offer: every transceiver's `[[Direction]]` (JSEP, RFC 9429 §5.2.2).
+    Offer,
+    /// An answer to this offer: `[[Direction]]` intersected with the reverse of the offered
+    /// direction (RFC 9429 §5.3.1), so the answer never widens the offer.
+    Answer(&'a str),
+    /// Between exchanges: the negotiated direction where one exists (media flows by it), the
+    /// preferred one elsewhere.
+    Settled,
 }
 
 #[derive(Debug, Clone)]
@@ -70,9 +93,12 @@ pub(super) struct Connection {
     // The W3C pattern's flags (webrtc-pc "Perfect Negotiation Example").
     pub(super) making_offer: bool,
     pub(super) is_setting_remote_answer_pending: bool,
-    /// rtc's negotiation-needed events, coalesced; cleared whenever the state leaves stable,
-    /// because rtc re-checks and fires again on the return to stable if still needed.
+    /// The W3C negotiation-needed flag, as last computed by `check_negotiation_needed`;
+    /// cleared whenever the state leaves stable, re-checked on the return.
     pub(super) negotiation_needed: bool,
+    /// Something changed that may change the flag (W3C "update the negotiation-needed flag"):
+    /// recompute it before the next offer decision. Coalesces intents made back to back.
+    pub(super) negotiation_check: bool,
     /// restartIce(): the local ufrag to replace. Persists until a local description with
     /// another ufrag becomes current (W3C `[[LocalIceCredentialsToReplace]]`).
     pub(super) ice_restart: Option<String>,
@@ -209,6 +235,7 @@ impl Connection {
             making_offer: false,
             is_setting_remote_answer_pending: false,
             negotiation_needed: false,
+            negotiation_check: false,
             ice_restart: None,
             next_offer_id: 0,
             pending_offer: None,
@@ -360,8 +387,39 @@ impl Connection {
             origin: Origin::Local,
             pending_remote: false,
             reusable: false,
+            direction,
+            stream: direction.sends().then(|| stream_id(ssrc)),
         });
         Ok(())
+    }
+
+    /// Sets rtc's transceiver directions for the next step (see [`RtcDirections`]).
+    pub(super) fn set_rtc_directions(&mut self, mode: RtcDirections<'_>) {
+        for index in 0..self.transceivers.len() {
+            let slot = &self.transceivers[index];
+            let preferred = slot.direction;
+            let Some(mut t) = self.pc.rtp_transceiver(index) else {
+                continue;
+            };
+            let mid = t.mid().clone();
+            let wanted = match (mode, mid.as_deref()) {
+                (RtcDirections::Answer(offer), Some(mid)) => {
+                    match sdp::section_direction(offer, mid) {
+                        Some(offered) => preferred.intersect(offered.reverse()),
+                        None => preferred,
+                    }
+                }
+                (RtcDirections::Settled, Some(mid)) => {
+                    sdp::negotiated_direction(&self.current_local, &self.current_remote, mid)
+                        .unwrap_or(preferred)
+                }
+                _ => preferred,
+            };
+            let wanted = to_rtc_direction(wanted);
+            if t.direction() != wanted {
+                t.set_direction(wanted);
+            }
+        }
     }
 
     /// W3C setRemoteDescription associates a remote offer's new m-section only with a
@@ -414,6 +472,10 @@ impl Connection {
                 origin,
                 pending_remote,
                 reusable: true,
+                // W3C setRemoteDescription: a transceiver created by a remote offer starts
+                // recvonly; add_track sets its own.
+                direction: Direction::RecvOnly,
+                stream: None,
             });
         }
     }
@@ -457,6 +519,39 @@ impl Connection {
             }
         };
         matches!(own, "active" | "passive").then_some(own)
+    }
+
+    /// Asks for the negotiation-needed flag to be recomputed before the next offer decision.
+    pub(super) fn negotiation_changed(&mut self) {
+        self.negotiation_check = true;
+    }
+
+    /// W3C "check if negotiation is needed", from the application's directions and tracks and
+    /// the current descriptions (see [`crate::negotiation_needed`]).
+    pub(super) fn check_negotiation_needed(&mut self) -> bool {
+        let mids: Vec<Option<String>> = (0..self.transceivers.len())
+            .map(|i| self.pc.rtp_transceiver(i).and_then(|t| t.mid().clone()))
+            .collect();
+        let transceivers: Vec<negotiation_needed::Transceiver<'_>> = self
+            .transceivers
+            .iter()
+            .zip(&mids)
+            .map(|(slot, mid)| negotiation_needed::Transceiver {
+                mid: mid.as_deref(),
+                direction: slot.direction,
+                stream: slot.stream.as_deref(),
+            })
+            .collect();
+        let current = match (&self.current_local, &self.current_remote) {
+            (Some((local_is_answer, local)), Some(remote)) => Some(negotiation_needed::Current {
+                local,
+                local_is_answer: *local_is_answer,
+                remote,
+            }),
+            _ => None,
+        };
+        let has_channels = !self.channels.is_empty() || !self.deferred_channels.is_empty();
+        negotiation_needed::check(current.as_ref(), has_channels, &transceivers)
     }
 
     /// Whether the application has anything on this connection: a channel (open, pending or
@@ -524,7 +619,7 @@ pub(super) fn make_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
     };
     let tag = format!("{ssrc:08x}");
     MediaStreamTrack::new(
-        format!("stream-{tag}"),
+        stream_id(ssrc),
         format!("track-{tag}"),
         format!("{kind:?}").to_lowercase(),
         to_rtc_kind(kind),
@@ -545,6 +640,11 @@ pub(super) fn make_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
     )
 }
 
+/// The stream id of the track `make_track` makes for this SSRC.
+pub(super) fn stream_id(ssrc: u32) -> String {
+    format!("stream-{ssrc:08x}")
+}
+
 pub(super) fn to_rtc_kind(kind: MediaKind) -> RtpCodecKind {
     match kind {
         MediaKind::Audio => RtpCodecKind::Audio,
@@ -558,16 +658,6 @@ pub(super) fn to_rtc_direction(d: Direction) -> RTCRtpTransceiverDirection {
         Direction::SendOnly => RTCRtpTransceiverDirection::Sendonly,
         Direction::RecvOnly => RTCRtpTransceiverDirection::Recvonly,
         Direction::Inactive => RTCRtpTransceiverDirection::Inactive,
-    }
-}
-
-pub(super) fn from_rtc_direction(d: RTCRtpTransceiverDirection) -> Option<Direction> {
-    match d {
-        RTCRtpTransceiverDirection::Sendrecv => Some(Direction::SendRecv),
-        RTCRtpTransceiverDirection::Sendonly => Some(Direction::SendOnly),
-        RTCRtpTransceiverDirection::Recvonly => Some(Direction::RecvOnly),
-        RTCRtpTransceiverDirection::Inactive => Some(Direction::Inactive),
-        _ => None,
     }
 }
 

@@ -28,9 +28,7 @@ use std::time::Instant;
 mod connection;
 mod media;
 
-use connection::{
-    ChannelSlot, Connection, from_rtc_direction, make_track, rtc_api, to_rtc_direction,
-};
+use connection::{ChannelSlot, Connection, RtcDirections, make_track, rtc_api, stream_id};
 
 /// How many retired connection ids are remembered, so late messages for them are recognised.
 const RETIRED_IDS: usize = 32;
@@ -155,7 +153,9 @@ impl Engine {
             || self.conn.pc.pending_remote_description().is_some()
     }
 
-    /// Whether the engine will make an offer as soon as it is stable (and out of back-off).
+    /// Whether the engine will make an offer as soon as it is stable (and out of back-off):
+    /// the W3C negotiation-needed flag, or a pending ICE restart. Exact once
+    /// [`poll_output`](Self::poll_output) has returned `None`.
     pub fn wants_to_negotiate(&self) -> bool {
         self.conn.negotiation_needed || self.conn.ice_restart.is_some()
     }
@@ -205,7 +205,7 @@ impl Engine {
                 id: slot.id,
                 kind: slot.kind,
                 mid,
-                direction: from_rtc_direction(t.direction()).unwrap_or(Direction::Inactive),
+                direction: slot.direction,
                 current_direction,
                 origin: slot.origin,
                 has_track: t.sender().is_some(),
@@ -330,6 +330,7 @@ impl Engine {
                 options,
             },
         );
+        self.conn.negotiation_changed();
         Ok(id)
     }
 
@@ -407,6 +408,7 @@ impl Engine {
         self.conn.add_transceiver(id, kind, direction, ssrc)?;
         self.intents
             .insert(id.0, Intent::Transceiver { kind, direction });
+        self.conn.negotiation_changed();
         Ok(id)
     }
 
@@ -414,7 +416,8 @@ impl Engine {
     /// sender (one created by a remote offer), or adds a sendrecv transceiver.
     pub fn add_track(&mut self, kind: MediaKind) -> Result<TransceiverId, ApiError> {
         self.check_open()?;
-        let track = make_track(kind, self.rng.next_u64() as u32);
+        let ssrc = self.rng.next_u64() as u32;
+        let track = make_track(kind, ssrc);
         let sender = self.conn.pc.add_track(track).map_err(rtc_api)?;
         self.conn
             .sync_new_transceivers(Origin::Local, false, &mut self.next_object_id);
@@ -430,14 +433,16 @@ impl Engine {
         slot.origin = Origin::Local;
         slot.pending_remote = false;
         slot.reusable = true;
-        let id = slot.id;
-        self.intents.insert(
-            id.0,
-            Intent::Transceiver {
-                kind,
-                direction: Direction::SendRecv,
-            },
-        );
+        // W3C addTrack: a reused transceiver gains the send half of its direction; a new one
+        // is sendrecv (rtc appended it with no direction of ours yet: recvonly).
+        slot.direction = Direction::from_send_recv(true, slot.direction.receives());
+        slot.stream = Some(stream_id(ssrc));
+        let (id, direction) = (slot.id, slot.direction);
+        self.intents
+            .insert(id.0, Intent::Transceiver { kind, direction });
+        // rtc widened its own direction at once; media waits for the exchange.
+        self.conn.set_rtc_directions(RtcDirections::Settled);
+        self.conn.negotiation_changed();
         Ok(id)
     }
 
@@ -452,13 +457,16 @@ impl Engine {
             .and_then(|t| t.sender())
             .ok_or_else(|| ApiError::InvalidArgument(format!("{id} has no track")))?;
         self.conn.pc.remove_track(sender).map_err(rtc_api)?;
-        if let Some(Intent::Transceiver { direction, .. }) = self.intents.get_mut(&id.0) {
-            // As rtc does: the send half goes, the receive half stays.
-            *direction = match direction {
-                Direction::SendRecv => Direction::RecvOnly,
-                _ => Direction::Inactive,
-            };
+        // W3C removeTrack: the send half of the direction goes, the receive half stays.
+        let slot = &mut self.conn.transceivers[index];
+        slot.direction = Direction::from_send_recv(false, slot.direction.receives());
+        slot.stream = None;
+        let direction = slot.direction;
+        if let Some(Intent::Transceiver { direction: d, .. }) = self.intents.get_mut(&id.0) {
+            *d = direction;
         }
+        self.conn.set_rtc_directions(RtcDirections::Settled);
+        self.conn.negotiation_changed();
         Ok(())
     }
 
@@ -470,15 +478,13 @@ impl Engine {
     ) -> Result<(), ApiError> {
         self.check_open()?;
         let index = self.conn.index_of(id)?;
-        let mut t = self
-            .conn
-            .pc
-            .rtp_transceiver(index)
-            .ok_or(ApiError::UnknownTransceiver(id))?;
-        t.set_direction(to_rtc_direction(direction));
+        // Only [[Direction]] changes; media keeps flowing by the negotiated direction until
+        // the next exchange applies this one (W3C: the setter updates negotiation-needed only).
+        self.conn.transceivers[index].direction = direction;
         if let Some(Intent::Transceiver { direction: d, .. }) = self.intents.get_mut(&id.0) {
             *d = direction;
         }
+        self.conn.negotiation_changed();
         Ok(())
     }
 
@@ -615,7 +621,6 @@ impl Engine {
             Payload::Bye { reconnect: true } => {
                 let id = random_connection_id(&mut self.rng);
                 self.replace_connection(id, Some(ReplaceReason::RemoteRequested));
-                self.conn.negotiation_needed = !self.intents.is_empty();
                 Ok(())
             }
             Payload::Bye { reconnect: false } => {
@@ -699,6 +704,8 @@ impl Engine {
         // Mirror the transceivers the offer created; rtc removes them again on rollback.
         self.conn
             .sync_new_transceivers(Origin::Remote, true, &mut self.next_object_id);
+        self.conn
+            .set_rtc_directions(RtcDirections::Answer(&remote_sdp));
         self.after_remote_description();
         if self.config.data_section
             && remote_sdp.contains("\nm=application")
@@ -829,7 +836,8 @@ impl Engine {
         // A failure part-way may have left transceivers behind; mirror them so ids stay right.
         self.conn
             .sync_new_transceivers(Origin::Remote, false, &mut self.next_object_id);
-        // rtc re-checks negotiation-needed on its way back to stable; pump picks that up.
+        self.conn.set_rtc_directions(RtcDirections::Settled);
+        self.conn.negotiation_changed();
         self.pump();
     }
 
@@ -848,6 +856,7 @@ impl Engine {
             return;
         }
         self.set_signaling(Op::SetLocal(DescType::Rollback), reason);
+        self.conn.set_rtc_directions(RtcDirections::Settled);
         self.pump();
         if let Some(id) = self.conn.pending_offer.take()
             && glare
@@ -867,7 +876,11 @@ impl Engine {
             Ok(new) => {
                 log::debug!("[{}] signaling {old} -> {new} ({reason})", self.conn.id);
                 self.conn.signaling = new;
-                if new != SignalingState::Stable {
+                // negotiationneeded fires only in stable, and the flag is re-checked on the
+                // return to stable (W3C webrtc-pc §4.7.3).
+                if new == SignalingState::Stable {
+                    self.conn.negotiation_changed();
+                } else {
                     self.conn.negotiation_needed = false;
                 }
                 if new != old {
@@ -934,6 +947,8 @@ impl Engine {
         if self.conn.awaits_transport() {
             self.arm_watchdog();
         }
+        self.conn.set_rtc_directions(RtcDirections::Settled);
+        self.conn.negotiation_changed();
         self.update_receiving();
         self.queue
             .push_back(Output::Event(Event::Negotiated { local_offer }));
@@ -943,9 +958,15 @@ impl Engine {
 
     /// negotiationneeded: makes an offer if one is needed and the connection is stable.
     fn maybe_offer(&mut self) -> bool {
+        if self.conn.signaling != SignalingState::Stable {
+            return false;
+        }
+        if self.conn.negotiation_check {
+            self.conn.negotiation_check = false;
+            self.conn.negotiation_needed = self.conn.check_negotiation_needed();
+        }
         let c = &self.conn;
-        if c.signaling != SignalingState::Stable
-            || !(c.negotiation_needed || c.ice_restart.is_some())
+        if !(c.negotiation_needed || c.ice_restart.is_some())
             || self.backoff_until.is_some_and(|t| t > self.now)
         {
             return false;
@@ -962,10 +983,10 @@ impl Engine {
 
     fn make_offer(&mut self) -> Result<(), Error> {
         if self.conn.current_local.is_none() && !self.conn.has_application_objects() {
-            // rtc reports negotiation needed whenever nothing was negotiated yet, even with
-            // nothing to negotiate (after a rollback, say). Offer only for something of ours:
-            // an offer without an m-section could not be applied by anyone.
-            self.conn.negotiation_needed = false;
+            // Only an ICE restart asked before anything was negotiated gets here; W3C
+            // restartIce does nothing then, and an offer without an m-section could not be
+            // applied by anyone.
+            self.conn.ice_restart = None;
             return Ok(());
         }
         if self.conn.ice_restart.is_some() {
@@ -974,21 +995,18 @@ impl Engine {
         if self.config.data_section && self.conn.current_local.is_none() {
             self.conn.ensure_data_section()?;
         }
-        let offer = self.conn.pc.create_offer(None).map_err(rtc_api)?;
-        if let Some((_, current)) = &self.conn.current_local
-            && sdp::summary(current) == sdp::summary(&offer.sdp)
-        {
-            // W3C re-checks the negotiation-needed flag right before firing: a change undone
-            // in the same task (a direction set and set back) needs no offer. rtc's event for
-            // the first change is not withdrawn, so check the offer itself; createOffer has no
-            // side effects, so dropping it unapplied is free.
-            self.conn.negotiation_needed = false;
-            return Ok(());
+        self.conn.set_rtc_directions(RtcDirections::Offer);
+        let offer = match self.conn.pc.create_offer(None) {
+            Ok(offer) => offer,
+            Err(e) => {
+                self.conn.set_rtc_directions(RtcDirections::Settled);
+                return Err(rtc_api(e).into());
+            }
+        };
+        if let Err(e) = self.conn.pc.set_local_description(self.now, offer.clone()) {
+            self.conn.set_rtc_directions(RtcDirections::Settled);
+            return Err(rtc_api(e).into());
         }
-        self.conn
-            .pc
-            .set_local_description(self.now, offer.clone())
-            .map_err(rtc_api)?;
         self.set_signaling(Op::SetLocal(DescType::Offer), "local offer");
         self.pump();
         self.conn.negotiation_needed = false;
@@ -1135,7 +1153,6 @@ impl Engine {
                 } else {
                     self.report_watchdog(WatchdogCause::AnswerTimeout, Recovery::Reoffer);
                     self.rollback_local_offer("watchdog: no answer", false);
-                    self.conn.negotiation_needed = true;
                     self.arm_watchdog();
                 }
             }
@@ -1186,7 +1203,6 @@ impl Engine {
         }
         let id = random_connection_id(&mut self.rng);
         self.replace_connection(id, Some(ReplaceReason::Watchdog));
-        self.conn.negotiation_needed = !nothing_to_offer;
     }
 
     fn report_watchdog(&mut self, cause: WatchdogCause, recovery: Recovery) {
@@ -1322,12 +1338,9 @@ impl Engine {
 
     fn on_rtc_event(&mut self, event: RTCPeerConnectionEvent) {
         match event {
-            // rtc fires only in stable; a state change out of stable clears it again.
-            RTCPeerConnectionEvent::OnNegotiationNeededEvent
-                if self.conn.signaling == SignalingState::Stable =>
-            {
-                self.conn.negotiation_needed = true;
-            }
+            // rtc's negotiation-needed compares against directions rtc overwrote; the engine
+            // runs the W3C check itself (see `negotiation_needed`), so rtc's event is not used.
+            RTCPeerConnectionEvent::OnNegotiationNeededEvent => {}
             RTCPeerConnectionEvent::OnSignalingStateChangeEvent(state) => {
                 log::trace!("[{}] rtc signaling {state}", self.conn.id);
             }
