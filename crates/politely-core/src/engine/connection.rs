@@ -99,9 +99,8 @@ pub(super) struct Connection {
     /// Something changed that may change the flag (W3C "update the negotiation-needed flag"):
     /// recompute it before the next offer decision. Coalesces intents made back to back.
     pub(super) negotiation_check: bool,
-    /// restartIce(): the local ufrag to replace. Persists until a local description with
-    /// another ufrag becomes current (W3C `[[LocalIceCredentialsToReplace]]`).
-    pub(super) ice_restart: Option<String>,
+    /// restartIce(): the credentials to replace, until an exchange replaced them at both ends.
+    pub(super) ice_restart: Option<super::IceRestart>,
 
     pub(super) next_offer_id: u64,
     pub(super) pending_offer: Option<u64>,
@@ -352,19 +351,20 @@ impl Connection {
         Ok(true)
     }
 
+    /// Adds a transceiver, with a track of this SSRC if `track` is given.
     pub(super) fn add_transceiver(
         &mut self,
         id: TransceiverId,
         kind: MediaKind,
         direction: Direction,
-        ssrc: u32,
+        track: Option<u32>,
     ) -> Result<(), ApiError> {
         let init = RTCRtpTransceiverInit {
             direction: to_rtc_direction(direction),
             streams: vec![],
             send_encodings: vec![],
         };
-        if direction.sends() {
+        if let Some(ssrc) = track {
             let track = make_track(kind, ssrc);
             self.pc
                 .add_transceiver_from_track(track, Some(init))
@@ -388,7 +388,7 @@ impl Connection {
             pending_remote: false,
             reusable: false,
             direction,
-            stream: direction.sends().then(|| stream_id(ssrc)),
+            stream: track.map(stream_id),
         });
         Ok(())
     }

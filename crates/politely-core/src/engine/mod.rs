@@ -40,6 +40,33 @@ pub(crate) const DATA_SECTION_STREAM: u16 = 1000;
 /// Watchdog firings without progress before the connection is replaced by a new one.
 const STRIKES_BEFORE_NEW_CONNECTION: u32 = 3;
 
+/// restartIce(): the credentials of the current exchange when it was asked (W3C
+/// `[[LocalIceCredentialsToReplace]]`). It persists until an exchange completes in which both
+/// ends use new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IceRestart {
+    pub(crate) local: Option<String>,
+    pub(crate) remote: Option<String>,
+}
+
+impl IceRestart {
+    /// Whether an exchange with these ufrags satisfies the restart. Both ends must have moved
+    /// on: rtc applies a restart when the offer is set and does not undo it on rollback, so a
+    /// polite side that rolled back its restart offer answers the colliding offer with new
+    /// credentials while the other end keeps its old ones. That is not a restart of the pair
+    /// (the transport stalls on it), so the engine offers the restart again.
+    fn done(&self, local: Option<&str>, remote: Option<&str>) -> bool {
+        match &self.local {
+            // Asked while only a first offer was pending: any exchange brings fresh ones.
+            None => true,
+            Some(old) => {
+                Some(old.as_str()) != local
+                    && (self.remote.is_none() || self.remote.as_deref() != remote)
+            }
+        }
+    }
+}
+
 /// Something the application must act on, drained with [`Engine::poll_output`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -73,6 +100,9 @@ enum Intent {
     Transceiver {
         kind: MediaKind,
         direction: Direction,
+        /// A track is attached (the application's direction alone does not say: a
+        /// transceiver added without one may be set to send later, and sends nothing).
+        track: bool,
     },
 }
 
@@ -405,9 +435,17 @@ impl Engine {
         self.check_open()?;
         let id = TransceiverId(self.next_id());
         let ssrc = self.rng.next_u64() as u32;
-        self.conn.add_transceiver(id, kind, direction, ssrc)?;
-        self.intents
-            .insert(id.0, Intent::Transceiver { kind, direction });
+        let track = direction.sends();
+        self.conn
+            .add_transceiver(id, kind, direction, track.then_some(ssrc))?;
+        self.intents.insert(
+            id.0,
+            Intent::Transceiver {
+                kind,
+                direction,
+                track,
+            },
+        );
         self.conn.negotiation_changed();
         Ok(id)
     }
@@ -438,8 +476,14 @@ impl Engine {
         slot.direction = Direction::from_send_recv(true, slot.direction.receives());
         slot.stream = Some(stream_id(ssrc));
         let (id, direction) = (slot.id, slot.direction);
-        self.intents
-            .insert(id.0, Intent::Transceiver { kind, direction });
+        self.intents.insert(
+            id.0,
+            Intent::Transceiver {
+                kind,
+                direction,
+                track: true,
+            },
+        );
         // rtc widened its own direction at once; media waits for the exchange.
         self.conn.set_rtc_directions(RtcDirections::Settled);
         self.conn.negotiation_changed();
@@ -462,8 +506,14 @@ impl Engine {
         slot.direction = Direction::from_send_recv(false, slot.direction.receives());
         slot.stream = None;
         let direction = slot.direction;
-        if let Some(Intent::Transceiver { direction: d, .. }) = self.intents.get_mut(&id.0) {
+        if let Some(Intent::Transceiver {
+            direction: d,
+            track,
+            ..
+        }) = self.intents.get_mut(&id.0)
+        {
             *d = direction;
+            *track = false;
         }
         self.conn.set_rtc_directions(RtcDirections::Settled);
         self.conn.negotiation_changed();
@@ -496,9 +546,11 @@ impl Engine {
         if self.conn.ice_restart.is_some() {
             return Ok(());
         }
-        if let Some(local) = self.conn.pc.local_description() {
-            let ufrag = sdp::ice_ufrag(&local.sdp).unwrap_or_default().to_owned();
-            self.conn.ice_restart = Some(ufrag);
+        if self.conn.pc.local_description().is_some() {
+            self.conn.ice_restart = Some(IceRestart {
+                local: self.local_ufrag(),
+                remote: self.remote_ufrag(),
+            });
         }
         Ok(())
     }
@@ -937,8 +989,8 @@ impl Engine {
             }
             self.conn.last_local_ufrag = ufrag.clone();
         }
-        if let (Some(old), Some(new)) = (&self.conn.ice_restart, &ufrag)
-            && old != new
+        if let Some(restart) = &self.conn.ice_restart
+            && restart.done(ufrag.as_deref(), self.remote_ufrag().as_deref())
         {
             self.conn.ice_restart = None;
         }
@@ -1237,15 +1289,24 @@ impl Engine {
                 .push_back(Output::Event(Event::TrackRemoved { transceiver }));
         }
         self.remember_retired(old.id.clone());
+        self.conn.negotiation_changed();
         for (raw, intent) in self.intents.clone() {
             let result = match intent {
                 Intent::Channel { label, options } => {
                     self.conn.create_channel(ChannelId(raw), &label, &options)
                 }
-                Intent::Transceiver { kind, direction } => {
+                Intent::Transceiver {
+                    kind,
+                    direction,
+                    track,
+                } => {
                     let ssrc = self.rng.next_u64() as u32;
-                    self.conn
-                        .add_transceiver(TransceiverId(raw), kind, direction, ssrc)
+                    self.conn.add_transceiver(
+                        TransceiverId(raw),
+                        kind,
+                        direction,
+                        track.then_some(ssrc),
+                    )
                 }
             };
             if let Err(e) = result {
