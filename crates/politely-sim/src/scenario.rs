@@ -2,7 +2,7 @@
 
 use crate::sim::{Roles, SimConfig};
 use politely_core::rng::Rng;
-use politely_core::{ApiError, Direction, Engine, MediaKind, Origin};
+use politely_core::{ApiError, ChannelId, Direction, Engine, MediaKind, Origin, TransceiverId};
 use std::time::Duration;
 
 /// Something the application does to one engine.
@@ -14,6 +14,9 @@ pub enum Action {
     AddTrack(MediaKind),
     /// `create_data_channel(label)`.
     CreateChannel(String),
+    /// `close_data_channel` on the n-th (modulo count) open channel this side created; a no-op
+    /// if none is open.
+    CloseChannel(usize),
     /// `set_direction` on the n-th (modulo count) transceiver this side created; a no-op if
     /// it created none.
     SetDirection(usize, Direction),
@@ -28,16 +31,30 @@ pub enum Action {
 }
 
 impl Action {
-    /// Performs the action on an engine.
-    pub fn apply(&self, engine: &mut Engine) -> Result<(), ApiError> {
+    /// Performs the action on an engine; returns what it acted on, for the simulator's
+    /// record of the application's intent.
+    pub fn apply(&self, engine: &mut Engine) -> Result<Touched, ApiError> {
         match self {
-            Action::AddTransceiver(kind, direction) => {
-                engine.add_transceiver(*kind, *direction).map(drop)
-            }
-            Action::AddTrack(kind) => engine.add_track(*kind).map(drop),
+            Action::AddTransceiver(kind, direction) => engine
+                .add_transceiver(*kind, *direction)
+                .map(Touched::Transceiver),
+            Action::AddTrack(kind) => engine.add_track(*kind).map(Touched::Transceiver),
             Action::CreateChannel(label) => engine
                 .create_data_channel(label, Default::default())
-                .map(drop),
+                .map(Touched::Channel),
+            Action::CloseChannel(n) => {
+                let open: Vec<_> = engine
+                    .channels()
+                    .into_iter()
+                    .filter(|c| c.origin == Origin::Local && c.open)
+                    .collect();
+                match open.get(n % open.len().max(1)) {
+                    Some(c) => engine
+                        .close_data_channel(c.id)
+                        .map(|()| Touched::Channel(c.id)),
+                    None => Ok(Touched::Nothing),
+                }
+            }
             Action::SetDirection(n, direction) => {
                 let local: Vec<_> = engine
                     .transceivers()
@@ -45,8 +62,10 @@ impl Action {
                     .filter(|t| t.origin == Origin::Local)
                     .collect();
                 match local.get(n % local.len().max(1)) {
-                    Some(t) => engine.set_direction(t.id, *direction),
-                    None => Ok(()),
+                    Some(t) => engine
+                        .set_direction(t.id, *direction)
+                        .map(|()| Touched::Transceiver(t.id)),
+                    None => Ok(Touched::Nothing),
                 }
             }
             Action::RemoveTrack(n) => {
@@ -56,18 +75,31 @@ impl Action {
                     .filter(|t| t.origin == Origin::Local && t.has_track)
                     .collect();
                 match sending.get(n % sending.len().max(1)) {
-                    Some(t) => engine.remove_track(t.id),
-                    None => Ok(()),
+                    Some(t) => engine
+                        .remove_track(t.id)
+                        .map(|()| Touched::Transceiver(t.id)),
+                    None => Ok(Touched::Nothing),
                 }
             }
-            Action::RestartIce => engine.restart_ice(),
+            Action::RestartIce => engine.restart_ice().map(|()| Touched::Nothing),
             Action::Close => {
                 engine.close();
-                Ok(())
+                Ok(Touched::Nothing)
             }
             Action::Restart => unreachable!("the simulator handles restarts itself"),
         }
     }
+}
+
+/// What an action acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touched {
+    /// A transceiver: made, given a track, redirected, or stripped of its track.
+    Transceiver(TransceiverId),
+    /// A data channel: created or closed.
+    Channel(ChannelId),
+    /// Nothing in particular (an ICE restart, a close, or nothing to act on).
+    Nothing,
 }
 
 /// One scheduled action.
@@ -215,7 +247,7 @@ fn random_action(rng: &mut Rng, label: &mut u32) -> Action {
         2 => Direction::RecvOnly,
         _ => Direction::Inactive,
     };
-    match rng.below(10) {
+    match rng.below(11) {
         0..=2 => Action::AddTransceiver(kind, direction),
         3 => Action::AddTrack(kind),
         4..=5 => {
@@ -224,6 +256,7 @@ fn random_action(rng: &mut Rng, label: &mut u32) -> Action {
         }
         6 => Action::SetDirection(rng.below(8) as usize, direction),
         7 => Action::RemoveTrack(rng.below(8) as usize),
+        8 => Action::CloseChannel(rng.below(8) as usize),
         _ => Action::RestartIce,
     }
 }

@@ -1,6 +1,7 @@
 //! The simulator: engines in a full mesh over an in-memory network, on a virtual clock.
 
-use crate::scenario::{Action, Scenario};
+use crate::intent::Model;
+use crate::scenario::{Action, Scenario, Touched};
 use crate::verdict::{Failure, Verdict};
 use politely_core::rng::Rng;
 use politely_core::{
@@ -101,6 +102,10 @@ pub(crate) struct Link {
     pub(crate) events: Vec<(Duration, Event)>,
     /// Counters of engines this link had before a restart replaced them.
     pub(crate) retired: Vec<Counters>,
+    /// What the application asked of the current engine (the oracle of intent).
+    pub(crate) model: Model,
+    /// Where the current engine's events start in `events` (a restart makes a new engine).
+    pub(crate) events_from: usize,
 }
 
 impl Link {
@@ -278,6 +283,8 @@ impl Sim {
             restarts: generation,
             events: Vec::new(),
             retired: Vec::new(),
+            model: Model::default(),
+            events_from: 0,
         }
     }
 
@@ -363,20 +370,59 @@ impl Sim {
             link.retired = std::mem::take(&mut old.retired);
             link.retired.push(old.engine.counters());
             link.events = std::mem::take(&mut old.events);
+            link.events_from = link.events.len();
             *old = link;
             let label = format!("after-restart-{generation}");
-            if let Err(e) = self
-                .engine(peer, remote)
-                .create_data_channel(&label, Default::default())
-            {
-                self.fail(Failure::Api(peer, remote, e.to_string()));
-            }
+            self.apply(peer, remote, Action::CreateChannel(label));
             return;
         }
-        let engine = self.engine(peer, remote);
-        let result = action.apply(engine);
-        if let Err(e) = result {
-            self.fail(Failure::Api(peer, remote, e.to_string()));
+        let link = self.link_mut(peer, remote);
+        let engine = &mut link.engine;
+        // What existed before, only to tell which object an add_track reused.
+        let before: Vec<_> = match action {
+            Action::AddTrack(_) => engine.transceivers().into_iter().map(|t| t.id).collect(),
+            _ => Vec::new(),
+        };
+        let ufrags = (engine.local_ufrag(), None::<String>);
+        let touched = match action.apply(engine) {
+            Ok(touched) => touched,
+            Err(e) => {
+                self.fail(Failure::Api(peer, remote, e.to_string()));
+                return;
+            }
+        };
+        let remote_ufrag = self.links[&(remote, peer)].engine.local_ufrag();
+        let model = &mut self.link_mut(peer, remote).model;
+        match (&action, touched) {
+            (Action::AddTransceiver(kind, direction), Touched::Transceiver(id)) => {
+                model.add_transceiver(id, *kind, *direction);
+            }
+            (Action::AddTrack(kind), Touched::Transceiver(id)) => {
+                let reused_remote = before.contains(&id) && !model.made.contains_key(&id);
+                model.add_track(id, *kind, reused_remote);
+            }
+            (Action::SetDirection(_, direction), Touched::Transceiver(id)) => {
+                model.directions.insert(id, *direction);
+            }
+            (Action::RemoveTrack(_), Touched::Transceiver(id)) => model.remove_track(id),
+            (Action::CreateChannel(label), Touched::Channel(id)) => {
+                model.channels.insert(label.clone(), (id, false));
+            }
+            (Action::CloseChannel(_), Touched::Channel(id)) => {
+                for (channel, closed) in model.channels.values_mut() {
+                    if *channel == id {
+                        *closed = true;
+                    }
+                }
+            }
+            (Action::RestartIce, _) => {
+                // W3C restartIce does nothing before the first local description.
+                if let (Some(local), _) = ufrags {
+                    model.ice_restarts.push((local, remote_ufrag));
+                }
+            }
+            (Action::Close, _) => model.closed = true,
+            _ => {}
         }
     }
 
@@ -702,6 +748,17 @@ impl Sim {
     /// re-checks everything against rtc (pending descriptions included) at the end.
     fn converged_now(&mut self) -> bool {
         let keys: Vec<(usize, usize)> = self.links.keys().copied().collect();
+        let closed: Vec<((usize, usize), String)> = self
+            .links
+            .iter()
+            .flat_map(|(pair, link)| {
+                link.model
+                    .channels
+                    .iter()
+                    .filter(|(_, (_, closed))| *closed)
+                    .map(|(label, _)| (*pair, label.clone()))
+            })
+            .collect();
         keys.into_iter().all(|(a, b)| {
             let link = self.link_mut(a, b);
             let e = &mut link.engine;
@@ -715,11 +772,19 @@ impl Sim {
                     && e.transceivers().is_empty();
             }
             let channels = e.channels();
-            channels.iter().all(|c| c.open)
+            let settled = channels.iter().all(|c| c.open)
                 && channels
                     .iter()
                     .filter(|c| c.origin == Origin::Local)
-                    .all(|c| link.echoed.contains(&c.label))
+                    .all(|c| link.echoed.contains(&c.label));
+            // A channel either application closed is gone from this end once the stream
+            // reset went round (RFC 8831 §6.7).
+            settled
+                && !channels.iter().any(|c| {
+                    closed.iter().any(|(pair, label)| {
+                        (*pair == (a, b) || *pair == (b, a)) && *label == c.label
+                    })
+                })
         })
     }
 
@@ -737,6 +802,14 @@ impl Sim {
             stats.watchdog_firings += c.watchdog_firings;
         }
         self.stats = stats;
+    }
+
+    /// Drains the engine `peer` runs toward `remote` after calls made on it directly through
+    /// [`engine`](Self::engine), as actions due together are drained: once, after the last.
+    /// Action scripts call the engine themselves because their steps name transceivers by
+    /// the ids the engine returned, which an [`Action`] cannot carry.
+    pub fn flush(&mut self, peer: usize, remote: usize) {
+        self.drain(peer, remote);
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Failure {
     Mismatch(String),
     /// More offers than the pattern needs.
     ExtraOffers(String),
+    /// The ends agree, but not with what their applications asked (the oracle of intent).
+    Intent(String),
 }
 
 impl fmt::Display for Failure {
@@ -33,6 +35,7 @@ impl fmt::Display for Failure {
             Failure::NotConverged(why) => write!(f, "did not converge: {why}"),
             Failure::Mismatch(why) => write!(f, "ends disagree: {why}"),
             Failure::ExtraOffers(why) => write!(f, "more offers than needed: {why}"),
+            Failure::Intent(why) => write!(f, "not what the application asked: {why}"),
         }
     }
 }
@@ -93,6 +96,8 @@ impl Verdict {
                     } else {
                         failures.push(Failure::NotConverged(why));
                     }
+                } else if converged {
+                    failures.extend(intent_problems(sim, a, b).into_iter().map(Failure::Intent));
                 }
             }
         }
@@ -109,6 +114,36 @@ impl Verdict {
             trace_hash: fnv1a(sim.trace()),
         }
     }
+}
+
+/// Where the pair (a, b) does not do what its applications asked (see [`crate::intent`]).
+fn intent_problems(sim: &mut Sim, a: usize, b: usize) -> Vec<String> {
+    let links = sim.links();
+    let mut la = links
+        .remove(&(a, b))
+        .expect("invariant: a link exists for every ordered pair");
+    let lb = links
+        .get_mut(&(b, a))
+        .expect("invariant: a link exists for every ordered pair");
+    let problems = if la.model.closed || lb.model.closed {
+        Vec::new()
+    } else {
+        let ev = |l: &crate::sim::Link| {
+            l.events[l.events_from..]
+                .iter()
+                .map(|(_, e)| e.clone())
+                .collect::<Vec<_>>()
+        };
+        let (ev_a, ev_b) = (ev(&la), ev(lb));
+        crate::intent::check_pair(
+            (a, b),
+            (&la.model, &lb.model),
+            (&mut la.engine, &mut lb.engine),
+            (&ev_a, &ev_b),
+        )
+    };
+    links.insert((a, b), la);
+    problems
 }
 
 /// What is wrong with the pair (a, b), if anything.

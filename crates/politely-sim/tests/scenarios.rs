@@ -717,3 +717,29 @@ fn candidate_failures_of_an_ignored_offer_are_suppressed() {
         "{after:?}"
     );
 }
+
+/// W3C RTCDataChannel close: closing resets the channel's outgoing stream (RFC 8831 §6.7), and
+/// the remote closes its end when it sees the reset. Both ends must report the channel closed,
+/// and it must be gone from both lists.
+#[test]
+fn a_closed_channel_closes_at_both_ends() {
+    let mut sim = connected_pair(SimConfig::default());
+    sim.act(1, 0, Action::CreateChannel("second".into()));
+    sim.run_for(Duration::from_secs(1));
+    sim.act(1, 0, Action::CloseChannel(1));
+    sim.run_for(Duration::from_secs(2));
+    for (x, y) in [(0, 1), (1, 0)] {
+        let labels: Vec<_> = sim
+            .engine(x, y)
+            .channels()
+            .into_iter()
+            .map(|c| c.label)
+            .collect();
+        assert_eq!(labels, ["setup"], "p{x}'s channels");
+        assert!(
+            sim.saw(x, y, |e| matches!(e, Event::ChannelClosed { .. })),
+            "p{x} reported no ChannelClosed"
+        );
+    }
+    passed(&sim.run());
+}
