@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// What one application did to the engine it runs toward one remote peer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Model {
-    /// Transceivers this application made (add_transceiver, or add_track that did not reuse
-    /// one the remote made), with their kind.
+    /// Transceivers this application made or gave a track (add_transceiver, add_track), with
+    /// their kind.
     pub(crate) made: BTreeMap<TransceiverId, MediaKind>,
     /// The direction this application last gave each transceiver it touched. A transceiver
     /// that is not here was created by a remote offer and is `recvonly` (W3C).
@@ -53,9 +53,9 @@ impl Model {
     /// W3C addTrack: a reused transceiver gains the send half of its direction.
     pub(crate) fn add_track(&mut self, id: TransceiverId, kind: MediaKind, reused_remote: bool) {
         let before = self.direction(id);
-        if !reused_remote {
-            self.made.entry(id).or_insert(kind);
-        }
+        // A reused transceiver counts as made here too: the application asked for a sending
+        // one, and a replacement connection brings it back as this side's own.
+        self.made.entry(id).or_insert(kind);
         let wanted = if self.directions.contains_key(&id) || reused_remote {
             Direction::from_send_recv(true, before.receives())
         } else {

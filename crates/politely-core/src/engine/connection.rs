@@ -359,27 +359,32 @@ impl Connection {
         direction: Direction,
         track: Option<u32>,
     ) -> Result<(), ApiError> {
-        let init = RTCRtpTransceiverInit {
-            direction: to_rtc_direction(direction),
-            streams: vec![],
-            send_encodings: vec![],
-        };
-        if let Some(ssrc) = track {
-            let track = make_track(kind, ssrc);
-            self.pc
-                .add_transceiver_from_track(track, Some(init))
-                .map_err(rtc_api)?;
-        } else {
-            // rtc adds by kind only as recvonly; set the wanted direction afterwards.
-            let index = self
+        // rtc adds a transceiver with a track only as sendrecv or sendonly, and one without a
+        // track only as recvonly; the wanted direction is set afterwards.
+        let index = match track {
+            Some(ssrc) => {
+                let init = RTCRtpTransceiverInit {
+                    direction: if direction.sends() {
+                        to_rtc_direction(direction)
+                    } else {
+                        RTCRtpTransceiverDirection::Sendrecv
+                    },
+                    streams: vec![],
+                    send_encodings: vec![],
+                };
+                self.pc
+                    .add_transceiver_from_track(make_track(kind, ssrc), Some(init))
+                    .map_err(rtc_api)?
+            }
+            None => self
                 .pc
                 .add_transceiver_from_kind(to_rtc_kind(kind), None)
-                .map_err(rtc_api)?;
-            if direction != Direction::RecvOnly
-                && let Some(mut t) = self.pc.rtp_transceiver(index)
-            {
-                t.set_direction(to_rtc_direction(direction));
-            }
+                .map_err(rtc_api)?,
+        };
+        if let Some(mut t) = self.pc.rtp_transceiver(index)
+            && t.direction() != to_rtc_direction(direction)
+        {
+            t.set_direction(to_rtc_direction(direction));
         }
         self.transceivers.push(TransceiverSlot {
             id,

@@ -40,30 +40,24 @@ pub(crate) const DATA_SECTION_STREAM: u16 = 1000;
 /// Watchdog firings without progress before the connection is replaced by a new one.
 const STRIKES_BEFORE_NEW_CONNECTION: u32 = 3;
 
-/// restartIce(): the credentials of the current exchange when it was asked (W3C
-/// `[[LocalIceCredentialsToReplace]]`). It persists until an exchange completes in which both
-/// ends use new ones.
+/// restartIce(): the local credentials to replace (W3C `[[LocalIceCredentialsToReplace]]`).
+/// It persists until an exchange completes that restarts both ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IceRestart {
-    pub(crate) local: Option<String>,
-    pub(crate) remote: Option<String>,
+    /// The local ufrags to replace: those of the current and the pending local description
+    /// at each ask.
+    pub(crate) local: Vec<String>,
 }
 
 impl IceRestart {
-    /// Whether an exchange with these ufrags satisfies the restart. Both ends must have moved
-    /// on: rtc applies a restart when the offer is set and does not undo it on rollback, so a
-    /// polite side that rolled back its restart offer answers the colliding offer with new
-    /// credentials while the other end keeps its old ones. That is not a restart of the pair
-    /// (the transport stalls on it), so the engine offers the restart again.
-    fn done(&self, local: Option<&str>, remote: Option<&str>) -> bool {
-        match &self.local {
-            // Asked while only a first offer was pending: any exchange brings fresh ones.
-            None => true,
-            Some(old) => {
-                Some(old.as_str()) != local
-                    && (self.remote.is_none() || self.remote.as_deref() != remote)
-            }
-        }
+    /// Whether an exchange satisfies the restart: the local ufrag is none of those to replace,
+    /// and the remote's changed in this exchange too. rtc applies a restart when the offer is
+    /// set and does not undo it on rollback, so a polite side that rolled back its restart
+    /// offer answers the colliding offer with new credentials while the other end keeps its
+    /// own. That is not a restart of the pair (the transport stalls on it), so the engine
+    /// offers the restart again.
+    fn done(&self, local: Option<&str>, remote_changed: bool) -> bool {
+        remote_changed && !self.local.iter().any(|old| Some(old.as_str()) == local)
     }
 }
 
@@ -543,14 +537,21 @@ impl Engine {
     /// first local description there is nothing to restart and it does nothing.
     pub fn restart_ice(&mut self) -> Result<(), ApiError> {
         self.check_open()?;
-        if self.conn.ice_restart.is_some() {
+        // W3C: the credentials of the current and the pending local description are the ones
+        // to replace; a restart asked while a restart offer is pending restarts again.
+        let Some(pending) = self.conn.pc.local_description() else {
             return Ok(());
-        }
-        if self.conn.pc.local_description().is_some() {
-            self.conn.ice_restart = Some(IceRestart {
-                local: self.local_ufrag(),
-                remote: self.remote_ufrag(),
-            });
+        };
+        let pending = sdp::ice_ufrag(&pending.sdp).map(str::to_owned);
+        let current = self.local_ufrag();
+        let restart = self
+            .conn
+            .ice_restart
+            .get_or_insert(IceRestart { local: Vec::new() });
+        for ufrag in [current, pending].into_iter().flatten() {
+            if !restart.local.contains(&ufrag) {
+                restart.local.push(ufrag);
+            }
         }
         Ok(())
     }
@@ -980,8 +981,10 @@ impl Engine {
         for slot in &mut self.conn.transceivers {
             slot.pending_remote = false;
         }
+        let previous_remote = self.remote_ufrag();
         self.conn.current_local = Some((!local_offer, local_sdp));
         self.conn.current_remote = Some(remote_sdp);
+        let remote_changed = previous_remote.is_none() || previous_remote != self.remote_ufrag();
         let ufrag = self.local_ufrag();
         if ufrag != self.conn.last_local_ufrag {
             if self.conn.last_local_ufrag.is_some() {
@@ -990,7 +993,7 @@ impl Engine {
             self.conn.last_local_ufrag = ufrag.clone();
         }
         if let Some(restart) = &self.conn.ice_restart
-            && restart.done(ufrag.as_deref(), self.remote_ufrag().as_deref())
+            && restart.done(ufrag.as_deref(), remote_changed)
         {
             self.conn.ice_restart = None;
         }
@@ -1491,7 +1494,23 @@ impl Engine {
                     // The application's intent stays: a channel closes when its connection
                     // dies too, and a replacement connection must bring it back. Only
                     // `close_data_channel` forgets a channel.
-                    self.conn.channels.remove(&id);
+                    let lost = self.intents.contains_key(&id.0)
+                        && self.conn.channels.get(&id).map(|s| s.origin) == Some(Origin::Local);
+                    if lost && self.conn.connection_state == ConnectionState::Connected {
+                        // Closed on a live connection without the application asking: rtc
+                        // gave up its opening handshake (seen when it reuses the stream of a
+                        // channel whose close had not yet gone round). Keep it as a channel
+                        // that has not opened, so the watchdog brings it back on a new
+                        // connection, as it does for one that never opens.
+                        if let Some(slot) = self.conn.channels.get_mut(&id) {
+                            slot.open = false;
+                        }
+                        if self.conn.watchdog.is_none() {
+                            self.arm_watchdog();
+                        }
+                    } else {
+                        self.conn.channels.remove(&id);
+                    }
                     self.queue
                         .push_back(Output::Event(Event::ChannelClosed { id }));
                 }
