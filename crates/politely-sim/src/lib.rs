@@ -36,11 +36,17 @@
 //! assert_eq!((verdict.stats.offers, verdict.stats.answers), (3, 2));
 //! ```
 
+mod intent;
 mod scenario;
+mod script;
 mod sim;
 mod verdict;
 
-pub use scenario::{Action, Scenario, Step};
+pub use scenario::{Action, Scenario, Step, Touched};
+pub use script::{
+    ChannelState, EndState, Maker, Op, Outcome, ReadyState, Script, ScriptStep, TransceiverState,
+    negotiated,
+};
 pub use sim::{Fate, Roles, Sim, SimConfig, Stats};
 pub use verdict::{Failure, Verdict};
 
