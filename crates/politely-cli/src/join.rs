@@ -2,12 +2,17 @@
 //!
 //! Each line of stdin goes to every connected peer over a `chat` data channel; each message
 //! received is printed as `<sender id>: <text>` and flushed at once. Status goes to stderr.
+//!
+//! The script commands make the calls of an action script ([`politely_sim::Script`]) toward
+//! every peer, and `/state` prints what the application sees in the shape the simulator and
+//! the browser tests print it, so the same script can run against a browser and natively.
 
 use clap::Args;
 use politely::{
     Bind, DataChannel, Direction, MediaKind, Origin, PeerEvent, PeerHandle, PeerStats, Session,
-    SessionConfig, SessionEvent,
+    SessionConfig, SessionEvent, TransceiverId,
 };
+use politely_sim::{EndState, Op, ReadyState};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -28,6 +33,10 @@ pub(crate) struct JoinArgs {
     /// when the server is on loopback, every interface otherwise.
     #[arg(long)]
     bind: Vec<IpAddr>,
+    /// Open no chat channel toward each peer: for action scripts, whose channels are all
+    /// their own (typed lines other than commands are then never sent).
+    #[arg(long)]
+    no_chat: bool,
 }
 
 /// Lines typed before any chat is open wait here, up to this many.
@@ -66,14 +75,20 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
     // Our own chat channel toward each peer: where our lines go.
     let mut chats: BTreeMap<String, DataChannel> = BTreeMap::new();
     let mut held: Vec<String> = Vec::new();
+    // What the script commands made toward each peer.
+    let mut scripts: BTreeMap<String, Scripted> = BTreeMap::new();
     let mut stdout = std::io::stdout();
-    for peer in session.peers() {
-        open_chat(&peer, &mut chats).await;
+    if !args.no_chat {
+        for peer in session.peers() {
+            open_chat(&peer, &mut chats).await;
+        }
     }
     loop {
         tokio::select! {
-            line = lines.next_line(), if stdin_open => match line? {
-                Some(line) => match line.trim() {
+            line = lines.next_line(), if stdin_open => match line?.map(|l| (script_op(l.trim()), l)) {
+                Some((Some(Ok(op)), _)) => act_on_all(&session, &mut scripts, &op).await,
+                Some((Some(Err(e)), _)) => status(format_args!("act failed: {e}")),
+                Some((None, line)) => match line.trim() {
                     "/quit" => break,
                     "/glare" => {
                         for peer in session.peers() {
@@ -87,6 +102,14 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
                             status(format_args!("stats {}", stats_json(peer.id(), &stats)));
                         }
                         status(format_args!("stats end"));
+                    }
+                    "/state" => {
+                        for peer in session.peers() {
+                            let stats = peer.stats().await?;
+                            let scripted = scripts.entry(peer.id().to_owned()).or_default();
+                            status(format_args!("state {}", state_json(peer.id(), &stats, scripted)));
+                        }
+                        status(format_args!("state end"));
                     }
                     "/restart" => {
                         for peer in session.peers() {
@@ -116,11 +139,14 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
                 match event {
                     SessionEvent::PeerJoined(peer) => {
                         status(format_args!("{} joined", peer.id()));
-                        open_chat(&peer, &mut chats).await;
+                        if !args.no_chat {
+                            open_chat(&peer, &mut chats).await;
+                        }
                     }
                     SessionEvent::PeerLeft { peer } => {
                         status(format_args!("{peer} left"));
                         chats.remove(&peer);
+                        scripts.remove(&peer);
                     }
                     SessionEvent::Peer { peer, event } => match event {
                         PeerEvent::Connected => status(format_args!("connected to {peer}")),
@@ -129,6 +155,13 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
                         }
                         PeerEvent::ChannelOpen(channel) => {
                             status(format_args!("{peer}: channel {} open", channel.label()));
+                            // A channel the peer made is known from here on, by its label.
+                            scripts
+                                .entry(peer.clone())
+                                .or_default()
+                                .channels
+                                .entry(channel.label().to_owned())
+                                .or_insert_with(|| channel.clone());
                             let ours = chats.get(&peer).is_some_and(|c| c.id() == channel.id());
                             if ours {
                                 for line in held.drain(..) {
@@ -145,12 +178,17 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
                             stdout.flush()?;
                         }
                         PeerEvent::Watchdog { cause, recovery } => {
-                            status(format_args!("{peer}: watchdog {cause:?}, {recovery:?}"))
+                            status(format_args!("{peer}: watchdog {cause:?}, {recovery:?}"));
+                            let note = format!("watchdog {cause:?}, {recovery:?}");
+                            scripts.entry(peer).or_default().notes.push(note);
                         }
                         PeerEvent::Replaced { reason } => {
                             status(format_args!("{peer}: connection replaced ({reason:?})"))
                         }
-                        PeerEvent::Error(e) => status(format_args!("{peer}: {e}")),
+                        PeerEvent::Error(e) => {
+                            status(format_args!("{peer}: {e}"));
+                            scripts.entry(peer).or_default().notes.push(e.to_string());
+                        }
                         _ => {}
                     },
                     SessionEvent::SignalingLost { reason } => {
@@ -249,6 +287,162 @@ fn stats_json(peer: &str, stats: &PeerStats) -> serde_json::Value {
             "replaced": c.connections_replaced,
         },
     })
+}
+
+/// What the script commands made toward one peer.
+#[derive(Default)]
+struct Scripted {
+    /// The transceivers they created, in call order: a script step's `index`.
+    created: Vec<TransceiverId>,
+    /// Every channel made here or by the peer, by label.
+    channels: BTreeMap<String, DataChannel>,
+    /// Errors and watchdog firings on the connection, shown by `/state`.
+    notes: Vec<String>,
+}
+
+/// A script command, or `None` if the line is not one: a script step's JSON after `/act`
+/// (`/act {"op":"addTrack","kind":"video"}`, what the browser tests send), or the same calls
+/// as words, for people:
+///
+/// ```text
+/// /add-transceiver audio|video [sendrecv|sendonly|recvonly|inactive]
+/// /add-track audio|video
+/// /remove-track INDEX
+/// /direction INDEX sendrecv|sendonly|recvonly|inactive
+/// /channel LABEL
+/// /close-channel LABEL
+/// ```
+///
+/// INDEX counts the transceivers this peer's commands created, from 0. Words are turned into
+/// the step's JSON, so both forms are read by one parser.
+fn script_op(line: &str) -> Option<Result<Op, String>> {
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    if command == "/act" {
+        return Some(serde_json::from_str(rest).map_err(|e| e.to_string()));
+    }
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let index = |word: &str| -> Result<serde_json::Value, String> {
+        word.parse::<u64>()
+            .map(Into::into)
+            .map_err(|_| format!("{word:?} is not a transceiver index"))
+    };
+    let json = match (command, words.as_slice()) {
+        ("/add-transceiver", [kind]) => {
+            Ok(serde_json::json!({"op": "addTransceiver", "kind": kind, "direction": "sendrecv"}))
+        }
+        ("/add-transceiver", [kind, direction]) => {
+            Ok(serde_json::json!({"op": "addTransceiver", "kind": kind, "direction": direction}))
+        }
+        ("/add-track", [kind]) => Ok(serde_json::json!({"op": "addTrack", "kind": kind})),
+        ("/remove-track", [i]) => {
+            index(i).map(|i| serde_json::json!({"op": "removeTrack", "index": i}))
+        }
+        ("/direction", [i, direction]) => index(i)
+            .map(|i| serde_json::json!({"op": "setDirection", "index": i, "direction": direction})),
+        ("/channel", [label]) => Ok(serde_json::json!({"op": "createDataChannel", "label": label})),
+        ("/close-channel", [label]) => {
+            Ok(serde_json::json!({"op": "closeDataChannel", "label": label}))
+        }
+        (
+            "/add-transceiver" | "/add-track" | "/remove-track" | "/direction" | "/channel"
+            | "/close-channel",
+            _,
+        ) => Err(format!("{command}: wrong arguments")),
+        _ => return None,
+    };
+    Some(json.and_then(|j| serde_json::from_value(j).map_err(|e| e.to_string())))
+}
+
+/// Makes one script call toward every peer; says `act ok` or `act failed: ...` on stderr,
+/// once per command, so a script can wait for it.
+async fn act_on_all(session: &Session, scripts: &mut BTreeMap<String, Scripted>, op: &Op) {
+    let peers = session.peers();
+    if peers.is_empty() {
+        status(format_args!("act failed: no peer to act on"));
+        return;
+    }
+    let mut failures = Vec::new();
+    for peer in peers {
+        let scripted = scripts.entry(peer.id().to_owned()).or_default();
+        if let Err(e) = act(&peer, scripted, op).await {
+            failures.push(format!("{}: {e}", peer.id()));
+        }
+    }
+    if failures.is_empty() {
+        status(format_args!("act ok"));
+    } else {
+        status(format_args!("act failed: {}", failures.join("; ")));
+    }
+}
+
+async fn act(peer: &PeerHandle, scripted: &mut Scripted, op: &Op) -> anyhow::Result<()> {
+    let index = |i: usize| {
+        scripted
+            .created
+            .get(i)
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("no transceiver {i}"))
+    };
+    match op {
+        Op::AddTransceiver { kind, direction } => {
+            let id = peer.add_transceiver(*kind, *direction).await?;
+            scripted.created.push(id);
+        }
+        Op::AddTrack { kind } => {
+            let id = peer.add_track(*kind).await?;
+            scripted.created.push(id);
+        }
+        Op::RemoveTrack { index: i } => peer.remove_track(index(*i)?).await?,
+        Op::SetDirection {
+            index: i,
+            direction,
+        } => peer.set_direction(index(*i)?, *direction).await?,
+        Op::CreateDataChannel { label } => {
+            let channel = peer.create_data_channel(label, Default::default()).await?;
+            scripted.channels.insert(label.clone(), channel);
+        }
+        Op::CloseDataChannel { label } => {
+            let channel = scripted
+                .channels
+                .get(label)
+                .ok_or_else(|| anyhow::anyhow!("no channel labelled {label}"))?;
+            channel.close().await;
+        }
+        Op::RestartIce => peer.restart_ice().await?,
+    }
+    Ok(())
+}
+
+/// `/state`: one peer connection as its application sees it, in the shape of
+/// [`EndState`] (what `politely sim --script` prints per peer and the browser tests' page
+/// reports), plus whether it is settled.
+fn state_json(peer: &str, stats: &PeerStats, scripted: &Scripted) -> serde_json::Value {
+    let channels = scripted.channels.iter().map(|(label, c)| {
+        let state = if c.is_closed() {
+            ReadyState::Closed
+        } else if c.is_open() {
+            ReadyState::Open
+        } else {
+            ReadyState::Connecting
+        };
+        (label.clone(), state)
+    });
+    let state = EndState::observe(
+        stats.signaling_state,
+        &stats.transceivers,
+        &scripted.created,
+        channels,
+    );
+    let mut json =
+        serde_json::to_value(&state).expect("invariant: an end state has only string keys");
+    json["peer"] = peer.into();
+    json["polite"] = stats.polite.into();
+    json["busy"] = (!stats.is_settled()).into();
+    json["connectionState"] = format!("{:?}", stats.connection_state)
+        .to_lowercase()
+        .into();
+    json["notes"] = scripted.notes.clone().into();
+    json
 }
 
 /// Opens our chat channel toward `peer`.

@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod join;
 mod native;
+mod script;
 mod serve;
 mod sim;
 mod system;
@@ -36,8 +37,15 @@ enum Command {
     ///
     /// Commands: /glare renegotiates at once (adds an audio, then a video transceiver, then
     /// flips their directions), /restart restarts ICE, /stats prints each connection's state
-    /// as JSON on stderr, /quit (or end of input) leaves.
+    /// as JSON on stderr, /quit (or end of input) leaves. Script commands, toward every
+    /// peer: /add-transceiver KIND [DIRECTION], /add-track KIND, /remove-track INDEX,
+    /// /direction INDEX DIRECTION, /channel LABEL, /close-channel LABEL, /act STEP-JSON; each
+    /// answers `act ok` or `act failed: ...` on stderr. /state prints each connection as its
+    /// application sees it (the end state of `politely sim --script`), as JSON on stderr.
     Join(join::JoinArgs),
+    /// Print a random action script (JSON) for the differential check: `politely sim
+    /// --script` runs it in the simulator, web/test/differential.test.mjs in Chromium.
+    Script(script::ScriptArgs),
     /// Benchmark the signaling server and native peers on loopback.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -61,6 +69,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Token(args) => serve::token(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Join(args) => join::run(&args),
+        Command::Script(args) => script::print(&args),
         Command::Bench(command) => bench::run(&command),
     }
 }

@@ -3,6 +3,7 @@
 use clap::Args;
 use politely_sim::{Scenario, Sim, Verdict};
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,17 @@ pub(crate) struct SimArgs {
     /// Worker threads (runs are independent and each is deterministic).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
+    /// Run one action script (JSON, `-` for stdin) with two engines and print both peers'
+    /// end states as JSON (see `politely script`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seeds", "seed", "peers", "glare", "trace"])]
+    script: Option<PathBuf>,
+    /// With --script: print what W3C webrtc-pc's rules make of the script (a model, no
+    /// engines) instead of running it.
+    #[arg(long, requires = "script")]
+    model: bool,
+    /// Random scenarios also close data channels (a known rtc SCTP stall, see the README).
+    #[arg(long)]
+    close_channels: bool,
 }
 
 struct Outcome {
@@ -51,7 +63,7 @@ fn run_one(args: &SimArgs, seed: u64) -> Outcome {
         Scenario::glare(seed, args.rounds)
     } else {
         let peers = args.peers.unwrap_or(2 + (seed % 3) as usize);
-        Scenario::random(seed, peers)
+        Scenario::random_with(seed, peers, args.close_channels)
     };
     if let Some(ms) = args.latency_ms {
         config.signal_latency = Duration::from_millis(ms);
@@ -77,6 +89,9 @@ fn run_one(args: &SimArgs, seed: u64) -> Outcome {
 }
 
 pub(crate) fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.script {
+        return crate::script::run_in_sim(path, args.model);
+    }
     if let Some(p) = args.peers {
         anyhow::ensure!((2..=6).contains(&p), "--peers must be 2 to 6");
     }
@@ -235,6 +250,9 @@ fn replay_command(args: &SimArgs, o: &Outcome) -> String {
     }
     if let Some(l) = args.latency_ms {
         cmd.push_str(&format!(" --latency-ms {l}"));
+    }
+    if args.close_channels {
+        cmd.push_str(" --close-channels");
     }
     cmd.push_str(" --trace");
     cmd

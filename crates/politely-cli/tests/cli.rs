@@ -332,9 +332,15 @@ struct Joined {
 
 impl Joined {
     fn start(url: &str, room: &str) -> Joined {
+        Joined::start_with(url, room, &[])
+    }
+
+    /// `politely join` with more options.
+    fn start_with(url: &str, room: &str, options: &[&str]) -> Joined {
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_politely"))
             .args(["join", url, room])
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -434,4 +440,126 @@ fn two_join_processes_chat_both_ways_and_quit_cleanly() {
     // End of input quits too.
     b.stdin = None;
     assert!(b.child.wait().unwrap().success());
+}
+
+#[test]
+fn a_script_is_the_same_for_a_seed_and_runs_in_the_simulator_as_the_model_says() {
+    let a = succeeded(&politely(&["script", "--seed", "41", "--rounds", "6"]));
+    assert_eq!(
+        a,
+        succeeded(&politely(&["script", "--seed", "41", "--rounds", "6"]))
+    );
+    let script: politely_sim::Script = serde_json::from_str(&a).expect("a script is JSON");
+    assert_eq!((script.seed, script.rounds()), (41, 6));
+    // A hand-written script, from a file: glare on a live connection, directions, restarts.
+    let path = std::env::temp_dir().join(format!("politely-script-{}.json", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"{"seed":3,"polite":1,"steps":[
+        {"round":0,"peer":0,"op":"createDataChannel","label":"c1"},
+        {"round":0,"peer":0,"op":"addTransceiver","kind":"audio","direction":"sendrecv"},
+        {"round":1,"peer":0,"op":"addTrack","kind":"video"},
+        {"round":1,"peer":1,"op":"addTransceiver","kind":"audio","direction":"sendonly"},
+        {"round":2,"peer":1,"op":"setDirection","index":0,"direction":"inactive"},
+        {"round":2,"peer":0,"op":"restartIce"}]}"#,
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let outcome = |args: &[&str]| -> politely_sim::Outcome {
+        serde_json::from_str(&succeeded(&politely(args))).expect("an outcome is JSON")
+    };
+    let sim = outcome(&["sim", "--script", file]);
+    let model = outcome(&["sim", "--script", file, "--model"]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(model.differences(&sim), Vec::<String>::new(), "{sim:#?}");
+    assert_eq!(sim.peers[1].transceivers.len(), 3);
+    assert_eq!(
+        politely(&["sim", "--script", "/nonexistent"]).status.code(),
+        Some(2)
+    );
+}
+
+/// `/state` of the connection toward the only peer, once it is settled: the end state.
+fn settled_state(joined: &mut Joined) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        joined.say("/state");
+        let line = joined.status("politely: state {");
+        joined.status("state end");
+        let json = line.strip_prefix("politely: state ").unwrap();
+        let state: serde_json::Value = serde_json::from_str(json).unwrap();
+        if state["busy"] == false && state["connectionState"] == "connected" {
+            return state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never settled: {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn join_makes_script_calls_and_shows_what_the_application_sees() {
+    let server = Served::start(&[], &[]);
+    let mut a = Joined::start_with(&server.url(), "scripted", &["--no-chat"]);
+    a.status("joined scripted as ");
+    let mut b = Joined::start_with(&server.url(), "scripted", &["--no-chat"]);
+    b.status("joined scripted as ");
+    a.status(" joined");
+    a.say("/channel c1");
+    a.status("act ok");
+    a.say("/add-transceiver audio sendonly");
+    a.status("act ok");
+    b.say(r#"/act {"op":"addTrack","kind":"video"}"#);
+    b.status("act ok");
+    b.say("/direction 5 recvonly");
+    assert!(b.status("act failed").contains("no transceiver 5"));
+    b.say(r#"/act {"op":"stop"}"#);
+    b.status("act failed");
+    b.say("/add-track cat");
+    b.status("act failed");
+    let sa = settled_state(&mut a);
+    let sb = settled_state(&mut b);
+    for (s, polite) in [(&sa, true), (&sb, false)] {
+        assert_eq!(s["polite"], polite, "{s}");
+        assert_eq!(s["signalingState"], "stable");
+        assert_eq!(
+            s["channels"],
+            serde_json::json!([{"label": "c1", "readyState": "open"}])
+        );
+    }
+    let end = |s: &serde_json::Value| -> politely_sim::EndState {
+        serde_json::from_value(s.clone()).expect("the end state's shape")
+    };
+    let ours = |s: &politely_sim::EndState, origin| {
+        let t = s.transceivers.iter().find(|t| t.origin == origin).unwrap();
+        (t.kind, t.direction, t.current_direction)
+    };
+    use politely_core::{Direction::*, MediaKind::*};
+    use politely_sim::Maker;
+    let (ea, eb) = (end(&sa), end(&sb));
+    assert_eq!(
+        ours(&ea, Maker::Local(0)),
+        (Audio, SendOnly, Some(SendOnly))
+    );
+    assert_eq!(ours(&ea, Maker::Remote), (Video, RecvOnly, Some(RecvOnly)));
+    assert_eq!(
+        ours(&eb, Maker::Local(0)),
+        (Video, SendRecv, Some(SendOnly))
+    );
+    assert_eq!(ours(&eb, Maker::Remote), (Audio, RecvOnly, Some(RecvOnly)));
+    // Closed by b, the channel a made is closed at both ends.
+    a.say("/close-channel c1");
+    a.status("act ok");
+    for joined in [&mut a, &mut b] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let s = settled_state(joined);
+            if s["channels"][0]["readyState"] == "closed" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "c1 never closed: {s}");
+        }
+    }
 }
