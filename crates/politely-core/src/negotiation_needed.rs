@@ -54,6 +54,10 @@ pub(crate) fn check(
         let Some(local) = sdp::section_direction(current.local, mid) else {
             return true;
         };
+        // A rejected m-section stops its transceiver (JSEP 5.10); step 5.1 skips stopped ones.
+        if sdp::section_rejected(current.local, mid) {
+            continue;
+        }
         // Step 5.3.1: a sending direction must carry the track's msid.
         if t.direction.sends()
             && let Some(stream) = t.stream

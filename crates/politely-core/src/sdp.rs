@@ -97,6 +97,16 @@ pub(crate) fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
     Some(direction.unwrap_or(Direction::SendRecv))
 }
 
+/// Whether the m-section with this mid is rejected (port 0).
+pub(crate) fn section_rejected(sdp: &str, mid: &str) -> bool {
+    section(sdp, mid).is_some_and(|lines| {
+        lines[0]
+            .strip_prefix("m=")
+            .and_then(|m| m.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
 /// The stream id of the `a=msid` line of the m-section with this mid, if it has one.
 pub(crate) fn section_msid_stream<'a>(sdp: &'a str, mid: &str) -> Option<&'a str> {
     section(sdp, mid)?

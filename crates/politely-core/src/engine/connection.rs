@@ -541,6 +541,11 @@ impl Connection {
             .transceivers
             .iter()
             .zip(&mids)
+            // One a remote offer created that is not part of a completed exchange (the offer
+            // failed part way) is rtc's leftover, not something of the application's to offer.
+            .filter(|(slot, mid)| {
+                slot.origin == Origin::Local || (mid.is_some() && self.current_local.is_some())
+            })
             .map(|(slot, mid)| negotiation_needed::Transceiver {
                 mid: mid.as_deref(),
                 direction: slot.direction,
