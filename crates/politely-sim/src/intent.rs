@@ -220,12 +220,11 @@ pub(crate) fn check_pair(
     problems
 }
 
+/// A channel's label and whether it is open.
+type Labelled = (String, bool);
+
 /// The (label, open) of each end's channels: this side's first.
-fn ea_channels(
-    a_first: bool,
-    ea: &mut Engine,
-    eb: &mut Engine,
-) -> (Vec<(String, bool)>, Vec<(String, bool)>) {
+fn ea_channels(a_first: bool, ea: &mut Engine, eb: &mut Engine) -> (Vec<Labelled>, Vec<Labelled>) {
     let list = |e: &mut Engine| {
         e.channels()
             .into_iter()
