@@ -386,7 +386,7 @@ impl Script {
             .map(|(i, s)| (i, &s.op))
     }
 
-    /// What W3C webrtc-pc makes of the script once every round has settled (see [`Model`]).
+    /// What W3C webrtc-pc makes of the script once every round has settled.
     /// Where the spec leaves the outcome to timing (an `addTrack` that could reuse either of
     /// two transceivers), the model takes the first it knows of; [`Script::random`] never
     /// draws such a step.
