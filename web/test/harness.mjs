@@ -62,10 +62,11 @@ export async function startServer() {
   };
 }
 
-/** A native peer: `politely join` with stdin lines as commands and chat. */
+/** A native peer: `politely join` with stdin lines as commands and chat; `args` are more of
+ * join's options. */
 export class Native {
-  constructor(ws, room) {
-    this.child = spawn(BIN, ["join", ws, room], {
+  constructor(ws, room, args = []) {
+    this.child = spawn(BIN, ["join", ws, room, ...args], {
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, RUST_LOG: "warn" },
     });
@@ -103,6 +104,38 @@ export class Native {
     return out;
   }
 
+  /** Script steps (without round and peer) toward every peer, sent in one write so they
+   * run back to back; per step `null`, or the error the native peer reported. */
+  async act(steps) {
+    const start = this.err.all.length;
+    this.child.stdin.write(steps.map((op) => `/act ${JSON.stringify(op)}\n`).join(""));
+    const results = () =>
+      this.err.all
+        .slice(start)
+        .map((l) => /^politely: act (ok|failed: .*)$/.exec(l)?.[1])
+        .filter((r) => r !== undefined);
+    await this.err.next(() => results().length >= steps.length || undefined, { from: start, what: "the native peer's act results" });
+    return results()
+      .slice(0, steps.length)
+      .map((r) => (r === "ok" ? null : r.slice("failed: ".length)));
+  }
+
+  /** Every connection as its application sees it (`/state`), by peer id. */
+  async state() {
+    const start = this.err.all.length;
+    this.send("/state");
+    await this.err.next((l) => l === "politely: state end", { from: start, what: "the native state" });
+    const out = {};
+    for (const line of this.err.all.slice(start)) {
+      const m = /^politely: state (\{.*\})$/.exec(line);
+      if (m) {
+        const s = JSON.parse(m[1]);
+        out[s.peer] = s;
+      }
+    }
+    return out;
+  }
+
   async quit() {
     this.send("/quit");
     this.child.stdin.end();
@@ -111,6 +144,20 @@ export class Native {
     clearTimeout(timer);
     return code;
   }
+}
+
+/** Runs the politely binary to its end with `input` on stdin: its exit code and stdout. */
+export function politely(args, input = "") {
+  return new Promise((resolve, reject) => {
+    const child = spawn(BIN, args, { stdio: ["pipe", "pipe", "inherit"] });
+    let stdout = "";
+    child.stdout.setEncoding("utf8").on("data", (d) => (stdout += d));
+    child.once("error", reject);
+    child.once("exit", (code) => resolve({ code, stdout }));
+    // A command that reads no input may be gone before it is written.
+    child.stdin.on("error", () => {});
+    child.stdin.end(input);
+  });
 }
 
 /** Headless Chromium as the tests need it: loopback candidates, fake media, no background

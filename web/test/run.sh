@@ -11,5 +11,9 @@ fi
 npm ci --no-audit --no-fund --silent
 cargo build --release -p politely-cli --quiet
 
-# Only loopback: Chromium and every peer can reach nothing but this machine.
-exec unshare -n bash -c 'ip link set lo up && exec node --test --test-concurrency=1 browser.test.mjs'
+# Only loopback: Chromium and every peer can reach nothing but this machine. The test files
+# to run may be named (by default all of them).
+files=("$@")
+[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs differential.test.mjs)
+exec unshare -n bash -c 'ip link set lo up && exec node --test --test-concurrency=1 "$@"' bash "${files[@]}"
+
