@@ -422,6 +422,22 @@ impl Script {
         let mut labels = 0u32;
         for round in 0..rounds {
             let first = rng.below(2) as usize;
+            // Channels are closed in rounds of their own (see `Model`): the opener closes
+            // one, the other side perhaps another.
+            if round > 0 && rng.chance(0.15) && !model.closable().is_empty() {
+                for (peer, chance) in [(first, 1.0), (1 - first, 0.5)] {
+                    if rng.chance(chance)
+                        && let Some(op) = draw_close(&mut rng, &model)
+                    {
+                        model
+                            .apply(peer, &op)
+                            .expect("invariant: the channel exists");
+                        steps.push(ScriptStep { round, peer, op });
+                    }
+                }
+                model.settle();
+                continue;
+            }
             let mut batches: [Batch; 2] = Default::default();
             for peer in [first, 1 - first] {
                 let mut count = match rng.below(10) {
@@ -517,8 +533,6 @@ struct Batch {
     add_track_kinds: BTreeSet<MediaKind>,
     /// Kinds of new transceivers whose kind had no m-section when the round began.
     fresh: BTreeSet<MediaKind>,
-    /// Channels closed this round.
-    closed: BTreeSet<String>,
     restarted: bool,
 }
 
@@ -545,10 +559,7 @@ impl Batch {
                 self.kinds
                     .insert(model.sections[model.created[peer][*index]].kind);
             }
-            Op::CloseDataChannel { label } => {
-                self.closed.insert(label.clone());
-            }
-            Op::CreateDataChannel { .. } => {}
+            Op::CreateDataChannel { .. } | Op::CloseDataChannel { .. } => {}
             Op::RestartIce => self.restarted = true,
         }
     }
@@ -625,23 +636,19 @@ fn draw(
                 label: format!("c{labels}"),
             })
         }
-        83..=89 => {
-            // Only channels that were open when the round began, closed once.
-            let open: Vec<&String> = model
-                .channels
-                .iter()
-                .filter(|c| !c.closed && c.settled)
-                .map(|c| &c.label)
-                .filter(|l| !other.closed.contains(*l) && !mine.closed.contains(*l))
-                .collect();
-            let label = open.get(rng.below(open.len().max(1) as u64) as usize)?;
-            Some(Op::CloseDataChannel {
-                label: (*label).clone(),
-            })
-        }
-        90.. if allowed.restart && !mine.restarted => Some(Op::RestartIce),
+        83.. if allowed.restart && !mine.restarted => Some(Op::RestartIce),
         _ => None,
     }
+}
+
+/// Draws a `close()` of a channel that was open when the round began and that no one closed
+/// yet, or `None` if there is none.
+fn draw_close(rng: &mut Rng, model: &Model) -> Option<Op> {
+    let open = model.closable();
+    let channel = open.get(rng.below(open.len().max(1) as u64) as usize)?;
+    Some(Op::CloseDataChannel {
+        label: channel.label.clone(),
+    })
 }
 
 fn random_direction(rng: &mut Rng) -> Direction {
@@ -686,7 +693,9 @@ fn pick(rng: &mut Rng, from: &[usize]) -> Option<usize> {
 /// kind's first m-section in the same glare, the ids collide in the BUNDLE group and
 /// Chromium refuses its own next offer ("A BUNDLE group contains a codec collision for header
 /// extension id=1"). So in a round, kinds that have no m-section yet are introduced by one
-/// side only.
+/// side only. And a channel closed while the connection renegotiates may stay `closing` for
+/// good in Chromium (seen in about 1 script in 25 before this rule), so channels are closed
+/// in rounds that do nothing else.
 #[derive(Debug, Default)]
 struct Model {
     sections: Vec<Section>,
@@ -814,6 +823,14 @@ impl Model {
         });
         self.sections.push(Section { kind, sides });
         self.created[peer].push(self.sections.len() - 1);
+    }
+
+    /// Channels open since a round ended and not closed since.
+    fn closable(&self) -> Vec<&ChannelModel> {
+        self.channels
+            .iter()
+            .filter(|c| !c.closed && c.settled)
+            .collect()
     }
 
     /// Whether no m-section of `kind` existed when the round began.
@@ -1375,6 +1392,19 @@ mod tests {
                         }
                     }
                 }
+                let ops: Vec<&Op> = s
+                    .batch(round, 0)
+                    .chain(s.batch(round, 1))
+                    .map(|(_, op)| op)
+                    .collect();
+                let closes = ops
+                    .iter()
+                    .filter(|op| matches!(op, Op::CloseDataChannel { .. }))
+                    .count();
+                assert!(
+                    closes == 0 || closes == ops.len(),
+                    "seed {seed} round {round}: {s}"
+                );
                 for peer in 0..2 {
                     // addTrack(K) holds K for the round.
                     assert!(
