@@ -12,7 +12,7 @@
 //! step's `index` is the n-th transceiver *that peer's application* created by its own
 //! `addTransceiver`/`addTrack` calls, in call order, so it means the same whatever the
 //! timing. [`Script::random`] draws only scripts whose end state does not depend on timing
-//! (see [`Model`] for the races it avoids).
+//! (the model in this module names the races it avoids).
 //!
 //! ```
 //! use politely_sim::Script;
