@@ -1020,7 +1020,7 @@ impl Script {
         let mut sim = Sim::new(config);
         let mut apps = [App::default(), App::default()];
         let mut failed = Vec::new();
-        let mut unsettled = Vec::new();
+        let mut unsettled_rounds = Vec::new();
         let mut notes = Vec::new();
         for round in 0..self.rounds() {
             let first = rng.below(2) as usize;
@@ -1040,9 +1040,10 @@ impl Script {
                 sim.flush(peer, 1 - peer);
             }
             let deadline = sim.elapsed() + ROUND_LIMIT;
-            while !settled(&mut sim, &apps) {
+            while let Some(why) = unsettled(&mut sim, &apps) {
                 if sim.elapsed() >= deadline {
-                    unsettled.push(round);
+                    unsettled_rounds.push(round);
+                    notes.push(format!("not settled after round {round}: {why}"));
                     break;
                 }
                 sim.run_for(Duration::from_millis(1));
@@ -1058,7 +1059,7 @@ impl Script {
         Outcome {
             peers: (0..2).map(|p| apps[p].end_state(&mut sim, p)).collect(),
             failed_steps: failed,
-            unsettled_rounds: unsettled,
+            unsettled_rounds,
             notes,
         }
     }
@@ -1168,41 +1169,47 @@ impl App {
     }
 }
 
-/// Whether the pair has settled: each engine stable with nothing pending or left to
-/// negotiate and connected, every transceiver negotiated with the same mids at both ends,
-/// and every channel either open at both ends or closed at both.
-fn settled(sim: &mut Sim, apps: &[App; 2]) -> bool {
+/// Why the pair has not settled yet, or `None` once it has: each engine stable with nothing
+/// pending or left to negotiate and connected, every transceiver negotiated with the same
+/// mids at both ends, and every channel either open at both ends or closed at both.
+fn unsettled(sim: &mut Sim, apps: &[App; 2]) -> Option<String> {
     let mut mids = Vec::new();
     let mut channels = Vec::new();
     for (peer, app) in apps.iter().enumerate() {
         let engine = sim.engine(peer, 1 - peer);
-        if engine.signaling_state() != SignalingState::Stable
-            || engine.has_pending_description()
-            || engine.wants_to_negotiate()
-            || engine.connection_state() != ConnectionState::Connected
-        {
-            return false;
+        if engine.signaling_state() != SignalingState::Stable || engine.has_pending_description() {
+            return Some(format!("peer {peer} is {}", engine.signaling_state()));
+        }
+        if engine.wants_to_negotiate() {
+            return Some(format!("peer {peer} still wants to negotiate"));
+        }
+        if engine.connection_state() != ConnectionState::Connected {
+            return Some(format!("peer {peer} is {:?}", engine.connection_state()));
         }
         let transceivers = engine.transceivers();
-        if transceivers
+        if let Some(t) = transceivers
             .iter()
-            .any(|t| t.mid.is_none() || t.current_direction.is_none())
+            .find(|t| t.mid.is_none() || t.current_direction.is_none())
         {
-            return false;
+            return Some(format!("peer {peer}'s {} is not negotiated", t.id));
         }
         let mut m: Vec<String> = transceivers.into_iter().filter_map(|t| t.mid).collect();
         m.sort();
         mids.push(m);
         let states = app.channel_states(sim, peer);
-        if states
+        if let Some((label, state)) = states
             .iter()
-            .any(|(_, s)| !matches!(s, ReadyState::Open | ReadyState::Closed))
+            .find(|(_, s)| !matches!(s, ReadyState::Open | ReadyState::Closed))
         {
-            return false;
+            return Some(format!("peer {peer}'s channel {label} is {state:?}"));
         }
         channels.push(states);
     }
-    mids[0] == mids[1] && channels[0] == channels[1]
+    if mids[0] != mids[1] {
+        return Some(format!("mids differ: {:?} vs {:?}", mids[0], mids[1]));
+    }
+    (channels[0] != channels[1])
+        .then(|| format!("channels differ: {:?} vs {:?}", channels[0], channels[1]))
 }
 
 #[cfg(test)]
