@@ -50,18 +50,15 @@ impl Model {
         }
     }
 
-    /// W3C addTrack: a reused transceiver gains the send half of its direction.
-    pub(crate) fn add_track(&mut self, id: TransceiverId, kind: MediaKind, reused_remote: bool) {
-        let before = self.direction(id);
+    /// W3C addTrack: the transceiver gains the send half of its direction. A new one has none
+    /// in the record yet and so reads recvonly, which makes it sendrecv, as W3C creates it.
+    pub(crate) fn add_track(&mut self, id: TransceiverId, kind: MediaKind) {
         // A reused transceiver counts as made here too: the application asked for a sending
         // one, and a replacement connection brings it back as this side's own.
         self.made.entry(id).or_insert(kind);
-        let wanted = if self.directions.contains_key(&id) || reused_remote {
-            Direction::from_send_recv(true, before.receives())
-        } else {
-            Direction::SendRecv
-        };
-        self.directions.insert(id, wanted);
+        let before = self.direction(id);
+        self.directions
+            .insert(id, Direction::from_send_recv(true, before.receives()));
         self.tracks.insert(id);
     }
 
@@ -87,9 +84,26 @@ pub(crate) fn check_pair(
     let (ea, eb) = engines;
     let ta = ea.transceivers();
     let tb = eb.transceivers();
-    for ((x, y), m, mine, theirs, other_model, ev) in [
-        ((a, b), ma, &ta, &tb, mb, events.0),
-        ((b, a), mb, &tb, &ta, ma, events.1),
+    // What each end shows of its channels and ICE credentials, read once.
+    let channels = |e: &mut Engine| -> Vec<(String, bool)> {
+        e.channels()
+            .into_iter()
+            .map(|c| (c.label, c.open))
+            .collect()
+    };
+    let end_a = End {
+        channels: channels(ea),
+        local_ufrag: ea.local_ufrag(),
+        remote_ufrag: ea.remote_ufrag(),
+    };
+    let end_b = End {
+        channels: channels(eb),
+        local_ufrag: eb.local_ufrag(),
+        remote_ufrag: eb.remote_ufrag(),
+    };
+    for ((x, y), m, mine, theirs, other_model, ev, here, there) in [
+        ((a, b), ma, &ta, &tb, mb, events.0, &end_a, &end_b),
+        ((b, a), mb, &tb, &ta, ma, events.1, &end_b, &end_a),
     ] {
         // Directions are the application's, never the negotiated ones.
         for t in mine {
@@ -156,10 +170,9 @@ pub(crate) fn check_pair(
             }
         }
         // Channels: created and not closed is open; closed is gone.
-        let channels = ea_channels(x == a, ea, eb);
         for (label, (_, closed)) in &m.channels {
-            let here = channels.0.iter().any(|(l, open)| l == label && *open);
-            let there = channels.1.iter().any(|(l, open)| l == label && *open);
+            let open = |end: &End| end.channels.iter().any(|(l, open)| l == label && *open);
+            let (here, there) = (open(here), open(there));
             match (closed, here, there) {
                 (false, true, true) | (true, false, false) => {}
                 (false, ..) => problems.push(format!(
@@ -171,16 +184,11 @@ pub(crate) fn check_pair(
             }
         }
         // ICE restarts asked were applied: the local ufrag moved on, and the remote uses it.
-        let (local, remote_sees) = if x == a {
-            (ea.local_ufrag(), eb.remote_ufrag())
-        } else {
-            (eb.local_ufrag(), ea.remote_ufrag())
-        };
-        let remote_local = if x == a {
-            eb.local_ufrag()
-        } else {
-            ea.local_ufrag()
-        };
+        let (local, remote_sees, remote_local) = (
+            here.local_ufrag.clone(),
+            there.remote_ufrag.clone(),
+            there.local_ufrag.clone(),
+        );
         for (old_local, old_remote) in &m.ice_restarts {
             if local.as_deref() == Some(old_local.as_str()) {
                 problems.push(format!(
@@ -220,19 +228,11 @@ pub(crate) fn check_pair(
     problems
 }
 
-/// A channel's label and whether it is open.
-type Labelled = (String, bool);
-
-/// The (label, open) of each end's channels: this side's first.
-fn ea_channels(a_first: bool, ea: &mut Engine, eb: &mut Engine) -> (Vec<Labelled>, Vec<Labelled>) {
-    let list = |e: &mut Engine| {
-        e.channels()
-            .into_iter()
-            .map(|c| (c.label, c.open))
-            .collect::<Vec<_>>()
-    };
-    let (ca, cb) = (list(ea), list(eb));
-    if a_first { (ca, cb) } else { (cb, ca) }
+/// What one end shows of its channels (label, open) and its ICE credentials.
+struct End {
+    channels: Vec<(String, bool)>,
+    local_ufrag: Option<String>,
+    remote_ufrag: Option<String>,
 }
 
 /// Whether the `track` events of one transceiver alternate added/removed, starting with added,

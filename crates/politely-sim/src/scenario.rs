@@ -43,41 +43,37 @@ impl Action {
                 .create_data_channel(label, Default::default())
                 .map(Touched::Channel),
             Action::CloseChannel(n) => {
-                let open: Vec<_> = engine
+                let open = engine
                     .channels()
                     .into_iter()
                     .filter(|c| c.origin == Origin::Local && c.open)
-                    .collect();
-                match open.get(n % open.len().max(1)) {
-                    Some(c) => engine
-                        .close_data_channel(c.id)
-                        .map(|()| Touched::Channel(c.id)),
+                    .map(|c| c.id);
+                match nth(open, *n) {
+                    Some(id) => engine.close_data_channel(id).map(|()| Touched::Channel(id)),
                     None => Ok(Touched::Nothing),
                 }
             }
             Action::SetDirection(n, direction) => {
-                let local: Vec<_> = engine
+                let local = engine
                     .transceivers()
                     .into_iter()
                     .filter(|t| t.origin == Origin::Local)
-                    .collect();
-                match local.get(n % local.len().max(1)) {
-                    Some(t) => engine
-                        .set_direction(t.id, *direction)
-                        .map(|()| Touched::Transceiver(t.id)),
+                    .map(|t| t.id);
+                match nth(local, *n) {
+                    Some(id) => engine
+                        .set_direction(id, *direction)
+                        .map(|()| Touched::Transceiver(id)),
                     None => Ok(Touched::Nothing),
                 }
             }
             Action::RemoveTrack(n) => {
-                let sending: Vec<_> = engine
+                let sending = engine
                     .transceivers()
                     .into_iter()
                     .filter(|t| t.origin == Origin::Local && t.has_track)
-                    .collect();
-                match sending.get(n % sending.len().max(1)) {
-                    Some(t) => engine
-                        .remove_track(t.id)
-                        .map(|()| Touched::Transceiver(t.id)),
+                    .map(|t| t.id);
+                match nth(sending, *n) {
+                    Some(id) => engine.remove_track(id).map(|()| Touched::Transceiver(id)),
                     None => Ok(Touched::Nothing),
                 }
             }
@@ -89,6 +85,13 @@ impl Action {
             Action::Restart => unreachable!("the simulator handles restarts itself"),
         }
     }
+}
+
+/// The n-th (modulo count) of `items`; `None` if there are none.
+fn nth<T>(items: impl Iterator<Item = T>, n: usize) -> Option<T> {
+    let items: Vec<T> = items.collect();
+    let count = items.len();
+    items.into_iter().nth(n % count.max(1))
 }
 
 /// What an action acted on.

@@ -376,14 +376,8 @@ impl Sim {
             self.apply(peer, remote, Action::CreateChannel(label));
             return;
         }
-        let link = self.link_mut(peer, remote);
-        let engine = &mut link.engine;
-        // What existed before, only to tell which object an add_track reused.
-        let before: Vec<_> = match action {
-            Action::AddTrack(_) => engine.transceivers().into_iter().map(|t| t.id).collect(),
-            _ => Vec::new(),
-        };
-        let ufrags = (engine.local_ufrag(), None::<String>);
+        let engine = &mut self.link_mut(peer, remote).engine;
+        let local_ufrag = engine.local_ufrag();
         let touched = match action.apply(engine) {
             Ok(touched) => touched,
             Err(e) => {
@@ -397,10 +391,7 @@ impl Sim {
             (Action::AddTransceiver(kind, direction), Touched::Transceiver(id)) => {
                 model.add_transceiver(id, *kind, *direction);
             }
-            (Action::AddTrack(kind), Touched::Transceiver(id)) => {
-                let reused_remote = before.contains(&id) && !model.made.contains_key(&id);
-                model.add_track(id, *kind, reused_remote);
-            }
+            (Action::AddTrack(kind), Touched::Transceiver(id)) => model.add_track(id, *kind),
             (Action::SetDirection(_, direction), Touched::Transceiver(id)) => {
                 model.directions.insert(id, *direction);
             }
@@ -417,7 +408,7 @@ impl Sim {
             }
             (Action::RestartIce, _) => {
                 // W3C restartIce does nothing before the first local description.
-                if let (Some(local), _) = ufrags {
+                if let Some(local) = local_ufrag {
                     model.ice_restarts.push((local, remote_ufrag));
                 }
             }

@@ -1494,17 +1494,22 @@ impl Engine {
                     // The application's intent stays: a channel closes when its connection
                     // dies too, and a replacement connection must bring it back. Only
                     // `close_data_channel` forgets a channel.
-                    let lost = self.intents.contains_key(&id.0)
-                        && self.conn.channels.get(&id).map(|s| s.origin) == Some(Origin::Local);
-                    if lost && self.conn.connection_state == ConnectionState::Connected {
-                        // Closed on a live connection without the application asking: rtc
-                        // gave up its opening handshake (seen when it reuses the stream of a
-                        // channel whose close had not yet gone round). Keep it as a channel
-                        // that has not opened, so the watchdog brings it back on a new
-                        // connection, as it does for one that never opens.
-                        if let Some(slot) = self.conn.channels.get_mut(&id) {
-                            slot.open = false;
-                        }
+                    // A local channel that closes before it ever opened, on a live connection
+                    // and without the application asking, is one whose opening handshake rtc
+                    // gave up (seen when it reuses the stream of a channel whose close had not
+                    // yet gone round). Keep it as a channel that has not opened, so the
+                    // watchdog brings it back on a new connection, as it does for one that
+                    // never opens. A channel that had opened was closed by the remote: W3C
+                    // closes it at both ends, and so does the engine.
+                    let never_opened = self
+                        .conn
+                        .channels
+                        .get(&id)
+                        .is_some_and(|s| s.origin == Origin::Local && !s.open);
+                    if never_opened
+                        && self.intents.contains_key(&id.0)
+                        && self.conn.connection_state == ConnectionState::Connected
+                    {
                         if self.conn.watchdog.is_none() {
                             self.arm_watchdog();
                         }
