@@ -8,6 +8,7 @@ use std::fmt;
 
 /// Any error of the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Error {
     /// The remote peer sent something unusable.
     Peer(PeerError),
@@ -15,10 +16,15 @@ pub enum Error {
     Api(ApiError),
     /// The configuration cannot work.
     Config(ConfigError),
+    /// rtc failed where nothing the application or the peer did explains it: a bug in
+    /// politely or in rtc. The text is rtc's. The engine stays usable; the step that failed
+    /// (an offer, a channel) is what is lost.
+    Internal(String),
 }
 
 /// The remote peer misbehaved: a malformed message, an SDP or candidate that rtc refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PeerError {
     /// The signal is not in the W3C shapes; the text names the offending field.
     MalformedSignal(&'static str),
@@ -32,6 +38,7 @@ pub enum PeerError {
 
 /// The application misused the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ApiError {
     /// The engine was closed.
     Closed,
@@ -41,12 +48,14 @@ pub enum ApiError {
     UnknownTransceiver(TransceiverId),
     /// The channel is not open yet, or no longer.
     ChannelNotOpen(ChannelId),
-    /// The arguments contradict each other or rtc's limits.
+    /// The arguments contradict each other or rtc's limits (a message larger than the
+    /// negotiated maximum, say).
     InvalidArgument(String),
 }
 
 /// The configuration cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// Roles derived from ids need two different ids.
     EqualPeerIds,
@@ -60,6 +69,7 @@ impl fmt::Display for Error {
             Error::Peer(e) => write!(f, "peer error: {e}"),
             Error::Api(e) => write!(f, "API misuse: {e}"),
             Error::Config(e) => write!(f, "configuration error: {e}"),
+            Error::Internal(e) => write!(f, "internal error (rtc): {e}"),
         }
     }
 }

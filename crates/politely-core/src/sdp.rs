@@ -115,6 +115,43 @@ pub(crate) fn section_msid_stream<'a>(sdp: &'a str, mid: &str) -> Option<&'a str
         .and_then(|v| v.split_whitespace().next())
 }
 
+/// The description with `a=inactive` read as `a=recvonly` in the m-sections of these mids.
+///
+/// rtc stops a transceiver for good (sender and receiver) when a remote offer makes its
+/// m-section inactive, so media never flows on it again, and `add_track` can no longer reuse
+/// it. W3C only records the direction: the transceiver receives and sends again once a later
+/// exchange allows it. For the remote's sending half, inactive and recvonly are the same, and
+/// the engine makes the answer from the offer as the remote sent it, so rtc is handed this
+/// text instead, which it does not stop on.
+pub(crate) fn with_inactive_as_recvonly(sdp: &str, mids: &[String]) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let listed = section.iter().any(|line| {
+            line.trim_end()
+                .strip_prefix("a=mid:")
+                .is_some_and(|mid| mids.iter().any(|m| m == mid))
+        });
+        for line in section.drain(..) {
+            match line.strip_prefix("a=inactive") {
+                Some(end) if listed && end.trim().is_empty() => {
+                    out.push_str("a=recvonly");
+                    out.push_str(end);
+                }
+                _ => out.push_str(line),
+            }
+        }
+    };
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(line);
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 pub(crate) fn media_of_mid(sdp: &str, mid: Option<&str>) -> Option<MediaKind> {
     let mid = mid?;
     let mut media = None;
@@ -139,6 +176,21 @@ mod tests {
     const SDP: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:abcd\r\na=mid:0\r\na=sendrecv\r\na=msid:s1 t1\r\n\
         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:abcd\r\na=mid:1\r\n";
+
+    #[test]
+    fn inactive_reads_as_recvonly_only_in_listed_sections() {
+        let sdp = "v=0\r\ns=-\r\na=inactive\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=inactive\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\na=mid:1\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\n";
+        let out = with_inactive_as_recvonly(sdp, &["0".to_owned(), "1".to_owned()]);
+        assert_eq!(section_direction(&out, "0"), Some(Direction::RecvOnly));
+        assert_eq!(section_direction(&out, "1"), Some(Direction::RecvOnly));
+        assert_eq!(section_direction(&out, "2"), Some(Direction::Inactive));
+        // The session-level line is no m-section's.
+        assert!(out.starts_with("v=0\r\ns=-\r\na=inactive\r\n"));
+        assert_eq!(out.matches("a=recvonly").count(), 2);
+    }
 
     #[test]
     fn reads_and_rewrites_setup() {

@@ -2,7 +2,7 @@
 
 use crate::sim::{Roles, SimConfig};
 use politely_core::rng::Rng;
-use politely_core::{ApiError, ChannelId, Direction, Engine, MediaKind, Origin, TransceiverId};
+use politely_core::{ChannelId, Direction, Engine, Error, MediaKind, Origin, TransceiverId};
 use std::time::Duration;
 
 /// Something the application does to one engine.
@@ -17,6 +17,9 @@ pub enum Action {
     /// `close_data_channel` on the n-th (modulo count) open channel this side created; a no-op
     /// if none is open.
     CloseChannel(usize),
+    /// `close_data_channel` on the n-th (modulo count) open channel the remote created; a
+    /// no-op if none is open. W3C closes it at both ends, the remote's for good.
+    CloseRemoteChannel(usize),
     /// `set_direction` on the n-th (modulo count) transceiver this side created; a no-op if
     /// it created none.
     SetDirection(usize, Direction),
@@ -33,7 +36,7 @@ pub enum Action {
 impl Action {
     /// Performs the action on an engine; returns what it acted on, for the simulator's
     /// record of the application's intent.
-    pub fn apply(&self, engine: &mut Engine) -> Result<Touched, ApiError> {
+    pub fn apply(&self, engine: &mut Engine) -> Result<Touched, Error> {
         match self {
             Action::AddTransceiver(kind, direction) => engine
                 .add_transceiver(*kind, *direction)
@@ -50,6 +53,18 @@ impl Action {
                     .map(|c| c.id);
                 match nth(open, *n) {
                     Some(id) => engine.close_data_channel(id).map(|()| Touched::Channel(id)),
+                    None => Ok(Touched::Nothing),
+                }
+            }
+            Action::CloseRemoteChannel(n) => {
+                let open = engine
+                    .channels()
+                    .into_iter()
+                    .filter(|c| c.origin == Origin::Remote && c.open);
+                match nth(open, *n) {
+                    Some(c) => engine
+                        .close_data_channel(c.id)
+                        .map(|()| Touched::RemoteChannel(c.label)),
                     None => Ok(Touched::Nothing),
                 }
             }
@@ -95,12 +110,14 @@ fn nth<T>(items: impl Iterator<Item = T>, n: usize) -> Option<T> {
 }
 
 /// What an action acted on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Touched {
     /// A transceiver: made, given a track, redirected, or stripped of its track.
     Transceiver(TransceiverId),
     /// A data channel: created or closed.
     Channel(ChannelId),
+    /// A channel the remote created, by its label, closed here.
+    RemoteChannel(String),
     /// Nothing in particular (an ICE restart, a close, or nothing to act on).
     Nothing,
 }

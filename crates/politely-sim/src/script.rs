@@ -31,8 +31,8 @@
 use crate::sim::{Roles, Sim, SimConfig};
 use politely_core::rng::Rng;
 use politely_core::{
-    ApiError, ChannelId, ConnectionState, Direction, Event, MediaKind, Origin, SignalingState,
-    TransceiverId, TransceiverInfo,
+    ApiError, ChannelId, ConnectionState, Direction, Error, Event, MediaKind, Origin,
+    SignalingState, TransceiverId, TransceiverInfo,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -1073,7 +1073,7 @@ struct App {
 }
 
 impl App {
-    fn apply(&mut self, sim: &mut Sim, peer: usize, op: &Op) -> Result<(), ApiError> {
+    fn apply(&mut self, sim: &mut Sim, peer: usize, op: &Op) -> Result<(), Error> {
         let index = |i: usize| {
             self.created
                 .get(i)

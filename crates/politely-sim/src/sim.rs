@@ -406,6 +406,13 @@ impl Sim {
                     }
                 }
             }
+            (Action::CloseRemoteChannel(_), Touched::RemoteChannel(label)) => {
+                // The remote application's channel: closed at both ends, as if it had.
+                let theirs = &mut self.link_mut(remote, peer).model;
+                if let Some((_, closed)) = theirs.channels.get_mut(&label) {
+                    *closed = true;
+                }
+            }
             (Action::RestartIce, _) => {
                 // W3C restartIce does nothing before the first local description.
                 if let Some(local) = local_ufrag {

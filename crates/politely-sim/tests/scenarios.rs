@@ -2,7 +2,7 @@
 //! case it reproduces, with its source.
 
 use politely_core::{
-    ConnectionState, Diagnostic, Direction, Event, MediaKind, Origin, Payload, Recovery,
+    ChannelId, ConnectionState, Diagnostic, Direction, Event, MediaKind, Origin, Payload, Recovery,
     ReplaceReason, SdpKind, Signal, WatchdogCause,
 };
 use politely_sim::{Action, Failure, Fate, Roles, Scenario, Sim, SimConfig, Verdict};
@@ -606,7 +606,7 @@ fn close_says_bye_and_the_peer_closes() {
         assert_eq!(e.signaling_state(), politely_core::SignalingState::Closed);
         assert_eq!(
             e.create_data_channel("late", Default::default()),
-            Err(politely_core::ApiError::Closed)
+            Err(politely_core::Error::Api(politely_core::ApiError::Closed))
         );
         assert_eq!(e.poll_timeout(), None);
     }
@@ -751,4 +751,142 @@ fn a_closed_channel_closes_at_both_ends() {
         );
     }
     passed(&sim.run());
+}
+
+/// W3C closes a channel at both ends when either application closes it. The end that made it
+/// reports it closed for good, and a later connection does not bring it back; a channel still
+/// wanted does come back, under its id.
+#[test]
+fn a_channel_the_remote_closed_stays_closed_on_a_new_connection() {
+    let mut sim = connected_pair(SimConfig::default());
+    sim.act(0, 1, Action::CreateChannel("second".into()));
+    sim.run_for(Duration::from_secs(1));
+    let ids = |sim: &mut Sim| -> Vec<(String, ChannelId)> {
+        let mut ids: Vec<_> = sim
+            .engine(0, 1)
+            .channels()
+            .into_iter()
+            .filter(|c| c.origin == Origin::Local)
+            .map(|c| (c.label, c.id))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids(&mut sim);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let second = before[0].1;
+    // p1 closes p0's "second", the only channel p0 made that p1 sees.
+    sim.act(1, 0, Action::CloseRemoteChannel(1));
+    sim.run_for(Duration::from_secs(2));
+    assert!(
+        sim.saw(0, 1, |e| *e
+            == Event::ChannelClosed {
+                id: second,
+                reopens: false
+            }),
+        "p0 was not told that \"second\" closed for good"
+    );
+    assert_eq!(ids(&mut sim), [before[1].clone()]);
+    // p1 restarts: p0 replaces its connection and brings back what it still wants.
+    sim.act(1, 0, Action::Restart);
+    passed(&sim.run());
+    assert!(
+        sim.saw(0, 1, |e| *e
+            == Event::ChannelClosed {
+                id: before[1].1,
+                reopens: true
+            }),
+        "p0 was not told that \"setup\" comes back"
+    );
+    assert_eq!(ids(&mut sim), [before[1].clone()]);
+}
+
+/// W3C: a direction records what the application wants; an m-section offered `inactive` is
+/// not stopped. rtc stops such a transceiver for good (add_track can no longer reuse it, so a
+/// track added on it makes a new m-section); the engine keeps it alive, so it is reused, and
+/// media flows on it again once the application turns it back on.
+#[test]
+fn an_inactive_transceiver_is_reused_and_carries_media_again() {
+    let mut sim = connected_pair(SimConfig::default());
+    sim.act(
+        0,
+        1,
+        Action::AddTransceiver(MediaKind::Audio, Direction::SendRecv),
+    );
+    passed(&sim.run());
+    let packets = |sim: &mut Sim, from: usize, to: usize| -> usize {
+        let id = sim.engine(from, to).transceivers()[0].id;
+        let before = sim.events(to, from).len();
+        for _ in 0..5 {
+            sim.engine(from, to)
+                .write_sample(id, &[1; 40], Duration::from_millis(20))
+                .expect("the transceiver has a track");
+            sim.flush(from, to);
+            sim.run_for(Duration::from_millis(20));
+        }
+        sim.events(to, from)[before..]
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Media(_)))
+            .count()
+    };
+    assert!(packets(&mut sim, 0, 1) > 0, "p0's audio reaches p1");
+    sim.act(0, 1, Action::SetDirection(0, Direction::Inactive));
+    passed(&sim.run());
+    assert_eq!(packets(&mut sim, 0, 1), 0, "inactive sends nothing");
+    // p1's transceiver, created by p0's offer, never sent: W3C addTrack reuses it.
+    sim.act(1, 0, Action::AddTrack(MediaKind::Audio));
+    passed(&sim.run());
+    let theirs = sim.engine(1, 0).transceivers();
+    assert_eq!(
+        theirs.len(),
+        1,
+        "add_track reused the inactive one: {theirs:#?}"
+    );
+    sim.act(0, 1, Action::SetDirection(0, Direction::SendRecv));
+    passed(&sim.run());
+    let t = &sim.engine(1, 0).transceivers()[0];
+    assert_eq!(t.current_direction, Some(Direction::SendRecv), "{t:?}");
+    assert!(packets(&mut sim, 0, 1) > 0, "p0's audio reaches p1 again");
+    assert!(packets(&mut sim, 1, 0) > 0, "p1's audio reaches p0");
+}
+
+/// W3C addTrack reuses a transceiver only if it has no track and never sent; removeTrack on
+/// one without a track does nothing.
+#[test]
+fn add_track_never_reuses_a_transceiver_that_sent() {
+    let mut sim = connected_pair(SimConfig::default());
+    sim.act(0, 1, Action::AddTrack(MediaKind::Video));
+    passed(&sim.run());
+    // It sent (negotiated sendrecv, answered recvonly); its track goes.
+    sim.act(0, 1, Action::RemoveTrack(0));
+    passed(&sim.run());
+    let sent = sim.engine(0, 1).transceivers()[0].id;
+    sim.engine(0, 1)
+        .remove_track(sent)
+        .expect("removing no track does nothing");
+    sim.act(0, 1, Action::AddTrack(MediaKind::Video));
+    passed(&sim.run());
+    let ours = sim.engine(0, 1).transceivers();
+    assert_eq!(
+        ours.len(),
+        2,
+        "a new transceiver for the new track: {ours:#?}"
+    );
+    assert!(!ours[0].has_track && ours[1].has_track, "{ours:#?}");
+    // One added without a track never sent: a track is put on it.
+    sim.act(
+        1,
+        0,
+        Action::AddTransceiver(MediaKind::Audio, Direction::RecvOnly),
+    );
+    passed(&sim.run());
+    sim.act(1, 0, Action::AddTrack(MediaKind::Audio));
+    passed(&sim.run());
+    let theirs = sim.engine(1, 0).transceivers();
+    let audio: Vec<_> = theirs
+        .iter()
+        .filter(|t| t.kind == MediaKind::Audio)
+        .collect();
+    assert_eq!(audio.len(), 1, "{theirs:#?}");
+    assert_eq!(audio[0].direction, Direction::SendRecv);
 }

@@ -114,8 +114,6 @@ pub(crate) struct Driver<E> {
     /// Per-channel messages waiting for room in their channel's queue, in arrival order.
     stalled: VecDeque<(mpsc::Sender<Message>, Message)>,
     channels: HashMap<ChannelId, ChannelEntry>,
-    /// Channels the application closed: their close is final.
-    closed_by_app: Vec<ChannelId>,
     delivery: Delivery,
     capacity: usize,
     high_water: usize,
@@ -156,7 +154,6 @@ impl<E: Send + 'static> Driver<E> {
             pending_signals: VecDeque::new(),
             stalled: VecDeque::new(),
             channels: HashMap::new(),
-            closed_by_app: Vec::new(),
             delivery: config.delivery,
             capacity: config.queue_capacity.max(1),
             high_water: config.send_high_water,
@@ -315,20 +312,17 @@ impl<E: Send + 'static> Driver<E> {
                 channel.shared.set_open(true);
                 self.push_event(PeerEvent::ChannelOpen(channel));
             }
-            Event::ChannelClosed { id } => {
+            Event::ChannelClosed { id, reopens } => {
                 let Some(entry) = self.channels.get(&id) else {
                     return;
                 };
-                let final_close =
-                    entry.shared.origin == Origin::Remote || self.closed_by_app.contains(&id);
-                if !final_close {
+                if reopens {
                     // The engine re-creates the application's channels on a replacement
                     // connection; the handle stays and opens again.
                     entry.shared.set_open(false);
                     return;
                 }
                 let entry = self.channels.remove(&id).expect("just found");
-                self.closed_by_app.retain(|c| *c != id);
                 entry.shared.set_closed();
                 if let Some(channel) = self.handle_of(&entry.shared) {
                     self.push_event(PeerEvent::ChannelClosed(channel));
@@ -457,11 +451,10 @@ impl<E: Send + 'static> Driver<E> {
             } => {
                 if let Err(e) = self.engine.send(channel, &data, text) {
                     tracing::debug!(peer = %self.remote, %channel, "send failed: {e}");
-                    self.push_event(PeerEvent::Error(e.into()));
+                    self.push_event(PeerEvent::Error(e));
                 }
             }
             Command::CloseChannel(id) => {
-                self.closed_by_app.push(id);
                 let result = self.engine.close_data_channel(id);
                 let never_opened = self
                     .channels
@@ -472,7 +465,6 @@ impl<E: Send + 'static> Driver<E> {
                     if let Some(entry) = self.channels.remove(&id) {
                         entry.shared.set_closed();
                     }
-                    self.closed_by_app.retain(|c| *c != id);
                 }
             }
             Command::AddTransceiver {

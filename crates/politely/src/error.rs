@@ -14,6 +14,9 @@ pub enum Error {
     Api(ApiError),
     /// The configuration was refused (see [`ConfigError`]).
     Config(ConfigError),
+    /// The engine failed inside rtc, through no fault of the call (see
+    /// [`politely_core::Error::Internal`]).
+    Internal(String),
     /// A socket could not be bound or used.
     Io(io::Error),
     /// The signaling server could not be reached, or broke the protocol.
@@ -33,6 +36,7 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("closed"),
             Error::Api(e) => write!(f, "{e}"),
             Error::Config(e) => write!(f, "configuration: {e}"),
+            Error::Internal(e) => write!(f, "internal: {e}"),
             Error::Io(e) => write!(f, "I/O: {e}"),
             Error::Signaling(e) => write!(f, "signaling: {e}"),
             Error::Refused { code, message } => write!(f, "join refused: {code}: {message}"),
@@ -54,6 +58,18 @@ impl std::error::Error for Error {
 impl From<ApiError> for Error {
     fn from(e: ApiError) -> Self {
         Error::Api(e)
+    }
+}
+
+impl From<politely_core::Error> for Error {
+    fn from(e: politely_core::Error) -> Self {
+        match e {
+            politely_core::Error::Api(e) => Error::Api(e),
+            politely_core::Error::Config(e) => Error::Config(e),
+            // The engine's calls report a peer's faults as events, never as results; anything
+            // else is the engine's own.
+            other => Error::Internal(other.to_string()),
+        }
     }
 }
 

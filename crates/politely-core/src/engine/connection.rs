@@ -4,7 +4,7 @@
 use super::DATA_SECTION_STREAM;
 use super::media::SampleWriter;
 use crate::config::Config;
-use crate::error::{ApiError, ConfigError};
+use crate::error::{ApiError, ConfigError, Error};
 use crate::event::ConnectionState;
 use crate::media::{ChannelId, ChannelOptions, Direction, MediaKind, Origin, TransceiverId};
 use crate::negotiation_needed;
@@ -50,8 +50,15 @@ pub(super) struct TransceiverSlot {
     /// offer starts `recvonly`. rtc keeps a direction of its own that negotiation overwrites,
     /// so this is the truth every offer and answer is made from.
     pub(super) direction: Direction,
-    /// The stream id of the attached track (the `a=msid` its m-section must carry).
+    /// The stream id of the attached track (the `a=msid` its m-section must carry); `None`
+    /// when the application attached none or removed it. rtc keeps a sender once it had one
+    /// (see `Engine::remove_track`), so this, not rtc's sender, says whether a track is on.
     pub(super) stream: Option<String>,
+    /// The stream id of the track on rtc's sender, which rtc keeps once it has one.
+    pub(super) rtc_stream: Option<String>,
+    /// A negotiated direction has sent (W3C: the sender "has been used to send"); `add_track`
+    /// never reuses such a transceiver.
+    pub(super) ever_sent: bool,
 }
 
 /// What rtc's transceiver directions are set to, for the description rtc is about to write or
@@ -270,7 +277,7 @@ impl Connection {
         id: ChannelId,
         label: &str,
         options: &ChannelOptions,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         // rtc 0.21 dials a channel at once when an SCTP association exists, even one still
         // handshaking, and such a channel never opens (seen in the simulator). Once the data
         // section is negotiated the association is on its way, so new channels wait for it to
@@ -299,7 +306,7 @@ impl Connection {
         let dc = self
             .pc
             .create_data_channel(label, Some(init))
-            .map_err(rtc_api)?;
+            .map_err(rtc_internal)?;
         let rtc_id = dc.id();
         let open = dc.ready_state() == RTCDataChannelState::Open;
         log::debug!(
@@ -323,7 +330,7 @@ impl Connection {
     /// Creates the hidden channel that keeps a data section in this connection's descriptions
     /// and tells when the association is up (see [`Config::data_section`]). Both ends create it
     /// with the same stream id, out of band, so nothing is announced.
-    pub(super) fn ensure_data_section(&mut self) -> Result<(), ApiError> {
+    pub(super) fn ensure_data_section(&mut self) -> Result<(), Error> {
         if self.data_section.is_some() {
             return Ok(());
         }
@@ -334,13 +341,13 @@ impl Connection {
         let dc = self
             .pc
             .create_data_channel("politely", Some(init))
-            .map_err(rtc_api)?;
+            .map_err(rtc_internal)?;
         self.data_section = Some(dc.id());
         Ok(())
     }
 
     /// Creates the channels held back by `create_channel` once the association is up.
-    pub(super) fn flush_deferred_channels(&mut self) -> Result<bool, ApiError> {
+    pub(super) fn flush_deferred_channels(&mut self) -> Result<bool, Error> {
         if self.deferred_channels.is_empty() || !self.sctp_ready {
             return Ok(false);
         }
@@ -358,7 +365,7 @@ impl Connection {
         kind: MediaKind,
         direction: Direction,
         track: Option<u32>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         // rtc adds a transceiver with a track only as sendrecv or sendonly, and one without a
         // track only as recvonly; the wanted direction is set afterwards.
         let index = match track {
@@ -374,12 +381,12 @@ impl Connection {
                 };
                 self.pc
                     .add_transceiver_from_track(make_track(kind, ssrc), Some(init))
-                    .map_err(rtc_api)?
+                    .map_err(rtc_internal)?
             }
             None => self
                 .pc
                 .add_transceiver_from_kind(to_rtc_kind(kind), None)
-                .map_err(rtc_api)?,
+                .map_err(rtc_internal)?,
         };
         if let Some(mut t) = self.pc.rtp_transceiver(index)
             && t.direction() != to_rtc_direction(direction)
@@ -394,6 +401,8 @@ impl Connection {
             reusable: false,
             direction,
             stream: track.map(stream_id),
+            rtc_stream: track.map(stream_id),
+            ever_sent: false,
         });
         Ok(())
     }
@@ -481,8 +490,17 @@ impl Connection {
                 // recvonly; add_track sets its own.
                 direction: Direction::RecvOnly,
                 stream: None,
+                rtc_stream: None,
+                ever_sent: false,
             });
         }
+    }
+
+    /// The mids of the transceivers associated with an m-section.
+    pub(super) fn associated_mids(&mut self) -> Vec<String> {
+        (0..self.transceivers.len())
+            .filter_map(|i| self.pc.rtp_transceiver(i).and_then(|t| t.mid().clone()))
+            .collect()
     }
 
     pub(super) fn kind_at(&mut self, index: usize) -> MediaKind {
@@ -500,6 +518,33 @@ impl Connection {
             .iter()
             .position(|s| s.id == id)
             .ok_or(ApiError::UnknownTransceiver(id))
+    }
+
+    /// Attaches a new track to the transceiver at `index`, which has none (W3C addTrack's
+    /// reuse). rtc keeps a sender once it had one: its track comes back. Otherwise rtc's
+    /// add_track attaches one, to the first transceiver of the kind without a sender, which
+    /// may come before `index` (one the application set to send without a track, so it has
+    /// been used to send); such a one keeps the track as rtc's alone and rtc is asked again.
+    pub(super) fn attach_track(
+        &mut self,
+        index: usize,
+        mut ssrc: impl FnMut() -> u32,
+    ) -> Result<(), Error> {
+        let kind = self.transceivers[index].kind;
+        while self.transceivers[index].rtc_stream.is_none() {
+            let ssrc = ssrc();
+            let sender = self
+                .pc
+                .add_track(make_track(kind, ssrc))
+                .map_err(rtc_internal)?;
+            match self.index_of_sender(sender) {
+                Some(at) if at <= index => self.transceivers[at].rtc_stream = Some(stream_id(ssrc)),
+                _ => return Err(Error::Internal("rtc attached a track out of order".into())),
+            }
+        }
+        let slot = &mut self.transceivers[index];
+        slot.stream.clone_from(&slot.rtc_stream);
+        Ok(())
     }
 
     pub(super) fn index_of_sender(&mut self, sender: RTCRtpSenderId) -> Option<usize> {
@@ -524,6 +569,20 @@ impl Connection {
             }
         };
         matches!(own, "active" | "passive").then_some(own)
+    }
+
+    /// Marks the transceivers whose negotiated direction sends as used to send.
+    pub(super) fn note_senders_used(&mut self) {
+        for index in 0..self.transceivers.len() {
+            let mid = self.pc.rtp_transceiver(index).and_then(|t| t.mid().clone());
+            let sends = mid.is_some_and(|mid| {
+                sdp::negotiated_direction(&self.current_local, &self.current_remote, &mid)
+                    .is_some_and(Direction::sends)
+            });
+            if sends {
+                self.transceivers[index].ever_sent = true;
+            }
+        }
     }
 
     /// Asks for the negotiation-needed flag to be recomputed before the next offer decision.
@@ -581,6 +640,16 @@ impl Connection {
                 .channels
                 .values()
                 .any(|s| s.origin == Origin::Local && !s.open)
+    }
+
+    /// Whether the SCTP association is known to be up: the hidden data-section channel
+    /// (which no application closes) is open.
+    pub(super) fn association_alive(&mut self) -> bool {
+        self.data_section.is_some_and(|rtc_id| {
+            self.pc
+                .data_channel(rtc_id)
+                .is_some_and(|dc| dc.ready_state() == RTCDataChannelState::Open)
+        })
     }
 
     /// Local channels dialed on a connected transport that have not opened.
@@ -671,6 +740,7 @@ pub(super) fn to_rtc_direction(d: Direction) -> RTCRtpTransceiverDirection {
     }
 }
 
-pub(super) fn rtc_api(e: impl std::fmt::Display) -> ApiError {
-    ApiError::InvalidArgument(e.to_string())
+/// A failure of rtc that nothing the application or the peer did explains.
+pub(super) fn rtc_internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
 }

@@ -1,9 +1,9 @@
 //! Media on transceivers: samples written out as RTP, packets received, and the W3C `track`
 //! events that tell when the remote starts and stops sending.
 
-use super::connection::rtc_api;
+use super::connection::rtc_internal;
 use super::{Engine, Output};
-use crate::error::ApiError;
+use crate::error::{ApiError, Error};
 use crate::event::{ConnectionState, Event};
 use crate::media::{Direction, MediaKind, MediaPacket, TransceiverId};
 use crate::rng::Rng;
@@ -68,7 +68,7 @@ impl Engine {
         id: TransceiverId,
         data: &[u8],
         duration: Duration,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Error> {
         self.check_open()?;
         let index = self.conn.index_of(id)?;
         let kind = self.conn.transceivers[index].kind;
@@ -76,14 +76,19 @@ impl Engine {
             return Err(ApiError::InvalidArgument(format!(
                 "an audio sample must fit one packet ({RTP_PAYLOAD_MAX} bytes), got {}",
                 data.len()
-            )));
+            ))
+            .into());
+        }
+        // rtc keeps a sender after remove_track; the slot says whether a track is on.
+        if self.conn.transceivers[index].stream.is_none() {
+            return Err(ApiError::InvalidArgument(format!("{id} has no track")).into());
         }
         let sender_id = self
             .conn
             .pc
             .rtp_transceiver(index)
             .and_then(|t| t.sender())
-            .ok_or_else(|| ApiError::InvalidArgument(format!("{id} has no track")))?;
+            .ok_or_else(|| Error::Internal(format!("rtc has no sender for the track of {id}")))?;
 
         let rng = &mut self.rng;
         let writer = self
@@ -96,7 +101,7 @@ impl Engine {
             MediaKind::Video => writer
                 .vp8
                 .payload(RTP_PAYLOAD_MAX, &Bytes::copy_from_slice(data))
-                .map_err(|e| ApiError::InvalidArgument(e.to_string()))?,
+                .map_err(rtc_internal)?,
         };
         let ticks = duration.as_nanos() * u128::from(clock_rate(kind)) / 1_000_000_000;
         let timestamp = writer.timestamp;
@@ -141,7 +146,7 @@ impl Engine {
                 },
                 payload,
             };
-            sender.write_rtp(now, packet).map_err(rtc_api)?;
+            sender.write_rtp(now, packet).map_err(rtc_internal)?;
         }
         Ok(true)
     }

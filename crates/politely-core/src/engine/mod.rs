@@ -20,6 +20,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::sansio::Protocol;
+use rtc::shared::error::Error as RtcError;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use std::time::Instant;
 mod connection;
 mod media;
 
-use connection::{ChannelSlot, Connection, RtcDirections, make_track, rtc_api, stream_id};
+use connection::{ChannelSlot, Connection, RtcDirections, rtc_internal};
 
 /// How many retired connection ids are remembered, so late messages for them are recognised.
 const RETIRED_IDS: usize = 32;
@@ -232,7 +233,7 @@ impl Engine {
                 direction: slot.direction,
                 current_direction,
                 origin: slot.origin,
-                has_track: t.sender().is_some(),
+                has_track: slot.stream.is_some(),
             });
         }
         out
@@ -339,7 +340,7 @@ impl Engine {
         &mut self,
         label: &str,
         options: ChannelOptions,
-    ) -> Result<ChannelId, ApiError> {
+    ) -> Result<ChannelId, Error> {
         self.check_open()?;
         let id = ChannelId(self.next_id());
         self.conn.create_channel(id, label, &options)?;
@@ -359,7 +360,7 @@ impl Engine {
     }
 
     /// Closes a data channel.
-    pub fn close_data_channel(&mut self, id: ChannelId) -> Result<(), ApiError> {
+    pub fn close_data_channel(&mut self, id: ChannelId) -> Result<(), Error> {
         self.check_open()?;
         self.intents.remove(&id.0);
         if let Some(i) = self.conn.deferred_channels.iter().position(|d| d.0 == id) {
@@ -372,16 +373,16 @@ impl Engine {
             .get(&id)
             .ok_or(ApiError::UnknownChannel(id))?;
         if let Some(mut dc) = self.conn.pc.data_channel(slot.rtc) {
-            dc.close().map_err(rtc_api)?;
+            dc.close().map_err(rtc_internal)?;
         }
         Ok(())
     }
 
     /// Sends a message on an open data channel.
-    pub fn send(&mut self, channel: ChannelId, data: &[u8], text: bool) -> Result<(), ApiError> {
+    pub fn send(&mut self, channel: ChannelId, data: &[u8], text: bool) -> Result<(), Error> {
         self.check_open()?;
         if self.conn.deferred_channels.iter().any(|d| d.0 == channel) {
-            return Err(ApiError::ChannelNotOpen(channel));
+            return Err(ApiError::ChannelNotOpen(channel).into());
         }
         let slot = self
             .conn
@@ -389,7 +390,7 @@ impl Engine {
             .get(&channel)
             .ok_or(ApiError::UnknownChannel(channel))?;
         if !slot.open {
-            return Err(ApiError::ChannelNotOpen(channel));
+            return Err(ApiError::ChannelNotOpen(channel).into());
         }
         let now = self.now;
         let mut dc = self
@@ -397,13 +398,20 @@ impl Engine {
             .pc
             .data_channel(slot.rtc)
             .ok_or(ApiError::UnknownChannel(channel))?;
-        if text {
+        let sent = if text {
             let s = std::str::from_utf8(data)
                 .map_err(|_| ApiError::InvalidArgument("text message is not UTF-8".into()))?;
-            dc.send_text(now, s).map_err(rtc_api)
+            dc.send_text(now, s)
         } else {
-            dc.send(now, BytesMut::from(data)).map_err(rtc_api)
-        }
+            dc.send(now, BytesMut::from(data))
+        };
+        sent.map_err(|e| match e {
+            RtcError::ErrOutboundPacketTooLarge => ApiError::InvalidArgument(e.to_string()).into(),
+            RtcError::ErrDataChannelNotOpen | RtcError::ErrDataChannelClosed => {
+                ApiError::ChannelNotOpen(channel).into()
+            }
+            e => rtc_internal(e),
+        })
     }
 
     /// Bytes handed to [`send`](Self::send) on `channel` that SCTP has not yet released
@@ -425,7 +433,7 @@ impl Engine {
         &mut self,
         kind: MediaKind,
         direction: Direction,
-    ) -> Result<TransceiverId, ApiError> {
+    ) -> Result<TransceiverId, Error> {
         self.check_open()?;
         let id = TransceiverId(self.next_id());
         let ssrc = self.rng.next_u64() as u32;
@@ -444,31 +452,48 @@ impl Engine {
         Ok(id)
     }
 
-    /// Adds a sending track (W3C addTrack): reuses a transceiver of the same kind that has no
-    /// sender (one created by a remote offer), or adds a sendrecv transceiver.
-    pub fn add_track(&mut self, kind: MediaKind) -> Result<TransceiverId, ApiError> {
+    /// Adds a sending track (W3C addTrack): reuses the first transceiver of the same kind
+    /// that has no track and has never been used to send (one created by a remote offer, or
+    /// one added without a track or whose track was removed before it was negotiated), or
+    /// adds a sendrecv transceiver.
+    pub fn add_track(&mut self, kind: MediaKind) -> Result<TransceiverId, Error> {
         self.check_open()?;
-        let ssrc = self.rng.next_u64() as u32;
-        let track = make_track(kind, ssrc);
-        let sender = self.conn.pc.add_track(track).map_err(rtc_api)?;
-        self.conn
-            .sync_new_transceivers(Origin::Local, false, &mut self.next_object_id);
-        let index = self
+        let reusable = self
             .conn
-            .index_of_sender(sender)
-            .ok_or_else(|| ApiError::InvalidArgument("rtc lost the new sender".into()))?;
+            .transceivers
+            .iter()
+            .position(|s| s.kind == kind && s.stream.is_none() && !s.ever_sent);
+        let Some(index) = reusable else {
+            let id = TransceiverId(self.next_id());
+            let ssrc = self.rng.next_u64() as u32;
+            self.conn
+                .add_transceiver(id, kind, Direction::SendRecv, Some(ssrc))?;
+            // W3C setRemoteDescription may associate a transceiver addTrack created with a
+            // remote offer's new m-section.
+            if let Some(slot) = self.conn.transceivers.last_mut() {
+                slot.reusable = true;
+            }
+            self.intents.insert(
+                id.0,
+                Intent::Transceiver {
+                    kind,
+                    direction: Direction::SendRecv,
+                    track: true,
+                },
+            );
+            self.conn.negotiation_changed();
+            return Ok(id);
+        };
+        let rng = &mut self.rng;
+        self.conn.attach_track(index, || rng.next_u64() as u32)?;
         let slot = &mut self.conn.transceivers[index];
-        // A transceiver rtc appended for the track has no m-section yet to read its kind from.
-        slot.kind = kind;
         // A reused remote-created transceiver now carries our track: it survives rollback and
         // is ours to replay on a new connection.
         slot.origin = Origin::Local;
         slot.pending_remote = false;
         slot.reusable = true;
-        // W3C addTrack: a reused transceiver gains the send half of its direction; a new one
-        // is sendrecv (rtc appended it with no direction of ours yet: recvonly).
+        // W3C addTrack: a reused transceiver gains the send half of its direction.
         slot.direction = Direction::from_send_recv(true, slot.direction.receives());
-        slot.stream = Some(stream_id(ssrc));
         let (id, direction) = (slot.id, slot.direction);
         self.intents.insert(
             id.0,
@@ -484,19 +509,20 @@ impl Engine {
         Ok(id)
     }
 
-    /// Stops sending on a transceiver (W3C removeTrack); it stays, receiving.
-    pub fn remove_track(&mut self, id: TransceiverId) -> Result<(), ApiError> {
+    /// Stops sending on a transceiver (W3C removeTrack); it stays, receiving. Does nothing
+    /// to a transceiver without a track.
+    ///
+    /// rtc's own remove_track is not used: W3C addTrack never reuses a transceiver that has
+    /// sent, and rtc's reuses any without a sender, so rtc keeps the sender and the engine
+    /// says whether a track is on. The direction stops the sending.
+    pub fn remove_track(&mut self, id: TransceiverId) -> Result<(), Error> {
         self.check_open()?;
         let index = self.conn.index_of(id)?;
-        let sender = self
-            .conn
-            .pc
-            .rtp_transceiver(index)
-            .and_then(|t| t.sender())
-            .ok_or_else(|| ApiError::InvalidArgument(format!("{id} has no track")))?;
-        self.conn.pc.remove_track(sender).map_err(rtc_api)?;
-        // W3C removeTrack: the send half of the direction goes, the receive half stays.
         let slot = &mut self.conn.transceivers[index];
+        if slot.stream.is_none() {
+            return Ok(());
+        }
+        // W3C removeTrack: the send half of the direction goes, the receive half stays.
         slot.direction = Direction::from_send_recv(false, slot.direction.receives());
         slot.stream = None;
         let direction = slot.direction;
@@ -509,17 +535,12 @@ impl Engine {
             *d = direction;
             *track = false;
         }
-        self.conn.set_rtc_directions(RtcDirections::Settled);
         self.conn.negotiation_changed();
         Ok(())
     }
 
     /// Sets a transceiver's preferred direction; renegotiates if it changes.
-    pub fn set_direction(
-        &mut self,
-        id: TransceiverId,
-        direction: Direction,
-    ) -> Result<(), ApiError> {
+    pub fn set_direction(&mut self, id: TransceiverId, direction: Direction) -> Result<(), Error> {
         self.check_open()?;
         let index = self.conn.index_of(id)?;
         // Only [[Direction]] changes; media keeps flowing by the negotiated direction until
@@ -535,7 +556,7 @@ impl Engine {
     /// Restarts ICE (W3C restartIce): the next offer carries new credentials, and the request
     /// persists across rollback and lost glare until new credentials are applied. Before the
     /// first local description there is nothing to restart and it does nothing.
-    pub fn restart_ice(&mut self) -> Result<(), ApiError> {
+    pub fn restart_ice(&mut self) -> Result<(), Error> {
         self.check_open()?;
         // W3C: the credentials of the current and the pending local description are the ones
         // to replace; a restart asked while a restart offer is pending restarts again.
@@ -736,7 +757,7 @@ impl Engine {
     /// rollback and the SRD are one step: no other input can run between them.
     fn apply_remote_offer(
         &mut self,
-        offer: RTCSessionDescription,
+        mut offer: RTCSessionDescription,
         offer_id: Option<u64>,
     ) -> Result<(), PeerError> {
         if self.conn.signaling == SignalingState::HaveLocalOffer {
@@ -745,6 +766,9 @@ impl Engine {
         }
         let now = self.now;
         let remote_sdp = offer.sdp.clone();
+        // rtc would stop the transceivers this offer makes inactive (see the helper).
+        let associated = self.conn.associated_mids();
+        offer.sdp = sdp::with_inactive_as_recvonly(&offer.sdp, &associated);
         let shielded = self.conn.shield_unmatchable_transceivers();
         let applied = self.conn.pc.set_remote_description(now, offer);
         self.conn.unshield(shielded);
@@ -764,7 +788,7 @@ impl Engine {
             && remote_sdp.contains("\nm=application")
             && let Err(e) = self.conn.ensure_data_section()
         {
-            self.surface(Error::Api(e));
+            self.surface(e);
         }
 
         // Parameterless SLD in have-remote-offer creates and applies an answer (JSEP 5.4).
@@ -997,6 +1021,7 @@ impl Engine {
         {
             self.conn.ice_restart = None;
         }
+        self.conn.note_senders_used();
         self.conn.negotiation_strikes = 0;
         self.conn.watchdog = None;
         if self.conn.awaits_transport() {
@@ -1055,12 +1080,12 @@ impl Engine {
             Ok(offer) => offer,
             Err(e) => {
                 self.conn.set_rtc_directions(RtcDirections::Settled);
-                return Err(rtc_api(e).into());
+                return Err(rtc_internal(e));
             }
         };
         if let Err(e) = self.conn.pc.set_local_description(self.now, offer.clone()) {
             self.conn.set_rtc_directions(RtcDirections::Settled);
-            return Err(rtc_api(e).into());
+            return Err(rtc_internal(e));
         }
         self.set_signaling(Op::SetLocal(DescType::Offer), "local offer");
         self.pump();
@@ -1283,8 +1308,11 @@ impl Engine {
         let old = std::mem::replace(&mut self.conn, fresh);
         for (channel, slot) in &old.channels {
             if slot.open {
-                self.queue
-                    .push_back(Output::Event(Event::ChannelClosed { id: *channel }));
+                let reopens = self.intents.contains_key(&channel.0);
+                self.queue.push_back(Output::Event(Event::ChannelClosed {
+                    id: *channel,
+                    reopens,
+                }));
             }
         }
         for &transceiver in &old.receiving {
@@ -1313,7 +1341,7 @@ impl Engine {
                 }
             };
             if let Err(e) = result {
-                self.surface(Error::Api(e));
+                self.surface(e);
             }
         }
         self.pump();
@@ -1392,7 +1420,7 @@ impl Engine {
                 match self.conn.flush_deferred_channels() {
                     Ok(true) if self.conn.watchdog.is_none() => self.arm_watchdog(),
                     Ok(_) => {}
-                    Err(e) => self.surface(Error::Api(e)),
+                    Err(e) => self.surface(e),
                 }
                 return any;
             }
@@ -1491,37 +1519,46 @@ impl Engine {
             RTCPeerConnectionEvent::OnTrack(event) => self.on_track_event(event),
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id)) => {
                 if let Some(id) = self.conn.channel_by_rtc(rtc_id) {
-                    // The application's intent stays: a channel closes when its connection
-                    // dies too, and a replacement connection must bring it back. Only
-                    // `close_data_channel` forgets a channel.
-                    // A local channel that closes before it ever opened, on a live connection
-                    // and without the application asking, is one whose opening handshake rtc
-                    // gave up (seen when it reuses the stream of a channel whose close had not
-                    // yet gone round). Keep it as a channel that has not opened, so the
-                    // watchdog brings it back on a new connection, as it does for one that
-                    // never opens. A channel that had opened was closed by the remote: W3C
-                    // closes it at both ends, and so does the engine.
-                    let never_opened = self
-                        .conn
-                        .channels
-                        .get(&id)
-                        .is_some_and(|s| s.origin == Origin::Local && !s.open);
-                    if never_opened
-                        && self.intents.contains_key(&id.0)
-                        && self.conn.connection_state == ConnectionState::Connected
-                    {
-                        if self.conn.watchdog.is_none() {
-                            self.arm_watchdog();
-                        }
-                    } else {
-                        self.conn.channels.remove(&id);
-                    }
-                    self.queue
-                        .push_back(Output::Event(Event::ChannelClosed { id }));
+                    self.on_channel_closed(id);
                 }
             }
             _ => {}
         }
+    }
+
+    /// rtc closed a channel of the current connection. Who closed it decides what follows.
+    fn on_channel_closed(&mut self, id: ChannelId) {
+        let Some(slot) = self.conn.channels.get(&id) else {
+            return;
+        };
+        let (local, opened) = (slot.origin == Origin::Local, slot.open);
+        let connected = self.conn.connection_state == ConnectionState::Connected;
+        if local && !opened && connected && self.intents.contains_key(&id.0) {
+            // A local channel that closes before it ever opened, on a live connection and
+            // without the application asking, is one whose opening handshake rtc gave up
+            // (seen when it reuses the stream of a channel whose close had not yet gone
+            // round). Keep it as a channel that has not opened, so the watchdog brings it back
+            // on a new connection, as it does for one that never opens.
+            if self.conn.watchdog.is_none() {
+                self.arm_watchdog();
+            }
+            self.queue
+                .push_back(Output::Event(Event::ChannelClosed { id, reopens: true }));
+            return;
+        }
+        self.conn.channels.remove(&id);
+        // One that had opened and closes while the association lives on (the hidden
+        // data-section channel is still open) was closed by an application: W3C closes it at
+        // both ends, and it is not brought back. One that closes with its association (the
+        // connection died or is being replaced) is the application's still, and a new
+        // connection brings it back. Without the data section the engine cannot tell, and
+        // keeps it.
+        if opened && self.conn.association_alive() {
+            self.intents.remove(&id.0);
+        }
+        let reopens = self.intents.contains_key(&id.0);
+        self.queue
+            .push_back(Output::Event(Event::ChannelClosed { id, reopens }));
     }
 
     // ---------------------------------------------------------------- helpers
