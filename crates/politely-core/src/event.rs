@@ -7,6 +7,7 @@ use politely_proto::signal::ConnectionId;
 
 /// An application event, drained with [`Engine::poll_output`](crate::Engine::poll_output).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// The signaling state changed.
     SignalingStateChange(SignalingState),
@@ -95,6 +96,7 @@ pub enum Event {
 
 /// The overall transport state (W3C `RTCPeerConnectionState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Not started.
     New,
@@ -112,6 +114,7 @@ pub enum ConnectionState {
 
 /// Why a connection was replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplaceReason {
     /// Both sides created a connection at once; the polite side adopted the remote's id.
     Collision,
@@ -125,6 +128,7 @@ pub enum ReplaceReason {
 
 /// The watchdog's best guess at why a negotiation stalled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WatchdogCause {
     /// Our offer was not answered while we ignored a colliding offer: the remote is probably
     /// impolite too (both sides ignore, nobody answers).
@@ -145,6 +149,7 @@ pub enum WatchdogCause {
 
 /// What the watchdog did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Recovery {
     /// Applied the colliding offer it had ignored, as a polite peer would.
     YieldedToIgnoredOffer,
@@ -162,6 +167,7 @@ pub enum Recovery {
 
 /// Expected events of the pattern, reported for debugging.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Diagnostic {
     /// Impolite: a colliding offer was ignored.
     IgnoredOffer,
@@ -190,6 +196,7 @@ pub enum Diagnostic {
 
 /// Counters an application can read with [`Engine::counters`](crate::Engine::counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Offers sent.
     pub offers: u64,

@@ -646,17 +646,6 @@ impl Sim {
         let at = self.elapsed();
         self.link_mut(peer, remote).events.push((at, event.clone()));
         match &event {
-            Event::Diagnostic(_)
-            | Event::SignalingStateChange(_)
-            | Event::Negotiated { .. }
-            | Event::ConnectionStateChange(_)
-            | Event::ChannelOpen { .. }
-            | Event::ChannelClosed { .. }
-            | Event::ConnectionReplaced { .. }
-            | Event::Watchdog { .. }
-            | Event::TrackAdded { .. }
-            | Event::TrackRemoved { .. }
-            | Event::Closed { .. } => self.record(peer, remote, format!("{event:?}")),
             Event::Media(p) => {
                 let line = format!("media {} seq {}", p.transceiver, p.sequence_number);
                 self.record(peer, remote, line);
@@ -670,6 +659,7 @@ impl Sim {
                 self.record(peer, remote, format!("ERROR {e}"));
                 self.fail(Failure::Surfaced(peer, remote, e));
             }
+            _ => self.record(peer, remote, format!("{event:?}")),
         }
         if matches!(
             event,

@@ -398,6 +398,7 @@ impl<E: Send + 'static> Driver<E> {
             }
             Event::Diagnostic(d) => tracing::debug!(peer = %self.remote, ?d, "negotiation"),
             Event::SignalingStateChange(s) => tracing::trace!(peer = %self.remote, ?s, "signaling"),
+            other => tracing::debug!(peer = %self.remote, ?other, "engine event"),
         }
     }
 

@@ -82,6 +82,8 @@ pub(super) struct ChannelSlot {
     pub(super) label: String,
     pub(super) origin: Origin,
     pub(super) open: bool,
+    /// Its SCTP stream, once known (rtc forgets it when the channel closes).
+    pub(super) stream: Option<u16>,
 }
 
 /// One rtc peer connection with the pattern's per-connection state.
@@ -322,6 +324,7 @@ impl Connection {
                 label: label.to_owned(),
                 origin: Origin::Local,
                 open,
+                stream: dc.stream_id(),
             },
         );
         Ok(())
@@ -344,6 +347,20 @@ impl Connection {
             .map_err(rtc_internal)?;
         self.data_section = Some(dc.id());
         Ok(())
+    }
+
+    /// Keeps a closed channel's SCTP stream from being given to a new channel: rtc gives the
+    /// lowest free stream to the next channel, and one dialed on a stream that was just reset
+    /// never opens (seen in the simulator, with the close complete at both ends). A hidden
+    /// negotiated channel holds the stream; nothing goes on the wire for it.
+    pub(super) fn reserve_stream(&mut self, stream: u16) {
+        let init = RTCDataChannelInit {
+            negotiated: Some(stream),
+            ..Default::default()
+        };
+        if let Err(e) = self.pc.create_data_channel("politely-closed", Some(init)) {
+            log::debug!("[{}] stream {stream} not reserved: {e}", self.id);
+        }
     }
 
     /// Creates the channels held back by `create_channel` once the association is up.

@@ -63,6 +63,10 @@ impl IceRestart {
 }
 
 /// Something the application must act on, drained with [`Engine::poll_output`].
+///
+/// Deliberately exhaustive, unlike [`Event`]: every output must be acted on (a datagram not
+/// sent is a connection lost), so a new kind of output should break a drain loop at compile
+/// time rather than fall into a wildcard arm.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send this to the remote peer over the signaling channel.
@@ -372,8 +376,17 @@ impl Engine {
             .channels
             .get(&id)
             .ok_or(ApiError::UnknownChannel(id))?;
+        let opened = slot.open;
         if let Some(mut dc) = self.conn.pc.data_channel(slot.rtc) {
             dc.close().map_err(rtc_internal)?;
+        }
+        if !opened {
+            // W3C closes a connecting channel at once. rtc may never report the close of one
+            // whose opening handshake it lost, and a channel that is not open must not keep
+            // the watchdog waiting for it to open.
+            self.conn.channels.remove(&id);
+            self.queue
+                .push_back(Output::Event(Event::ChannelClosed { id, reopens: false }));
         }
         Ok(())
     }
@@ -1502,15 +1515,22 @@ impl Engine {
                                 label,
                                 origin: Origin::Remote,
                                 open: false,
+                                stream: None,
                             },
                         );
                         id
                     }
                 };
+                let stream = self
+                    .conn
+                    .pc
+                    .data_channel(rtc_id)
+                    .and_then(|dc| dc.stream_id());
                 if let Some(slot) = self.conn.channels.get_mut(&id)
                     && !slot.open
                 {
                     slot.open = true;
+                    slot.stream = slot.stream.or(stream);
                     let (label, origin) = (slot.label.clone(), slot.origin);
                     self.queue
                         .push_back(Output::Event(Event::ChannelOpen { id, label, origin }));
@@ -1528,6 +1548,14 @@ impl Engine {
 
     /// rtc closed a channel of the current connection. Who closed it decides what follows.
     fn on_channel_closed(&mut self, id: ChannelId) {
+        let Some(slot) = self.conn.channels.get(&id) else {
+            return;
+        };
+        if slot.origin == Origin::Local
+            && let Some(stream) = slot.stream
+        {
+            self.conn.reserve_stream(stream);
+        }
         let Some(slot) = self.conn.channels.get(&id) else {
             return;
         };
