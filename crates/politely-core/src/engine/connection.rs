@@ -3,14 +3,14 @@
 
 use super::DATA_SECTION_STREAM;
 use super::media::SampleWriter;
+use super::negotiation::Negotiation;
 use crate::config::Config;
 use crate::error::{ApiError, ConfigError, Error};
 use crate::event::ConnectionState;
 use crate::media::{ChannelId, ChannelOptions, Direction, MediaKind, Origin, TransceiverId};
 use crate::negotiation_needed;
 use crate::sdp;
-use crate::signaling::SignalingState;
-use politely_proto::signal::{Candidate, ConnectionId, Description};
+use politely_proto::signal::{Candidate, ConnectionId};
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState};
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -94,14 +94,16 @@ pub(super) struct Connection {
     pub(super) heard_from_remote: bool,
     /// This side sent a message carrying this id.
     pub(super) sent: bool,
-    pub(super) signaling: SignalingState,
+    /// Where negotiation stands; the signaling state is read from it.
+    pub(super) negotiation: Negotiation,
     pub(super) connection_state: ConnectionState,
     /// ICE itself is connected (the transport may still be stuck above it, in DTLS or SCTP).
     pub(super) ice_connected: bool,
 
-    // The W3C pattern's flags (webrtc-pc "Perfect Negotiation Example").
-    pub(super) making_offer: bool,
-    pub(super) is_setting_remote_answer_pending: bool,
+    // The W3C pattern's makingOffer and isSettingRemoteAnswerPending are not kept: they guard
+    // the awaits inside setLocalDescription and setRemoteDescription, and a sans-I/O engine
+    // runs each step to completion before it takes the next input, so neither could be true
+    // when an offer arrives. readyForOffer is "the state is stable".
     /// The W3C negotiation-needed flag, as last computed by `check_negotiation_needed`;
     /// cleared whenever the state leaves stable, re-checked on the return.
     pub(super) negotiation_needed: bool,
@@ -112,15 +114,10 @@ pub(super) struct Connection {
     pub(super) ice_restart: Option<super::IceRestart>,
 
     pub(super) next_offer_id: u64,
-    pub(super) pending_offer: Option<u64>,
-    /// The SDP of the pending offer; the current local description once it is answered.
-    pub(super) pending_offer_sdp: String,
     /// Our offers rolled back in a glare; an answer to one means the remote yielded too.
     pub(super) rolled_back: Vec<u64>,
     pub(super) last_remote_offer_id: Option<u64>,
     pub(super) last_remote_offer_sdp: Option<String>,
-    /// The last colliding offer we ignored, kept for the watchdog's recovery.
-    pub(super) ignored_offer: Option<(Description, Option<u64>)>,
 
     pub(super) early_candidates: Vec<Candidate>,
     /// Set when an offer is ignored; cleared once the next remote description is applied
@@ -153,7 +150,10 @@ pub(super) struct Connection {
     /// rtc's remote track ids, learnt from their first packet, to their transceivers.
     pub(super) remote_tracks: BTreeMap<MediaStreamTrackId, TransceiverId>,
 
-    pub(super) watchdog: Option<Instant>,
+    /// In stable, the watchdog counts from here (the last exchange, firing or new channel,
+    /// plus a random jitter) while the transport or a channel is awaited; `None` before the
+    /// first exchange. In have-local-offer it counts from the pending offer.
+    pub(super) watch_from: Option<Instant>,
     pub(super) negotiation_strikes: u32,
     pub(super) transport_strikes: u32,
 }
@@ -237,21 +237,16 @@ impl Connection {
             pc,
             heard_from_remote: false,
             sent: false,
-            signaling: SignalingState::Stable,
+            negotiation: Negotiation::Stable,
             connection_state: ConnectionState::New,
             ice_connected: false,
-            making_offer: false,
-            is_setting_remote_answer_pending: false,
             negotiation_needed: false,
             negotiation_check: false,
             ice_restart: None,
             next_offer_id: 0,
-            pending_offer: None,
-            pending_offer_sdp: String::new(),
             rolled_back: Vec::new(),
             last_remote_offer_id: None,
             last_remote_offer_sdp: None,
-            ignored_offer: None,
             early_candidates: Vec::new(),
             suppress_candidate_errors: false,
             old_remote_ufrags: Vec::new(),
@@ -268,7 +263,7 @@ impl Connection {
             sample_writers: BTreeMap::new(),
             receiving: BTreeSet::new(),
             remote_tracks: BTreeMap::new(),
-            watchdog: None,
+            watch_from: None,
             negotiation_strikes: 0,
             transport_strikes: 0,
         })

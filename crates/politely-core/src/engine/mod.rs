@@ -11,7 +11,7 @@ use crate::media::{
 };
 use crate::rng::Rng;
 use crate::sdp;
-use crate::signaling::{self, DescType, Op, SignalingState};
+use crate::signaling::SignalingState;
 use bytes::BytesMut;
 use politely_proto::signal::{Candidate, ConnectionId, Description, Payload, SdpKind, Signal};
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
@@ -28,8 +28,10 @@ use std::time::Instant;
 
 mod connection;
 mod media;
+mod negotiation;
 
 use connection::{ChannelSlot, Connection, RtcDirections, rtc_internal};
+use negotiation::{Decision, Negotiation, PendingOffer, Situation, Step};
 
 /// How many retired connection ids are remembered, so late messages for them are recognised.
 const RETIRED_IDS: usize = 32;
@@ -38,8 +40,6 @@ const EARLY_CANDIDATES: usize = 64;
 /// The stream of the hidden channel that carries the data section (see
 /// [`Config::data_section`]). High enough that no peer's in-band channels reach it.
 pub(crate) const DATA_SECTION_STREAM: u16 = 1000;
-/// Watchdog firings without progress before the connection is replaced by a new one.
-const STRIKES_BEFORE_NEW_CONNECTION: u32 = 3;
 
 /// restartIce(): the local credentials to replace (W3C `[[LocalIceCredentialsToReplace]]`).
 /// It persists until an exchange completes that restarts both ends.
@@ -164,11 +164,7 @@ impl Engine {
 
     /// The signaling state of the current connection.
     pub fn signaling_state(&self) -> SignalingState {
-        if self.closed {
-            SignalingState::Closed
-        } else {
-            self.conn.signaling
-        }
+        self.conn.negotiation.signaling()
     }
 
     /// The transport state of the current connection.
@@ -330,8 +326,7 @@ impl Engine {
         if self.backoff_until.is_some_and(|t| t <= now) {
             self.backoff_until = None;
         }
-        if self.conn.watchdog.is_some_and(|t| t <= now) {
-            self.conn.watchdog = None;
+        if self.watchdog_deadline().is_some_and(|t| t <= now) {
             self.fire_watchdog();
         }
         self.pump();
@@ -347,10 +342,11 @@ impl Engine {
     ) -> Result<ChannelId, Error> {
         self.check_open()?;
         let id = ChannelId(self.next_id());
+        let idle = self.watchdog_deadline().is_none();
         self.conn.create_channel(id, label, &options)?;
-        if self.conn.connection_state == ConnectionState::Connected && self.conn.watchdog.is_none()
-        {
-            self.arm_watchdog();
+        if idle {
+            // The watchdog now waits for this channel to open, from now.
+            self.watch_from_now();
         }
         self.intents.insert(
             id.0,
@@ -603,7 +599,7 @@ impl Engine {
     fn finish(&mut self, by_remote: bool) {
         self.shut_down_connection();
         self.closed = true;
-        self.conn.signaling = SignalingState::Closed;
+        self.transition(Step::Close, "closed");
         self.queue
             .push_back(Output::Event(Event::Closed { by_remote }));
     }
@@ -645,7 +641,7 @@ impl Engine {
         }
         [
             self.conn.pc.poll_timeout(),
-            self.conn.watchdog,
+            self.watchdog_deadline(),
             self.backoff_until,
         ]
         .into_iter()
@@ -738,10 +734,10 @@ impl Engine {
         self.conn.last_remote_offer_id = offer_id.or(self.conn.last_remote_offer_id);
         self.conn.last_remote_offer_sdp = Some(description.sdp.clone());
 
-        // W3C webrtc-pc, "Perfect Negotiation Example" (current form, PR #2572).
-        let c = &self.conn;
-        let ready_for_offer = !c.making_offer
-            && (c.signaling == SignalingState::Stable || c.is_setting_remote_answer_pending);
+        // W3C webrtc-pc, "Perfect Negotiation Example" (current form, PR #2572). makingOffer
+        // and isSettingRemoteAnswerPending cannot be true here (see `Connection`), so
+        // readyForOffer is "stable".
+        let ready_for_offer = matches!(self.conn.negotiation, Negotiation::Stable);
         let offer_collision = !ready_for_offer;
         // ignoreOffer is a local here, as in the newest WPT helper: what must outlive this
         // message (suppressing the ignored offer's candidate failures) has its own flag.
@@ -749,9 +745,8 @@ impl Engine {
         if ignore_offer {
             self.counters.ignored_offers += 1;
             self.conn.suppress_candidate_errors = true;
-            self.conn.ignored_offer = Some((description, offer_id));
-            if self.conn.watchdog.is_none() {
-                self.arm_watchdog();
+            if let Negotiation::LocalOffer(pending) = &mut self.conn.negotiation {
+                pending.ignored = Some((description, offer_id));
             }
             self.diagnose(Diagnostic::IgnoredOffer);
             return Ok(());
@@ -773,7 +768,7 @@ impl Engine {
         mut offer: RTCSessionDescription,
         offer_id: Option<u64>,
     ) -> Result<(), PeerError> {
-        if self.conn.signaling == SignalingState::HaveLocalOffer {
+        if matches!(self.conn.negotiation, Negotiation::LocalOffer(_)) {
             self.rollback_local_offer("remote offer collided", true);
             self.diagnose(Diagnostic::RolledBack);
         }
@@ -789,7 +784,7 @@ impl Engine {
             self.undo_failed_remote_offer();
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
-        self.set_signaling(Op::SetRemote(DescType::Offer), "remote offer");
+        self.transition(Step::RemoteOffer, "remote offer");
         self.pump();
         // Mirror the transceivers the offer created; rtc removes them again on rollback.
         self.conn
@@ -825,7 +820,7 @@ impl Engine {
             self.undo_failed_remote_offer();
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
-        self.set_signaling(Op::SetLocal(DescType::Answer), "local answer");
+        self.transition(Step::LocalAnswer, "local answer");
         self.pump();
         self.counters.answers += 1;
         self.send_signal(Payload::Description {
@@ -855,12 +850,13 @@ impl Engine {
             self.on_both_polite();
             return Ok(());
         }
-        if self.conn.signaling != SignalingState::HaveLocalOffer {
+        let Negotiation::LocalOffer(pending) = &self.conn.negotiation else {
             self.counters.stale_descriptions += 1;
             self.diagnose(Diagnostic::AnswerWithoutOffer);
             return Ok(());
-        }
-        if let (Some(answers), Some(pending)) = (offer_id, self.conn.pending_offer)
+        };
+        let (pending, local_sdp) = (pending.id, pending.sdp.clone());
+        if let Some(answers) = offer_id
             && answers != pending
         {
             self.counters.stale_descriptions += 1;
@@ -870,20 +866,16 @@ impl Engine {
             });
             return Ok(());
         }
-        self.conn.is_setting_remote_answer_pending = true;
         let remote_sdp = parsed.sdp.clone();
         let result = self.conn.pc.set_remote_description(self.now, parsed);
-        self.conn.is_setting_remote_answer_pending = false;
         if let Err(e) = result {
             self.pump();
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
-        self.set_signaling(Op::SetRemote(DescType::Answer), "remote answer");
+        self.transition(Step::RemoteAnswer, "remote answer");
         self.pump();
-        self.conn.pending_offer = None;
         self.counters.answers_applied += 1;
         self.after_remote_description();
-        let local_sdp = std::mem::take(&mut self.conn.pending_offer_sdp);
         self.on_negotiated(true, local_sdp, remote_sdp);
         Ok(())
     }
@@ -896,8 +888,8 @@ impl Engine {
                 .expect("invariant: a rollback description without SDP always builds");
             match self.conn.pc.set_remote_description(self.now, rollback) {
                 // The offer was applied and the answer failed: our state moves back too.
-                Ok(()) if self.conn.signaling == SignalingState::HaveRemoteOffer => {
-                    self.set_signaling(Op::SetRemote(DescType::Rollback), "answer failed");
+                Ok(()) if matches!(self.conn.negotiation, Negotiation::RemoteOffer) => {
+                    self.transition(Step::RemoteRollback, "answer failed");
                 }
                 Ok(()) => {}
                 Err(e) => {
@@ -945,10 +937,14 @@ impl Engine {
             ))));
             return;
         }
-        self.set_signaling(Op::SetLocal(DescType::Rollback), reason);
+        let pending = match &self.conn.negotiation {
+            Negotiation::LocalOffer(offer) => Some(offer.id),
+            _ => None,
+        };
+        self.transition(Step::LocalRollback, reason);
         self.conn.set_rtc_directions(RtcDirections::Settled);
         self.pump();
-        if let Some(id) = self.conn.pending_offer.take()
+        if let Some(id) = pending
             && glare
         {
             self.conn.rolled_back.push(id);
@@ -959,27 +955,30 @@ impl Engine {
         self.counters.rollbacks += 1;
     }
 
-    /// The one place the signaling state changes.
-    fn set_signaling(&mut self, op: Op, reason: &str) {
-        let old = self.conn.signaling;
-        match signaling::next(old, op) {
-            Ok(new) => {
-                log::debug!("[{}] signaling {old} -> {new} ({reason})", self.conn.id);
-                self.conn.signaling = new;
-                // negotiationneeded fires only in stable, and the flag is re-checked on the
-                // return to stable (W3C webrtc-pc §4.7.3).
-                if new == SignalingState::Stable {
-                    self.conn.negotiation_changed();
-                } else {
-                    self.conn.negotiation_needed = false;
-                }
-                if new != old {
-                    self.queue
-                        .push_back(Output::Event(Event::SignalingStateChange(new)));
-                }
-            }
-            // rtc accepted an operation our table forbids: a bug in the table, not peer input.
-            Err(invalid) => unreachable!("rtc accepted an invalid transition: {invalid}"),
+    /// The one place the negotiation state changes, and so the signaling state: every step
+    /// goes through here, which checks it against W3C's table and emits the event.
+    fn transition(&mut self, step: Step, reason: &str) {
+        let old = self.conn.negotiation.signaling();
+        if !step.allowed_from(old) {
+            // rtc accepted an operation W3C's table forbids, or the engine took a step out of
+            // turn: a bug, not peer input. rtc's state is the truth, so follow it.
+            self.surface(Error::Internal(format!(
+                "{reason}: {step:?} is not allowed in {old}"
+            )));
+        }
+        self.conn.negotiation = step.into_state();
+        let new = self.conn.negotiation.signaling();
+        log::debug!("[{}] signaling {old} -> {new} ({reason})", self.conn.id);
+        // negotiationneeded fires only in stable, and the flag is re-checked on the return to
+        // stable (W3C webrtc-pc §4.7.3).
+        if new == SignalingState::Stable {
+            self.conn.negotiation_changed();
+        } else {
+            self.conn.negotiation_needed = false;
+        }
+        if new != old {
+            self.queue
+                .push_back(Output::Event(Event::SignalingStateChange(new)));
         }
     }
 
@@ -1010,7 +1009,6 @@ impl Engine {
             }
         }
         self.conn.suppress_candidate_errors = false;
-        self.conn.ignored_offer = None;
     }
 
     /// An exchange completed: `local_sdp` and `remote_sdp` are now the current descriptions.
@@ -1036,10 +1034,7 @@ impl Engine {
         }
         self.conn.note_senders_used();
         self.conn.negotiation_strikes = 0;
-        self.conn.watchdog = None;
-        if self.conn.awaits_transport() {
-            self.arm_watchdog();
-        }
+        self.watch_from_now();
         self.conn.set_rtc_directions(RtcDirections::Settled);
         self.conn.negotiation_changed();
         self.update_receiving();
@@ -1051,7 +1046,7 @@ impl Engine {
 
     /// negotiationneeded: makes an offer if one is needed and the connection is stable.
     fn maybe_offer(&mut self) -> bool {
-        if self.conn.signaling != SignalingState::Stable {
+        if !matches!(self.conn.negotiation, Negotiation::Stable) {
             return false;
         }
         if self.conn.negotiation_check {
@@ -1064,10 +1059,7 @@ impl Engine {
         {
             return false;
         }
-        self.conn.making_offer = true;
-        let made = self.make_offer();
-        self.conn.making_offer = false;
-        if let Err(e) = made {
+        if let Err(e) = self.make_offer() {
             self.conn.negotiation_needed = false;
             self.surface(e);
         }
@@ -1100,13 +1092,19 @@ impl Engine {
             self.conn.set_rtc_directions(RtcDirections::Settled);
             return Err(rtc_internal(e));
         }
-        self.set_signaling(Op::SetLocal(DescType::Offer), "local offer");
-        self.pump();
-        self.conn.negotiation_needed = false;
         self.conn.next_offer_id += 1;
         let id = self.conn.next_offer_id;
-        self.conn.pending_offer = Some(id);
-        self.conn.pending_offer_sdp.clone_from(&offer.sdp);
+        let watch_from = self.jittered_now();
+        self.transition(
+            Step::LocalOffer(PendingOffer {
+                id,
+                sdp: offer.sdp.clone(),
+                ignored: None,
+                watch_from,
+            }),
+            "local offer",
+        );
+        self.pump();
         self.counters.offers += 1;
         self.send_signal(Payload::Description {
             description: Description {
@@ -1116,7 +1114,6 @@ impl Engine {
             offer_id: Some(id),
         });
         self.trickle_local_candidates(&offer.sdp);
-        self.arm_watchdog();
         Ok(())
     }
 
@@ -1216,64 +1213,77 @@ impl Engine {
 
     // ---------------------------------------------------------------- watchdog
 
-    fn arm_watchdog(&mut self) {
-        let base = self.config.watchdog_timeout;
-        let jitter = base.mul_f64(self.rng.unit() * 0.5);
-        self.conn.watchdog = Some(self.now + base + jitter);
+    /// The watchdog's deadline, read from the state: the pending offer's answer, or in
+    /// stable, the transport or a local channel while either is awaited.
+    fn watchdog_deadline(&self) -> Option<Instant> {
+        let wait = self.config.watchdog_timeout;
+        match &self.conn.negotiation {
+            Negotiation::LocalOffer(offer) => Some(offer.watch_from + wait),
+            Negotiation::Stable if self.conn.awaits_transport() => {
+                self.conn.watch_from.map(|t| t + wait)
+            }
+            _ => None,
+        }
+    }
+
+    /// Now, plus up to half the watchdog's timeout at random, so two peers that stall
+    /// together do not fire together.
+    fn jittered_now(&mut self) -> Instant {
+        self.now + self.config.watchdog_timeout.mul_f64(self.rng.unit() * 0.5)
+    }
+
+    /// The stable watchdog counts from now (progress: an exchange, a firing, a new channel).
+    fn watch_from_now(&mut self) {
+        self.conn.watch_from = Some(self.jittered_now());
     }
 
     fn fire_watchdog(&mut self) {
-        match self.conn.signaling {
-            SignalingState::HaveLocalOffer => {
-                self.conn.negotiation_strikes += 1;
-                if self.conn.negotiation_strikes >= STRIKES_BEFORE_NEW_CONNECTION {
-                    self.watchdog_new_connection(WatchdogCause::AnswerTimeout);
-                } else if let Some((offer, offer_id)) = self.conn.ignored_offer.take() {
-                    // Our offer went unanswered while we ignored theirs: the remote is most
-                    // likely impolite too. Yield once, as a polite peer would.
-                    self.report_watchdog(
-                        WatchdogCause::BothImpolite,
-                        Recovery::YieldedToIgnoredOffer,
-                    );
-                    match parse_description(&offer) {
-                        Ok(parsed) => {
-                            if let Err(e) = self.apply_remote_offer(parsed, offer_id) {
+        let c = &self.conn;
+        let situation = Situation {
+            signaling: c.negotiation.signaling(),
+            negotiation_strikes: c.negotiation_strikes,
+            ignored_offer: matches!(&c.negotiation, Negotiation::LocalOffer(o) if o.ignored.is_some()),
+            local_candidates: !c.local_candidates.is_empty(),
+            connected: c.connection_state == ConnectionState::Connected,
+            ice_connected: c.ice_connected,
+            transport_strikes: c.transport_strikes,
+            stalled_channel: c.stalled_channels().next().is_some(),
+        };
+        let decision = negotiation::decide(&situation);
+        if decision.is_negotiation_strike() {
+            self.conn.negotiation_strikes += 1;
+        }
+        if decision.is_transport_strike() {
+            self.conn.transport_strikes += 1;
+        }
+        // Whatever it does, the stable watchdog counts again from this firing.
+        self.watch_from_now();
+        match decision {
+            Decision::NewConnection(cause) => self.watchdog_new_connection(cause),
+            Decision::Recover(cause, recovery) => {
+                self.report_watchdog(cause, recovery);
+                match recovery {
+                    Recovery::YieldedToIgnoredOffer => {
+                        let ignored = match &mut self.conn.negotiation {
+                            Negotiation::LocalOffer(offer) => offer.ignored.take(),
+                            _ => None,
+                        };
+                        if let Some((offer, offer_id)) = ignored {
+                            let applied = parse_description(&offer)
+                                .and_then(|parsed| self.apply_remote_offer(parsed, offer_id));
+                            if let Err(e) = applied {
                                 self.surface(Error::Peer(e));
                             }
                         }
-                        Err(e) => self.surface(Error::Peer(e)),
                     }
-                } else {
-                    self.report_watchdog(WatchdogCause::AnswerTimeout, Recovery::Reoffer);
-                    self.rollback_local_offer("watchdog: no answer", false);
-                    self.arm_watchdog();
+                    Recovery::Reoffer => self.rollback_local_offer("watchdog: no answer", false),
+                    Recovery::RestartIce => {
+                        let _ = self.restart_ice();
+                    }
+                    _ => {}
                 }
             }
-            SignalingState::Stable if self.conn.local_candidates.is_empty() => {
-                self.report_watchdog(WatchdogCause::NoLocalCandidates, Recovery::ReportOnly);
-            }
-            SignalingState::Stable if self.conn.connection_state != ConnectionState::Connected => {
-                self.conn.transport_strikes += 1;
-                // With ICE connected the stall is above it (DTLS or SCTP; rtc-dtls can lose a
-                // flight for good), where an ICE restart cannot help: go to a new connection.
-                if self.conn.ice_connected
-                    || self.conn.transport_strikes >= STRIKES_BEFORE_NEW_CONNECTION
-                {
-                    self.watchdog_new_connection(WatchdogCause::TransportStalled);
-                } else {
-                    self.report_watchdog(WatchdogCause::TransportStalled, Recovery::RestartIce);
-                    let _ = self.restart_ice();
-                    self.arm_watchdog();
-                }
-            }
-            SignalingState::Stable if self.conn.stalled_channels().next().is_some() => {
-                // rtc dropped the channel's open (dialed on an association that was not
-                // established, or on a dead second association after an ICE restart during
-                // the DTLS handshake). Dialing again on the same connection can duplicate the
-                // channel if the first open was only delayed; a new connection is consistent.
-                self.watchdog_new_connection(WatchdogCause::ChannelStalled);
-            }
-            _ => {}
+            Decision::Nothing => {}
         }
     }
 
@@ -1317,6 +1327,8 @@ impl Engine {
                 return;
             }
         };
+        // The old connection's exchange, if any, is abandoned; the new one starts stable.
+        self.transition(Step::Replace, "connection replaced");
         self.shut_down_connection();
         let old = std::mem::replace(&mut self.conn, fresh);
         for (channel, slot) in &old.channels {
@@ -1431,8 +1443,9 @@ impl Engine {
             }
             if !progressed {
                 match self.conn.flush_deferred_channels() {
-                    Ok(true) if self.conn.watchdog.is_none() => self.arm_watchdog(),
-                    Ok(_) => {}
+                    // The association came up: the channels' wait starts now.
+                    Ok(true) => self.watch_from_now(),
+                    Ok(false) => {}
                     Err(e) => self.surface(e),
                 }
                 return any;
@@ -1474,14 +1487,7 @@ impl Engine {
                         .push_back(Output::Event(Event::ConnectionStateChange(new)));
                 }
                 match new {
-                    ConnectionState::Connected => {
-                        self.conn.transport_strikes = 0;
-                        if self.conn.signaling == SignalingState::Stable
-                            && !self.conn.awaits_transport()
-                        {
-                            self.conn.watchdog = None;
-                        }
-                    }
+                    ConnectionState::Connected => self.conn.transport_strikes = 0,
                     // MDN: on failure, restart ICE.
                     ConnectionState::Failed => {
                         let _ = self.restart_ice();
@@ -1566,10 +1572,8 @@ impl Engine {
             // without the application asking, is one whose opening handshake rtc gave up
             // (seen when it reuses the stream of a channel whose close had not yet gone
             // round). Keep it as a channel that has not opened, so the watchdog brings it back
-            // on a new connection, as it does for one that never opens.
-            if self.conn.watchdog.is_none() {
-                self.arm_watchdog();
-            }
+            // on a new connection, as it does for one that never opens (the watchdog's
+            // deadline already counts for it: it was awaited before it closed).
             self.queue
                 .push_back(Output::Event(Event::ChannelClosed { id, reopens: true }));
             return;
