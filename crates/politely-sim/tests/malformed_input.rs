@@ -1,11 +1,12 @@
 //! Nothing a peer sends panics the engine (str0m's `malformed-packet-injection.rs` idea): every
-//! prefix of a real offer, garbage candidates, and datagrams of every length. A refused
-//! description leaves the engine as it was, and a connected pair still works afterwards.
+//! prefix of a real offer, garbage candidates and signals, and datagrams of every length. A
+//! refused description leaves the engine as it was, and a connected pair still works
+//! afterwards.
 
 use politely_core::rng::Rng;
 use politely_core::{
-    Candidate, Config, Direction, Engine, MediaKind, Output, Payload, Role, SdpKind, Signal,
-    SignalingState,
+    Candidate, Config, Direction, Engine, MediaKind, Output, Payload, PeerError, Role, SdpKind,
+    Signal, SignalingState,
 };
 use politely_sim::{Action, Scenario, Sim, SimConfig};
 use std::time::Instant;
@@ -23,6 +24,16 @@ fn first_offer(engine: &mut Engine) -> Signal {
         .expect("an offer")
 }
 
+/// What an application sees of an engine, to tell whether a refused message changed it.
+fn snapshot(engine: &mut Engine) -> (SignalingState, Vec<String>, usize, usize) {
+    (
+        engine.signaling_state(),
+        engine.negotiated_mids(),
+        engine.transceivers().len(),
+        engine.channels().len(),
+    )
+}
+
 #[test]
 fn every_prefix_of_an_offer() {
     let now = Instant::now();
@@ -37,46 +48,64 @@ fn every_prefix_of_an_offer() {
     };
     let sdp = description.sdp.clone();
     let mut target = engine(Role::Polite, now);
-    let mut offer_id = 0;
-    for end in (0..sdp.len()).step_by(7) {
-        let mut prefix = sdp[..end].to_owned();
-        while !sdp.is_char_boundary(prefix.len()) {
-            prefix.pop();
-        }
-        offer_id += 1;
+    let (mut refused, mut accepted) = (0, 0);
+    for (offer_id, end) in (0..=sdp.len())
+        .filter(|&end| sdp.is_char_boundary(end))
+        .enumerate()
+    {
         let signal = Signal {
             connection_id: offer.connection_id.clone(),
             payload: Payload::Description {
                 description: politely_core::Description {
                     kind: SdpKind::Offer,
-                    sdp: prefix,
+                    sdp: sdp[..end].to_owned(),
                 },
-                offer_id: Some(offer_id),
+                offer_id: Some(offer_id as u64 + 1),
             },
         };
+        let before = snapshot(&mut target);
         let result = target.handle_signal(now, signal);
         while target.poll_output().is_some() {}
-        if result.is_err() {
-            assert_eq!(
-                target.signaling_state(),
-                SignalingState::Stable,
-                "prefix {end}"
-            );
-            assert!(!target.has_pending_description(), "prefix {end}");
+        // Whatever the outcome, an offer is answered or refused within the step.
+        assert_eq!(
+            target.signaling_state(),
+            SignalingState::Stable,
+            "prefix {end}"
+        );
+        assert!(!target.has_pending_description(), "prefix {end}");
+        match result {
+            // A refused offer leaves the engine as it was.
+            Err(PeerError::InvalidDescription(_)) => {
+                refused += 1;
+                assert_eq!(snapshot(&mut target), before, "prefix {end}");
+            }
+            Err(e) => panic!("prefix {end}: not a description error: {e}"),
+            Ok(()) => accepted += 1,
         }
     }
+    // The whole offer was the last prefix: it was accepted and negotiated both sections.
+    assert!(
+        refused > 0 && accepted > 0,
+        "{refused} refused, {accepted} accepted"
+    );
+    assert_eq!(
+        target.negotiated_mids().len(),
+        2,
+        "{:?}",
+        target.negotiated_mids()
+    );
 }
 
+/// Garbage candidates are refused (none is taken for a real one), garbage signals are
+/// refused or ignored, none panics, and the pair still connects and works afterwards.
 #[test]
 fn garbage_candidates_and_signals() {
-    let now = Instant::now();
-    let mut donor = engine(Role::Impolite, now);
-    donor.create_data_channel("x", Default::default()).unwrap();
-    let offer = first_offer(&mut donor);
-    let mut target = engine(Role::Polite, now);
-    target.handle_signal(now, offer.clone()).unwrap();
-    while target.poll_output().is_some() {}
+    let scenario = Scenario::default().at(0, 0, 1, Action::CreateChannel("first".into()));
+    let mut sim = Sim::with_scenario(SimConfig::default(), &scenario);
+    assert!(sim.run().passed());
+    let id = sim.engine(0, 1).connection_id().clone();
     let mut rng = Rng::new(9);
+    let mut refused = 0;
     for i in 0..500 {
         let len = rng.below(120) as usize;
         let text: String = (0..len)
@@ -93,13 +122,57 @@ fn garbage_candidates_and_signals() {
             username_fragment: [None, Some("nope".to_owned())][i % 2].clone(),
         };
         let signal = Signal {
-            connection_id: offer.connection_id.clone(),
+            connection_id: id.clone(),
             payload: Payload::Candidate(Some(candidate)),
         };
-        let _ = target.handle_signal(now, signal);
-        while target.poll_output().is_some() {}
+        let now = sim.now();
+        match sim.engine(0, 1).handle_signal(now, signal) {
+            Err(PeerError::InvalidCandidate(_)) => refused += 1,
+            Err(e) => panic!("candidate {i}: not a candidate error: {e}"),
+            Ok(()) => {}
+        }
+        sim.flush(0, 1);
     }
-    assert_eq!(target.signaling_state(), SignalingState::Stable);
+    // Every other one names an unknown ufrag, a third an unknown mid: those at least.
+    assert!(
+        refused >= 250,
+        "only {refused} of 500 garbage candidates refused"
+    );
+    // Signals: a real one with bytes flipped; whatever still parses goes to the engine.
+    let real = sim.engine(0, 1).connection_id().clone();
+    let text = Signal {
+        connection_id: real,
+        payload: Payload::Candidate(None),
+    }
+    .to_json()
+    .to_string();
+    let mut parsed = 0;
+    for _ in 0..500 {
+        let mut bytes = text.clone().into_bytes();
+        for _ in 0..=rng.below(4) {
+            let at = rng.below(bytes.len() as u64) as usize;
+            bytes[at] = b' ' + rng.below(95) as u8;
+        }
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let Ok(signal) = Signal::from_json(&value) else {
+            continue;
+        };
+        parsed += 1;
+        let now = sim.now();
+        let _ = sim.engine(0, 1).handle_signal(now, signal);
+        sim.flush(0, 1);
+    }
+    assert!(parsed > 0, "no mutated signal parsed: the engine saw none");
+    sim.act(0, 1, Action::CreateChannel("after".into()));
+    sim.act(
+        1,
+        0,
+        Action::AddTransceiver(MediaKind::Audio, Direction::SendRecv),
+    );
+    let verdict = sim.run();
+    assert!(verdict.passed(), "{:?}", verdict.failures);
 }
 
 #[test]
