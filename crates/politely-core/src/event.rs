@@ -34,9 +34,9 @@ pub enum Event {
         id: ChannelId,
         /// It opens again, under the same id: it is one of this application's and its
         /// connection went away (replaced by a new one, or about to be), not closed by either
-        /// application. `false` when it is closed for good: by [`close_data_channel`]
-        /// (crate::Engine::close_data_channel) here, by the remote application, or a channel
-        /// the remote made whose connection went away.
+        /// application. `false` when it is closed for good: by
+        /// [`close_data_channel`](crate::Engine::close_data_channel) here, by the remote
+        /// application, or a channel the remote made whose connection went away.
         reopens: bool,
     },
     /// A message arrived on a data channel.
