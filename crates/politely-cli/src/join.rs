@@ -43,6 +43,8 @@ pub(crate) struct JoinArgs {
 const HELD_LINES: usize = 1000;
 
 pub(crate) fn run(args: &JoinArgs) -> anyhow::Result<ExitCode> {
+    // Logs go to stderr with the status lines, filtered by RUST_LOG (warnings by default).
+    crate::init_logs(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -15,7 +15,7 @@ use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelStat
 use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine,
+    MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCDataChannelEvent;
@@ -26,7 +26,8 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverInit};
 use std::collections::{BTreeMap, BTreeSet};
@@ -164,10 +165,7 @@ impl Connection {
         config: &Config,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let mut media = MediaEngine::default();
-        media
-            .register_default_codecs()
-            .map_err(|e| ConfigError::Rtc(e.to_string()))?;
+        let media = media_engine().map_err(|e| ConfigError::Rtc(e.to_string()))?;
         let settings = SettingEngineBuilder::new()
             .with_ice_connection_attempts(Some(config.ice_check_interval), None)
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
@@ -699,6 +697,57 @@ impl Connection {
             .find(|(_, s)| s.rtc == rtc_id)
             .map(|(id, _)| *id)
     }
+}
+
+/// The codecs politely sends and receives: Opus, and VP8 with its retransmission codec, at
+/// the payload types browsers use. Only these: the engine writes no other, and rtc's default
+/// set (VP9 in two profiles, H264, AV1, ...) makes rtc answer some offers with a payload type
+/// twice and an `rtx` whose `apt` names a codec the answer lacks, which Chromium refuses
+/// ("Failed to set remote video description send parameters").
+fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
+    let mut media = MediaEngine::default();
+    let codec = |mime_type: &str, clock_rate, channels, fmtp: &str, rtcp_feedback, payload_type| {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime_type.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback,
+            },
+            payload_type,
+        }
+    };
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    let video_feedback = vec![
+        feedback("goog-remb", ""),
+        feedback("ccm", "fir"),
+        feedback("nack", ""),
+        feedback("nack", "pli"),
+    ];
+    media.register_codec(
+        codec(
+            MIME_TYPE_OPUS,
+            48_000,
+            2,
+            "minptime=10;useinbandfec=1",
+            vec![],
+            111,
+        ),
+        RtpCodecKind::Audio,
+    )?;
+    media.register_codec(
+        codec(MIME_TYPE_VP8, 90_000, 0, "", video_feedback, 96),
+        RtpCodecKind::Video,
+    )?;
+    media.register_codec(
+        codec(MIME_TYPE_RTX, 90_000, 0, "apt=96", vec![], 97),
+        RtpCodecKind::Video,
+    )?;
+    Ok(media)
 }
 
 /// A track with one Opus or VP8 encoding; its stream and track ids are named after its SSRC,

@@ -821,6 +821,10 @@ impl Engine {
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
         self.transition(Step::LocalAnswer, "local answer");
+        log::trace!(
+            "[{}] remote offer:\n{remote_sdp}\nlocal answer:\n{sent_sdp}",
+            self.conn.id
+        );
         self.pump();
         self.counters.answers += 1;
         self.send_signal(Payload::Description {
