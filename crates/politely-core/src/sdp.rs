@@ -49,15 +49,15 @@ pub(crate) fn mids(sdp: &str) -> Vec<String> {
 /// remote recvonly offer while rtc's answer for it says `sendonly` (a local bookkeeping choice
 /// so that `add_track` can reuse it); the SDP is what both ends agreed on.
 pub(crate) fn negotiated_direction(
-    local: &Option<(bool, String)>,
-    remote: &Option<String>,
+    local: &str,
+    local_is_answer: bool,
+    remote: &str,
     mid: &str,
 ) -> Option<Direction> {
-    let (local_is_answer, local) = local.as_ref()?;
-    if *local_is_answer {
+    if local_is_answer {
         section_direction(local, mid)
     } else {
-        section_direction(remote.as_ref()?, mid).map(Direction::reverse)
+        section_direction(remote, mid).map(Direction::reverse)
     }
 }
 

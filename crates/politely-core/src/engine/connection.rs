@@ -3,7 +3,7 @@
 
 use super::DATA_SECTION_STREAM;
 use super::media::SampleWriter;
-use super::negotiation::Negotiation;
+use super::negotiation::{Exchange, Negotiation};
 use crate::config::Config;
 use crate::error::{ApiError, ConfigError, Error};
 use crate::event::ConnectionState;
@@ -129,11 +129,8 @@ pub(super) struct Connection {
     pub(super) trickled_ufrag: Option<String>,
     pub(super) last_local_ufrag: Option<String>,
 
-    /// The current (last stable) local description: whether it is an answer, and its SDP.
-    /// Cached because rtc rebuilds the SDP on every `current_local_description()` call.
-    pub(super) current_local: Option<(bool, String)>,
-    /// The current remote description's SDP.
-    pub(super) current_remote: Option<String>,
+    /// The last completed exchange; `None` before the first.
+    pub(super) current: Option<Exchange>,
 
     pub(super) channels: BTreeMap<ChannelId, ChannelSlot>,
     /// Local channels held back while the SCTP association is handshaking (see
@@ -251,8 +248,7 @@ impl Connection {
             local_candidates: Vec::new(),
             trickled_ufrag: None,
             last_local_ufrag: None,
-            current_local: None,
-            current_remote: None,
+            current: None,
             channels: BTreeMap::new(),
             deferred_channels: Vec::new(),
             data_section: None,
@@ -282,9 +278,9 @@ impl Connection {
         // handshake), so readiness is taken from the first channel that opens instead (the
         // negotiated data-section channel opens exactly when the association is up).
         let data_negotiated = self
-            .current_local
+            .current
             .as_ref()
-            .is_some_and(|(_, sdp)| sdp.contains("\nm=application"));
+            .is_some_and(|c| c.local.contains("\nm=application"));
         if data_negotiated && !self.sctp_ready {
             log::debug!("[{}] channel {label} waits for SCTP", self.id);
             self.deferred_channels
@@ -433,10 +429,11 @@ impl Connection {
                         None => preferred,
                     }
                 }
-                (RtcDirections::Settled, Some(mid)) => {
-                    sdp::negotiated_direction(&self.current_local, &self.current_remote, mid)
-                        .unwrap_or(preferred)
-                }
+                (RtcDirections::Settled, Some(mid)) => self
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.direction(mid))
+                    .unwrap_or(preferred),
                 _ => preferred,
             };
             let wanted = to_rtc_direction(wanted);
@@ -568,11 +565,11 @@ impl Connection {
     /// The `a=setup` value this side's answers must carry once a DTLS role is established:
     /// the one it answered with, or the opposite of what the remote answered to its offer.
     pub(super) fn established_setup(&self) -> Option<&'static str> {
-        let (local_is_answer, local) = self.current_local.as_ref()?;
-        let own = if *local_is_answer {
-            sdp::setup(local)?
+        let current = self.current.as_ref()?;
+        let own = if current.local_is_answer {
+            sdp::setup(&current.local)?
         } else {
-            match sdp::setup(self.current_remote.as_deref()?)? {
+            match sdp::setup(&current.remote)? {
                 "active" => "passive",
                 "passive" => "active",
                 _ => return None,
@@ -586,7 +583,9 @@ impl Connection {
         for index in 0..self.transceivers.len() {
             let mid = self.pc.rtp_transceiver(index).and_then(|t| t.mid().clone());
             let sends = mid.is_some_and(|mid| {
-                sdp::negotiated_direction(&self.current_local, &self.current_remote, &mid)
+                self.current
+                    .as_ref()
+                    .and_then(|c| c.direction(&mid))
                     .is_some_and(Direction::sends)
             });
             if sends {
@@ -613,7 +612,7 @@ impl Connection {
             // One a remote offer created that is not part of a completed exchange (the offer
             // failed part way) is rtc's leftover, not something of the application's to offer.
             .filter(|(slot, mid)| {
-                slot.origin == Origin::Local || (mid.is_some() && self.current_local.is_some())
+                slot.origin == Origin::Local || (mid.is_some() && self.current.is_some())
             })
             .map(|(slot, mid)| negotiation_needed::Transceiver {
                 mid: mid.as_deref(),
@@ -621,14 +620,11 @@ impl Connection {
                 stream: slot.stream.as_deref(),
             })
             .collect();
-        let current = match (&self.current_local, &self.current_remote) {
-            (Some((local_is_answer, local)), Some(remote)) => Some(negotiation_needed::Current {
-                local,
-                local_is_answer: *local_is_answer,
-                remote,
-            }),
-            _ => None,
-        };
+        let current = self.current.as_ref().map(|c| negotiation_needed::Current {
+            local: &c.local,
+            local_is_answer: c.local_is_answer,
+            remote: &c.remote,
+        });
         let has_channels = !self.channels.is_empty() || !self.deferred_channels.is_empty();
         negotiation_needed::check(current.as_ref(), has_channels, &transceivers)
     }

@@ -31,7 +31,7 @@ mod media;
 mod negotiation;
 
 use connection::{ChannelSlot, Connection, RtcDirections, rtc_internal};
-use negotiation::{Decision, Negotiation, PendingOffer, Situation, Step};
+use negotiation::{Decision, Exchange, Negotiation, PendingOffer, Situation, Step};
 
 /// How many retired connection ids are remembered, so late messages for them are recognised.
 const RETIRED_IDS: usize = 32;
@@ -192,29 +192,27 @@ impl Engine {
 
     /// The ICE ufrag of the current local description.
     pub fn local_ufrag(&self) -> Option<String> {
-        let (_, sdp) = self.conn.current_local.as_ref()?;
-        sdp::ice_ufrag(sdp).map(str::to_owned)
+        sdp::ice_ufrag(&self.conn.current.as_ref()?.local).map(str::to_owned)
     }
 
     /// The ICE ufrag of the current remote description.
     pub fn remote_ufrag(&self) -> Option<String> {
-        sdp::ice_ufrag(self.conn.current_remote.as_deref()?).map(str::to_owned)
+        sdp::ice_ufrag(&self.conn.current.as_ref()?.remote).map(str::to_owned)
     }
 
     /// The mids of the current local description, in m-line order.
     pub fn negotiated_mids(&self) -> Vec<String> {
         self.conn
-            .current_local
+            .current
             .as_ref()
-            .map(|(_, sdp)| sdp::mids(sdp))
+            .map(|c| sdp::mids(&c.local))
             .unwrap_or_default()
     }
 
     /// A snapshot of every transceiver, in m-line creation order.
     pub fn transceivers(&mut self) -> Vec<TransceiverInfo> {
         let negotiated = self.negotiated_mids();
-        let local = self.conn.current_local.clone();
-        let remote = self.conn.current_remote.clone();
+        let current = self.conn.current.clone();
         let mut out = Vec::with_capacity(self.conn.transceivers.len());
         for (index, slot) in self.conn.transceivers.iter().enumerate() {
             let Some(t) = self.conn.pc.rtp_transceiver(index) else {
@@ -223,9 +221,7 @@ impl Engine {
             // Expose a mid only once it is negotiated, never a provisional one
             // (GetStream/stream-video-js PR #2344).
             let mid = t.mid().clone().filter(|m| negotiated.contains(m));
-            let current_direction = mid
-                .as_deref()
-                .and_then(|m| sdp::negotiated_direction(&local, &remote, m));
+            let current_direction = mid.as_deref().and_then(|m| current.as_ref()?.direction(m));
             out.push(TransceiverInfo {
                 id: slot.id,
                 kind: slot.kind,
@@ -997,9 +993,9 @@ impl Engine {
             .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned));
         let prev = self
             .conn
-            .current_remote
-            .as_deref()
-            .and_then(sdp::ice_ufrag)
+            .current
+            .as_ref()
+            .and_then(|c| sdp::ice_ufrag(&c.remote))
             .map(str::to_owned);
         if let (Some(ufrag), Some(prev)) = (ufrag, prev)
             && prev != ufrag
@@ -1021,8 +1017,11 @@ impl Engine {
             slot.pending_remote = false;
         }
         let previous_remote = self.remote_ufrag();
-        self.conn.current_local = Some((!local_offer, local_sdp));
-        self.conn.current_remote = Some(remote_sdp);
+        self.conn.current = Some(Exchange {
+            local: local_sdp,
+            remote: remote_sdp,
+            local_is_answer: !local_offer,
+        });
         let remote_changed = previous_remote.is_none() || previous_remote != self.remote_ufrag();
         let ufrag = self.local_ufrag();
         if ufrag != self.conn.last_local_ufrag {
@@ -1071,7 +1070,7 @@ impl Engine {
     }
 
     fn make_offer(&mut self) -> Result<(), Error> {
-        if self.conn.current_local.is_none() && !self.conn.has_application_objects() {
+        if self.conn.current.is_none() && !self.conn.has_application_objects() {
             // Only an ICE restart asked before anything was negotiated gets here; W3C
             // restartIce does nothing then, and an offer without an m-section could not be
             // applied by anyone.
@@ -1081,7 +1080,7 @@ impl Engine {
         if self.conn.ice_restart.is_some() {
             self.conn.pc.restart_ice();
         }
-        if self.config.data_section && self.conn.current_local.is_none() {
+        if self.config.data_section && self.conn.current.is_none() {
             self.conn.ensure_data_section()?;
         }
         self.conn.set_rtc_directions(RtcDirections::Offer);

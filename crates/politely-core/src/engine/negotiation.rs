@@ -7,6 +7,8 @@
 //! own: its deadline is read from the state (`Engine::watchdog_deadline`).
 
 use crate::event::{Recovery, WatchdogCause};
+use crate::media::Direction;
+use crate::sdp;
 use crate::signaling::{self, DescType, Op, SignalingState};
 use politely_proto::signal::Description;
 use std::time::Instant;
@@ -51,6 +53,23 @@ impl Negotiation {
             Negotiation::RemoteOffer => SignalingState::HaveRemoteOffer,
             Negotiation::Closed => SignalingState::Closed,
         }
+    }
+}
+
+/// The last completed exchange: W3C's current local and remote descriptions. Kept as text
+/// because rtc rebuilds the SDP on every `current_local_description()` call.
+#[derive(Debug, Clone)]
+pub(super) struct Exchange {
+    pub(super) local: String,
+    pub(super) remote: String,
+    /// This side answered (the remote offered).
+    pub(super) local_is_answer: bool,
+}
+
+impl Exchange {
+    /// W3C `currentDirection` of the m-section with this mid.
+    pub(super) fn direction(&self, mid: &str) -> Option<Direction> {
+        sdp::negotiated_direction(&self.local, self.local_is_answer, &self.remote, mid)
     }
 }
 
