@@ -118,7 +118,6 @@ pub struct Engine {
     next_object_id: u32,
     queue: VecDeque<Output>,
     counters: Counters,
-    closed: bool,
     backoff_until: Option<Instant>,
 }
 
@@ -143,7 +142,6 @@ impl Engine {
             next_object_id: 0,
             queue: VecDeque::new(),
             counters: Counters::default(),
-            closed: false,
             backoff_until: None,
         };
         engine.pump();
@@ -273,7 +271,7 @@ impl Engine {
     /// retired connection) are not errors; they are reported as [`Diagnostic`] events.
     pub fn handle_signal(&mut self, now: Instant, signal: Signal) -> Result<(), PeerError> {
         self.now = now;
-        if self.closed {
+        if self.is_closed() {
             return Ok(());
         }
         let result = self.route(signal);
@@ -290,7 +288,7 @@ impl Engine {
         contents: &[u8],
     ) {
         self.now = now;
-        if self.closed {
+        if self.is_closed() {
             return;
         }
         let msg = TaggedBytesMut {
@@ -313,7 +311,7 @@ impl Engine {
     /// Advances timers to `now`. Call it when [`poll_timeout`](Self::poll_timeout) is reached.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        if self.closed {
+        if self.is_closed() {
             return;
         }
         if let Err(e) = self.conn.pc.handle_timeout(now) {
@@ -584,7 +582,7 @@ impl Engine {
 
     /// Closes the engine: says `bye` to the peer and closes the connection.
     pub fn close(&mut self) {
-        if self.closed {
+        if self.is_closed() {
             return;
         }
         self.send_signal(Payload::Bye { reconnect: false });
@@ -594,7 +592,6 @@ impl Engine {
     /// Closes for good, on local request or on the peer's plain `bye`.
     fn finish(&mut self, by_remote: bool) {
         self.shut_down_connection();
-        self.closed = true;
         self.transition(Step::Close, "closed");
         self.queue
             .push_back(Output::Event(Event::Closed { by_remote }));
@@ -612,7 +609,7 @@ impl Engine {
             if let Some(out) = self.queue.pop_front() {
                 return Some(out);
             }
-            if self.closed {
+            if self.is_closed() {
                 return None;
             }
             if self.pump() {
@@ -632,7 +629,7 @@ impl Engine {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next; `None` means no timer.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        if self.closed {
+        if self.is_closed() {
             return None;
         }
         [
@@ -1618,11 +1615,16 @@ impl Engine {
     }
 
     fn check_open(&self) -> Result<(), ApiError> {
-        if self.closed {
+        if self.is_closed() {
             Err(ApiError::Closed)
         } else {
             Ok(())
         }
+    }
+
+    /// Closed for good: the state says so (see `finish`).
+    fn is_closed(&self) -> bool {
+        matches!(self.conn.negotiation, Negotiation::Closed)
     }
 
     fn next_id(&mut self) -> u32 {
