@@ -138,6 +138,9 @@ pub(super) struct Connection {
     pub(super) deferred_channels: Vec<(ChannelId, String, ChannelOptions)>,
     /// The hidden channel that carries the data section, once created.
     pub(super) data_section: Option<RTCDataChannelId>,
+    /// Hidden channels holding the SCTP streams of closed local channels (see
+    /// `Connection::reserve_stream`), by rtc's id.
+    pub(super) reserved_streams: BTreeMap<RTCDataChannelId, u16>,
     /// A channel of this connection has opened, so an SCTP association is up.
     pub(super) sctp_ready: bool,
     pub(super) transceivers: Vec<TransceiverSlot>,
@@ -154,6 +157,7 @@ pub(super) struct Connection {
     pub(super) watch_from: Option<Instant>,
     pub(super) negotiation_strikes: u32,
     pub(super) transport_strikes: u32,
+    pub(super) channel_strikes: u32,
 }
 
 impl Connection {
@@ -252,6 +256,7 @@ impl Connection {
             channels: BTreeMap::new(),
             deferred_channels: Vec::new(),
             data_section: None,
+            reserved_streams: BTreeMap::new(),
             sctp_ready: false,
             transceivers: Vec::new(),
             sample_writers: BTreeMap::new(),
@@ -260,6 +265,7 @@ impl Connection {
             watch_from: None,
             negotiation_strikes: 0,
             transport_strikes: 0,
+            channel_strikes: 0,
         })
     }
 
@@ -338,17 +344,38 @@ impl Connection {
         Ok(())
     }
 
-    /// Keeps a closed channel's SCTP stream from being given to a new channel: rtc gives the
-    /// lowest free stream to the next channel, and one dialed on a stream that was just reset
-    /// never opens (seen in the simulator, with the close complete at both ends). A hidden
-    /// negotiated channel holds the stream; nothing goes on the wire for it.
+    /// Keeps a closed local channel's SCTP stream from being given to a new channel, for the
+    /// life of the connection. rtc frees a stream id as soon as a channel closes and gives the
+    /// lowest free one to the next channel, while the stream's reset may still be on its way
+    /// in the other direction: that late reset then closes the new channel at both ends, or
+    /// its opening never arrives (both seen in the simulator under loss). A browser does not
+    /// reuse a stream before its reset completed both ways; never reusing one is the simple
+    /// form of that. A hidden negotiated channel holds the stream; nothing goes on the wire
+    /// for it. When the stream's late reset closes the holder, a new one takes its place
+    /// (`renew_reserve`). Costs one id of the 32,767 per closed channel.
     pub(super) fn reserve_stream(&mut self, stream: u16) {
         let init = RTCDataChannelInit {
             negotiated: Some(stream),
             ..Default::default()
         };
-        if let Err(e) = self.pc.create_data_channel("politely-closed", Some(init)) {
-            log::debug!("[{}] stream {stream} not reserved: {e}", self.id);
+        match self.pc.create_data_channel("politely-closed", Some(init)) {
+            Ok(dc) => {
+                self.reserved_streams.insert(dc.id(), stream);
+            }
+            Err(e) => log::debug!("[{}] stream {stream} not reserved: {e}", self.id),
+        }
+    }
+
+    /// Whether `rtc_id` is a hidden channel of the engine's own (the data section's or a
+    /// reserve), which the application never sees.
+    pub(super) fn is_hidden_channel(&self, rtc_id: RTCDataChannelId) -> bool {
+        self.data_section == Some(rtc_id) || self.reserved_streams.contains_key(&rtc_id)
+    }
+
+    /// A reserve closed (its stream's late reset arrived): hold the stream again.
+    pub(super) fn renew_reserve(&mut self, rtc_id: RTCDataChannelId) {
+        if let Some(stream) = self.reserved_streams.remove(&rtc_id) {
+            self.reserve_stream(stream);
         }
     }
 
