@@ -142,8 +142,9 @@ pub enum WatchdogCause {
     NoLocalCandidates,
     /// Negotiation completed but the transport did not connect.
     TransportStalled,
-    /// The transport is up but a local data channel never opened (rtc 0.21 drops the open of a
-    /// channel dialed while the SCTP association is not yet established).
+    /// The transport is up but a local data channel has not opened. SCTP retransmits a lost
+    /// opening with a backed-off timer (seconds, after losses), so the first two firings wait
+    /// ([`Recovery::Wait`]) and the third replaces the connection.
     ChannelStalled,
 }
 
@@ -163,6 +164,8 @@ pub enum Recovery {
     NewConnection,
     /// Nothing the engine can do; the application must act (e.g. supply candidates).
     ReportOnly,
+    /// Nothing yet: the stall may pass by itself; a later firing acts if it has not.
+    Wait,
 }
 
 /// Expected events of the pattern, reported for debugging.

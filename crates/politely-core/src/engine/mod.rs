@@ -1248,6 +1248,7 @@ impl Engine {
             ice_connected: c.ice_connected,
             transport_strikes: c.transport_strikes,
             stalled_channel: c.stalled_channels().next().is_some(),
+            channel_strikes: c.channel_strikes,
         };
         let decision = negotiation::decide(&situation);
         if decision.is_negotiation_strike() {
@@ -1255,6 +1256,9 @@ impl Engine {
         }
         if decision.is_transport_strike() {
             self.conn.transport_strikes += 1;
+        }
+        if decision.is_channel_strike() {
+            self.conn.channel_strikes += 1;
         }
         // Whatever it does, the stable watchdog counts again from this firing.
         self.watch_from_now();
@@ -1496,12 +1500,15 @@ impl Engine {
                 }
             }
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id))
-                if self.conn.data_section == Some(rtc_id) =>
+                if self.conn.is_hidden_channel(rtc_id) =>
             {
-                self.conn.sctp_ready = true;
+                self.conn.sctp_ready |= self.conn.data_section == Some(rtc_id);
             }
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id))
-                if self.conn.data_section == Some(rtc_id) => {}
+                if self.conn.is_hidden_channel(rtc_id) =>
+            {
+                self.conn.renew_reserve(rtc_id);
+            }
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id)) => {
                 self.conn.sctp_ready = true;
                 let id = match self.conn.channel_by_rtc(rtc_id) {
@@ -1537,6 +1544,9 @@ impl Engine {
                 {
                     slot.open = true;
                     slot.stream = slot.stream.or(stream);
+                    if slot.origin == Origin::Local {
+                        self.conn.channel_strikes = 0;
+                    }
                     let (label, origin) = (slot.label.clone(), slot.origin);
                     self.queue
                         .push_back(Output::Event(Event::ChannelOpen { id, label, origin }));

@@ -153,6 +153,8 @@ pub(super) struct Situation {
     pub(super) transport_strikes: u32,
     /// A local channel dialed on the connected transport has not opened.
     pub(super) stalled_channel: bool,
+    /// Firings with a local channel not open since a local channel last opened.
+    pub(super) channel_strikes: u32,
 }
 
 /// What the watchdog does about it.
@@ -177,6 +179,15 @@ impl Decision {
                     WatchdogCause::AnswerTimeout | WatchdogCause::BothImpolite,
                     _
                 )
+        )
+    }
+
+    /// Whether this firing counts against a local channel that has not opened.
+    pub(super) fn is_channel_strike(self) -> bool {
+        matches!(
+            self,
+            Decision::Recover(WatchdogCause::ChannelStalled, _)
+                | Decision::NewConnection(WatchdogCause::ChannelStalled)
         )
     }
 
@@ -215,8 +226,12 @@ pub(super) fn decide(s: &Situation) -> Decision {
         }
         // stable: not connected -> restart ICE
         Stable if !s.connected => Recover(TransportStalled, Recovery::RestartIce),
-        // stable: connected, a local channel never opened -> new connection
-        Stable if s.stalled_channel => NewConnection(ChannelStalled),
+        // stable: connected, a local channel not open, third time -> new connection
+        Stable if s.stalled_channel && s.channel_strikes + 1 >= STRIKES_BEFORE_NEW_CONNECTION => {
+            NewConnection(ChannelStalled)
+        }
+        // stable: connected, a local channel not open -> wait (SCTP may be retransmitting it)
+        Stable if s.stalled_channel => Recover(ChannelStalled, Recovery::Wait),
         // stable: connected, every channel open -> nothing
         // have-remote-offer, closed -> nothing (neither outlives an input)
         _ => Nothing,
@@ -240,6 +255,7 @@ mod tests {
             ice_connected: true,
             transport_strikes: 0,
             stalled_channel: false,
+            channel_strikes: 0,
         }
     }
 
@@ -309,12 +325,22 @@ mod tests {
                 Recover(TransportStalled, Recovery::RestartIce),
             ),
             (
-                "stable: connected, a local channel never opened -> new connection",
+                "stable: connected, a local channel not open, third time -> new connection",
                 Situation {
                     stalled_channel: true,
+                    channel_strikes: 2,
                     ..stable
                 },
                 NewConnection(ChannelStalled),
+            ),
+            (
+                "stable: connected, a local channel not open -> wait (SCTP may be retransmitting it)",
+                Situation {
+                    stalled_channel: true,
+                    channel_strikes: 1,
+                    ..stable
+                },
+                Recover(ChannelStalled, Recovery::Wait),
             ),
             (
                 "stable: connected, every channel open -> nothing",
