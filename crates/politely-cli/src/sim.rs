@@ -45,9 +45,6 @@ pub(crate) struct SimArgs {
     /// engines) instead of running it.
     #[arg(long, requires = "script")]
     model: bool,
-    /// Random scenarios also close data channels (a known rtc SCTP stall, see the README).
-    #[arg(long)]
-    close_channels: bool,
 }
 
 struct Outcome {
@@ -63,7 +60,7 @@ fn run_one(args: &SimArgs, seed: u64) -> Outcome {
         Scenario::glare(seed, args.rounds)
     } else {
         let peers = args.peers.unwrap_or(2 + (seed % 3) as usize);
-        Scenario::random_with(seed, peers, args.close_channels)
+        Scenario::random(seed, peers)
     };
     if let Some(ms) = args.latency_ms {
         config.signal_latency = Duration::from_millis(ms);
@@ -89,6 +86,10 @@ fn run_one(args: &SimArgs, seed: u64) -> Outcome {
 }
 
 pub(crate) fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
+    // Silent unless asked: a failing seed is replayed with RUST_LOG to read what happened.
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        crate::init_logs(&filter)?;
+    }
     if let Some(path) = &args.script {
         return crate::script::run_in_sim(path, args.model);
     }
@@ -250,9 +251,6 @@ fn replay_command(args: &SimArgs, o: &Outcome) -> String {
     }
     if let Some(l) = args.latency_ms {
         cmd.push_str(&format!(" --latency-ms {l}"));
-    }
-    if args.close_channels {
-        cmd.push_str(" --close-channels");
     }
     cmd.push_str(" --trace");
     cmd

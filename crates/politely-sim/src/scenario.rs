@@ -163,15 +163,6 @@ impl Scenario {
     /// latency, jitter and loss, and on every pair random intents on both sides at random
     /// times, often at the same instant on both ends to provoke glare.
     pub fn random(seed: u64, peers: usize) -> (SimConfig, Scenario) {
-        Self::random_with(seed, peers, false)
-    }
-
-    /// [`random`](Self::random), with `close_channels` adding channel closes to the actions
-    /// drawn. Off by default: closing a channel while messages are in flight on another one
-    /// stalls that other one's delivery in rtc 0.21's SCTP (about 1 seed in 1,000 with closes
-    /// drawn, e.g. seeds 88 and 891: an open channel whose echo never arrives), which the engine
-    /// does not yet work around.
-    pub fn random_with(seed: u64, peers: usize, close_channels: bool) -> (SimConfig, Scenario) {
         let mut rng = Rng::new(seed);
         let signal_latency = Duration::from_micros(rng.below(30_000));
         let packet_latency = Duration::from_micros(rng.below(20_000));
@@ -208,10 +199,10 @@ impl Scenario {
                 let mut t = 0u64;
                 for _ in 0..(1 + rng.below(5)) {
                     t += rng.below(400);
-                    let action = random_action(&mut rng, &mut label, close_channels);
+                    let action = random_action(&mut rng, &mut label);
                     if rng.chance(0.5) {
                         // Glare on purpose: both ends at the same instant.
-                        let other = random_action(&mut rng, &mut label, close_channels);
+                        let other = random_action(&mut rng, &mut label);
                         scenario = scenario.at(t, a, b, action).at(t, b, a, other);
                     } else if rng.chance(0.5) {
                         scenario = scenario.at(t, a, b, action);
@@ -264,7 +255,7 @@ impl Scenario {
     }
 }
 
-fn random_action(rng: &mut Rng, label: &mut u32, close_channels: bool) -> Action {
+fn random_action(rng: &mut Rng, label: &mut u32) -> Action {
     let kind = if rng.chance(0.5) {
         MediaKind::Audio
     } else {
@@ -285,7 +276,7 @@ fn random_action(rng: &mut Rng, label: &mut u32, close_channels: bool) -> Action
         }
         6 => Action::SetDirection(rng.below(8) as usize, direction),
         7 => Action::RemoveTrack(rng.below(8) as usize),
-        8 if close_channels => Action::CloseChannel(rng.below(8) as usize),
+        8 => Action::CloseChannel(rng.below(8) as usize),
         _ => Action::RestartIce,
     }
 }
