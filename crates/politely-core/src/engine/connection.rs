@@ -685,13 +685,17 @@ impl Connection {
         })
     }
 
-    /// Local channels dialed on a connected transport that have not opened.
-    pub(super) fn stalled_channels(&self) -> impl Iterator<Item = ChannelId> + '_ {
-        let connected = self.connection_state == ConnectionState::Connected && self.sctp_ready;
-        self.channels
-            .iter()
-            .filter(move |(_, s)| connected && s.origin == Origin::Local && !s.open)
-            .map(|(id, _)| *id)
+    /// Whether a local channel has not opened on a connected transport: dialed, or waiting
+    /// for an SCTP association that has not come up (seen against Chromium: rtc, as the DTLS
+    /// client, refused Chromium's INITs as it only dials, and its own dial never brought an
+    /// association up; every channel stayed `connecting` at both ends).
+    pub(super) fn has_stalled_channel(&self) -> bool {
+        self.connection_state == ConnectionState::Connected
+            && (!self.deferred_channels.is_empty()
+                || self
+                    .channels
+                    .values()
+                    .any(|s| s.origin == Origin::Local && !s.open))
     }
 
     /// The SCTP stream of an rtc channel, for ordering; unassigned streams sort last.

@@ -1247,7 +1247,7 @@ impl Engine {
             connected: c.connection_state == ConnectionState::Connected,
             ice_connected: c.ice_connected,
             transport_strikes: c.transport_strikes,
-            stalled_channel: c.stalled_channels().next().is_some(),
+            stalled_channel: c.has_stalled_channel(),
             channel_strikes: c.channel_strikes,
         };
         let decision = negotiation::decide(&situation);

@@ -151,7 +151,8 @@ pub(super) struct Situation {
     pub(super) ice_connected: bool,
     /// Firings on a stalled transport since it last connected.
     pub(super) transport_strikes: u32,
-    /// A local channel dialed on the connected transport has not opened.
+    /// A local channel has not opened on the connected transport (dialed, or waiting for the
+    /// SCTP association).
     pub(super) stalled_channel: bool,
     /// Firings with a local channel not open since a local channel last opened.
     pub(super) channel_strikes: u32,
