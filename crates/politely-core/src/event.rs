@@ -154,8 +154,11 @@ pub enum WatchdogCause {
 pub enum Recovery {
     /// Applied the colliding offer it had ignored, as a polite peer would.
     YieldedToIgnoredOffer,
-    /// Rolled back its own offer and will offer again.
-    Reoffer,
+    /// Sent its unanswered offer again, with the same id: a remote that lost it applies it,
+    /// and one that answered it (and the answer was lost) answers it again. Rolling it back
+    /// instead and making a new offer left the two ends with different histories when the
+    /// remote had applied the first.
+    ResendOffer,
     /// Waits a random back-off before offering again, to break the symmetry.
     BackOff,
     /// Restarted ICE.

@@ -722,6 +722,7 @@ impl Engine {
         if duplicate {
             self.counters.stale_descriptions += 1;
             self.diagnose(Diagnostic::DuplicateOffer);
+            self.answer_again(offer_id);
             return Ok(());
         }
         self.conn.last_remote_offer_id = offer_id.or(self.conn.last_remote_offer_id);
@@ -752,6 +753,47 @@ impl Engine {
             unparsed(&description)
         };
         self.apply_remote_offer(offer, offer_id)
+    }
+
+    /// A repeat of the offer our current exchange answered: its offerer's watchdog heard no
+    /// answer, so ours was lost. Say it again; the offer itself changes nothing here.
+    fn answer_again(&mut self, offer_id: Option<u64>) {
+        let Some(current) = &self.conn.current else {
+            return;
+        };
+        if !matches!(self.conn.negotiation, Negotiation::Stable)
+            || !current.local_is_answer
+            || offer_id.is_none()
+            || current.offer_id != offer_id
+        {
+            return;
+        }
+        let sdp = current.local.clone();
+        self.send_signal(Payload::Description {
+            description: Description {
+                kind: SdpKind::Answer,
+                sdp,
+            },
+            offer_id,
+        });
+    }
+
+    /// The watchdog heard no answer to our offer: send it again, as it was, and count the
+    /// wait from now.
+    fn resend_pending_offer(&mut self) {
+        let watch_from = self.jittered_now();
+        let Negotiation::LocalOffer(pending) = &mut self.conn.negotiation else {
+            return;
+        };
+        pending.watch_from = watch_from;
+        let (id, sdp) = (pending.id, pending.sdp.clone());
+        self.send_signal(Payload::Description {
+            description: Description {
+                kind: SdpKind::Offer,
+                sdp,
+            },
+            offer_id: Some(id),
+        });
     }
 
     /// SRD(offer) with the implicit rollback rtc lacks, then SLD(answer) and send it. The
@@ -828,7 +870,7 @@ impl Engine {
             offer_id,
         });
         self.trickle_local_candidates(&sent_sdp);
-        self.on_negotiated(false, sent_sdp, remote_sdp);
+        self.on_negotiated(false, sent_sdp, remote_sdp, offer_id);
         Ok(())
     }
 
@@ -873,7 +915,7 @@ impl Engine {
         self.pump();
         self.counters.answers_applied += 1;
         self.after_remote_description();
-        self.on_negotiated(true, local_sdp, remote_sdp);
+        self.on_negotiated(true, local_sdp, remote_sdp, Some(pending));
         Ok(())
     }
 
@@ -1009,7 +1051,13 @@ impl Engine {
     }
 
     /// An exchange completed: `local_sdp` and `remote_sdp` are now the current descriptions.
-    fn on_negotiated(&mut self, local_offer: bool, local_sdp: String, remote_sdp: String) {
+    fn on_negotiated(
+        &mut self,
+        local_offer: bool,
+        local_sdp: String,
+        remote_sdp: String,
+        offer_id: Option<u64>,
+    ) {
         for slot in &mut self.conn.transceivers {
             slot.pending_remote = false;
         }
@@ -1018,6 +1066,7 @@ impl Engine {
             local: local_sdp,
             remote: remote_sdp,
             local_is_answer: !local_offer,
+            offer_id,
         });
         let remote_changed = previous_remote.is_none() || previous_remote != self.remote_ufrag();
         let ufrag = self.local_ufrag();
@@ -1280,7 +1329,7 @@ impl Engine {
                             }
                         }
                     }
-                    Recovery::Reoffer => self.rollback_local_offer("watchdog: no answer", false),
+                    Recovery::ResendOffer => self.resend_pending_offer(),
                     Recovery::RestartIce => {
                         let _ = self.restart_ice();
                     }

@@ -64,6 +64,9 @@ pub(super) struct Exchange {
     pub(super) remote: String,
     /// This side answered (the remote offered).
     pub(super) local_is_answer: bool,
+    /// The id of the offer this exchange completed, if it had one. A repeat of a remote offer
+    /// with this id (its offerer's watchdog heard no answer) is answered with `local` again.
+    pub(super) offer_id: Option<u64>,
 }
 
 impl Exchange {
@@ -215,8 +218,8 @@ pub(super) fn decide(s: &Situation) -> Decision {
         }
         // have-local-offer: unanswered while we ignored theirs -> yield to it
         HaveLocalOffer if s.ignored_offer => Recover(BothImpolite, Recovery::YieldedToIgnoredOffer),
-        // have-local-offer: unanswered, nothing collided -> roll back and offer again
-        HaveLocalOffer => Recover(AnswerTimeout, Recovery::Reoffer),
+        // have-local-offer: unanswered, nothing collided -> send the same offer again
+        HaveLocalOffer => Recover(AnswerTimeout, Recovery::ResendOffer),
         // stable: no local candidate -> report (nothing the engine can do)
         Stable if !s.local_candidates => Recover(NoLocalCandidates, Recovery::ReportOnly),
         // stable: not connected, ICE connected -> new connection (the stall is above ICE)
@@ -289,9 +292,9 @@ mod tests {
                 Recover(BothImpolite, Recovery::YieldedToIgnoredOffer),
             ),
             (
-                "have-local-offer: unanswered, nothing collided -> roll back and offer again",
+                "have-local-offer: unanswered, nothing collided -> send the same offer again",
                 offer,
-                Recover(AnswerTimeout, Recovery::Reoffer),
+                Recover(AnswerTimeout, Recovery::ResendOffer),
             ),
             (
                 "stable: no local candidate -> report (nothing the engine can do)",
