@@ -19,6 +19,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCDataChannelEvent;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
     RTCIceCandidateInit, RTCIceServer,
@@ -167,7 +168,14 @@ impl Connection {
         now: Instant,
     ) -> Result<Self, ConfigError> {
         let media = media_engine().map_err(|e| ConfigError::Rtc(e.to_string()))?;
+        // Answer as DTLS server (`a=setup:passive`), so that the peer that offered dials SCTP.
+        // rtc's DTLS client dials once, when its DTLS handshake completes, and only if its
+        // SCTP transport has started by then; a data section that arrives by a later
+        // renegotiation (a browser's first offer had none) starts it too late, and as client
+        // rtc refuses the browser's INITs (differential scripts 1004, 1216: every channel
+        // `connecting` for good). As server it accepts them whenever they come.
         let settings = SettingEngineBuilder::new()
+            .with_answering_dtls_role(RTCDtlsRole::Server)
             .with_ice_connection_attempts(Some(config.ice_check_interval), None)
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
