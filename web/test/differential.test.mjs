@@ -17,6 +17,12 @@
 // DIFF_ROUND_MS (how long a round may take to settle, 10000: room for a watchdog recovery;
 // once a round of a pairing did not settle, its next rounds but the last get 2000, as the
 // pairing differs already).
+//
+// The reference itself can fail: Chromium 156 sometimes leaves a channel the other side
+// created `connecting` for good (script 11 once with Chromium on both sides; 234 and 285 once
+// each with the native peer on the other side, the channel stuck in the page). When Chromium ↔ Chromium does not settle a round that the W3C model
+// settles, its run says nothing about the W3C outcome, so it is run once more; the summary
+// counts these reruns.
 
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -38,6 +44,7 @@ let browser;
 let rooms = 0;
 const times = [];
 const differing = [];
+const rerunReference = [];
 
 before(async () => {
   server = await startServer();
@@ -49,6 +56,7 @@ after(async () => {
   await server?.stop();
   console.log(`# ${summary("differential script (both pairings)", times)}`);
   console.log(`# ${differing.length} of ${times.length} scripts differ${differing.length ? `: seeds ${differing.join(", ")}` : ""}`);
+  console.log(`# Chromium ↔ Chromium run again (it did not settle where the model does): ${rerunReference.length ? `seeds ${rerunReference.join(", ")}` : "none"}`);
 });
 
 /** A Chromium page running the W3C pattern, joined to `room`. */
@@ -273,10 +281,16 @@ for (const seed of seeds) {
     const script = JSON.parse(text);
     const nativePeer = script.seed % 2;
     const start = performance.now();
-    const browsers = await runPair(script, [PageSide.join, PageSide.join]);
+    const model = await inSim(text, true);
+    let browsers = await runPair(script, [PageSide.join, PageSide.join]);
+    if (browsers.unsettledRounds.length && !model.unsettledRounds.length) {
+      console.log(`# script ${script.seed}: Chromium ↔ Chromium did not settle rounds ${browsers.unsettledRounds.join(", ")}; run again`);
+      rerunReference.push(script.seed);
+      browsers = await runPair(script, [PageSide.join, PageSide.join]);
+    }
     const mixed = await runPair(script, nativePeer === 0 ? [NativeSide.join, PageSide.join] : [PageSide.join, NativeSide.join]);
     times.push(performance.now() - start);
-    const [sim, model] = await Promise.all([inSim(text, false), inSim(text, true)]);
+    const sim = await inSim(text, false);
     const others = [
       [`Chromium↔native (native is peer ${nativePeer})`, mixed],
       ["the simulator", sim],
