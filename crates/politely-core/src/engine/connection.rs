@@ -675,8 +675,12 @@ impl Connection {
     /// Whether something still waits on the transport: the connection itself, or a local
     /// channel that has not opened. The watchdog stays armed while it does.
     pub(super) fn awaits_transport(&self) -> bool {
-        self.connection_state != ConnectionState::Connected
-            || !self.deferred_channels.is_empty()
+        self.connection_state != ConnectionState::Connected || self.has_unopened_local_channel()
+    }
+
+    /// A local channel has not opened: dialed, or held back until the association is up.
+    fn has_unopened_local_channel(&self) -> bool {
+        !self.deferred_channels.is_empty()
             || self
                 .channels
                 .values()
@@ -698,12 +702,7 @@ impl Connection {
     /// client, refused Chromium's INITs as it only dials, and its own dial never brought an
     /// association up; every channel stayed `connecting` at both ends).
     pub(super) fn has_stalled_channel(&self) -> bool {
-        self.connection_state == ConnectionState::Connected
-            && (!self.deferred_channels.is_empty()
-                || self
-                    .channels
-                    .values()
-                    .any(|s| s.origin == Origin::Local && !s.open))
+        self.connection_state == ConnectionState::Connected && self.has_unopened_local_channel()
     }
 
     /// The SCTP stream of an rtc channel, for ordering; unassigned streams sort last.

@@ -804,7 +804,7 @@ impl Engine {
         offer_id: Option<u64>,
     ) -> Result<(), PeerError> {
         if matches!(self.conn.negotiation, Negotiation::LocalOffer(_)) {
-            self.rollback_local_offer("remote offer collided", true);
+            self.rollback_local_offer();
             self.diagnose(Diagnostic::RolledBack);
         }
         let now = self.now;
@@ -962,10 +962,10 @@ impl Engine {
         self.pump();
     }
 
-    /// Rolls back our pending offer. `glare` tells whether it yields to a colliding offer (an
-    /// answer to it later means the remote yielded too) or is abandoned by the watchdog (an
-    /// answer to it later is merely stale, which the answer checks catch anyway).
-    fn rollback_local_offer(&mut self, reason: &str, glare: bool) {
+    /// Rolls back our pending offer to yield to a colliding one (polite). Its id is kept: an
+    /// answer to it later means the remote yielded too (both polite). The watchdog never rolls
+    /// an offer back; it sends it again (`resend_pending_offer`).
+    fn rollback_local_offer(&mut self) {
         let rollback = RTCSessionDescription::rollback(None)
             .expect("invariant: a rollback description without SDP always builds");
         // In have-local-offer no transceiver is pending-remote (the flags clear on stable), so
@@ -980,12 +980,10 @@ impl Engine {
             Negotiation::LocalOffer(offer) => Some(offer.id),
             _ => None,
         };
-        self.transition(Step::LocalRollback, reason);
+        self.transition(Step::LocalRollback, "remote offer collided");
         self.conn.set_rtc_directions(RtcDirections::Settled);
         self.pump();
-        if let Some(id) = pending
-            && glare
-        {
+        if let Some(id) = pending {
             self.conn.rolled_back.push(id);
             if self.conn.rolled_back.len() > 16 {
                 self.conn.rolled_back.remove(0);
@@ -1548,10 +1546,11 @@ impl Engine {
                     _ => {}
                 }
             }
+            // A hidden channel (data section or reserve) opens only on a live association.
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id))
                 if self.conn.is_hidden_channel(rtc_id) =>
             {
-                self.conn.sctp_ready |= self.conn.data_section == Some(rtc_id);
+                self.conn.sctp_ready = true;
             }
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id))
                 if self.conn.is_hidden_channel(rtc_id) =>
