@@ -281,7 +281,10 @@ async fn leaving_ends_every_task() {
     for round in 0..3 {
         let mut a = server.join("tasks").await;
         let mut b = server.join("tasks").await;
-        let to_b = until(&mut a, "bob", 5, joined).await;
+        // The last round's peers may still be in the room for a moment (the server sees them
+        // go a little after they leave), so wait for this round's bob by id.
+        let bob = b.id();
+        let to_b = until(&mut a, "bob", 5, |e| joined(e).filter(|p| p.id() == bob)).await;
         let channel = to_b
             .create_data_channel("x", Default::default())
             .await
