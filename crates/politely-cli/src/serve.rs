@@ -39,6 +39,23 @@ pub(crate) struct ServeArgs {
     /// The most bytes queued for one client.
     #[arg(long, env = "POLITELY_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     send_queue_bytes: usize,
+    /// The most bytes queued for all clients together; a frame that finds it spent disconnects
+    /// its target as a slow consumer.
+    #[arg(long, env = "POLITELY_MAX_QUEUED_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_queued_bytes: usize,
+    /// The most TCP connections open at once; more are answered 503.
+    #[arg(long, env = "POLITELY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// The most TCP connections open at once from one client address; more are answered 503.
+    #[arg(
+        long,
+        env = "POLITELY_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    max_connections_per_address: usize,
+    /// How long a client has to send a whole HTTP request head.
+    #[arg(long, env = "POLITELY_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
     /// How often quiet connections are pinged.
     #[arg(long, env = "POLITELY_PING_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
     ping_interval: Duration,
@@ -82,6 +99,10 @@ impl ServeArgs {
             resume_grace: self.resume_grace,
             send_queue_frames: self.send_queue_frames,
             send_queue_bytes: self.send_queue_bytes,
+            max_queued_bytes: self.max_queued_bytes,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            request_timeout: self.request_timeout,
             ping_interval: self.ping_interval,
             ping_timeout: self.ping_timeout,
             join_timeout: self.join_timeout,

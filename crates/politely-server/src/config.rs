@@ -25,6 +25,19 @@ pub struct Config {
     pub send_queue_frames: usize,
     /// The most bytes queued for one client. Default 4 MiB.
     pub send_queue_bytes: usize,
+    /// The most bytes queued for all clients together. Default 256 MiB. A frame that finds the
+    /// budget spent disconnects its target as a slow consumer (4002), as a full queue does; the
+    /// sender is not disturbed. Queues reserve the budget in 64 KiB steps.
+    pub max_queued_bytes: usize,
+    /// The most TCP connections open at once (WebSocket or plain HTTP). Default 10,000. Past it
+    /// a new connection is answered `503` and closed. Applies to [`crate::Server`], not to
+    /// [`crate::app`] mounted elsewhere.
+    pub max_connections: usize,
+    /// The most TCP connections open at once from one client address. Default 256.
+    pub max_connections_per_address: usize,
+    /// How long a client has to send a whole HTTP request head (the WebSocket upgrade, or any
+    /// other request, each request of a kept-alive connection included). Default 10 s.
+    pub request_timeout: Duration,
     /// How often the server pings every connection. Default 15 s.
     pub ping_interval: Duration,
     /// How long a connection may stay silent (no frame, no pong) before it counts as dropped.
@@ -95,6 +108,10 @@ impl Default for Config {
             resume_grace: Duration::from_secs(10),
             send_queue_frames: 1024,
             send_queue_bytes: 4 * 1024 * 1024,
+            max_queued_bytes: 256 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            request_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(45),
             join_timeout: Duration::from_secs(10),

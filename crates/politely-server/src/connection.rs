@@ -82,7 +82,17 @@ struct Connection {
     /// per read, not per frame).
     received: u64,
     relayed: u64,
+    /// The payload of the last ping of this read, answered once the read's frames are handled:
+    /// a burst of pings costs one pong, as RFC 6455 §5.5.3 allows.
+    pong: Option<Vec<u8>>,
+    /// The reader has the joined limits (before `join` a frame may be [`JOIN_FRAME_BYTES`]).
+    full_limits: bool,
 }
+
+/// The largest message a connection may send before it has joined; a larger one ends it (1009).
+/// A `join` with the longest room name and a generous token fits many times over, and a client
+/// that has not joined cannot make the server hold a signal-sized buffer.
+pub(crate) const JOIN_FRAME_BYTES: usize = 16 * 1024;
 
 /// Bytes of write buffer a connection keeps once idle (under load its two buffers keep the size
 /// of its largest batch, so batches are not regrown each time).
@@ -100,10 +110,12 @@ where
     let config = &hub.config;
     // A frame up to four times the limit is skipped and refused with an error frame; past that
     // the connection ends (1009): a peer sending such frames is not a signaling client.
+    // Before `join`: frames over the frame limit are refused as ever, and anything over
+    // `JOIN_FRAME_BYTES` ends the connection.
     let mut reader = Reader::new(
         Role::Server,
-        config.max_frame_bytes,
-        config.max_frame_bytes.saturating_mul(4),
+        JOIN_FRAME_BYTES.min(config.max_frame_bytes),
+        JOIN_FRAME_BYTES,
         config.read_buffer_bytes,
     );
     reader.feed(&early);
@@ -123,8 +135,14 @@ where
         signal_prefix: String::new(),
         received: 0,
         relayed: 0,
+        pong: None,
+        full_limits: false,
         hub,
     };
+    #[cfg(test)]
+    if conn.hub.echo {
+        conn.full_limits(&mut reader);
+    }
     let end = conn.serve(&mut stream, &mut reader).await;
     conn.count();
     conn.finish(&mut stream, &mut reader, end).await;
@@ -150,6 +168,13 @@ impl Connection {
             metrics.frames_relayed.fetch_add(self.relayed, Relaxed);
             self.relayed = 0;
         }
+    }
+
+    /// Gives the reader the limits of a joined connection.
+    fn full_limits(&mut self, reader: &mut Reader) {
+        let max = self.hub.config.max_frame_bytes;
+        reader.set_limits(max, max.saturating_mul(4));
+        self.full_limits = true;
     }
 
     fn joined(&mut self, member: Membership) {
@@ -244,6 +269,9 @@ impl Connection {
                     if let Some(end) = self.on_message(stream, message).await {
                         break Some(end);
                     }
+                    if self.member.is_some() && !self.full_limits {
+                        self.full_limits(reader);
+                    }
                 }
                 Err(error) => {
                     tracing::debug!(connection = self.id, ?error, "protocol error");
@@ -252,7 +280,47 @@ impl Connection {
             }
         };
         self.count();
+        if let Some(payload) = self.pong.take() {
+            if end.is_some() {
+                return end;
+            }
+            let mut pong = Vec::with_capacity(2 + payload.len());
+            websocket::write_frame(&mut pong, Opcode::Pong, &payload);
+            return self.write_direct(stream, &pong).await;
+        }
         end
+    }
+
+    /// Takes a token for a frame from the rate limit. A frame over the limit is dropped (`false`);
+    /// the first of a run is answered with `rate-limited`, and each takes a strike, so a client
+    /// that keeps on is closed (1008).
+    async fn within_rate<S>(&mut self, stream: &mut S) -> Result<bool, End>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let Some(rate) = &mut self.rate else {
+            return Ok(true);
+        };
+        if rate.take(Instant::now()) {
+            self.limited = false;
+            return Ok(true);
+        }
+        let first = !self.limited;
+        self.limited = true;
+        if !self.strikes.take(Instant::now()) {
+            return Err(End::Close(CloseCode::PolicyViolation));
+        }
+        if first {
+            self.hub.metrics.error(ErrorCode::RateLimited);
+            let error = ServerMessage::error(
+                ErrorCode::RateLimited,
+                "too many frames; this one and the next ones over the limit are dropped",
+            );
+            if let Some(end) = self.send(stream, &error).await {
+                return Err(end);
+            }
+        }
+        Ok(false)
     }
 
     /// Writes a frame straight to the socket (a ping, a pong, a reply before joining); a client
@@ -344,6 +412,22 @@ impl Connection {
         S: AsyncWrite + Unpin,
     {
         self.heard = true;
+        #[cfg(test)]
+        if self.hub.echo {
+            return self.echo(stream, message).await;
+        }
+        if matches!(message, Message::Text(_)) {
+            self.received += 1;
+        }
+        // Every frame but a close (and one over the size limit, refused anyway) takes a token:
+        // pings and pongs cost the server as much as signals.
+        if !matches!(message, Message::Close(_) | Message::TooLarge(_)) {
+            match self.within_rate(stream).await {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(end) => return Some(end),
+            }
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -360,34 +444,16 @@ impl Connection {
                     .await;
             }
             Message::Ping(payload) => {
-                let mut pong = Vec::with_capacity(2 + payload.len());
-                websocket::write_frame(&mut pong, Opcode::Pong, payload);
-                return self.write_direct(stream, &pong).await;
+                // Answered after the other frames of this read, once for all its pings.
+                let pong = self.pong.get_or_insert_with(Vec::new);
+                pong.clear();
+                pong.extend_from_slice(payload);
+                return None;
             }
             // A pong only proves the client is alive.
             Message::Pong(_) => return None,
             Message::Close(code) => return Some(End::ClientClosed(code)),
         };
-        self.received += 1;
-        if let Some(rate) = &mut self.rate {
-            if !rate.take(Instant::now()) {
-                let first = !self.limited;
-                self.limited = true;
-                if !self.strikes.take(Instant::now()) {
-                    return Some(End::Close(CloseCode::PolicyViolation));
-                }
-                if first {
-                    self.hub.metrics.error(ErrorCode::RateLimited);
-                    let error = ServerMessage::error(
-                        ErrorCode::RateLimited,
-                        "too many frames; this one and the next ones over the limit are dropped",
-                    );
-                    return self.send(stream, &error).await;
-                }
-                return None;
-            }
-            self.limited = false;
-        }
         // Nearly every frame is a signal in the shape clients write: found and checked (JSON and
         // UTF-8) in one pass. The parser takes the rest, and gives the precise error for
         // malformed frames.
@@ -416,6 +482,36 @@ impl Connection {
             ClientMessage::Leave => Some(End::Close(CloseCode::Normal)),
             ClientMessage::Ping => self.send(stream, &ServerMessage::Pong).await,
         }
+    }
+
+    /// The test-only echo endpoint of the WebSocket conformance cases: data messages come back
+    /// as they were sent; everything else is handled as on a signaling connection.
+    #[cfg(test)]
+    async fn echo<S>(&mut self, stream: &mut S, message: Message<'_>) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let (opcode, payload) = match message {
+            Message::Text(text) => {
+                if std::str::from_utf8(text.as_bytes()).is_err() {
+                    return Some(End::Close(CloseCode::InvalidUtf8));
+                }
+                (Opcode::Text, text.as_bytes())
+            }
+            Message::Binary(bytes) => (Opcode::Binary, bytes),
+            Message::Ping(payload) => {
+                let pong = self.pong.get_or_insert_with(Vec::new);
+                pong.clear();
+                pong.extend_from_slice(payload);
+                return None;
+            }
+            Message::Pong(_) => return None,
+            Message::Close(code) => return Some(End::ClientClosed(code)),
+            Message::TooLarge(_) => return Some(End::Close(CloseCode::MessageTooBig)),
+        };
+        let mut frame = Vec::with_capacity(payload.len() + 10);
+        websocket::write_frame(&mut frame, opcode, payload);
+        self.write_direct(stream, &frame).await
     }
 
     /// Relays `data` (raw JSON, checked) to `to`; `shared` is `data` kept from its read, for a

@@ -4,16 +4,19 @@
 //! [`crate::app`] itself.
 
 use crate::connection;
-use crate::hub::Hub;
+use crate::hub::{Admission, Hub};
 use crate::websocket;
+use base64::Engine as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A request head larger than this is refused.
-const MAX_HEAD: usize = 8 * 1024;
+/// A request head larger than this is refused (431), on either path.
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
+
+/// The most header lines a request may have, on either path.
+pub(crate) const MAX_HEADERS: usize = 48;
 
 /// What the server answers a valid upgrade request with.
 pub(crate) struct Accept {
@@ -34,29 +37,60 @@ impl Refusal {
     }
 }
 
-/// Checks an upgrade request's headers (`header` looks one up by lower-case name; a repeated
-/// header's values are joined with commas).
+/// A header's value as text: visible ASCII, spaces and tabs only (what `http` accepts as a
+/// string), so both paths read the same values.
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// Checks an upgrade request's headers, the same way on both paths: `header` gives every value
+/// of a header (one per line it was sent on), by lower-case name.
 pub(crate) fn check<'h>(
     hub: &Hub,
-    header: impl Fn(&str) -> Option<&'h str>,
+    header: impl Fn(&str) -> Vec<&'h str>,
 ) -> Result<Accept, Refusal> {
+    // List-valued headers: a repeated header's values count together, as HTTP reads them.
     let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|value| {
+        header(name).iter().any(|value| {
             value
                 .split(',')
                 .any(|item| item.trim().eq_ignore_ascii_case(token))
         })
     };
+    // Single-valued headers: sent once, or the request is malformed.
+    let single = |name: &str| -> Result<Option<&'h str>, Refusal> {
+        match header(name)[..] {
+            [] => Ok(None),
+            [value] => Ok(Some(value.trim())),
+            _ => Err(Refusal::new(
+                400,
+                "a header that must appear once is repeated\n",
+            )),
+        }
+    };
     if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
         return Err(Refusal::new(400, "a WebSocket upgrade is expected here\n"));
     }
-    if header("sec-websocket-version").map(str::trim) != Some("13") {
+    if single("sec-websocket-version")? != Some("13") {
         return Err(Refusal::new(426, "WebSocket version 13 is required\n"));
     }
-    let Some(key) = header("sec-websocket-key").filter(|key| !key.trim().is_empty()) else {
+    let Some(key) = single("sec-websocket-key")? else {
         return Err(Refusal::new(400, "Sec-WebSocket-Key is missing\n"));
     };
-    if let (Some(allowed), Some(origin)) = (&hub.config.allowed_origins, header("origin"))
+    // RFC 6455 §4.1: the key is 16 bytes, base64-encoded.
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+    if decoded.map(|bytes| bytes.len()) != Ok(16) {
+        return Err(Refusal::new(
+            400,
+            "Sec-WebSocket-Key is not 16 bytes of base64\n",
+        ));
+    }
+    let origin = single("origin")?;
+    if let (Some(allowed), Some(origin)) = (&hub.config.allowed_origins, origin)
         && !allowed.iter().any(|a| a == origin)
     {
         hub.metrics.origin_refused.fetch_add(1, Relaxed);
@@ -155,7 +189,7 @@ async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)
             }
         }
     };
-    let end = match tokio::time::timeout(Duration::from_secs(10), read_head).await {
+    let end = match tokio::time::timeout(hub.config.request_timeout, read_head).await {
         Ok(Some(end)) => end,
         Ok(None) if head.len() >= MAX_HEAD => {
             let refusal = Err(Refusal::new(431, "the request head is too large\n"));
@@ -164,34 +198,21 @@ async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)
         }
         _ => return None,
     };
-    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let result = match request.parse(&head[..end]) {
-        Ok(httparse::Status::Complete(_)) => {
-            // A repeated header's values are joined with commas, as HTTP reads them.
-            let lookup = |name: &str| {
-                let values: Vec<&str> = request
-                    .headers
+        Ok(httparse::Status::Complete(_)) if request.version == Some(1) => {
+            let headers = &*request.headers;
+            check(hub, |name| {
+                headers
                     .iter()
                     .filter(|h| h.name.eq_ignore_ascii_case(name))
-                    .filter_map(|h| std::str::from_utf8(h.value).ok())
-                    .collect();
-                (!values.is_empty()).then(|| values.join(","))
-            };
-            // Looked up once each, up front, for the checks.
-            let names = [
-                "upgrade",
-                "connection",
-                "sec-websocket-version",
-                "sec-websocket-key",
-                "origin",
-                "sec-websocket-protocol",
-            ];
-            let values: Vec<_> = names.iter().map(|name| lookup(name)).collect();
-            check(hub, |name| {
-                let i = names.iter().position(|n| *n == name)?;
-                values[i].as_deref()
+                    .filter_map(|h| header_text(h.value))
+                    .collect()
             })
+        }
+        Ok(httparse::Status::Complete(_)) => {
+            Err(Refusal::new(400, "a WebSocket upgrade needs HTTP/1.1\n"))
         }
         _ => Err(Refusal::new(400, "a malformed request\n")),
     };
@@ -208,13 +229,22 @@ async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)
 pub(crate) fn upgrade_in_router(
     hub: Arc<Hub>,
     mut request: axum::extract::Request,
+    admission: Option<Arc<Admission>>,
 ) -> axum::response::Response {
     use axum::http::{HeaderValue, StatusCode, header};
     use axum::response::IntoResponse;
     let headers = request.headers();
-    let result = check(&hub, |name| {
-        headers.get(name).and_then(|value| value.to_str().ok())
-    });
+    let result = if request.version() != axum::http::Version::HTTP_11 {
+        Err(Refusal::new(400, "a WebSocket upgrade needs HTTP/1.1\n"))
+    } else {
+        check(&hub, |name| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|value| header_text(value.as_bytes()))
+                .collect()
+        })
+    };
     let accept = match result {
         Ok(accept) => accept,
         Err(refusal) => {
@@ -229,6 +259,8 @@ pub(crate) fn upgrade_in_router(
             let stream = hyper_util::rt::TokioIo::new(upgraded);
             connection::run(task_hub, stream, Vec::new()).await;
         }
+        // The TCP connection's place in the limits goes with the upgraded stream.
+        drop(admission);
     });
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();

@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::IoSlice;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -23,18 +24,58 @@ use tokio_util::task::TaskTracker;
 /// The server's shared state.
 pub(crate) struct Hub {
     pub(crate) config: Config,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down: every connection closes with 1001.
     pub(crate) shutdown: CancellationToken,
     /// Every connection task and grace timer, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
     state: Mutex<HubState>,
     next_connection: AtomicU64,
+    /// Open TCP connections, in total and by client address.
+    open: Mutex<OpenConnections>,
+    /// Connections echo data messages instead of reading them as signaling (the WebSocket
+    /// conformance cases).
+    #[cfg(test)]
+    pub(crate) echo: bool,
 }
 
 struct HubState {
     rooms: HashMap<Arc<str>, Arc<Room>>,
     ids: IdGenerator,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Why a TCP connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The server holds `max_connections` already.
+    Total,
+    /// The client's address holds `max_connections_per_address` already.
+    Address,
+}
+
+/// A TCP connection's place within the connection limits, given back when dropped.
+pub(crate) struct Admission {
+    hub: Arc<Hub>,
+    address: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut open = self.hub.lock_open();
+        open.total -= 1;
+        if let Some(n) = open.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_address.remove(&self.address);
+            }
+        }
+    }
 }
 
 pub(crate) struct Room {
@@ -122,11 +163,21 @@ impl Batch {
 
 /// A peer's bounded queue of frames to send. It belongs to the slot, not to a connection, so
 /// frames addressed to a peer within its grace period wait here for the resume.
+///
+/// Besides its own limits, every queue draws on the server's budget for queued bytes
+/// (`Config::max_queued_bytes`): it reserves credit in steps, so the shared counter is touched
+/// once per step or batch rather than once per frame, and gives it all back when its frames are
+/// taken or it closes.
 pub(crate) struct Outbox {
     inner: Mutex<OutboxInner>,
     max_frames: usize,
     max_bytes: usize,
+    budget: usize,
+    metrics: Arc<Metrics>,
 }
+
+/// The budget credit a queue reserves at once.
+const CREDIT_STEP: usize = 64 * 1024;
 
 struct OutboxInner {
     batch: Batch,
@@ -137,6 +188,8 @@ struct OutboxInner {
     owner: u64,
     waker: Arc<Notify>,
     closed: Option<CloseCode>,
+    /// Bytes reserved from the server's budget; at least `bytes`.
+    credit: usize,
 }
 
 /// What [`Outbox::take`] found.
@@ -153,7 +206,7 @@ pub(crate) enum Take {
 pub(crate) struct Overflow;
 
 impl Outbox {
-    fn new(config: &Config, owner: u64, waker: Arc<Notify>) -> Self {
+    fn new(config: &Config, metrics: Arc<Metrics>, owner: u64, waker: Arc<Notify>) -> Self {
         Outbox {
             inner: Mutex::new(OutboxInner {
                 batch: Batch::default(),
@@ -162,9 +215,12 @@ impl Outbox {
                 owner,
                 waker,
                 closed: None,
+                credit: 0,
             }),
             max_frames: config.send_queue_frames,
             max_bytes: config.send_queue_bytes,
+            budget: config.max_queued_bytes,
+            metrics,
         }
     }
 
@@ -177,14 +233,36 @@ impl Outbox {
     /// The locked queue, if it takes a frame of `len` payload bytes; `None` if it is closed
     /// (the frame is dropped quietly: its peer is gone).
     fn admit(&self, len: usize) -> Result<Option<MutexGuard<'_, OutboxInner>>, Overflow> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         if inner.closed.is_some() {
             return Ok(None);
         }
         if inner.frames >= self.max_frames || inner.bytes + len > self.max_bytes {
             return Err(Overflow);
         }
+        if inner.bytes + len > inner.credit {
+            let need = inner.bytes + len - inner.credit;
+            let Some(grant) = self.reserve(need.max(CREDIT_STEP), need) else {
+                self.metrics.queue_budget_refused.fetch_add(1, Relaxed);
+                return Err(Overflow);
+            };
+            inner.credit += grant;
+        }
         Ok(Some(inner))
+    }
+
+    /// Reserves `want` bytes of the server's budget, or at least `need`; `None` if even that
+    /// does not fit.
+    fn reserve(&self, want: usize, need: usize) -> Option<usize> {
+        let queued = &self.metrics.queued_bytes;
+        for grant in [want, need] {
+            let before = queued.fetch_add(grant, Relaxed);
+            if before + grant <= self.budget {
+                return Some(grant);
+            }
+            queued.fetch_sub(grant, Relaxed);
+        }
+        None
     }
 
     /// Queues one text frame made of `parts` end to end.
@@ -243,7 +321,16 @@ impl Outbox {
         std::mem::swap(&mut inner.batch, out);
         inner.frames = 0;
         inner.bytes = 0;
+        self.release(&mut inner);
         Take::Frames
+    }
+
+    /// Gives the queue's budget credit back.
+    fn release(&self, inner: &mut OutboxInner) {
+        if inner.credit > 0 {
+            self.metrics.queued_bytes.fetch_sub(inner.credit, Relaxed);
+            inner.credit = 0;
+        }
     }
 
     /// Gives back the memory of a burst (called by an idle connection): an empty queue keeps at
@@ -268,7 +355,18 @@ impl Outbox {
         inner.batch = Batch::default();
         inner.frames = 0;
         inner.bytes = 0;
+        self.release(&mut inner);
         inner.waker.notify_one();
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // A peer removed with frames still queued (its grace period ended, say).
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        if inner.credit > 0 {
+            self.metrics.queued_bytes.fetch_sub(inner.credit, Relaxed);
+        }
     }
 }
 
@@ -364,7 +462,7 @@ impl Hub {
     pub(crate) fn new(config: Config) -> Self {
         Hub {
             config,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             state: Mutex::new(HubState {
@@ -372,12 +470,39 @@ impl Hub {
                 ids: IdGenerator::new(),
             }),
             next_connection: AtomicU64::new(1),
+            open: Mutex::default(),
+            #[cfg(test)]
+            echo: false,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
         // Every update of the state is a single insert, remove or counter step.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_open(&self) -> MutexGuard<'_, OpenConnections> {
+        // Every update is a counter step.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new TCP connection from `address` against the connection limits.
+    pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admission, Refused> {
+        let address = address.to_canonical();
+        let mut open = self.lock_open();
+        if open.total >= self.config.max_connections {
+            return Err(Refused::Total);
+        }
+        let n = open.by_address.entry(address).or_insert(0);
+        if *n >= self.config.max_connections_per_address {
+            return Err(Refused::Address);
+        }
+        *n += 1;
+        open.total += 1;
+        Ok(Admission {
+            hub: self.clone(),
+            address,
+        })
     }
 
     /// A number for a new connection, unique for the server's life.
@@ -421,7 +546,12 @@ impl Hub {
             let id: Arc<str> = state.ids.next().into();
             let mut resume_secret = [0u8; 16];
             fill_random(&mut resume_secret);
-            let outbox = Arc::new(Outbox::new(&self.config, connection, waker));
+            let outbox = Arc::new(Outbox::new(
+                &self.config,
+                self.metrics.clone(),
+                connection,
+                waker,
+            ));
             let welcome = welcome(&id, room_name, &peers, &resume_secret, false);
             // The welcome is queued before anyone can learn the new id, so it comes first.
             let _ = outbox.push([welcome.as_bytes()]);
@@ -585,14 +715,14 @@ impl Hub {
 
     /// Removes a peer whose queue overflowed, and closes its connection with 4002.
     fn evict(&self, room: &Arc<Room>, id: &Arc<str>) {
-        let mut outbox = None;
-        self.remove(room, id, |slot| {
-            outbox = Some(slot.outbox.clone());
+        let evicted = self.remove(room, id, |slot| {
+            // Closed before the others are told, so the budget its queue held is free for
+            // their `peer-left`.
+            slot.outbox.close(CloseCode::SlowConsumer);
             true
         });
-        if let Some(outbox) = outbox {
+        if evicted {
             tracing::debug!(room = %room.name, %id, "slow consumer disconnected");
-            outbox.close(CloseCode::SlowConsumer);
         }
     }
 
@@ -643,7 +773,12 @@ mod tests {
 
     #[test]
     fn shared_payloads_keep_at_most_half_a_mebibyte_alive_and_later_ones_are_copied() {
-        let outbox = Outbox::new(&Config::default(), 1, Arc::new(Notify::new()));
+        let outbox = Outbox::new(
+            &Config::default(),
+            Arc::default(),
+            1,
+            Arc::new(Notify::new()),
+        );
         let payload = Bytes::from(vec![b'7'; 2000]);
         // Each payload keeps a 150 KiB read buffer alive: three fit in the budget.
         for _ in 0..10 {

@@ -50,7 +50,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hub::Hub;
+use hub::{Admission, Hub, Refused};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -115,13 +115,20 @@ impl Server {
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
-                Ok((tcp, _)) => {
+                Ok((tcp, peer)) => {
+                    let admission = match hub.admit(peer.ip()) {
+                        Ok(admission) => admission,
+                        Err(refused) => {
+                            refuse(&hub, &tcp, refused);
+                            continue;
+                        }
+                    };
                     // Frames are batched per write already; Nagle's algorithm would only add
                     // latency.
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::warn!("TCP_NODELAY: {e}");
                     }
-                    let task = connection(hub.clone(), router.clone(), tcp);
+                    let task = connection(hub.clone(), router.clone(), tcp, admission);
                     hub.tasks.spawn(task);
                 }
                 // Out of file descriptors, or a connection reset before it was accepted: the
@@ -148,12 +155,37 @@ impl Server {
     }
 }
 
+/// Answers a connection over the limits with a `503` and closes it, without a task: one write
+/// that fits any socket buffer, then the close.
+fn refuse(hub: &Hub, tcp: &TcpStream, refused: Refused) {
+    let (counter, body) = match refused {
+        Refused::Total => (
+            &hub.metrics.refused_total,
+            "the server has too many connections\n",
+        ),
+        Refused::Address => (
+            &hub.metrics.refused_address,
+            "too many connections from your address\n",
+        ),
+    };
+    counter.fetch_add(1, Relaxed);
+    tracing::debug!(?refused, "connection refused");
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Retry-After: 10\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.try_write(response.as_bytes());
+}
+
 /// One accepted TCP connection: a WebSocket request is served on the raw socket, anything else
-/// by the router (over HTTP/1.1, keep-alive included).
-async fn connection(hub: Arc<Hub>, router: Router, tcp: TcpStream) {
+/// by the router (over HTTP/1.1, keep-alive included). `admission` holds its place within the
+/// connection limits for as long as it is open, upgraded through the router included.
+async fn connection(hub: Arc<Hub>, router: Router, tcp: TcpStream, admission: Admission) {
     let mut first = [0u8; 8];
+    let timeout = hub.config.request_timeout;
     let peeked = tokio::select! {
-        peeked = tokio::time::timeout(hub.config.join_timeout, tcp.peek(&mut first)) => peeked,
+        peeked = tokio::time::timeout(timeout, tcp.peek(&mut first)) => peeked,
         () = hub.shutdown.cancelled() => return,
     };
     match peeked {
@@ -163,8 +195,16 @@ async fn connection(hub: Arc<Hub>, router: Router, tcp: TcpStream) {
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
+    // The same limits as the fast path: the whole head within the request timeout (each
+    // request's, on a kept-alive connection: an idle one closes too), at most 8 KiB of it and
+    // 48 header lines.
+    let router = router.layer(axum::Extension(Arc::new(admission)));
     let service = hyper_util::service::TowerToHyperService::new(router);
     let http = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_header_size(handshake::MAX_HEAD)
+        .max_headers(handshake::MAX_HEADERS)
         .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(http);
@@ -180,7 +220,8 @@ async fn connection(hub: Arc<Hub>, router: Router, tcp: TcpStream) {
 /// The WebSocket route, for requests that did not take the fast path (an application that
 /// mounts [`app`] in its own server, or a request whose first bytes came in pieces).
 async fn upgrade(State(hub): State<Arc<Hub>>, request: Request) -> Response {
-    handshake::upgrade_in_router(hub, request)
+    let admission = request.extensions().get::<Arc<Admission>>().cloned();
+    handshake::upgrade_in_router(hub, request, admission)
 }
 
 async fn health(State(hub): State<Arc<Hub>>) -> Response {

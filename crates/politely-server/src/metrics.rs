@@ -2,7 +2,7 @@
 
 use politely_proto::{CloseCode, ErrorCode};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 #[derive(Default)]
 pub(crate) struct Metrics {
@@ -16,6 +16,13 @@ pub(crate) struct Metrics {
     pub(crate) resumes: AtomicU64,
     pub(crate) grace_expired: AtomicU64,
     pub(crate) origin_refused: AtomicU64,
+    /// TCP connections refused at accept: over `max_connections`, over the per-address limit.
+    pub(crate) refused_total: AtomicU64,
+    pub(crate) refused_address: AtomicU64,
+    /// Bytes of the queued-bytes budget reserved by send queues.
+    pub(crate) queued_bytes: AtomicUsize,
+    /// Frames that found the queued-bytes budget spent (each disconnected its target).
+    pub(crate) queue_budget_refused: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     closes: [AtomicU64; CloseCode::ALL.len()],
 }
@@ -100,6 +107,33 @@ impl Metrics {
             "WebSocket upgrades refused for their Origin.",
             c(&self.origin_refused),
         );
+        metric(
+            "queued_bytes",
+            "gauge",
+            "Bytes of the server-wide send-queue budget reserved by peers' queues.",
+            self.queued_bytes.load(Relaxed).to_string(),
+        );
+        metric(
+            "queue_budget_refused_total",
+            "counter",
+            "Frames refused because the server-wide send-queue budget was spent (the target was disconnected as a slow consumer).",
+            c(&self.queue_budget_refused),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP politely_connections_refused_total TCP connections refused at accept, by the limit they hit."
+        );
+        let _ = writeln!(out, "# TYPE politely_connections_refused_total counter");
+        for (limit, n) in [
+            ("total", &self.refused_total),
+            ("per-address", &self.refused_address),
+        ] {
+            let _ = writeln!(
+                out,
+                "politely_connections_refused_total{{limit=\"{limit}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP politely_errors_total Error frames sent, by code."

@@ -148,8 +148,8 @@ pub enum FrameError {
     /// A malformed frame (1002): reserved bits or opcodes, wrong masking, a fragmented or
     /// oversized control frame, a continuation out of place.
     Protocol(&'static str),
-    /// A close reason that is not UTF-8 (1007). (Text messages are the caller's to check, and
-    /// close the same way.)
+    /// A close reason, or a fragment of a text message, that is not UTF-8 (1007). (Whole text
+    /// messages are the caller's to check, and close the same way.)
     InvalidUtf8,
     /// A message above the hard limit (1009): too large even to skip.
     TooLarge,
@@ -161,13 +161,14 @@ pub enum Message<'a> {
     /// A whole text message, not yet checked for UTF-8: a reader of text must check it and close
     /// with 1007 if it is not.
     Text(Text<'a>),
-    /// A whole binary message, by its length.
-    Binary(usize),
+    /// A whole binary message.
+    Binary(&'a [u8]),
     /// A ping and its payload, to be echoed in a pong.
     Ping(&'a [u8]),
     /// A pong and its payload.
     Pong(&'a [u8]),
-    /// A close frame and its code, if it had one.
+    /// A close frame and its code, if it had one (always a code a peer may send: see
+    /// [`is_valid_close_code`]).
     Close(Option<u16>),
     /// A data message larger than the reader's limit: its bytes are being skipped unread.
     /// Reported once, when the size is first known to be over.
@@ -265,7 +266,13 @@ pub struct Reader {
     /// Payload bytes of a skipped message still to discard.
     skip: u64,
     fragments: Fragments,
+    /// The size of the fragmented message so far, skipped fragments included: the hard limit
+    /// holds for the whole message, not for each fragment.
+    message_len: u64,
     assembled: Vec<u8>,
+    /// How much of a fragmented text message in `assembled` is known to be UTF-8, so an invalid
+    /// one fails at the fragment that breaks it and each byte is checked once.
+    utf8_checked: usize,
 }
 
 /// The most a reader reads at once under load.
@@ -289,19 +296,39 @@ impl Reader {
             next_read: read_size,
             skip: 0,
             fragments: Fragments::None,
+            message_len: 0,
             assembled: Vec::new(),
+            utf8_checked: 0,
         }
+    }
+
+    /// Changes the limits (see [`Reader::new`]) for the messages that follow.
+    pub fn set_limits(&mut self, max_message: usize, hard_limit: usize) {
+        self.max_message = max_message;
+        self.hard_limit = hard_limit.max(max_message);
     }
 
     /// The buffer to read into, with room for the next read: append to its spare capacity only
     /// (as `read_buf` does), or bytes from elsewhere with [`Reader::feed`].
     pub fn buffer(&mut self) -> &mut BytesMut {
-        // Room for a read of the usual size, or for the rest of a frame larger than that
-        // (skipped frames are not buffered), which then is not moved again near its end.
+        // Room for a read of the usual size, or for the rest of the frame at the front if that
+        // is not much more (skipped frames are not buffered). A larger frame's room grows with
+        // what has arrived of it, doubling: memory follows the bytes received, not the length a
+        // header announces (a 14-byte header alone would otherwise reserve a whole frame).
         let frame = self.pending_frame_len();
-        let rest = frame.saturating_sub(self.buffered());
+        let buffered = self.buffered();
+        let rest = frame.saturating_sub(buffered);
+        let step = self.next_read.max(buffered);
         let want = rest.max(self.next_read);
-        let need = if frame > self.next_read { rest } else { want };
+        let (need, want) = if rest > step {
+            // Room for a usual read now; when the buffer has to move, twice what has arrived.
+            (self.next_read, step)
+        } else if frame > self.next_read {
+            // The rest of a large frame: all of it, so it is not moved again near its end.
+            (rest, want)
+        } else {
+            (want, want)
+        };
         self.make_room(need, want);
         &mut self.buf
     }
@@ -354,7 +381,11 @@ impl Reader {
             self.start = 0;
             self.allocation = self.read_size;
         }
-        if self.assembled.capacity() > self.read_size {
+        // A fragmented message being assembled keeps its bytes, however long its sender waits
+        // between fragments.
+        if self.assembled.capacity() > self.read_size
+            && !matches!(self.fragments, Fragments::Collecting(_))
+        {
             self.assembled = Vec::new();
         }
     }
@@ -417,12 +448,12 @@ impl Reader {
                 }
                 _ => {}
             }
+            // The size of the message this frame belongs to, with this frame.
+            let total = match header.opcode {
+                Opcode::Continuation => self.message_len.saturating_add(header.len),
+                _ => header.len,
+            };
             if !control {
-                let collected = match self.fragments {
-                    Fragments::Collecting(_) => self.assembled.len() as u64,
-                    _ => 0,
-                };
-                let total = header.len + collected;
                 if total > self.hard_limit as u64 {
                     return Err(FrameError::TooLarge);
                 }
@@ -430,6 +461,7 @@ impl Reader {
                 if over || matches!(self.fragments, Fragments::Skipping) {
                     self.start += header.header_len;
                     self.skip = header.len;
+                    self.message_len = total;
                     let first_report = !matches!(self.fragments, Fragments::Skipping);
                     self.fragments = if header.fin {
                         Fragments::None
@@ -451,15 +483,25 @@ impl Reader {
                 apply_mask(&mut self.buf[payload_start..payload_end], mask);
             }
             self.start = payload_end;
+            if !control {
+                self.message_len = total;
+            }
             let payload = payload_start..payload_end;
             match header.opcode {
                 Opcode::Text | Opcode::Binary if !header.fin => {
                     self.assembled.clear();
                     self.assembled.extend_from_slice(&self.buf[payload]);
+                    self.utf8_checked = 0;
                     self.fragments = Fragments::Collecting(header.opcode);
+                    if header.opcode == Opcode::Text {
+                        self.check_fragment_utf8(false)?;
+                    }
                 }
                 Opcode::Continuation => {
                     self.assembled.extend_from_slice(&self.buf[payload]);
+                    if matches!(self.fragments, Fragments::Collecting(Opcode::Text)) {
+                        self.check_fragment_utf8(header.fin)?;
+                    }
                     if header.fin {
                         let Fragments::Collecting(opcode) =
                             std::mem::replace(&mut self.fragments, Fragments::None)
@@ -468,7 +510,7 @@ impl Reader {
                         };
                         // The assembled text stays until the next fragmented message.
                         return match opcode {
-                            Opcode::Binary => Ok(Some(Message::Binary(self.assembled.len()))),
+                            Opcode::Binary => Ok(Some(Message::Binary(&self.assembled))),
                             _ => Ok(Some(Message::Text(Text {
                                 bytes: &self.assembled,
                                 read: None,
@@ -493,7 +535,7 @@ impl Reader {
                         read: None,
                     })));
                 }
-                Opcode::Binary => return Ok(Some(Message::Binary(header.len as usize))),
+                Opcode::Binary => return Ok(Some(Message::Binary(&self.buf[payload]))),
                 Opcode::Ping => return Ok(Some(Message::Ping(&self.buf[payload]))),
                 Opcode::Pong => return Ok(Some(Message::Pong(&self.buf[payload]))),
                 Opcode::Close => {
@@ -502,16 +544,45 @@ impl Reader {
                         0 => Ok(Some(Message::Close(None))),
                         1 => Err(FrameError::Protocol("a close frame with a one-byte body")),
                         _ => {
+                            let code = u16::from_be_bytes([body[0], body[1]]);
+                            if !is_valid_close_code(code) {
+                                return Err(FrameError::Protocol(
+                                    "a close code a peer may not send",
+                                ));
+                            }
                             std::str::from_utf8(&body[2..]).map_err(|_| FrameError::InvalidUtf8)?;
-                            Ok(Some(Message::Close(Some(u16::from_be_bytes([
-                                body[0], body[1],
-                            ])))))
+                            Ok(Some(Message::Close(Some(code))))
                         }
                     };
                 }
             }
         }
     }
+}
+
+impl Reader {
+    /// Checks the text assembled since the last check: an invalid sequence fails now, one cut
+    /// at the fragment's end waits for the next fragment, unless this one is the last.
+    fn check_fragment_utf8(&mut self, last: bool) -> Result<(), FrameError> {
+        match std::str::from_utf8(&self.assembled[self.utf8_checked..]) {
+            Ok(_) => {
+                self.utf8_checked = self.assembled.len();
+                Ok(())
+            }
+            Err(e) if e.error_len().is_none() && !last => {
+                self.utf8_checked += e.valid_up_to();
+                Ok(())
+            }
+            Err(_) => Err(FrameError::InvalidUtf8),
+        }
+    }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 §7.4 and the IANA registry):
+/// the defined codes except those reserved for reporting (1005, 1006, 1015), and the ranges
+/// for libraries (3000–3999) and applications (4000–4999).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 struct Header {
@@ -599,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_frame_read_in_pieces_is_buffered_once() {
+    fn a_large_frame_grows_its_buffer_as_it_arrives() {
         let mut reader = Reader::new(Role::Server, 1 << 20, 1 << 20, 256);
         let payload = vec![b'a'; 100_000];
         let frame = fragment(Opcode::Text, true, &payload);
@@ -609,6 +680,12 @@ mod tests {
             let buf = reader.buffer();
             let spare = buf.capacity() - buf.len();
             assert!(spare > 0);
+            // Never much more than twice what has arrived, plus one usual read.
+            assert!(
+                buf.capacity() <= 2 * sent + 2 * MAX_READ,
+                "{} bytes of buffer after {sent}",
+                buf.capacity()
+            );
             let n = spare.min(7000).min(frame.len() - sent);
             buf.extend_from_slice(&frame[sent..sent + n]);
             sent += n;
@@ -618,14 +695,118 @@ mod tests {
                 assert_eq!(reader.next_message(), Ok(None));
             }
         }
-        // The first read's buffer, then one for the whole frame once its header is known: the
-        // frame's end, arriving in reads smaller than usual, does not move it again.
+        // Each move doubles the buffer: a handful of moves, not one per read.
         allocations.dedup();
-        assert_eq!(allocations.len(), 2, "{allocations:?}");
+        assert!(allocations.len() <= 12, "{allocations:?}");
         let Some(Message::Text(text)) = reader.next_message().unwrap() else {
             panic!("the frame")
         };
         assert_eq!(text.as_bytes(), payload);
+    }
+
+    #[test]
+    fn a_header_alone_reserves_no_more_than_a_usual_read() {
+        // Before the fix the reader reserved the whole announced frame (256 KiB here) as soon as
+        // its 14-byte header arrived.
+        let mut reader = Reader::new(Role::Server, 256 * 1024, 1 << 20, 1024);
+        let mut header = Vec::new();
+        write_header(&mut header, Opcode::Text, 256 * 1024, Some(MASK));
+        feed(&mut reader, &header);
+        assert_eq!(reader.next_message(), Ok(None));
+        let capacity = reader.buffer().capacity();
+        assert!(
+            capacity <= 4 * 1024,
+            "{capacity} bytes reserved for a header"
+        );
+    }
+
+    #[test]
+    fn a_fragmented_message_survives_a_shrink_between_its_fragments() {
+        // A keepalive tick between two fragments used to empty the assembled first part.
+        let mut reader = server_reader();
+        let first = vec![b'a'; 600];
+        feed(&mut reader, &fragment(Opcode::Text, false, &first));
+        assert_eq!(reader.next_message(), Ok(None));
+        reader.shrink();
+        feed(&mut reader, &fragment(Opcode::Continuation, true, b"bc"));
+        let expected = [&first[..], b"bc"].concat();
+        assert_eq!(reader.next_message().unwrap(), Some(text(&expected)));
+        // Once the message is out, a shrink gives the memory back.
+        reader.shrink();
+        assert_eq!(reader.assembled.capacity(), 0);
+    }
+
+    #[test]
+    fn the_hard_limit_holds_for_a_whole_fragmented_message() {
+        // Fragments each under the frame limit, skipped once the message passes it: the whole
+        // message passing the hard limit ends the connection (it used to go on forever).
+        let mut reader = server_reader();
+        let part = vec![b'x'; 900];
+        feed(&mut reader, &fragment(Opcode::Text, false, &part));
+        feed(&mut reader, &fragment(Opcode::Continuation, false, &part));
+        assert_eq!(
+            reader.next_message().unwrap(),
+            Some(Message::TooLarge(1800))
+        );
+        for _ in 0..2 {
+            feed(&mut reader, &fragment(Opcode::Continuation, false, &part));
+        }
+        assert_eq!(reader.next_message(), Ok(None));
+        feed(&mut reader, &fragment(Opcode::Continuation, false, &part));
+        assert_eq!(reader.next_message(), Err(FrameError::TooLarge));
+    }
+
+    #[test]
+    fn close_codes_a_peer_may_not_send_are_protocol_errors() {
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let mut reader = server_reader();
+            feed(
+                &mut reader,
+                &fragment(Opcode::Close, true, &code.to_be_bytes()),
+            );
+            assert!(
+                matches!(reader.next_message(), Err(FrameError::Protocol(_))),
+                "{code}"
+            );
+        }
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
+            let mut reader = server_reader();
+            feed(
+                &mut reader,
+                &fragment(Opcode::Close, true, &code.to_be_bytes()),
+            );
+            assert_eq!(reader.next_message(), Ok(Some(Message::Close(Some(code)))));
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_fragment_fails_at_that_fragment() {
+        // "κόσμε" split inside a character is fine; a byte that can start nothing is not.
+        let word = "κόσμε".as_bytes();
+        let mut reader = server_reader();
+        feed(&mut reader, &fragment(Opcode::Text, false, &word[..3]));
+        feed(
+            &mut reader,
+            &fragment(Opcode::Continuation, true, &word[3..]),
+        );
+        assert_eq!(reader.next_message().unwrap(), Some(text(word)));
+        let mut reader = server_reader();
+        feed(&mut reader, &fragment(Opcode::Text, false, b"ok \xff"));
+        // Before the message ends.
+        assert_eq!(reader.next_message(), Err(FrameError::InvalidUtf8));
+        // A sequence cut at the end of the last fragment.
+        let mut reader = server_reader();
+        feed(&mut reader, &fragment(Opcode::Text, false, b"a"));
+        feed(
+            &mut reader,
+            &fragment(Opcode::Continuation, true, &word[..1]),
+        );
+        assert_eq!(reader.next_message(), Err(FrameError::InvalidUtf8));
     }
 
     #[test]

@@ -4,117 +4,15 @@
 
 mod util;
 
-use politely_server::websocket::{self, Message, Opcode, Reader, Role};
+use politely_server::websocket::{self, Opcode};
 use politely_server::{Config, app};
-use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use util::{PATIENCE, TestServer};
+use util::{MASK, Raw, TestServer, request};
 
 fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         rate_limit: None,
         ..Config::default()
-    }
-}
-
-const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
-
-fn request(addr: SocketAddr, extra: &str) -> String {
-    format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-    )
-}
-
-/// A client on a raw socket, so tests can send what a WebSocket library would refuse to.
-struct Raw {
-    tcp: TcpStream,
-    reader: Reader,
-}
-
-impl Raw {
-    /// Sends `head` (perhaps in pieces) and returns the response head and the client.
-    async fn handshake(addr: SocketAddr, pieces: &[&[u8]]) -> (String, Raw) {
-        let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        for piece in pieces {
-            tcp.write_all(piece).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-        let mut head = Vec::new();
-        let end = loop {
-            let n = tokio::time::timeout(PATIENCE, tcp.read_buf(&mut head))
-                .await
-                .expect("a response")
-                .unwrap();
-            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            assert!(n > 0, "closed before a response: {head:?}");
-        };
-        let mut reader = Reader::new(Role::Client, 1 << 20, 1 << 20, 4096);
-        reader.feed(&head[end..]);
-        let response = String::from_utf8(head[..end].to_vec()).unwrap();
-        (response, Raw { tcp, reader })
-    }
-
-    async fn open(addr: SocketAddr) -> Raw {
-        let (response, raw) = Raw::handshake(addr, &[request(addr, "").as_bytes()]).await;
-        assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
-        raw
-    }
-
-    async fn send_bytes(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).await.unwrap();
-    }
-
-    async fn send_frame(&mut self, opcode: Opcode, payload: &[u8]) {
-        let mut out = Vec::new();
-        websocket::write_masked_frame(&mut out, opcode, payload, MASK);
-        self.send_bytes(&out).await;
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.send_frame(Opcode::Text, text.as_bytes()).await;
-    }
-
-    /// The next message, described as text (`Text(..)`, `Close(Some(1002))`, ...); `"eof"` when
-    /// the server closed the socket.
-    async fn next(&mut self) -> String {
-        loop {
-            if let Some(message) = self.reader.next_message().unwrap() {
-                return match message {
-                    Message::Text(text) => String::from_utf8(text.as_bytes().to_vec()).unwrap(),
-                    other => format!("{other:?}"),
-                };
-            }
-            let read = self.tcp.read_buf(self.reader.buffer());
-            let n = tokio::time::timeout(PATIENCE, read)
-                .await
-                .expect("a frame in time")
-                .unwrap();
-            if n == 0 {
-                return "eof".into();
-            }
-        }
-    }
-
-    async fn json(&mut self) -> serde_json::Value {
-        let text = self.next().await;
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-    }
-
-    async fn join(addr: SocketAddr, room: &str) -> (Raw, String) {
-        let mut raw = Raw::open(addr).await;
-        raw.send_text(&format!(r#"{{"type":"join","room":"{room}"}}"#))
-            .await;
-        let welcome = raw.json().await;
-        assert_eq!(welcome["type"], "welcome");
-        let id = welcome["id"].as_str().unwrap().to_owned();
-        (raw, id)
     }
 }
 

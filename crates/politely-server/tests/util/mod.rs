@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use futures_util::{SinkExt, StreamExt};
+use politely_server::websocket::{self, Opcode, Reader, Role};
 use politely_server::{Config, Server};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -217,4 +218,113 @@ pub fn error(code: &str, message: &str) -> String {
 /// A config for tests: the defaults, on port 0.
 pub fn config() -> Config {
     Config::default()
+}
+
+pub const MASK: [u8; 4] = [0xa1, 0xb2, 0xc3, 0xd4];
+
+pub fn request(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// A client on a raw socket, so tests can send what a WebSocket library would refuse to.
+pub struct Raw {
+    pub tcp: TcpStream,
+    pub reader: Reader,
+}
+
+impl Raw {
+    /// Sends `head` (perhaps in pieces) and returns the response head and the client.
+    pub async fn handshake(addr: SocketAddr, pieces: &[&[u8]]) -> (String, Raw) {
+        Raw::handshake_on(TcpStream::connect(addr).await.unwrap(), pieces).await
+    }
+
+    /// [`Raw::handshake`] on a connection already made.
+    pub async fn handshake_on(mut tcp: TcpStream, pieces: &[&[u8]]) -> (String, Raw) {
+        tcp.set_nodelay(true).unwrap();
+        for piece in pieces {
+            tcp.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        let mut head = Vec::new();
+        let end = loop {
+            let n = tokio::time::timeout(PATIENCE, tcp.read_buf(&mut head))
+                .await
+                .expect("a response")
+                .unwrap();
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(n > 0, "closed before a response: {head:?}");
+        };
+        let mut reader = Reader::new(Role::Client, 1 << 20, 1 << 20, 4096);
+        reader.feed(&head[end..]);
+        let response = String::from_utf8(head[..end].to_vec()).unwrap();
+        (response, Raw { tcp, reader })
+    }
+
+    pub async fn open(addr: SocketAddr) -> Raw {
+        let (response, raw) = Raw::handshake(addr, &[request(addr, "").as_bytes()]).await;
+        assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+        raw
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.tcp.write_all(bytes).await.unwrap();
+    }
+
+    pub async fn send_frame(&mut self, opcode: Opcode, payload: &[u8]) {
+        let mut out = Vec::new();
+        websocket::write_masked_frame(&mut out, opcode, payload, MASK);
+        self.send_bytes(&out).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_frame(Opcode::Text, text.as_bytes()).await;
+    }
+
+    /// The next message, described as text (`Text(..)`, `Close(Some(1002))`, ...); `"eof"` when
+    /// the server closed the socket. The server's keepalive pings are skipped.
+    pub async fn next(&mut self) -> String {
+        self.next_within(PATIENCE).await.expect("a frame in time")
+    }
+
+    /// The next message within `wait`, as [`Raw::next`] describes it, or `None`.
+    pub async fn next_within(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.reader.next_message().unwrap() {
+                Some(websocket::Message::Ping(_)) => continue,
+                Some(websocket::Message::Text(text)) => {
+                    return Some(String::from_utf8(text.as_bytes().to_vec()).unwrap());
+                }
+                Some(other) => return Some(format!("{other:?}")),
+                None => {}
+            }
+            let read = self.tcp.read_buf(self.reader.buffer());
+            match tokio::time::timeout_at(deadline, read).await {
+                Err(_) => return None,
+                Ok(Ok(0)) => return Some("eof".into()),
+                Ok(Err(e)) => return Some(format!("error: {e}")),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    pub async fn json(&mut self) -> serde_json::Value {
+        let text = self.next().await;
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+    }
+
+    pub async fn join(addr: SocketAddr, room: &str) -> (Raw, String) {
+        let mut raw = Raw::open(addr).await;
+        raw.send_text(&format!(r#"{{"type":"join","room":"{room}"}}"#))
+            .await;
+        let welcome = raw.json().await;
+        assert_eq!(welcome["type"], "welcome");
+        let id = welcome["id"].as_str().unwrap().to_owned();
+        (raw, id)
+    }
 }
