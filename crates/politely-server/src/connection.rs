@@ -280,15 +280,21 @@ impl Connection {
             }
         };
         self.count();
-        if let Some(payload) = self.pong.take() {
-            if end.is_some() {
-                return end;
-            }
-            let mut pong = Vec::with_capacity(2 + payload.len());
-            websocket::write_frame(&mut pong, Opcode::Pong, &payload);
-            return self.write_direct(stream, &pong).await;
-        }
-        end
+        // Pings read before a close (or a frame that ends the connection) are answered too.
+        let flushed = self.flush_pong(stream).await;
+        end.or(flushed)
+    }
+
+    /// Writes the pong owed for the pings read so far, if any; called before any other direct
+    /// write too, so the pong keeps its place.
+    async fn flush_pong<S>(&mut self, stream: &mut S) -> Option<End>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        let payload = self.pong.take()?;
+        let mut pong = Vec::with_capacity(2 + payload.len());
+        websocket::write_frame(&mut pong, Opcode::Pong, &payload);
+        self.write_direct(stream, &pong).await
     }
 
     /// Takes a token for a frame from the rate limit. A frame over the limit is dropped (`false`);
@@ -511,6 +517,9 @@ impl Connection {
         };
         let mut frame = Vec::with_capacity(payload.len() + 10);
         websocket::write_frame(&mut frame, opcode, payload);
+        if let Some(end) = self.flush_pong(stream).await {
+            return Some(end);
+        }
         self.write_direct(stream, &frame).await
     }
 
@@ -653,6 +662,9 @@ impl Connection {
         }
         let mut frame = Vec::with_capacity(text.len() + 4);
         websocket::write_frame(&mut frame, Opcode::Text, text.as_bytes());
+        if let Some(end) = self.flush_pong(stream).await {
+            return Some(end);
+        }
         match self.write_direct(stream, &frame).await {
             Some(End::Close(CloseCode::KeepaliveTimeout)) => {
                 Some(End::Close(CloseCode::SlowConsumer))

@@ -35,6 +35,8 @@
 
 mod assets;
 mod config;
+#[cfg(test)]
+mod conformance;
 mod connection;
 mod handshake;
 mod hub;
