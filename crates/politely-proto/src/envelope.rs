@@ -454,4 +454,91 @@ mod tests {
             assert_eq!(special_bytes(u64::from_le_bytes([plain; 8])), 0, "{plain}");
         }
     }
+
+    /// Property-based fuzzing: generated, mutated and arbitrary frames. A short run by default;
+    /// `PROPTEST_CASES=1000000 cargo test -p politely-proto --lib properties` for a long one.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// JSON text as clients might write it, well formed or nearly: strings with escapes and
+        /// any characters, numbers of every form, nesting, and some whitespace.
+        fn json() -> impl Strategy<Value = String> {
+            let leaf = prop_oneof![
+                Just("null".to_owned()),
+                Just("true".to_owned()),
+                Just("false".to_owned()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|f| f.to_string()),
+                "-?[0-9]{1,3}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{0,3})?",
+                any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+                // Raw string bodies: unescaped controls, stray backslashes, \u escapes.
+                "\"([ -~]|\\\\u[0-9a-fA-F]{0,4}|[\u{0}-\u{1f}]|\\PC){0,16}\"",
+            ];
+            leaf.prop_recursive(5, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6)
+                        .prop_map(|items| format!("[{}]", items.join(","))),
+                    prop::collection::vec(("[a-z\"\\\\]{0,4}", inner, " ?"), 0..6).prop_map(
+                        |members| {
+                            let members: Vec<String> = members
+                                .iter()
+                                .map(|(key, value, space)| format!("\"{key}\":{space}{value}"))
+                                .collect();
+                            format!("{{{}}}", members.join(","))
+                        }
+                    ),
+                ]
+            })
+        }
+
+        fn signal(to: &str, data: &str) -> Vec<u8> {
+            format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#).into_bytes()
+        }
+
+        proptest! {
+            #[test]
+            fn generated_signals_agree_with_the_parser(to in "[ -~]{0,30}", data in json()) {
+                let frame = signal(&to, &data);
+                check(&frame);
+                // And the fast path takes every well-formed one in the shape it is for (an id
+                // without quotes or escapes), so the agreement above is not by abstention.
+                let text = std::str::from_utf8(&frame).unwrap();
+                if !to.contains(['"', '\\']) && parsed(text).is_some() {
+                    prop_assert!(signal_envelope(&frame).is_some(), "{text}");
+                }
+            }
+
+            #[test]
+            fn mutated_signals_agree_with_the_parser(
+                data in json(),
+                edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..6),
+            ) {
+                let mut frame = signal("01JD0000000000000000000000", &data);
+                for (at, byte, kind) in edits {
+                    let i = at.index(frame.len());
+                    match kind {
+                        0 => frame[i] = byte,
+                        1 => frame.insert(i, byte),
+                        _ => {
+                            frame.remove(i);
+                        }
+                    }
+                    if frame.is_empty() {
+                        break;
+                    }
+                }
+                check(&frame);
+            }
+
+            #[test]
+            fn arbitrary_bytes_after_the_prefix_agree_with_the_parser(
+                rest in prop::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let mut frame = br#"{"type":"signal","to":""#.to_vec();
+                frame.extend_from_slice(&rest);
+                check(&frame);
+            }
+        }
+    }
 }

@@ -48,7 +48,8 @@ pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
 }
 
 /// Checks an upgrade request's headers, the same way on both paths: `header` gives every value
-/// of a header (one per line it was sent on), by lower-case name.
+/// of a header (one per line it was sent on; a value that is not text counts as empty), by
+/// lower-case name.
 pub(crate) fn check<'h>(
     hub: &Hub,
     header: impl Fn(&str) -> Vec<&'h str>,
@@ -198,30 +199,38 @@ async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)
         }
         _ => return None,
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let result = match request.parse(&head[..end]) {
-        Ok(httparse::Status::Complete(_)) if request.version == Some(1) => {
-            let headers = &*request.headers;
-            check(hub, |name| {
-                headers
-                    .iter()
-                    .filter(|h| h.name.eq_ignore_ascii_case(name))
-                    .filter_map(|h| header_text(h.value))
-                    .collect()
-            })
-        }
-        Ok(httparse::Status::Complete(_)) => {
-            Err(Refusal::new(400, "a WebSocket upgrade needs HTTP/1.1\n"))
-        }
-        _ => Err(Refusal::new(400, "a malformed request\n")),
-    };
+    let result = answer(hub, &head[..end]);
     let reply = response(&result);
     if tcp.write_all(reply.as_bytes()).await.is_err() || result.is_err() {
         return None;
     }
     // Anything the client sent after its request is its first frames.
     Some((tcp, head.split_off(end)))
+}
+
+/// Parses a request head (up to its blank line) and checks it as an upgrade request.
+pub(crate) fn answer(hub: &Hub, head: &[u8]) -> Result<Accept, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(_))
+            if request.version == Some(1) && request.method == Some("GET") =>
+        {
+            let headers = &*request.headers;
+            check(hub, |name| {
+                headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| header_text(h.value).unwrap_or(""))
+                    .collect()
+            })
+        }
+        Ok(httparse::Status::Complete(_)) => Err(Refusal::new(
+            400,
+            "a WebSocket upgrade is an HTTP/1.1 GET\n",
+        )),
+        _ => Err(Refusal::new(400, "a malformed request\n")),
+    }
 }
 
 /// The fallback for the router: answers the upgrade through hyper and runs the connection on
@@ -241,7 +250,7 @@ pub(crate) fn upgrade_in_router(
             headers
                 .get_all(name)
                 .iter()
-                .filter_map(|value| header_text(value.as_bytes()))
+                .map(|value| header_text(value.as_bytes()).unwrap_or(""))
                 .collect()
         })
     };

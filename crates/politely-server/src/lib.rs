@@ -38,6 +38,8 @@ mod config;
 #[cfg(test)]
 mod conformance;
 mod connection;
+#[cfg(test)]
+mod fuzz;
 mod handshake;
 mod hub;
 mod id;

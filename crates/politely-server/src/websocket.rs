@@ -276,7 +276,7 @@ pub struct Reader {
 }
 
 /// The most a reader reads at once under load.
-const MAX_READ: usize = 16 * 1024;
+pub(crate) const MAX_READ: usize = 16 * 1024;
 
 impl Reader {
     /// A reader for `role`, refusing data messages above `max_message` bytes and ending the
@@ -388,6 +388,12 @@ impl Reader {
         {
             self.assembled = Vec::new();
         }
+    }
+
+    /// The capacity of the read buffer and of the fragment buffer, for the fuzz tests.
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> (usize, usize) {
+        (self.buf.capacity(), self.assembled.capacity())
     }
 
     /// Bytes read but not yet parsed.
