@@ -25,7 +25,7 @@
 //! Routes: `GET /ws` (the WebSocket), `GET /health`, `GET /metrics` (Prometheus text).
 //!
 //! Each connection is one task. WebSocket requests are recognised from their first bytes and
-//! handled on the raw TCP socket with the server's own framing ([`websocket`]); everything else
+//! handled on the raw TCP socket with the server's own framing; everything else
 //! goes to the axum router. A relayed frame is parsed only as far as its envelope (`type`, `to`;
 //! `data` is kept as raw JSON text) and written, re-framed with the sender's id, straight into
 //! the target's bounded queue of encoded frames; the target's task writes everything queued
@@ -45,7 +45,12 @@ mod hub;
 mod id;
 mod metrics;
 pub mod token;
+// WebSocket framing: not public API (see the `internals` feature).
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod websocket;
+#[cfg(not(feature = "internals"))]
+mod websocket;
 
 pub use config::{Config, RateLimit, Secret};
 

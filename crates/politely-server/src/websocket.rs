@@ -10,6 +10,9 @@
 //! without copying it ([`Text::share`]): it stays where it was read until its last holder lets
 //! go, and the reader reads on into fresh memory.
 
+// Private without the `internals` feature: the client half (the benchmarks') is then unused.
+#![cfg_attr(not(feature = "internals"), allow(unreachable_pub, dead_code))]
+
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
