@@ -18,7 +18,8 @@
 // watchdog), as the native engine replays its channels and transceivers.
 //
 // Events (`client.on(name, fn)`; fn gets the detail object; or addEventListener + e.detail):
-//   joined {id, room, peers}          peer-joined {peer, polite}     peer-left {peer}
+//   joined {id, room, peers}          peer-joined {peer, polite, user}                peer-left {peer}
+//   (`user` is who the peer is, from its room token: {sub, name?, metadata?}, or undefined)
 //   connected {peer}                  disconnected {peer, state}     connection-state {peer, state}
 //   channel {peer, label, channel, origin}                           channel-closed {peer, label, channel}
 //   message {peer, label, data, channel}
@@ -254,7 +255,7 @@ export class Politely extends EventTarget {
       for (const id of [...this._peers.keys()]) this._removePeer(id);
       this.id = msg.id;
     }
-    for (const p of listed) this._addPeer(p.id, p.polite);
+    for (const p of listed) this._addPeer(p.id, p.polite, p.user);
     if (!first) this._emit("reconnected", { resumed: msg.resumed === true, id: this.id });
   }
 
@@ -296,7 +297,7 @@ export class Politely extends EventTarget {
     const msg = parse(text);
     switch (msg?.type) {
       case "peer-joined":
-        return this._addPeer(msg.id, msg.polite);
+        return this._addPeer(msg.id, msg.polite, msg.user);
       case "peer-left":
         return this._removePeer(msg.id);
       case "signal": {
@@ -370,10 +371,11 @@ export class Politely extends EventTarget {
 
   // ------------------------------------------------------------------ peers and connections
 
-  _addPeer(id, polite) {
+  _addPeer(id, polite, user) {
     if (typeof id !== "string" || id === this.id || this._peers.has(id)) return;
     const peer = {
       id,
+      user: user && typeof user === "object" ? user : undefined,
       // Whether WE are polite toward this peer, as the server says (lower id is polite).
       polite: typeof polite === "boolean" ? polite : this.id < id,
       conn: null,
@@ -384,7 +386,7 @@ export class Politely extends EventTarget {
     };
     this._peers.set(id, peer);
     this._newConn(peer, randomId());
-    this._emit("peer-joined", { peer: id, polite: peer.polite });
+    this._emit("peer-joined", { peer: id, polite: peer.polite, user: peer.user });
   }
 
   _removePeer(id) {

@@ -14,10 +14,16 @@ pub(crate) struct ServeArgs {
     /// wider (0.0.0.0:8080) is a choice you make here.
     #[arg(long, env = "POLITELY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The key of room tokens. With it, `join` needs a token from `politely token`; without
-    /// it, anyone may join any room.
-    #[arg(long, env = "POLITELY_SECRET", hide_env_values = true)]
-    secret: Option<String>,
+    /// A key of room tokens (JWT, HS256). With one, `join` needs a token from `politely token`
+    /// (or any JWT library); without, anyone may join any room. Repeat it (comma-separate in
+    /// the variable) to accept several keys while rotating.
+    #[arg(
+        long,
+        env = "POLITELY_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    secret: Vec<String>,
     /// The most peers in one room.
     #[arg(long, env = "POLITELY_MAX_ROOM_SIZE", default_value_t = 16)]
     max_room_size: usize,
@@ -95,7 +101,11 @@ impl ServeArgs {
                 per_second: self.rate_limit,
                 burst: self.rate_burst.max(1.0),
             }),
-            secret: self.secret.as_deref().map(Secret::new),
+            secrets: self
+                .secret
+                .iter()
+                .map(|s| Secret::new(s.as_str()))
+                .collect(),
             resume_grace: self.resume_grace,
             send_queue_frames: self.send_queue_frames,
             send_queue_bytes: self.send_queue_bytes,
@@ -131,7 +141,7 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = runtime.enable_all().build()?;
     let config = args.config();
     runtime.block_on(async {
-        let auth = if config.secret.is_some() {
+        let auth = if !config.secrets.is_empty() {
             "room tokens required"
         } else {
             "none: anyone may join any room (set --secret to require tokens)"
@@ -171,12 +181,26 @@ pub(crate) struct TokenArgs {
     /// The room the token admits to.
     #[arg(long)]
     room: String,
+    /// The user's identity (the JWT's `sub`), shown to the room's other peers.
+    #[arg(long)]
+    sub: String,
+    /// A display name, shown to the room's other peers.
+    #[arg(long)]
+    name: Option<String>,
+    /// Any JSON, shown to the room's other peers.
+    #[arg(long)]
+    metadata: Option<String>,
     /// How long the token is valid, e.g. 1h, 30m, 7days.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
-    /// The server's secret.
-    #[arg(long, env = "POLITELY_SECRET", hide_env_values = true)]
-    secret: String,
+    /// The server's secret (the first, if the variable lists several).
+    #[arg(
+        long,
+        env = "POLITELY_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    secret: Vec<String>,
 }
 
 pub(crate) fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
@@ -185,10 +209,23 @@ pub(crate) fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         "a room name has 1 to 128 bytes and no control characters"
     );
     let expires = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + args.ttl.as_secs();
-    let secret = Secret::new(args.secret.as_str());
-    println!(
-        "{}",
-        politely_server::token::mint(&secret, &args.room, expires)
+    let secret = args
+        .secret
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--secret (or POLITELY_SECRET) is needed"))?;
+    let mut claims = politely_server::token::Claims::new(&args.sub, &args.room, expires);
+    claims.name.clone_from(&args.name);
+    claims.metadata = match &args.metadata {
+        Some(json) => Some(serde_json::from_str(json).context("--metadata is not JSON")?),
+        None => None,
+    };
+    let token = politely_server::token::mint(&Secret::new(secret.as_str()), &claims);
+    anyhow::ensure!(
+        token.len() <= politely_server::token::MAX_TOKEN_BYTES,
+        "the token has {} bytes; the server takes at most {}",
+        token.len(),
+        politely_server::token::MAX_TOKEN_BYTES
     );
+    println!("{token}");
     Ok(ExitCode::SUCCESS)
 }

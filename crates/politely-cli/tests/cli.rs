@@ -251,23 +251,28 @@ fn the_default_rate_limit_refuses_a_benchmark_flood() {
 #[test]
 fn tokens_minted_by_the_cli_verify_against_the_same_secret() {
     let out = Command::new(env!("CARGO_BIN_EXE_politely"))
-        .args(["token", "--room", "lobby", "--ttl", "10m"])
+        .args([
+            "token", "--room", "lobby", "--sub", "alice", "--name", "Alice", "--ttl", "10m",
+        ])
         .env("POLITELY_SECRET", "s3cret")
         .output()
         .unwrap();
     assert!(out.status.success());
     let token = stdout(&out).trim().to_owned();
-    let secret = politely_server::Secret::new("s3cret");
+    let secrets = [politely_server::Secret::new("s3cret")];
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    let user = politely_server::token::verify(&secrets, &token, "lobby", now)
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        politely_server::token::verify(&secret, &token, "lobby", now),
-        Ok(())
+        (user.sub.as_str(), user.name.as_deref()),
+        ("alice", Some("Alice"))
     );
     assert_eq!(
-        politely_server::token::verify(&secret, &token, "lobby", now + 601),
+        politely_server::token::verify(&secrets, &token, "lobby", now + 601),
         Err(politely_server::token::TokenError::Expired)
     );
     // A server with the secret refuses the benchmark's token-less joins.

@@ -27,7 +27,7 @@ mod message;
 pub mod signal;
 
 pub use envelope::signal_envelope;
-pub use message::{ClientMessage, CloseCode, ErrorCode, FrameError, PeerInfo, ServerMessage};
+pub use message::{ClientMessage, CloseCode, ErrorCode, FrameError, PeerInfo, ServerMessage, User};
 
 /// The protocol version this crate speaks; the server reports it in `welcome`.
 pub const VERSION: u32 = 1;

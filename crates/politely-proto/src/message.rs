@@ -62,6 +62,9 @@ pub enum ServerMessage<'a> {
         id: Cow<'a, str>,
         /// Whether *you* are polite toward that peer (your id sorts lower than theirs).
         polite: bool,
+        /// Who the peer is, from its room token (on servers that require tokens).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<User>,
     },
     /// A peer left the room (it sent `leave`, or its grace period for resuming ended).
     PeerLeft {
@@ -97,6 +100,23 @@ pub struct PeerInfo<'a> {
     pub id: Cow<'a, str>,
     /// Whether *you* are polite toward that peer (your id sorts lower than theirs).
     pub polite: bool,
+    /// Who the peer is, from its room token (on servers that require tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+}
+
+/// Who a peer is: the claims of its room token that the server relays to the room (`sub`,
+/// and `name` and `metadata` when the token has them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The user's identity (the token's `sub`).
+    pub sub: String,
+    /// A display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whatever else the application put in the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Why the server refused a frame: the `code` of an `error` frame.
@@ -445,6 +465,8 @@ struct ServerEnvelope<'a> {
     version: Option<u32>,
     #[serde(default)]
     polite: Option<bool>,
+    #[serde(default)]
+    user: Option<User>,
     #[serde(default, borrow, deserialize_with = "borrowed")]
     from: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -483,6 +505,7 @@ impl<'a> ServerMessage<'a> {
                 polite: env
                     .polite
                     .ok_or_else(|| FrameError::missing("peer-joined", "polite"))?,
+                user: env.user,
             },
             "peer-left" => ServerMessage::PeerLeft {
                 id: id("peer-left")?,

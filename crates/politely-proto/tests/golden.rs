@@ -2,7 +2,7 @@
 //! these tests instead of silently changing the wire.
 
 use politely_proto::{
-    ClientMessage, CloseCode, ErrorCode, PeerInfo, ServerMessage, signal::Signal,
+    ClientMessage, CloseCode, ErrorCode, PeerInfo, ServerMessage, User, signal::Signal,
 };
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -58,24 +58,43 @@ fn server_frames() {
                 PeerInfo {
                     id: "01JA".into(),
                     polite: false,
+                    user: None,
                 },
                 PeerInfo {
                     id: "01JC".into(),
                     polite: true,
+                    user: Some(User {
+                        sub: "carol".into(),
+                        name: Some("Carol".into()),
+                        metadata: Some(serde_json::json!({"seat": 3})),
+                    }),
                 },
             ],
             resume: "01JB.00ff".into(),
             resumed: false,
             version: 1,
         },
-        r#"{"type":"welcome","id":"01JB","room":"lobby","peers":[{"id":"01JA","polite":false},{"id":"01JC","polite":true}],"resume":"01JB.00ff","resumed":false,"version":1}"#,
+        r#"{"type":"welcome","id":"01JB","room":"lobby","peers":[{"id":"01JA","polite":false},{"id":"01JC","polite":true,"user":{"sub":"carol","name":"Carol","metadata":{"seat":3}}}],"resume":"01JB.00ff","resumed":false,"version":1}"#,
     );
     server(
         ServerMessage::PeerJoined {
             id: "01JC".into(),
             polite: true,
+            user: None,
         },
         r#"{"type":"peer-joined","id":"01JC","polite":true}"#,
+    );
+    server(
+        ServerMessage::PeerJoined {
+            id: "01JC".into(),
+            polite: true,
+            user: Some(User {
+                sub: "carol".into(),
+                name: None,
+                metadata: None,
+            }),
+        },
+        r#"{"type":"peer-joined","id":"01JC","polite":true,"user":{"sub":"carol"}}"#,
     );
     server(
         ServerMessage::PeerLeft { id: "01JC".into() },

@@ -16,8 +16,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// The per-connection token bucket for incoming frames; `None` disables it.
     pub rate_limit: Option<RateLimit>,
-    /// The key of room tokens. With one, `join` needs a token; without, anyone may join.
-    pub secret: Option<Secret>,
+    /// The keys of room tokens (see [`crate::token`]). With any, `join` needs a token signed
+    /// with one of them; with none (the default), anyone may join. Several keys at once let a
+    /// key be rotated: mint with the new one while the old one's tokens run out.
+    pub secrets: Vec<Secret>,
     /// How long a dropped connection keeps its id and room slot. Default 10 s.
     pub resume_grace: Duration,
     /// The most frames queued for one client (while it is slow, or within its grace period).
@@ -76,7 +78,7 @@ impl Default for RateLimit {
     }
 }
 
-/// The key room tokens are signed with (HMAC-SHA256).
+/// A key room tokens are signed with (HMAC-SHA256).
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
 
@@ -104,7 +106,7 @@ impl Default for Config {
             max_room_size: 16,
             max_frame_bytes: 256 * 1024,
             rate_limit: Some(RateLimit::default()),
-            secret: None,
+            secrets: Vec::new(),
             resume_grace: Duration::from_secs(10),
             send_queue_frames: 1024,
             send_queue_bytes: 4 * 1024 * 1024,

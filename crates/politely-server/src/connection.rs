@@ -590,7 +590,8 @@ impl Connection {
             self.joined(member);
             return None;
         }
-        if let Some(secret) = &hub.config.secret {
+        let mut user = None;
+        if !hub.config.secrets.is_empty() {
             let Some(token) = token else {
                 let message = "this server needs a room token".into();
                 return self
@@ -600,16 +601,19 @@ impl Connection {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            if let Err(e) = token::verify(secret, token, room, now) {
-                let code = match e {
-                    TokenError::Invalid => ErrorCode::TokenInvalid,
-                    TokenError::Expired => ErrorCode::TokenExpired,
-                    TokenError::WrongRoom => ErrorCode::TokenWrongRoom,
-                };
-                return self.refuse(stream, code, e.to_string().into(), None).await;
+            match token::verify(&hub.config.secrets, token, room, now) {
+                Ok(claimed) => user = claimed,
+                Err(e) => {
+                    let code = match e {
+                        TokenError::Invalid => ErrorCode::TokenInvalid,
+                        TokenError::Expired => ErrorCode::TokenExpired,
+                        TokenError::WrongRoom => ErrorCode::TokenWrongRoom,
+                    };
+                    return self.refuse(stream, code, e.to_string().into(), None).await;
+                }
             }
         }
-        match hub.join(room, self.id, self.waker.clone()) {
+        match hub.join(room, self.id, self.waker.clone(), user) {
             Ok(member) => {
                 self.joined(member);
                 None

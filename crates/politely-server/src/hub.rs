@@ -9,7 +9,7 @@ use crate::id::{IdGenerator, fill_random};
 use crate::metrics::Metrics;
 use crate::websocket::{self, Opcode, Shared};
 use bytes::Bytes;
-use politely_proto::{CloseCode, PeerInfo, ServerMessage};
+use politely_proto::{CloseCode, PeerInfo, ServerMessage, User};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -93,6 +93,8 @@ struct Slot {
     connection: u64,
     /// The connection dropped; the slot waits for a resume until its grace period ends.
     parked: bool,
+    /// Who the peer is, from its room token.
+    user: Option<User>,
 }
 
 /// What a connection holds once it has joined.
@@ -416,11 +418,12 @@ fn welcome(
         id: Cow::Borrowed(id),
         room: Cow::Borrowed(room),
         peers: peers
-            .keys()
-            .filter(|peer| *peer != id)
-            .map(|peer| PeerInfo {
+            .iter()
+            .filter(|(peer, _)| *peer != id)
+            .map(|(peer, slot)| PeerInfo {
                 id: Cow::Borrowed(peer),
                 polite: **id < **peer,
+                user: slot.user.clone(),
             })
             .collect(),
         resume: resume_token(id, resume_secret).into(),
@@ -516,6 +519,7 @@ impl Hub {
         room_name: &str,
         connection: u64,
         waker: Arc<Notify>,
+        user: Option<User>,
     ) -> Result<Membership, JoinError> {
         let mut overflowed = Vec::new();
         let membership = {
@@ -559,6 +563,7 @@ impl Hub {
                 let joined = ServerMessage::PeerJoined {
                     id: Cow::Borrowed(&id),
                     polite: **peer < *id,
+                    user: user.clone(),
                 };
                 if slot.outbox.push([joined.to_json().as_bytes()]).is_err() {
                     overflowed.push(peer.clone());
@@ -571,6 +576,7 @@ impl Hub {
                     resume_secret,
                     connection,
                     parked: false,
+                    user,
                 },
             );
             self.metrics.peers.fetch_add(1, Relaxed);

@@ -2,6 +2,7 @@
 
 mod util;
 
+use politely_server::token::Claims;
 use politely_server::{Config, RateLimit, Secret};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -413,10 +414,11 @@ async fn a_full_room_refuses_joins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokens_admit_their_room_and_nothing_else() {
-    let secret = Secret::new("correct horse battery staple");
+async fn tokens_admit_their_room_and_nothing_else_and_tell_the_room_who_is_who() {
+    let old = Secret::new("correct horse battery staple");
+    let new = Secret::new("a newer key, mid-rotation");
     let server = TestServer::start(Config {
-        secret: Some(secret.clone()),
+        secrets: vec![new.clone(), old.clone()],
         ..config()
     })
     .await;
@@ -424,10 +426,15 @@ async fn tokens_admit_their_room_and_nothing_else() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let good = politely_server::token::mint(&secret, "vip", now + 3600);
-    let expired = politely_server::token::mint(&secret, "vip", now - 1);
-    let other_room = politely_server::token::mint(&secret, "other", now + 3600);
-    let forged = politely_server::token::mint(&Secret::new("guess"), "vip", now + 3600);
+    let mint = |secret: &Secret, sub: &str, room: &str, exp: u64| {
+        politely_server::token::mint(secret, &Claims::new(sub, room, exp))
+    };
+    let expired = mint(&new, "eve", "vip", now - 1);
+    let other_room = mint(&new, "eve", "other", now + 3600);
+    let forged = mint(&Secret::new("guess"), "eve", "vip", now + 3600);
+    let mut early = Claims::new("eve", "vip", now + 3600);
+    early.nbf = Some(now + 600);
+    let early = politely_server::token::mint(&new, &early);
 
     let mut c = Client::connect(&server).await;
     c.send(r#"{"type":"join","room":"vip"}"#).await;
@@ -435,17 +442,11 @@ async fn tokens_admit_their_room_and_nothing_else() {
         c.text().await,
         error("token-required", "this server needs a room token")
     );
+    let invalid = "the token is malformed, not valid yet, or its signature is wrong";
     for (token, code, message) in [
-        (
-            &forged,
-            "token-invalid",
-            "the token is malformed or its signature is wrong",
-        ),
-        (
-            &"garbage".to_owned(),
-            "token-invalid",
-            "the token is malformed or its signature is wrong",
-        ),
+        (&forged, "token-invalid", invalid),
+        (&"garbage".to_owned(), "token-invalid", invalid),
+        (&early, "token-invalid", invalid),
         (&expired, "token-expired", "the token has expired"),
         (
             &other_room,
@@ -459,11 +460,34 @@ async fn tokens_admit_their_room_and_nothing_else() {
         .await;
         assert_eq!(c.text().await, error(code, message));
     }
+    // A token signed with the old key, with a name and metadata: the others see who joined.
+    let mut alice = Claims::new("alice@example.com", "vip", now + 3600);
+    alice.name = Some("Alice".into());
+    alice.metadata = Some(serde_json::json!({"role": "host"}));
+    let alice = politely_server::token::mint(&old, &alice);
     c.send(&format!(
-        r#"{{"type":"join","room":"vip","token":"{good}"}}"#
+        r#"{{"type":"join","room":"vip","token":"{alice}"}}"#
     ))
     .await;
-    assert_eq!(c.json().await["type"], "welcome");
+    let welcome = c.json().await;
+    assert_eq!(welcome["type"], "welcome");
+    let bob = mint(&new, "bob@example.com", "vip", now + 3600);
+    let mut b = Client::connect(&server).await;
+    b.send(&format!(
+        r#"{{"type":"join","room":"vip","token":"{bob}"}}"#
+    ))
+    .await;
+    let welcome = b.json().await;
+    assert_eq!(
+        welcome["peers"][0]["user"],
+        serde_json::json!({"sub": "alice@example.com", "name": "Alice", "metadata": {"role": "host"}})
+    );
+    let joined = c.json().await;
+    assert_eq!(joined["type"], "peer-joined");
+    assert_eq!(
+        joined["user"],
+        serde_json::json!({"sub": "bob@example.com"})
+    );
     server.shutdown().await;
 }
 

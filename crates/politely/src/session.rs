@@ -378,7 +378,7 @@ impl SessionTask {
                     Err(e) => tracing::debug!(%from, "unreadable signal: {e}"),
                 }
             }
-            ServerMessage::PeerJoined { id, polite } => {
+            ServerMessage::PeerJoined { id, polite, .. } => {
                 self.add_peer(id.into_owned(), polite).await
             }
             ServerMessage::PeerLeft { id } => self.remove_peer(&id).await,

@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+mod attack;
 mod idle;
 mod native;
 mod raw;
@@ -26,6 +27,9 @@ pub(crate) enum BenchCommand {
     Connect(native::ConnectArgs),
     /// Native peers: time per glare round, on a live connection and on fresh ones.
     Glare(native::GlareArgs),
+    /// A hostile client (slowloris, huge frame headers, ping floods, parked peers' backlog),
+    /// with the server's memory and CPU; run `bench relay` beside it for a bystander's latency.
+    Attack(attack::AttackArgs),
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
@@ -34,6 +38,7 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Idle(args) => idle::run(args),
         BenchCommand::Connect(args) => native::connect(args),
         BenchCommand::Glare(args) => native::glare(args),
+        BenchCommand::Attack(args) => attack::run(args),
     }
 }
 
