@@ -2,6 +2,7 @@
 // `politely join` peers driven over stdin.
 
 import { spawn } from "node:child_process";
+import { createWriteStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -66,10 +67,16 @@ export async function startServer() {
  * join's options. */
 export class Native {
   constructor(ws, room, args = []) {
+    // POLITELY_NATIVE_LOG sets the native peer's log filter (RUST_LOG syntax), and
+    // POLITELY_NATIVE_LOG_DIR keeps each native peer's whole log there, for replays.
     this.child = spawn(BIN, ["join", ws, room, ...args], {
       stdio: ["pipe", "pipe", "pipe"],
-      env: { ...process.env, RUST_LOG: "warn" },
+      env: { ...process.env, RUST_LOG: process.env.POLITELY_NATIVE_LOG ?? "warn" },
     });
+    if (process.env.POLITELY_NATIVE_LOG_DIR) {
+      const file = `${process.env.POLITELY_NATIVE_LOG_DIR}/native-${this.child.pid}.log`;
+      this.child.stderr.pipe(createWriteStream(file));
+    }
     this.out = new Lines(this.child.stdout);
     this.err = new Lines(this.child.stderr);
     this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));

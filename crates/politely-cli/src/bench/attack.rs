@@ -20,8 +20,8 @@ enum Kind {
     Headers,
     /// Joined connections that send WebSocket pings as fast as they can.
     Pings,
-    /// Peers that join a room and drop their connection (parked for their grace period) while
-    /// one sender floods them with 16 KiB signals.
+    /// Peers that join rooms (15 to a room) and drop their connection (parked for their grace
+    /// period) while one sender in each room floods them with 16 KiB signals.
     Park,
 }
 
@@ -116,8 +116,8 @@ async fn attack(
     // What each attacking connection holds; the server closing one is counted.
     let mut held: Vec<TcpStream> = Vec::new();
     let mut clients: Vec<Client> = Vec::new();
-    let mut sender = None;
-    let mut targets = Vec::new();
+    // Per room of parked peers: its sender and the parked ids.
+    let mut rooms: Vec<(Client, Vec<String>)> = Vec::new();
     for _ in 0..args.connections {
         match args.kind {
             Kind::Slowloris => {
@@ -139,14 +139,17 @@ async fn attack(
                 Err(_) => tally.refused += 1,
             },
             Kind::Park => {
-                if sender.is_none() {
-                    sender = Some(Client::join(url, "attack-park").await?.0);
+                let room = format!("attack-park-{}", tally.opened / 15);
+                if tally.opened % 15 == 0 {
+                    rooms.push((Client::join(url, &room).await?.0, Vec::new()));
                 }
-                match Client::join(url, "attack-park").await {
+                match Client::join(url, &room).await {
                     // Dropped without a close: the server keeps the peer for its grace period.
                     Ok((client, id)) => {
                         drop(client);
-                        targets.push(id);
+                        if let Some((_, targets)) = rooms.last_mut() {
+                            targets.push(id);
+                        }
                     }
                     Err(_) => tally.refused += 1,
                 }
@@ -178,18 +181,20 @@ async fn attack(
                 tokio::task::yield_now().await;
             }
             Kind::Park => {
-                let Some(sender) = &mut sender else { break };
-                for target in &targets {
-                    let signal = format!(r#"{{"type":"signal","to":"{target}","data":{data}}}"#);
-                    sender.push_text(signal.as_bytes());
-                    tally.frames_sent += 1;
-                }
-                if sender.flush().await.is_err() {
-                    break;
-                }
-                while let Ok(true) = sender.try_read() {}
-                while let Ok(Some(_)) = sender.reader.next_message() {
-                    tally.frames_received += 1;
+                for (sender, targets) in &mut rooms {
+                    for target in targets.iter() {
+                        let signal =
+                            format!(r#"{{"type":"signal","to":"{target}","data":{data}}}"#);
+                        sender.push_text(signal.as_bytes());
+                        tally.frames_sent += 1;
+                    }
+                    if sender.flush().await.is_err() {
+                        continue;
+                    }
+                    while let Ok(true) = sender.try_read() {}
+                    while let Ok(Some(_)) = sender.reader.next_message() {
+                        tally.frames_received += 1;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
