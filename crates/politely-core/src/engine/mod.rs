@@ -912,6 +912,10 @@ impl Engine {
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
         self.transition(Step::RemoteAnswer, "remote answer");
+        log::trace!(
+            "[{}] local offer:\n{local_sdp}\nremote answer:\n{remote_sdp}",
+            self.conn.id
+        );
         self.pump();
         self.counters.answers_applied += 1;
         self.after_remote_description();
