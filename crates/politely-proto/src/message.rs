@@ -156,6 +156,8 @@ pub enum ErrorCode {
     TokenExpired,
     /// The token was made for another room.
     TokenWrongRoom,
+    /// The application that runs the server refused the `join` (its join hook).
+    JoinRefused,
     /// A code this version of the crate does not know.
     #[serde(other)]
     Unknown,
@@ -163,7 +165,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidFrame,
         ErrorCode::UnknownType,
@@ -179,6 +181,7 @@ impl ErrorCode {
         ErrorCode::TokenInvalid,
         ErrorCode::TokenExpired,
         ErrorCode::TokenWrongRoom,
+        ErrorCode::JoinRefused,
         ErrorCode::Unknown,
     ];
 
@@ -200,6 +203,7 @@ impl ErrorCode {
             ErrorCode::TokenInvalid => "token-invalid",
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::TokenWrongRoom => "token-wrong-room",
+            ErrorCode::JoinRefused => "join-refused",
             ErrorCode::Unknown => "unknown",
         }
     }

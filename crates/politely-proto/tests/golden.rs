@@ -140,6 +140,7 @@ fn error_codes_are_kebab_case_and_match_their_serde_names() {
         "token-invalid",
         "token-expired",
         "token-wrong-room",
+        "join-refused",
         "unknown",
     ];
     for (code, name) in ErrorCode::ALL.iter().zip(expected) {

@@ -1,6 +1,8 @@
 //! The server's settings, with the defaults `politely serve` uses.
 
+use politely_proto::User;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How the server runs. `Config::default()` is what `politely serve` runs with no flags.
@@ -40,6 +42,10 @@ pub struct Config {
     /// How long a client has to send a whole HTTP request head (the WebSocket upgrade, or any
     /// other request, each request of a kept-alive connection included). Default 10 s.
     pub request_timeout: Duration,
+    /// The application's say on joins: called for every ordinary `join` (not a resume) that
+    /// passed the server's own checks (room name, token), before the peer enters the room. A
+    /// refusal is answered with `join-refused` and its text. Default none.
+    pub join_hook: Option<JoinHook>,
     /// How often the server pings every connection. Default 15 s.
     pub ping_interval: Duration,
     /// How long a connection may stay silent (no frame, no pong) before it counts as dropped.
@@ -58,6 +64,48 @@ pub struct Config {
     /// connection holds this much; under load reads double, up to 16 KiB, and shrink back once
     /// the connection is idle.
     pub read_buffer_bytes: usize,
+}
+
+/// What a [`JoinHook`] decides on.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct JoinRequest<'a> {
+    /// The room asked for.
+    pub room: &'a str,
+    /// Who the token says the client is (with a server that requires tokens, and a JWT).
+    pub user: Option<&'a User>,
+    /// The client's address, when the server accepted the connection itself.
+    pub address: Option<SocketAddr>,
+    /// The `Origin` of the WebSocket request, if it had one (browsers send it).
+    pub origin: Option<&'a str>,
+}
+
+/// Decides joins for an application that embeds the server (see [`Config::join_hook`]):
+/// `Ok(())` admits, `Err(reason)` refuses with `join-refused` and `reason` as the message.
+/// It runs on the connection's task, so it must be quick; it must not block.
+#[derive(Clone)]
+pub struct JoinHook(Arc<Decide>);
+
+/// The function behind a [`JoinHook`].
+type Decide = dyn Fn(&JoinRequest<'_>) -> Result<(), String> + Send + Sync;
+
+impl JoinHook {
+    /// A hook from a function.
+    pub fn new(
+        decide: impl Fn(&JoinRequest<'_>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        JoinHook(Arc::new(decide))
+    }
+
+    pub(crate) fn decide(&self, request: &JoinRequest<'_>) -> Result<(), String> {
+        (self.0)(request)
+    }
+}
+
+impl std::fmt::Debug for JoinHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinHook(..)")
+    }
 }
 
 /// A token bucket: `per_second` frames on average, up to `burst` at once.
@@ -114,6 +162,7 @@ impl Default for Config {
             max_connections: 10_000,
             max_connections_per_address: 256,
             request_timeout: Duration::from_secs(10),
+            join_hook: None,
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(45),
             join_timeout: Duration::from_secs(10),

@@ -116,7 +116,8 @@ impl Client {
         });
         hub.echo = true;
         let (client, server) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(connection::run(Arc::new(hub), server, Vec::new()));
+        let info = connection::ClientInfo::default();
+        tokio::spawn(connection::run(Arc::new(hub), server, Vec::new(), info));
         let (read, write) = tokio::io::split(client);
         let (writes, queue) = mpsc::unbounded_channel();
         tokio::spawn(write_all(write, queue));

@@ -2,11 +2,13 @@
 //! place), writes the client's queued frames in batches (one write per wake-up, however many
 //! frames are queued), pings, and decides how the connection ends.
 
+use crate::config::JoinRequest;
 use crate::hub::{Batch, Hub, JoinError, Membership, Relay, Take};
 use crate::token::{self, TokenError};
 use crate::websocket::{self, FrameError, Message, Opcode, Reader, Role};
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,9 +58,17 @@ impl Bucket {
     }
 }
 
+/// What the server knows of a client from its request, for the join hook.
+#[derive(Debug, Default)]
+pub(crate) struct ClientInfo {
+    pub(crate) address: Option<SocketAddr>,
+    pub(crate) origin: Option<String>,
+}
+
 struct Connection {
     hub: Arc<Hub>,
     id: u64,
+    client: ClientInfo,
     waker: Arc<Notify>,
     member: Option<Membership>,
     rate: Option<Bucket>,
@@ -100,7 +110,7 @@ const KEPT_BUFFER: usize = 64 * 1024;
 
 /// Serves one WebSocket whose handshake is done; `early` holds bytes the client sent after its
 /// request.
-pub(crate) async fn run<S>(hub: Arc<Hub>, mut stream: S, early: Vec<u8>)
+pub(crate) async fn run<S>(hub: Arc<Hub>, mut stream: S, early: Vec<u8>, client: ClientInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -121,6 +131,7 @@ where
     reader.feed(&early);
     let mut conn = Connection {
         id: hub.next_connection(),
+        client,
         waker: Arc::new(Notify::new()),
         member: None,
         rate: config
@@ -611,6 +622,19 @@ impl Connection {
                     };
                     return self.refuse(stream, code, e.to_string().into(), None).await;
                 }
+            }
+        }
+        if let Some(hook) = &hub.config.join_hook {
+            let request = JoinRequest {
+                room,
+                user: user.as_ref(),
+                address: self.client.address,
+                origin: self.client.origin.as_deref(),
+            };
+            if let Err(reason) = hook.decide(&request) {
+                return self
+                    .refuse(stream, ErrorCode::JoinRefused, reason.into(), None)
+                    .await;
             }
         }
         match hub.join(room, self.id, self.waker.clone(), user) {

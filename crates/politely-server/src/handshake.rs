@@ -3,7 +3,7 @@
 //! which keeps the raw socket), or answered inside the router for an application that mounts
 //! [`crate::app`] itself.
 
-use crate::connection;
+use crate::connection::{self, ClientInfo};
 use crate::hub::{Admission, Hub};
 use crate::websocket;
 use base64::Engine as _;
@@ -23,6 +23,8 @@ pub(crate) struct Accept {
     pub(crate) key: String,
     /// The client offered politely's subprotocol: it is selected.
     pub(crate) subprotocol: bool,
+    /// The request's `Origin`, if any.
+    pub(crate) origin: Option<String>,
 }
 
 /// A refused upgrade: the HTTP status and a one-line body.
@@ -103,6 +105,7 @@ pub(crate) fn check<'h>(
     Ok(Accept {
         key: websocket::accept_key(key),
         subprotocol: has_token("sec-websocket-protocol", politely_proto::SUBPROTOCOL),
+        origin: origin.map(str::to_owned),
     })
 }
 
@@ -166,14 +169,18 @@ pub(crate) fn is_websocket_request(first: &[u8]) -> bool {
 pub(crate) async fn upgrade_tcp(hub: Arc<Hub>, tcp: TcpStream) {
     // The request's buffers are gone before the connection starts: an idle connection holds
     // only what it needs.
-    if let Some((tcp, early)) = handshake(&hub, tcp).await {
-        connection::run(hub, tcp, early).await;
+    if let Some((tcp, early, origin)) = handshake(&hub, tcp).await {
+        let client = ClientInfo {
+            address: tcp.peer_addr().ok(),
+            origin,
+        };
+        connection::run(hub, tcp, early, client).await;
     }
 }
 
-/// Answers the upgrade request on `tcp`; returns the socket and any bytes the client sent after
-/// its request, or `None` if it was refused.
-async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)> {
+/// Answers the upgrade request on `tcp`; returns the socket, any bytes the client sent after
+/// its request and its `Origin`, or `None` if it was refused.
+async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>, Option<String>)> {
     let mut head = Vec::with_capacity(1024);
     let read_head = async {
         loop {
@@ -201,11 +208,12 @@ async fn handshake(hub: &Hub, mut tcp: TcpStream) -> Option<(TcpStream, Vec<u8>)
     };
     let result = answer(hub, &head[..end]);
     let reply = response(&result);
-    if tcp.write_all(reply.as_bytes()).await.is_err() || result.is_err() {
+    if tcp.write_all(reply.as_bytes()).await.is_err() {
         return None;
     }
+    let accept = result.ok()?;
     // Anything the client sent after its request is its first frames.
-    Some((tcp, head.split_off(end)))
+    Some((tcp, head.split_off(end), accept.origin))
 }
 
 /// Parses a request head (up to its blank line) and checks it as an upgrade request.
@@ -263,10 +271,14 @@ pub(crate) fn upgrade_in_router(
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     let task_hub = hub.clone();
+    let client = ClientInfo {
+        address: admission.as_ref().map(|a| a.peer),
+        origin: accept.origin.clone(),
+    };
     hub.tasks.spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {
             let stream = hyper_util::rt::TokioIo::new(upgraded);
-            connection::run(task_hub, stream, Vec::new()).await;
+            connection::run(task_hub, stream, Vec::new(), client).await;
         }
         // The TCP connection's place in the limits goes with the upgraded stream.
         drop(admission);

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::IoSlice;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -62,7 +62,10 @@ pub(crate) enum Refused {
 /// A TCP connection's place within the connection limits, given back when dropped.
 pub(crate) struct Admission {
     hub: Arc<Hub>,
+    /// The client's address as the limits count it (IPv4-mapped addresses as IPv4).
     address: IpAddr,
+    /// The client's address and port.
+    pub(crate) peer: SocketAddr,
 }
 
 impl Drop for Admission {
@@ -490,8 +493,8 @@ impl Hub {
     }
 
     /// Counts a new TCP connection from `address` against the connection limits.
-    pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Admission, Refused> {
-        let address = address.to_canonical();
+    pub(crate) fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<Admission, Refused> {
+        let address = peer.ip().to_canonical();
         let mut open = self.lock_open();
         if open.total >= self.config.max_connections {
             return Err(Refused::Total);
@@ -505,6 +508,7 @@ impl Hub {
         Ok(Admission {
             hub: self.clone(),
             address,
+            peer,
         })
     }
 

@@ -52,7 +52,7 @@ pub mod websocket;
 #[cfg(not(feature = "internals"))]
 mod websocket;
 
-pub use config::{Config, RateLimit, Secret};
+pub use config::{Config, JoinHook, JoinRequest, RateLimit, Secret};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -71,7 +71,55 @@ use tokio::net::{TcpListener, TcpStream};
 /// The routes of the server, for mounting in an application of your own. Connections it accepts
 /// end when their clients go; use [`Server`] for a graceful shutdown that closes them.
 pub fn app(config: Config) -> Router {
-    router(Arc::new(Hub::new(config)))
+    app_with_metrics(config).0
+}
+
+/// [`app`], and a view of its metrics.
+pub fn app_with_metrics(config: Config) -> (Router, ServerMetrics) {
+    let hub = Arc::new(Hub::new(config));
+    (router(hub.clone()), ServerMetrics(hub))
+}
+
+/// A live view of a server's metrics, for an application that embeds it: the figures of
+/// `GET /metrics`.
+#[derive(Clone)]
+pub struct ServerMetrics(Arc<Hub>);
+
+impl ServerMetrics {
+    /// The Prometheus text that `GET /metrics` answers.
+    pub fn prometheus(&self) -> String {
+        self.0.metrics.render()
+    }
+
+    /// Open WebSocket connections.
+    pub fn connections(&self) -> u64 {
+        self.0.metrics.connections.load(Relaxed).max(0) as u64
+    }
+
+    /// Peers in rooms, connected or within their resume grace period.
+    pub fn peers(&self) -> u64 {
+        self.0.metrics.peers.load(Relaxed).max(0) as u64
+    }
+
+    /// Rooms with at least one peer.
+    pub fn rooms(&self) -> u64 {
+        self.0.metrics.rooms.load(Relaxed).max(0) as u64
+    }
+
+    /// Bytes of the send-queue budget reserved now.
+    pub fn queued_bytes(&self) -> usize {
+        self.0.metrics.queued_bytes.load(Relaxed)
+    }
+}
+
+impl std::fmt::Debug for ServerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerMetrics")
+            .field("connections", &self.connections())
+            .field("peers", &self.peers())
+            .field("rooms", &self.rooms())
+            .finish()
+    }
 }
 
 fn router(hub: Arc<Hub>) -> Router {
@@ -109,6 +157,11 @@ impl Server {
         self.local_addr
     }
 
+    /// A view of the server's metrics that stays live while it serves.
+    pub fn metrics(&self) -> ServerMetrics {
+        ServerMetrics(self.hub.clone())
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, closes every WebSocket with
     /// 1001 (going away) and waits up to five seconds for the connections to end.
     pub async fn serve(
@@ -125,7 +178,7 @@ impl Server {
             };
             match accepted {
                 Ok((tcp, peer)) => {
-                    let admission = match hub.admit(peer.ip()) {
+                    let admission = match hub.admit(peer) {
                         Ok(admission) => admission,
                         Err(refused) => {
                             refuse(&hub, &tcp, refused);

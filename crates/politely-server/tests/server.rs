@@ -868,3 +868,69 @@ async fn replies_keep_their_place_and_signals_to_a_departed_peer_are_no_abuse() 
     assert_eq!(c.text().await, r#"{"type":"pong"}"#);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_hook_decides_joins_and_an_embedder_reads_the_metrics() {
+    use politely_server::{JoinHook, JoinRequest, Server};
+    use std::sync::{Arc, Mutex};
+    use util::{Raw, request};
+    type Seen = (String, Option<std::net::IpAddr>, Option<String>);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = seen.clone();
+    let hook = JoinHook::new(move |r: &JoinRequest<'_>| {
+        let entry = (
+            r.room.to_owned(),
+            r.address.map(|a| a.ip()),
+            r.origin.map(str::to_owned),
+        );
+        log.lock().unwrap().push(entry);
+        match r.room {
+            "closed" => Err("this room is closed".into()),
+            _ => Ok(()),
+        }
+    });
+    let server = Server::bind(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        join_hook: Some(hook),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let metrics = server.metrics();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    let origin = "Origin: https://app.example\r\n";
+    let (response, mut raw) = Raw::handshake(addr, &[request(addr, origin).as_bytes()]).await;
+    assert!(response.starts_with("HTTP/1.1 101 "), "{response}");
+    raw.send_text(r#"{"type":"join","room":"closed"}"#).await;
+    let refused = raw.json().await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["message"].as_str()),
+        (Some("join-refused"), Some("this room is closed"))
+    );
+    raw.send_text(r#"{"type":"join","room":"open"}"#).await;
+    assert_eq!(raw.json().await["type"], "welcome");
+    assert_eq!(
+        (metrics.connections(), metrics.peers(), metrics.rooms()),
+        (1, 1, 1)
+    );
+    assert!(
+        metrics
+            .prometheus()
+            .contains("politely_errors_total{code=\"join-refused\"} 1")
+    );
+    let loopback = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+    let origin = Some("https://app.example".to_owned());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("closed".to_owned(), loopback, origin.clone()),
+            ("open".to_owned(), loopback, origin),
+        ]
+    );
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}

@@ -68,5 +68,5 @@ pub use politely_core::{
     MediaPacket, Origin, Recovery, ReplaceReason, Role, Signal, SignalingState, TransceiverId,
     TransceiverInfo, WatchdogCause,
 };
-pub use politely_proto::ErrorCode;
+pub use politely_proto::{ErrorCode, User};
 pub use session::{Session, SessionEvent};

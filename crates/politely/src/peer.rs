@@ -145,9 +145,18 @@ impl PeerStats {
 pub struct PeerHandle {
     pub(crate) id: Arc<str>,
     pub(crate) commands: mpsc::Sender<Command>,
+    /// Who the remote is, from its room token (in a [`Session`](crate::Session) whose server
+    /// requires tokens).
+    pub(crate) user: Option<Arc<politely_proto::User>>,
 }
 
 impl PeerHandle {
+    /// Who the remote peer is, as its room token says: on a server that requires tokens (JWTs
+    /// with `sub`, and `name` and `metadata` when given); `None` otherwise.
+    pub fn user(&self) -> Option<&politely_proto::User> {
+        self.user.as_deref()
+    }
+
     /// The remote peer's id (its server-assigned id in a [`Session`](crate::Session)).
     pub fn id(&self) -> &str {
         &self.id
@@ -322,6 +331,7 @@ pub(crate) async fn spawn<E: Send + 'static>(
         handle: PeerHandle {
             id: remote,
             commands: commands_tx,
+            user: None,
         },
         signals: signals_tx,
         task,

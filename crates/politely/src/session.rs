@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::peer::{self, PeerEvent, PeerHandle, SIGNAL_QUEUE};
 use futures_util::{SinkExt, StreamExt};
 use politely_core::{Certificate, Role, Signal};
-use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
+use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage, User};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -162,8 +162,8 @@ impl Session {
             commands: commands_rx,
             shared: shared.clone(),
         };
-        for (id, polite) in welcome.peers {
-            task.add_peer(id, polite).await;
+        for (id, polite, user) in welcome.peers {
+            task.add_peer(id, polite, user).await;
         }
         Ok(Session {
             room: room.to_owned(),
@@ -378,8 +378,8 @@ impl SessionTask {
                     Err(e) => tracing::debug!(%from, "unreadable signal: {e}"),
                 }
             }
-            ServerMessage::PeerJoined { id, polite, .. } => {
-                self.add_peer(id.into_owned(), polite).await
+            ServerMessage::PeerJoined { id, polite, user } => {
+                self.add_peer(id.into_owned(), polite, user).await
             }
             ServerMessage::PeerLeft { id } => self.remove_peer(&id).await,
             ServerMessage::Error { code, message, .. } => {
@@ -395,7 +395,7 @@ impl SessionTask {
         None
     }
 
-    async fn add_peer(&mut self, id: String, polite: bool) {
+    async fn add_peer(&mut self, id: String, polite: bool, user: Option<User>) {
         if self.peers.contains_key(&id) {
             return;
         }
@@ -416,7 +416,8 @@ impl SessionTask {
         )
         .await;
         match spawned {
-            Ok(spawned) => {
+            Ok(mut spawned) => {
+                spawned.handle.user = user.map(Arc::new);
                 self.shared
                     .peers
                     .lock()
@@ -528,15 +529,15 @@ impl SessionTask {
             let gone: Vec<String> = self
                 .peers
                 .keys()
-                .filter(|id| !welcome.peers.iter().any(|(p, _)| p == *id))
+                .filter(|id| !welcome.peers.iter().any(|(p, _, _)| p == *id))
                 .cloned()
                 .collect();
             for id in gone {
                 self.remove_peer(&id).await;
             }
         }
-        for (id, polite) in welcome.peers {
-            self.add_peer(id, polite).await;
+        for (id, polite, user) in welcome.peers {
+            self.add_peer(id, polite, user).await;
         }
         tracing::info!(id = %self.id, resumed = welcome.resumed, "signaling reconnected");
         self.emit(SessionEvent::Reconnected {
@@ -606,7 +607,7 @@ fn keep(backlog: &mut VecDeque<String>, outgoing: Outgoing) {
 /// What a `welcome` tells.
 struct Welcome {
     id: String,
-    peers: Vec<(String, bool)>,
+    peers: Vec<(String, bool, Option<User>)>,
     resume: String,
     resumed: bool,
 }
@@ -662,7 +663,7 @@ async fn connect(
                             id: id.into_owned(),
                             peers: peers
                                 .into_iter()
-                                .map(|p| (p.id.into_owned(), p.polite))
+                                .map(|p| (p.id.into_owned(), p.polite, p.user))
                                 .collect(),
                             resume: resume.into_owned(),
                             resumed,

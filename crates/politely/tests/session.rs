@@ -313,3 +313,48 @@ async fn leaving_ends_every_task() {
     assert_eq!(metrics.num_alive_tasks(), baseline, "tasks leaked");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_know_who_is_who_from_their_room_tokens() {
+    let secret = politely_server::Secret::new("a key for this test only");
+    let server = TestServer::with(politely_server::Config {
+        secrets: vec![secret.clone()],
+        ..Default::default()
+    })
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let url = server.url();
+    let join = |sub: &str, name: &str| {
+        let mut claims = politely_server::token::Claims::new(sub, "who", exp);
+        claims.name = Some(name.to_owned());
+        let config = SessionConfig {
+            token: Some(politely_server::token::mint(&secret, &claims)),
+            ..SessionConfig::loopback()
+        };
+        Session::join(&url, "who", config)
+    };
+    let mut alice = join("alice@example.com", "Alice").await.unwrap();
+    let mut bob = join("bob@example.com", "Bob").await.unwrap();
+    // Alice learns of Bob from `peer-joined`, Bob of Alice from his `welcome`.
+    let to_bob = until(&mut alice, "bob", 5, joined).await;
+    let to_alice = until(&mut bob, "alice", 5, joined).await;
+    let user = |handle: &politely::PeerHandle| {
+        let user = handle.user().expect("a user from the token");
+        (user.sub.clone(), user.name.clone())
+    };
+    assert_eq!(
+        user(&to_bob),
+        ("bob@example.com".to_owned(), Some("Bob".to_owned()))
+    );
+    assert_eq!(
+        user(&to_alice),
+        ("alice@example.com".to_owned(), Some("Alice".to_owned()))
+    );
+    alice.leave().await;
+    bob.leave().await;
+    server.stop().await;
+}
