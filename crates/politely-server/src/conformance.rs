@@ -144,6 +144,20 @@ impl Client {
         let _ = self.writes.send(Send::Pause(Duration::from_millis(ms)));
     }
 
+    /// Sends `frames` in one write, one write each with pauses between, or in 1-byte writes.
+    fn send_as(&mut self, frames: Vec<Vec<u8>>, how: How) {
+        match how {
+            How::Together => self.send(frames.concat()),
+            How::FrameWise => {
+                for f in frames {
+                    self.send(f);
+                    self.pause(20);
+                }
+            }
+            How::Chopped => self.chopped(frames.concat(), 1),
+        }
+    }
+
     /// Everything the server sends until it ends the stream. A close from the server is
     /// answered with the same code, as a client completes the closing handshake.
     async fn seen(&mut self) -> Vec<Seen> {
@@ -337,9 +351,7 @@ async fn case_2_4() {
 #[tokio::test]
 async fn case_2_5() {
     // A control frame's payload is at most 125 bytes.
-    let mut c = Client::start();
-    c.send(ping(&[0xfe; 126]));
-    c.expect_failure("2.5", &[], 1002).await;
+    fails("2.5", ping(&[0xfe; 126]), 1002).await;
 }
 
 #[tokio::test]
@@ -419,9 +431,7 @@ async fn case_2_11() {
 
 #[tokio::test]
 async fn case_3_1() {
-    let mut c = Client::start();
-    c.send(frame(TEXT, b"Hello, world!", true, 0b100));
-    c.expect_failure("3.1", &[], 1002).await;
+    fails("3.1", frame(TEXT, b"Hello, world!", true, 0b100), 1002).await;
 }
 
 /// A good text frame, a frame with reserved bits, then a ping: the first is echoed, the
@@ -429,18 +439,16 @@ async fn case_3_1() {
 async fn echo_then_bad(case: &str, bad: Vec<u8>, how: How) {
     let mut c = Client::start();
     let frames = [text(b"Hello, world!"), bad, ping(b"")];
-    match how {
-        How::Together => c.send(frames.concat()),
-        How::FrameWise => {
-            for f in frames {
-                c.send(f);
-                c.pause(20);
-            }
-        }
-        How::Chopped => c.chopped(frames.concat(), 1),
-    }
+    c.send_as(frames.into(), how);
     c.expect_failure(case, &[Text(b"Hello, world!".to_vec())], 1002)
         .await;
+}
+
+/// One frame that fails the connection with `code`, and nothing echoed.
+async fn fails(case: &str, bytes: Vec<u8>, code: u16) {
+    let mut c = Client::start();
+    c.send(bytes);
+    c.expect_failure(case, &[], code).await;
 }
 
 #[derive(Clone, Copy)]
@@ -482,39 +490,34 @@ async fn case_3_4() {
 
 #[tokio::test]
 async fn case_3_5() {
-    let mut c = Client::start();
-    c.send(frame(BINARY, SMALL_BINARY, true, 0b101));
-    c.expect_failure("3.5", &[], 1002).await;
+    fails("3.5", frame(BINARY, SMALL_BINARY, true, 0b101), 1002).await;
 }
 
 #[tokio::test]
 async fn case_3_6() {
-    let mut c = Client::start();
-    c.send(frame(PING, SMALL_BINARY, true, 0b011));
-    c.expect_failure("3.6", &[], 1002).await;
+    fails("3.6", frame(PING, SMALL_BINARY, true, 0b011), 1002).await;
 }
 
 #[tokio::test]
 async fn case_3_7() {
-    let mut c = Client::start();
-    c.send(frame(CLOSE, &1000u16.to_be_bytes(), true, 0b111));
-    c.expect_failure("3.7", &[], 1002).await;
+    fails(
+        "3.7",
+        frame(CLOSE, &1000u16.to_be_bytes(), true, 0b111),
+        1002,
+    )
+    .await;
 }
 
 // Section 4: reserved opcodes fail the connection.
 
 #[tokio::test]
 async fn case_4_1_1() {
-    let mut c = Client::start();
-    c.send(frame(3, b"", true, 0));
-    c.expect_failure("4.1.1", &[], 1002).await;
+    fails("4.1.1", frame(3, b"", true, 0), 1002).await;
 }
 
 #[tokio::test]
 async fn case_4_1_2() {
-    let mut c = Client::start();
-    c.send(frame(4, b"reserved opcode payload", true, 0));
-    c.expect_failure("4.1.2", &[], 1002).await;
+    fails("4.1.2", frame(4, b"reserved opcode payload", true, 0), 1002).await;
 }
 
 #[tokio::test]
@@ -544,16 +547,17 @@ async fn case_4_1_5() {
 
 #[tokio::test]
 async fn case_4_2_1() {
-    let mut c = Client::start();
-    c.send(frame(11, b"", true, 0));
-    c.expect_failure("4.2.1", &[], 1002).await;
+    fails("4.2.1", frame(11, b"", true, 0), 1002).await;
 }
 
 #[tokio::test]
 async fn case_4_2_2() {
-    let mut c = Client::start();
-    c.send(frame(12, b"reserved opcode payload", true, 0));
-    c.expect_failure("4.2.2", &[], 1002).await;
+    fails(
+        "4.2.2",
+        frame(12, b"reserved opcode payload", true, 0),
+        1002,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -608,16 +612,7 @@ async fn two_fragments(case: &str, with_ping: bool, how: How) {
         frames.push(ping(b"pongme 2!"));
     }
     frames.push(frame(CONTINUATION, b"fragment2", true, 0));
-    match how {
-        How::Together => c.send(frames.concat()),
-        How::FrameWise => {
-            for f in frames {
-                c.send(f);
-                c.pause(20);
-            }
-        }
-        How::Chopped => c.chopped(frames.concat(), 1),
-    }
+    c.send_as(frames, how);
     let mut echoes = Vec::new();
     if with_ping {
         echoes.push(Pong(b"pongme 2!".to_vec()));
@@ -665,16 +660,7 @@ async fn stray_continuation(case: &str, fin: bool, how: How) {
         frame(TEXT, b"fragment2", false, 0),
         frame(CONTINUATION, b"fragment3", true, 0),
     ];
-    match how {
-        How::Together => c.send(frames.concat()),
-        How::FrameWise => {
-            for f in frames {
-                c.send(f);
-                c.pause(20);
-            }
-        }
-        How::Chopped => c.chopped(frames.concat(), 1),
-    }
+    c.send_as(frames.into(), how);
     c.expect_failure(case, &[], 1002).await;
 }
 
@@ -895,9 +881,7 @@ async fn case_6_2() {
 async fn case_6_3() {
     // "κόσμε", a UTF-16 surrogate, "edited": invalid, in one frame and chopped.
     let bytes = [KOSME, &[0xed, 0xa0, 0x80], b"edited"].concat();
-    let mut c = Client::start();
-    c.send(text(&bytes));
-    c.expect_failure("6.3.1", &[], 1007).await;
+    fails("6.3.1", text(&bytes), 1007).await;
     let mut c = Client::start();
     c.chopped(text(&bytes), 1);
     c.expect_failure("6.3.2", &[], 1007).await;
@@ -1122,9 +1106,7 @@ async fn case_7_3_1() {
 
 #[tokio::test]
 async fn case_7_3_2() {
-    let mut c = Client::start();
-    c.send(frame(CLOSE, b"a", true, 0));
-    c.expect_failure("7.3.2", &[], 1002).await;
+    fails("7.3.2", frame(CLOSE, b"a", true, 0), 1002).await;
 }
 
 #[tokio::test]
@@ -1143,9 +1125,7 @@ async fn case_7_3_3_to_7_3_5() {
 #[tokio::test]
 async fn case_7_3_6() {
     // A 126-byte close payload is an over-long control frame.
-    let mut c = Client::start();
-    c.send(close(1000, &[b'*'; 124]));
-    c.expect_failure("7.3.6", &[], 1002).await;
+    fails("7.3.6", close(1000, &[b'*'; 124]), 1002).await;
 }
 
 #[tokio::test]

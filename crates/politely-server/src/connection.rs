@@ -296,6 +296,14 @@ impl Connection {
         end.or(flushed)
     }
 
+    /// Owes a pong for a ping: answered after the other frames of this read, once for all its
+    /// pings, with the last one's payload.
+    fn owe_pong(&mut self, payload: &[u8]) {
+        let pong = self.pong.get_or_insert_with(Vec::new);
+        pong.clear();
+        pong.extend_from_slice(payload);
+    }
+
     /// Writes the pong owed for the pings read so far, if any; called before any other direct
     /// write too, so the pong keeps its place.
     async fn flush_pong<S>(&mut self, stream: &mut S) -> Option<End>
@@ -461,10 +469,7 @@ impl Connection {
                     .await;
             }
             Message::Ping(payload) => {
-                // Answered after the other frames of this read, once for all its pings.
-                let pong = self.pong.get_or_insert_with(Vec::new);
-                pong.clear();
-                pong.extend_from_slice(payload);
+                self.owe_pong(payload);
                 return None;
             }
             // A pong only proves the client is alive.
@@ -517,9 +522,7 @@ impl Connection {
             }
             Message::Binary(bytes) => (Opcode::Binary, bytes),
             Message::Ping(payload) => {
-                let pong = self.pong.get_or_insert_with(Vec::new);
-                pong.clear();
-                pong.extend_from_slice(payload);
+                self.owe_pong(payload);
                 return None;
             }
             Message::Pong(_) => return None,

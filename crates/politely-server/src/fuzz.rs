@@ -85,10 +85,15 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Feeds `bytes` as a socket would, in reads of the given sizes into the reader's own buffer,
-/// taking every message after each read (until an error, which ends a connection), with a
-/// keepalive shrink now and then. Checks the reader's memory after every read.
-fn read_all(bytes: &[u8], reads: &[usize], shrinks: &[bool]) -> Result<(), TestCaseError> {
-    let mut reader = Reader::new(Role::Server, MAX_MESSAGE, HARD_LIMIT, READ_SIZE);
+/// calling `after` after each read (with the bytes fed so far), and shrinking the reader now and
+/// then as a keepalive tick does. `after` returning `Ok(false)` stops the feeding.
+fn feed_in_reads(
+    reader: &mut Reader,
+    bytes: &[u8],
+    reads: &[usize],
+    shrinks: &[bool],
+    mut after: impl FnMut(&mut Reader, usize) -> Result<bool, TestCaseError>,
+) -> Result<(), TestCaseError> {
     let mut fed = 0;
     for (i, &size) in reads.iter().cycle().enumerate() {
         if fed == bytes.len() {
@@ -100,11 +105,26 @@ fn read_all(bytes: &[u8], reads: &[usize], shrinks: &[bool]) -> Result<(), TestC
         buf.extend_from_slice(&bytes[fed..fed + n]);
         fed += n;
         reader.did_read(n);
+        if !after(reader, fed)? {
+            break;
+        }
+        if shrinks[i % shrinks.len()] {
+            reader.shrink();
+        }
+    }
+    Ok(())
+}
+
+/// Takes every message after each read (until an error, which ends a connection) and checks the
+/// reader's memory after every read.
+fn read_all(bytes: &[u8], reads: &[usize], shrinks: &[bool]) -> Result<(), TestCaseError> {
+    let mut reader = Reader::new(Role::Server, MAX_MESSAGE, HARD_LIMIT, READ_SIZE);
+    feed_in_reads(&mut reader, bytes, reads, shrinks, |reader, fed| {
         loop {
             match reader.next_message() {
                 Ok(None) => break,
                 Ok(Some(message)) => check_message(&message)?,
-                Err(_) => return Ok(()),
+                Err(_) => return Ok(false),
             }
         }
         // Memory follows the bytes received, never a length a header announced, and stays
@@ -115,11 +135,8 @@ fn read_all(bytes: &[u8], reads: &[usize], shrinks: &[bool]) -> Result<(), TestC
             "{buffer} bytes of buffer after {fed} bytes"
         );
         prop_assert!(assembled <= 2 * MAX_MESSAGE, "{assembled} bytes assembled");
-        if shrinks[i % shrinks.len()] {
-            reader.shrink();
-        }
-    }
-    Ok(())
+        Ok(true)
+    })
 }
 
 fn check_message(message: &Message<'_>) -> Result<(), TestCaseError> {
@@ -230,16 +247,7 @@ proptest! {
         let bytes = encode(&frames);
         let mut reader = Reader::new(Role::Server, MAX_MESSAGE, usize::MAX / 2, READ_SIZE);
         let mut seen = Vec::new();
-        let mut fed = 0;
-        for (i, &size) in reads.iter().cycle().enumerate() {
-            if fed == bytes.len() {
-                break;
-            }
-            let buf = reader.buffer();
-            let n = size.min(buf.capacity() - buf.len()).min(bytes.len() - fed);
-            buf.extend_from_slice(&bytes[fed..fed + n]);
-            fed += n;
-            reader.did_read(n);
+        feed_in_reads(&mut reader, &bytes, &reads, &shrinks, |reader, _| {
             while let Some(message) = reader.next_message().map_err(|e| {
                 TestCaseError::fail(format!("{e:?} on well-formed frames"))
             })? {
@@ -251,10 +259,8 @@ proptest! {
                     other => return Err(TestCaseError::fail(format!("{other:?}"))),
                 });
             }
-            if shrinks[i % shrinks.len()] {
-                reader.shrink();
-            }
-        }
+            Ok(true)
+        })?;
         prop_assert_eq!(seen, expected);
     }
 
