@@ -45,7 +45,8 @@ pub(crate) struct ServeArgs {
     /// The most bytes queued for one client.
     #[arg(long, env = "POLITELY_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     send_queue_bytes: usize,
-    /// The most bytes queued for all clients together; a frame that finds it spent disconnects
+    /// The most memory all clients' send queues may take together (twice their bytes, plus the
+    /// read buffers large relayed frames keep alive); a frame that finds it spent disconnects
     /// its target as a slow consumer.
     #[arg(long, env = "POLITELY_MAX_QUEUED_BYTES", default_value_t = 256 * 1024 * 1024)]
     max_queued_bytes: usize,

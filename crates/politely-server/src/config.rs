@@ -29,9 +29,11 @@ pub struct Config {
     pub send_queue_frames: usize,
     /// The most bytes queued for one client. Default 4 MiB.
     pub send_queue_bytes: usize,
-    /// The most bytes queued for all clients together. Default 256 MiB. A frame that finds the
-    /// budget spent disconnects its target as a slow consumer (4002), as a full queue does; the
-    /// sender is not disturbed. Queues reserve the budget in 64 KiB steps.
+    /// The most memory all clients' send queues may take together. Default 256 MiB. A queue
+    /// counts twice its frame bytes (its buffer grows by doubling) and the read buffers its
+    /// large relayed frames keep alive. A frame that finds the budget spent disconnects its
+    /// target as a slow consumer (4002), as a full queue does; the sender is not disturbed.
+    /// Queues reserve the budget in 64 KiB steps.
     pub max_queued_bytes: usize,
     /// The most TCP connections open at once (WebSocket or plain HTTP). Default 10,000. Past it
     /// a new connection is answered `503` and closed. Applies to [`crate::Server`], not to

@@ -169,10 +169,10 @@ impl Batch {
 /// A peer's bounded queue of frames to send. It belongs to the slot, not to a connection, so
 /// frames addressed to a peer within its grace period wait here for the resume.
 ///
-/// Besides its own limits, every queue draws on the server's budget for queued bytes
-/// (`Config::max_queued_bytes`): it reserves credit in steps, so the shared counter is touched
-/// once per step or batch rather than once per frame, and gives it all back when its frames are
-/// taken or it closes.
+/// Besides its own limits, every queue draws on the server's budget for queued frames
+/// (`Config::max_queued_bytes`), for the memory they can take (see `Outbox::admit`): it
+/// reserves credit in steps, so the shared counter is touched once per step or batch rather
+/// than once per frame, and gives it all back when its frames are taken or it closes.
 pub(crate) struct Outbox {
     inner: Mutex<OutboxInner>,
     max_frames: usize,
@@ -235,9 +235,18 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The locked queue, if it takes a frame of `len` payload bytes; `None` if it is closed
-    /// (the frame is dropped quietly: its peer is gone).
-    fn admit(&self, len: usize) -> Result<Option<MutexGuard<'_, OutboxInner>>, Overflow> {
+    /// The locked queue, if it takes a frame of `len` payload bytes, and whether a payload
+    /// that can be shared (keeping a read buffer of `shared` bytes alive) is; `None` if the
+    /// queue is closed (the frame is dropped quietly: its peer is gone).
+    ///
+    /// The budget is drawn for the memory the queue can come to with the frame, not only its
+    /// bytes: its encoded bytes twice over (the buffer grows by doubling) and the read buffers
+    /// its shared payloads keep alive.
+    fn admit(
+        &self,
+        len: usize,
+        shared: Option<usize>,
+    ) -> Result<Option<(MutexGuard<'_, OutboxInner>, bool)>, Overflow> {
         let mut inner = self.lock();
         if inner.closed.is_some() {
             return Ok(None);
@@ -245,15 +254,18 @@ impl Outbox {
         if inner.frames >= self.max_frames || inner.bytes + len > self.max_bytes {
             return Err(Overflow);
         }
-        if inner.bytes + len > inner.credit {
-            let need = inner.bytes + len - inner.credit;
+        let share = shared.is_some_and(|holds| inner.batch.holds + holds <= MAX_HELD);
+        let holds = inner.batch.holds + if share { shared.unwrap_or(0) } else { 0 };
+        let footprint = 2 * (inner.bytes + len) + holds;
+        if footprint > inner.credit {
+            let need = footprint - inner.credit;
             let Some(grant) = self.reserve(need.max(CREDIT_STEP), need) else {
                 self.metrics.queue_budget_refused.fetch_add(1, Relaxed);
                 return Err(Overflow);
             };
             inner.credit += grant;
         }
-        Ok(Some(inner))
+        Ok(Some((inner, share)))
     }
 
     /// Reserves `want` bytes of the server's budget, or at least `need`; `None` if even that
@@ -273,7 +285,7 @@ impl Outbox {
     /// Queues one text frame made of `parts` end to end.
     pub(crate) fn push<const N: usize>(&self, parts: [&[u8]; N]) -> Result<(), Overflow> {
         let len = parts.iter().map(|part| part.len()).sum::<usize>();
-        let Some(mut inner) = self.admit(len)? else {
+        let Some((mut inner, _)) = self.admit(len, None)? else {
             return Ok(());
         };
         let encoded = &mut inner.batch.encoded;
@@ -296,13 +308,13 @@ impl Outbox {
             return self.push([prefix, payload, suffix]);
         };
         let len = prefix.len() + payload.len() + suffix.len();
-        let Some(mut inner) = self.admit(len)? else {
+        let Some((mut inner, share)) = self.admit(len, Some(shared.holds))? else {
             return Ok(());
         };
         let batch = &mut inner.batch;
         websocket::write_header(&mut batch.encoded, Opcode::Text, len, None);
         batch.encoded.extend_from_slice(prefix);
-        if batch.holds + shared.holds <= MAX_HELD {
+        if share {
             batch.holds += shared.holds;
             batch.shared.push((batch.encoded.len(), shared.bytes));
         } else {

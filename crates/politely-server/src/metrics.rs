@@ -110,7 +110,7 @@ impl Metrics {
         metric(
             "queued_bytes",
             "gauge",
-            "Bytes of the server-wide send-queue budget reserved by peers' queues.",
+            "Bytes of the server-wide send-queue memory budget reserved by peers' queues.",
             self.queued_bytes.load(Relaxed).to_string(),
         );
         metric(
