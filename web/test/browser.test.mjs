@@ -223,8 +223,11 @@ async function browserAndNative(nativeFirst) {
     // between runs. A few prove the glare path runs against Chromium in this role order.
     assert.ok(collisions >= Math.max(1, ROUNDS / 40), `offers collided in ${collisions} rounds only`);
 
-    // An ICE restart from each side: new credentials on both ends, still connected.
-    for (const side of ["browser", "native"]) {
+    // An ICE restart from each side: new credentials on both ends, still connected, and the
+    // side that offered the restart controls ICE at both ends (Chromium decides the roles
+    // afresh on a restart; a native peer that kept its role made both ends controlled, and the
+    // restarted session waited for the watchdog).
+    for (const side of ["native", "browser", "native"]) {
       const before = await converged();
       if (side === "browser") await page.evaluate(() => window.politely.restart());
       else native.send("/restart");
@@ -233,8 +236,18 @@ async function browserAndNative(nativeFirst) {
         const restarted = c.sb && before.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag;
         return { ...c, ok: c.ok && restarted };
       }, `an ICE restart from the ${side}`);
+      const pageRole = await page.evaluate(async (peer) => {
+        const report = await window.politely.client.connection(peer).getStats();
+        return [...report.values()].find((r) => r.type === "transport")?.iceRole;
+      }, nativeId);
+      assert.deepEqual(
+        { page: pageRole, native: s.sn.iceControlling ? "controlling" : "controlled" },
+        side === "native" ? { page: "controlled", native: "controlling" } : { page: "controlling", native: "controlled" },
+        `ICE roles after a restart from the ${side}`,
+      );
+      assert.equal(s.sn.counters.watchdog, before.sn.counters.watchdog, `the watchdog recovered the restart from the ${side}`);
     }
-    assert.ok(s.sn.counters.iceRestarts >= 2, JSON.stringify(s.sn.counters));
+    assert.ok(s.sn.counters.iceRestarts >= 3, JSON.stringify(s.sn.counters));
 
     // A reload: the page comes back as a new peer with a new connection, and the native
     // peer connects to it.

@@ -277,6 +277,7 @@ fn stats_json(peer: &str, stats: &PeerStats) -> serde_json::Value {
         "settled": stats.is_settled(),
         "signalingState": format!("{:?}", stats.signaling_state),
         "connectionState": format!("{:?}", stats.connection_state),
+        "iceControlling": stats.ice_controlling,
         "mids": stats.mids,
         "channels": open,
         "counters": {

@@ -137,6 +137,38 @@ fn stale_answer_to_an_older_offer_is_ignored() {
     )));
 }
 
+/// The ICE roles after an exchange: `controlling` nominates, the other side is controlled.
+fn assert_ice_roles(sim: &mut Sim, controlling: usize) {
+    let other = 1 - controlling;
+    assert_eq!(
+        sim.engine(controlling, other).ice_controlling(),
+        Some(true),
+        "peer {controlling} should control ICE"
+    );
+    assert_eq!(
+        sim.engine(other, controlling).ice_controlling(),
+        Some(false),
+        "peer {other} should be controlled"
+    );
+}
+
+/// An ICE restart decides the ICE roles afresh, as Chromium does: its offerer controls, even
+/// when it answered the first exchange. rtc kept the first exchange's roles, so after a restart
+/// offered by a native peer that had answered a Chromium peer, both ends were controlled; the
+/// role conflict cost seconds of checks with stale credentials (differential seeds 1266 and
+/// 1451).
+#[test]
+fn an_ice_restart_gives_its_offerer_the_controlling_role() {
+    let mut sim = connected_pair(SimConfig::default());
+    assert_ice_roles(&mut sim, 0); // p0 made the first offer
+    sim.act(1, 0, Action::RestartIce);
+    passed(&sim.run());
+    assert_ice_roles(&mut sim, 1);
+    sim.act(0, 1, Action::RestartIce);
+    passed(&sim.run());
+    assert_ice_roles(&mut sim, 0);
+}
+
 /// Catalog #31 and WPT restartIce (l) (twilio-video.js `_handleGlare`: "we'll need to restart
 /// ICE again after rolling back"): the polite side restarts ICE and its restart offer collides
 /// with the impolite side's offer. It rolls back, answers, and restarts again: its ufrag ends
@@ -158,6 +190,7 @@ fn glare_during_an_ice_restart_by_the_polite_side() {
         sim.engine(0, 1).connection_state(),
         ConnectionState::Connected
     );
+    assert_ice_roles(&mut sim, 0); // its second restart offer was the last
 }
 
 /// The same glare with the impolite side restarting: its restart offer wins and is applied.
@@ -174,6 +207,7 @@ fn glare_during_an_ice_restart_by_the_impolite_side() {
         before,
         "the restart was lost"
     );
+    assert_ice_roles(&mut sim, 1);
 }
 
 /// WPT restartIce (e) and catalog #33: restartIce called in have-local-offer is not lost; the

@@ -101,6 +101,9 @@ pub struct PeerStats {
     pub signaling_state: SignalingState,
     /// The transport state.
     pub connection_state: ConnectionState,
+    /// Whether this side's ICE agent controls (nominates the candidate pair); `None` before the
+    /// transports start.
+    pub ice_controlling: Option<bool>,
     /// Whether a description is pending (an offer in flight).
     pub has_pending_description: bool,
     /// Whether the engine wants to negotiate (a change is waiting for an offer).
@@ -122,6 +125,7 @@ impl PeerStats {
             polite: engine.is_polite(),
             signaling_state: engine.signaling_state(),
             connection_state: engine.connection_state(),
+            ice_controlling: engine.ice_controlling(),
             has_pending_description: engine.has_pending_description(),
             wants_to_negotiate: engine.wants_to_negotiate(),
             mids: engine.negotiated_mids(),

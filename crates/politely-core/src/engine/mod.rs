@@ -18,10 +18,11 @@ use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
-use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::transport::{RTCIceCandidateInit, RTCIceRole};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::StatsSelector;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -196,6 +197,18 @@ impl Engine {
     /// The ICE ufrag of the current remote description.
     pub fn remote_ufrag(&self) -> Option<String> {
         sdp::ice_ufrag(&self.conn.current.as_ref()?.remote).map(str::to_owned)
+    }
+
+    /// Whether this side's ICE agent is the controlling one (it nominates the candidate pair),
+    /// or `None` before the transports start. The offerer of the first exchange controls; an
+    /// ICE restart gives the role to the restart's offerer, as Chromium does.
+    pub fn ice_controlling(&mut self) -> Option<bool> {
+        let report = self.conn.pc.get_stats(self.now, StatsSelector::None);
+        match report.transport()?.ice_role {
+            RTCIceRole::Controlling => Some(true),
+            RTCIceRole::Controlled => Some(false),
+            _ => None,
+        }
     }
 
     /// The mids of the current local description, in m-line order.

@@ -1278,6 +1278,26 @@ impl RTCPeerConnection {
             .apply_restart(now, keep_local_candidates)
     }
 
+    /// The ICE role an offer/answer exchange gives this side.
+    ///
+    /// If one of the agents is lite and the other one is not, the lite agent must be the
+    /// controlled one; if both or neither are lite, the offering agent is controlling
+    /// (RFC 8445 section 6.1.1).
+    pub(super) fn negotiated_ice_role(&self, we_offer: bool, remote_is_lite: bool) -> RTCIceRole {
+        let local_is_lite = self.setting_engine.candidates.ice_lite;
+        if (we_offer && remote_is_lite == local_is_lite) || (remote_is_lite && !local_is_lite) {
+            RTCIceRole::Controlling
+        } else {
+            RTCIceRole::Controlled
+        }
+    }
+
+    /// Changes the ICE role of a running transport (after an ICE restart).
+    pub(super) fn set_ice_role(&mut self, role: RTCIceRole) {
+        self.pipeline_context.stats.transport.ice_role = role;
+        self.ice_transport_mut().set_role(role);
+    }
+
     pub(super) fn start_transports(
         &mut self,
         now: Instant,

@@ -1141,6 +1141,18 @@ impl RTCPeerConnection {
         // that was created and then discarded leaves the existing session untouched.
         if self.ice_transport().has_pending_restart() {
             self.apply_ice_restart(now)?;
+            // politely patch: an ICE restart is a new ICE session, and the roles are decided
+            // afresh as for the initial exchange (RFC 8445 section 6.1.1: the offerer controls
+            // unless exactly one side is lite). Chromium does so; keeping the old role gave both
+            // ends the same role whenever the restart's offerer had been the initial answerer.
+            if local_description.sdp_type == RTCSdpType::Offer {
+                let remote_is_lite = self
+                    .current_remote_description
+                    .as_ref()
+                    .and_then(|desc| desc.parsed.as_ref())
+                    .is_some_and(is_lite_set);
+                self.set_ice_role(self.negotiated_ice_role(true, remote_is_lite));
+            }
         }
 
         // JSEP 5.4
@@ -1551,6 +1563,9 @@ impl RTCPeerConnection {
                     // next must already carry the new local credentials.
                     self.stage_ice_restart()?;
                     self.apply_ice_restart(now)?;
+                    // politely patch: the answerer of a restart takes its role afresh too.
+                    let remote_is_lite = is_lite_set(parsed_remote_description);
+                    self.set_ice_role(self.negotiated_ice_role(false, remote_is_lite));
                 }
 
                 self.ice_transport_mut()
@@ -1567,17 +1582,7 @@ impl RTCPeerConnection {
                 let (remote_fingerprint, remote_fingerprint_hash) =
                     extract_fingerprint(parsed_remote_description)?;
 
-                // If one of the agents is lite and the other one is not, the lite agent must be the controlling agent.
-                // If both or neither agents are lite the offering agent is controlling.
-                // RFC 8445 S6.1.1
-                let local_ice_role = if (we_offer
-                    && remote_is_lite == self.setting_engine.candidates.ice_lite)
-                    || (remote_is_lite && !self.setting_engine.candidates.ice_lite)
-                {
-                    RTCIceRole::Controlling
-                } else {
-                    RTCIceRole::Controlled
-                };
+                let local_ice_role = self.negotiated_ice_role(we_offer, remote_is_lite);
 
                 let remote_dtls_role = RTCDtlsRole::from(parsed_remote_description);
                 log::trace!(
