@@ -31,6 +31,10 @@ pub(crate) struct SimArgs {
     /// Glare rounds per glare scenario (the first is on the first negotiation).
     #[arg(long, default_value_t = 2, requires = "glare")]
     rounds: u32,
+    /// The negotiation gate: in every pair the polite end asks for a lease of this many
+    /// milliseconds before it renegotiates, and offers under it.
+    #[arg(long, value_name = "MS")]
+    gate: Option<u64>,
     /// Print the negotiation-level trace of each run (use with --seed).
     #[arg(long)]
     trace: bool,
@@ -66,6 +70,7 @@ fn run_one(args: &SimArgs, seed: u64) -> Outcome {
         config.signal_latency = Duration::from_millis(ms);
         config.packet_latency = Duration::from_millis(ms);
     }
+    config.gate = args.gate.map(Duration::from_millis);
     let peers = config.peers;
     let start = Instant::now();
     let mut sim = Sim::with_scenario(config, &scenario);
@@ -176,6 +181,18 @@ fn report(args: &SimArgs, outcomes: &[Outcome], wall: Duration) {
         out,
         "offers: {offers}, answers: {answers}, collisions: {collisions}, watchdog firings: {watchdog}"
     );
+    if args.gate.is_some() {
+        let sum = |f: fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+        let _ = writeln!(
+            out,
+            "gate: {} lease requests, {} granted, {} used, {} expired, {} told to wait",
+            sum(|o| o.verdict.stats.lease_requests),
+            sum(|o| o.verdict.stats.leases_granted),
+            sum(|o| o.verdict.stats.leases_used),
+            sum(|o| o.verdict.stats.leases_expired),
+            sum(|o| o.verdict.stats.requests_deferred),
+        );
+    }
     if args.glare && runs > 0 {
         // The pattern's minimum is 3 offers and 2 answers a round.
         let rounds = u64::from(args.rounds) * runs as u64;
@@ -251,6 +268,9 @@ fn replay_command(args: &SimArgs, o: &Outcome) -> String {
     }
     if let Some(l) = args.latency_ms {
         cmd.push_str(&format!(" --latency-ms {l}"));
+    }
+    if let Some(g) = args.gate {
+        cmd.push_str(&format!(" --gate {g}"));
     }
     cmd.push_str(" --trace");
     cmd

@@ -92,6 +92,24 @@ impl Role {
     }
 }
 
+/// How this side starts a renegotiation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Negotiation {
+    /// Offer whenever a change needs one; a collision resolves by the pattern (the W3C
+    /// perfect negotiation). The default.
+    #[default]
+    Perfect,
+    /// Ask the other side first and offer under the lease it grants (seed 003's gate), for a
+    /// peer that would rather not roll back: a client of an SFU, say. The other side defers
+    /// its own offers while the lease is out. A connection's first offer is not gated.
+    /// Perfect negotiation still runs underneath, so a lease that expires in flight costs a
+    /// rollback, not a hang.
+    Gate {
+        /// The lease to ask for: long enough for one offer and its answer to cross.
+        lease: Duration,
+    },
+}
+
 /// Everything an [`Engine`](crate::Engine) needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -128,6 +146,11 @@ pub struct Config {
     pub data_section: bool,
     /// The DTLS identity of every connection; `None` lets rtc generate one per connection.
     pub certificate: Option<Certificate>,
+    /// Perfect negotiation, or ask before each renegotiation ([`Negotiation::Gate`]).
+    pub negotiation: Negotiation,
+    /// The longest lease this side grants when the other side asks (whatever this side's own
+    /// [`negotiation`](Self::negotiation)): its own offers wait at most this long.
+    pub max_lease: Duration,
     /// Interval between ICE connectivity checks. rtc's default is 200 ms; 20 ms halves the time
     /// to connect on low-latency paths at the cost of a few more STUN packets.
     pub ice_check_interval: Duration,
@@ -148,6 +171,8 @@ impl Config {
             data_section: true,
             certificate: None,
             ice_check_interval: Duration::from_millis(20),
+            negotiation: Negotiation::Perfect,
+            max_lease: Duration::from_secs(2),
         }
     }
 }

@@ -228,4 +228,17 @@ pub struct Counters {
     pub connections_replaced: u64,
     /// ICE restarts applied (local credentials changed).
     pub ice_restarts: u64,
+    /// Gate, asking side: leases asked for (repeats of an unanswered request not counted).
+    pub lease_requests: u64,
+    /// Gate, keeping side: leases granted.
+    pub leases_granted: u64,
+    /// Gate, keeping side: offers that arrived under the lease that was out.
+    pub leases_used: u64,
+    /// Gate, keeping side: leases that ran out before an offer, an answer or a release ended them.
+    pub leases_expired: u64,
+    /// Gate, keeping side: requests answered with `wait` (this side was negotiating).
+    pub requests_deferred: u64,
+    /// Gate, keeping side: renegotiation offers without a valid lease from a peer that asks;
+    /// answered when this side is idle, ignored otherwise.
+    pub offers_without_lease: u64,
 }

@@ -78,7 +78,7 @@ pub mod rng;
 mod sdp;
 mod signaling;
 
-pub use config::{Certificate, Config, IceServer, Role};
+pub use config::{Certificate, Config, IceServer, Negotiation, Role};
 pub use engine::{Engine, Output, Transmit};
 pub use error::{ApiError, ConfigError, Error, PeerError};
 pub use event::{
@@ -89,6 +89,6 @@ pub use media::{
     TransceiverId, TransceiverInfo,
 };
 pub use politely_proto::signal::{
-    Candidate, ConnectionId, Description, Payload, SdpKind, Signal, SignalError,
+    Candidate, ConnectionId, Description, Gate, Payload, SdpKind, Signal, SignalError,
 };
 pub use signaling::SignalingState;

@@ -7,6 +7,17 @@
 //! {"connectionId":"…","bye":true}
 //! ```
 //!
+//! With the negotiation gate (a client that asks before it offers, for an SFU), four more:
+//!
+//! ```json
+//! {"connectionId":"…","gate":{"request":1,"leaseMs":2000}}
+//! {"connectionId":"…","gate":{"grant":1,"leaseMs":2000}}
+//! {"connectionId":"…","gate":{"wait":1}}
+//! {"connectionId":"…","gate":{"release":1}}
+//! ```
+//!
+//! and an offer made under a lease names it: `{"connectionId":"…","description":{…},"offerId":4,"lease":1}`.
+//!
 //! `offerId` is politely's stale-answer guard: each side numbers its offers on a connection, and
 //! an answer repeats the number of the offer it answers (LiveKit's offerId/answerId idea). It is
 //! optional, so a page written with the plain MDN pattern interoperates; without it, the engine
@@ -110,7 +121,11 @@ pub enum Payload {
         description: Description,
         /// For an offer, its number; for an answer, the number of the offer it answers.
         offer_id: Option<u64>,
+        /// For an offer made under a negotiation lease, the lease's id.
+        lease: Option<u64>,
     },
+    /// The negotiation gate: a client asking the other side whether it may offer now.
+    Gate(Gate),
     /// A trickled candidate, or `None` for end-of-candidates (`"candidate": null`).
     Candidate(Option<Candidate>),
     /// The sender discarded this connection. With `reconnect`, it asks for a new one (its
@@ -119,6 +134,38 @@ pub enum Payload {
     Bye {
         /// Whether the sender wants a new connection.
         reconnect: bool,
+    },
+}
+
+/// A message of the negotiation gate (seed 003's "may I negotiate now?"): the asking side
+/// requests a lease, the other side grants it or tells it to wait (and grants it later), and the
+/// asker offers under the lease or releases it. A lease ends with the answer to its offer, a
+/// release, its expiry, or the connection's replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// May I offer? `lease_ms` is how long the asker wants the lease for.
+    Request {
+        /// The request's number, repeated by the grant, wait and release.
+        id: u64,
+        /// The lease wanted, in milliseconds.
+        lease_ms: u64,
+    },
+    /// Yes, until `lease_ms` from now.
+    Grant {
+        /// The request granted.
+        id: u64,
+        /// How long the lease lasts, in milliseconds.
+        lease_ms: u64,
+    },
+    /// Not now: the other side is negotiating; a grant follows when it is done.
+    Wait {
+        /// The request deferred.
+        id: u64,
+    },
+    /// The asker no longer needs the lease (or the request).
+    Release {
+        /// The request or lease released.
+        id: u64,
     },
 }
 
@@ -140,6 +187,7 @@ impl Signal {
             Payload::Description {
                 description,
                 offer_id,
+                lease,
             } => {
                 obj.insert(
                     "description".into(),
@@ -148,6 +196,18 @@ impl Signal {
                 if let Some(id) = offer_id {
                     obj.insert("offerId".into(), json!(id));
                 }
+                if let Some(lease) = lease {
+                    obj.insert("lease".into(), json!(lease));
+                }
+            }
+            Payload::Gate(gate) => {
+                let body = match *gate {
+                    Gate::Request { id, lease_ms } => json!({"request": id, "leaseMs": lease_ms}),
+                    Gate::Grant { id, lease_ms } => json!({"grant": id, "leaseMs": lease_ms}),
+                    Gate::Wait { id } => json!({"wait": id}),
+                    Gate::Release { id } => json!({"release": id}),
+                };
+                obj.insert("gate".into(), body);
             }
             Payload::Candidate(None) => {
                 obj.insert("candidate".into(), Value::Null);
@@ -213,15 +273,10 @@ impl Signal {
                 .and_then(Value::as_str)
                 .ok_or(SignalError::Malformed("description.sdp"))?
                 .to_owned();
-            let offer_id = match obj.get("offerId") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(v.as_u64().ok_or(SignalError::Malformed(
-                    "offerId is not a non-negative integer",
-                ))?),
-            };
             Payload::Description {
                 description: Description { kind, sdp },
-                offer_id,
+                offer_id: optional_number(obj, "offerId")?,
+                lease: optional_number(obj, "lease")?,
             }
         } else if let Some(c) = obj.get("candidate") {
             match c {
@@ -253,19 +308,56 @@ impl Signal {
                     return Err(SignalError::Malformed("candidate is not an object or null"));
                 }
             }
+        } else if let Some(g) = obj.get("gate") {
+            let g = g
+                .as_object()
+                .ok_or(SignalError::Malformed("gate is not an object"))?;
+            let lease_ms =
+                || optional_number(g, "leaseMs")?.ok_or(SignalError::Malformed("gate.leaseMs"));
+            let gate = if let Some(id) = optional_number(g, "request")? {
+                Gate::Request {
+                    id,
+                    lease_ms: lease_ms()?,
+                }
+            } else if let Some(id) = optional_number(g, "grant")? {
+                Gate::Grant {
+                    id,
+                    lease_ms: lease_ms()?,
+                }
+            } else if let Some(id) = optional_number(g, "wait")? {
+                Gate::Wait { id }
+            } else if let Some(id) = optional_number(g, "release")? {
+                Gate::Release { id }
+            } else {
+                return Err(SignalError::Malformed(
+                    "gate has none of request, grant, wait, release",
+                ));
+            };
+            Payload::Gate(gate)
         } else if obj.get("bye").and_then(Value::as_bool) == Some(true) {
             Payload::Bye {
                 reconnect: obj.get("reconnect").and_then(Value::as_bool) == Some(true),
             }
         } else {
             return Err(SignalError::Malformed(
-                "none of description, candidate, bye",
+                "none of description, candidate, gate, bye",
             ));
         };
         Ok(Signal {
             connection_id,
             payload,
         })
+    }
+}
+
+/// A field that, when present and not null, must be a non-negative integer.
+fn optional_number(
+    obj: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<u64>, SignalError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or(SignalError::Malformed(key)),
     }
 }
 
@@ -313,6 +405,47 @@ mod tests {
     }
 
     #[test]
+    fn golden_gate_messages_and_leased_offer() {
+        let s = round_trip(
+            r#"{"connectionId":"c","description":{"type":"offer","sdp":"v=0\r\n"},"offerId":4,"lease":2}"#,
+        );
+        assert!(matches!(
+            s.payload,
+            Payload::Description {
+                offer_id: Some(4),
+                lease: Some(2),
+                ..
+            }
+        ));
+        for (text, gate) in [
+            (
+                r#"{"connectionId":"c","gate":{"request":1,"leaseMs":2000}}"#,
+                Gate::Request {
+                    id: 1,
+                    lease_ms: 2000,
+                },
+            ),
+            (
+                r#"{"connectionId":"c","gate":{"grant":1,"leaseMs":1500}}"#,
+                Gate::Grant {
+                    id: 1,
+                    lease_ms: 1500,
+                },
+            ),
+            (
+                r#"{"connectionId":"c","gate":{"wait":1}}"#,
+                Gate::Wait { id: 1 },
+            ),
+            (
+                r#"{"connectionId":"c","gate":{"release":1}}"#,
+                Gate::Release { id: 1 },
+            ),
+        ] {
+            assert_eq!(round_trip(text).payload, Payload::Gate(gate));
+        }
+    }
+
+    #[test]
     fn malformed_signals_are_errors() {
         for text in [
             "3",
@@ -327,6 +460,11 @@ mod tests {
             r#"{"connectionId":"c","candidate":{"candidate":5}}"#,
             r#"{"connectionId":"c","candidate":{"candidate":"x","sdpMLineIndex":70000}}"#,
             r#"{"connectionId":"c","candidate":"x"}"#,
+            r#"{"connectionId":"c","description":{"type":"offer","sdp":""},"lease":"x"}"#,
+            r#"{"connectionId":"c","gate":{}}"#,
+            r#"{"connectionId":"c","gate":{"request":1}}"#,
+            r#"{"connectionId":"c","gate":{"grant":-1,"leaseMs":5}}"#,
+            r#"{"connectionId":"c","gate":true}"#,
         ] {
             let value: Value = serde_json::from_str(text).unwrap();
             assert!(Signal::from_json(&value).is_err(), "accepted {text}");

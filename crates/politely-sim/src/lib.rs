@@ -65,3 +65,17 @@ pub fn run_seed(
     let verdict = sim.run();
     (verdict, sim.trace().to_vec())
 }
+
+/// [`run_seed`] with the negotiation gate on: in every pair the polite end asks for leases of
+/// `lease` before it renegotiates.
+pub fn run_seed_gated(
+    seed: u64,
+    peers: usize,
+    lease: std::time::Duration,
+) -> (Verdict, Vec<String>) {
+    let (mut config, scenario) = Scenario::random(seed, peers);
+    config.gate = Some(lease);
+    let mut sim = Sim::with_scenario(config, &scenario);
+    let verdict = sim.run();
+    (verdict, sim.trace().to_vec())
+}

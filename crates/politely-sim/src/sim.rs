@@ -5,8 +5,8 @@ use crate::scenario::{Action, Scenario, Touched};
 use crate::verdict::{Failure, Verdict};
 use politely_core::rng::Rng;
 use politely_core::{
-    Certificate, Config, ConnectionId, Counters, Diagnostic, Engine, Event, Origin, Output,
-    Payload, Role, SdpKind, Signal, SignalingState,
+    Certificate, Config, ConnectionId, Counters, Diagnostic, Engine, Event, Negotiation, Origin,
+    Output, Payload, Role, SdpKind, Signal, SignalingState,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -55,6 +55,9 @@ pub struct SimConfig {
     pub watchdog_timeout: Duration,
     /// Virtual time after which a run that has not converged fails.
     pub time_limit: Duration,
+    /// The negotiation gate: the polite end of each pair asks for a lease of this length
+    /// before it renegotiates (`Negotiation::Gate`); the impolite end keeps the gate.
+    pub gate: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -72,6 +75,7 @@ impl Default for SimConfig {
             trickle: true,
             watchdog_timeout: Duration::from_secs(5),
             time_limit: Duration::from_secs(120),
+            gate: None,
         }
     }
 }
@@ -168,6 +172,16 @@ pub struct Stats {
     pub collisions: u64,
     /// Watchdog firings.
     pub watchdog_firings: u64,
+    /// The gate: leases asked for, granted, used and expired, and requests told to wait.
+    pub lease_requests: u64,
+    /// See [`lease_requests`](Self::lease_requests).
+    pub leases_granted: u64,
+    /// See [`lease_requests`](Self::lease_requests).
+    pub leases_used: u64,
+    /// See [`lease_requests`](Self::lease_requests).
+    pub leases_expired: u64,
+    /// See [`lease_requests`](Self::lease_requests).
+    pub requests_deferred: u64,
 }
 
 /// A simulation in progress.
@@ -271,6 +285,11 @@ impl Sim {
         config.trickle = self.config.trickle;
         config.certificate = Some(certificate(peer));
         config.watchdog_timeout = self.config.watchdog_timeout;
+        if let Some(lease) = self.config.gate
+            && config.role.is_polite() == Ok(true)
+        {
+            config.negotiation = Negotiation::Gate { lease };
+        }
         if self.config.shared_connection_ids && generation == 0 {
             let (lo, hi) = (peer.min(remote), peer.max(remote));
             config.connection_id = Some(ConnectionId::new(format!("pair-{lo}-{hi}")));
@@ -727,7 +746,9 @@ impl Sim {
     /// Whether every engine is stable with nothing left to negotiate (our own view only).
     fn quiet(&self) -> bool {
         self.links.values().all(|l| {
-            l.engine.signaling_state() == SignalingState::Stable && !l.engine.wants_to_negotiate()
+            l.engine.signaling_state() == SignalingState::Stable
+                && !l.engine.wants_to_negotiate()
+                && !l.engine.gate_busy()
         })
     }
 
@@ -750,7 +771,10 @@ impl Sim {
         keys.into_iter().all(|(a, b)| {
             let link = self.link_mut(a, b);
             let e = &mut link.engine;
-            if e.signaling_state() != SignalingState::Stable || e.wants_to_negotiate() {
+            if e.signaling_state() != SignalingState::Stable
+                || e.wants_to_negotiate()
+                || e.gate_busy()
+            {
                 return false;
             }
             if e.connection_state() != politely_core::ConnectionState::Connected {
@@ -777,17 +801,23 @@ impl Sim {
     }
 
     fn collect_counters(&mut self) {
-        let mut stats = std::mem::take(&mut self.stats);
-        stats.offers = 0;
-        stats.answers = 0;
-        stats.collisions = 0;
-        stats.watchdog_firings = 0;
+        let mut stats = Stats {
+            first_message: self.stats.first_message,
+            glare_to_settled: std::mem::take(&mut self.stats.glare_to_settled),
+            converged_at: self.stats.converged_at,
+            ..Stats::default()
+        };
         for link in self.links.values() {
             let c = link.counters();
             stats.offers += c.offers;
             stats.answers += c.answers;
             stats.collisions += c.ignored_offers;
             stats.watchdog_firings += c.watchdog_firings;
+            stats.lease_requests += c.lease_requests;
+            stats.leases_granted += c.leases_granted;
+            stats.leases_used += c.leases_used;
+            stats.leases_expired += c.leases_expired;
+            stats.requests_deferred += c.requests_deferred;
         }
         self.stats = stats;
     }
@@ -830,6 +860,7 @@ fn describe(signal: &Signal) -> String {
         Payload::Description {
             description,
             offer_id,
+            lease,
         } => {
             let kind = match description.kind {
                 SdpKind::Offer => "offer",
@@ -842,11 +873,15 @@ fn describe(signal: &Signal) -> String {
                 .find_map(|l| l.strip_prefix("a=setup:"))
                 .unwrap_or("-")
                 .trim();
+            let lease = lease
+                .map(|l| format!(" under lease {l}"))
+                .unwrap_or_default();
             format!(
-                "{kind} #{} ({m} m-lines, setup {setup}) on {id}",
+                "{kind} #{} ({m} m-lines, setup {setup}){lease} on {id}",
                 offer_id.unwrap_or(0)
             )
         }
+        Payload::Gate(gate) => format!("gate {gate:?} on {id}"),
         Payload::Candidate(Some(_)) => format!("candidate on {id}"),
         Payload::Candidate(None) => format!("end-of-candidates on {id}"),
         Payload::Bye { reconnect } => format!("bye (reconnect: {reconnect}) on {id}"),

@@ -164,6 +164,9 @@ fn pair_problem(sim: &mut Sim, a: usize, b: usize) -> Option<String> {
         if e.wants_to_negotiate() {
             return Some(format!("p{x}>p{y} still wants to negotiate"));
         }
+        if e.gate_busy() {
+            return Some(format!("p{x}>p{y} holds a gate lease or request"));
+        }
         let channels = e.channels();
         let transceivers = e.transceivers();
         let active = !channels.is_empty() || !transceivers.is_empty();

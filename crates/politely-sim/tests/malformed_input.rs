@@ -61,6 +61,7 @@ fn every_prefix_of_an_offer() {
                     sdp: sdp[..end].to_owned(),
                 },
                 offer_id: Some(offer_id as u64 + 1),
+                lease: None,
             },
         };
         let before = snapshot(&mut target);

@@ -115,6 +115,9 @@ pub(super) struct Connection {
     /// restartIce(): the credentials to replace, until an exchange replaced them at both ends.
     pub(super) ice_restart: Option<super::IceRestart>,
 
+    /// The negotiation gate, both roles; a new connection starts with no lease.
+    pub(super) gate: super::gate::GateState,
+
     pub(super) next_offer_id: u64,
     /// Our offers rolled back in a glare; an answer to one means the remote yielded too.
     pub(super) rolled_back: Vec<u64>,
@@ -245,6 +248,7 @@ impl Connection {
             heard_from_remote: false,
             sent: false,
             negotiation: Negotiation::Stable,
+            gate: Default::default(),
             connection_state: ConnectionState::New,
             ice_connected: false,
             negotiation_needed: false,

@@ -1,6 +1,6 @@
 //! The negotiation engine: one remote peer, one (replaceable) rtc peer connection.
 
-use crate::config::Config;
+use crate::config::{Config, Negotiation as Mode};
 use crate::error::{ApiError, ConfigError, Error, PeerError};
 use crate::event::{
     ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
@@ -13,7 +13,9 @@ use crate::rng::Rng;
 use crate::sdp;
 use crate::signaling::SignalingState;
 use bytes::BytesMut;
-use politely_proto::signal::{Candidate, ConnectionId, Description, Payload, SdpKind, Signal};
+use politely_proto::signal::{
+    Candidate, ConnectionId, Description, Gate, Payload, SdpKind, Signal,
+};
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -25,9 +27,10 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 mod connection;
+mod gate;
 mod media;
 mod negotiation;
 
@@ -184,6 +187,14 @@ impl Engine {
         self.conn.negotiation_needed || self.conn.ice_restart.is_some()
     }
 
+    /// Whether the negotiation gate holds anything on this connection: a lease granted to the
+    /// remote and not ended, a request of the remote's waiting, or a request or an unused grant
+    /// of this side's own. False whenever both ends have settled.
+    pub fn gate_busy(&self) -> bool {
+        let g = &self.conn.gate;
+        g.lease_out(self.now) || g.waiting.is_some() || g.asked.is_some() || g.granted.is_some()
+    }
+
     /// Negotiation counters.
     pub fn counters(&self) -> Counters {
         self.counters
@@ -336,6 +347,7 @@ impl Engine {
         if self.watchdog_deadline().is_some_and(|t| t <= now) {
             self.fire_watchdog();
         }
+        self.gate_timeout();
         self.pump();
     }
 
@@ -628,6 +640,9 @@ impl Engine {
             if self.pump() {
                 continue;
             }
+            if self.maybe_grant() {
+                continue;
+            }
             if self.maybe_offer() {
                 continue;
             }
@@ -649,6 +664,7 @@ impl Engine {
             self.conn.pc.poll_timeout(),
             self.watchdog_deadline(),
             self.backoff_until,
+            self.conn.gate.deadline(self.gate_patience()),
         ]
         .into_iter()
         .flatten()
@@ -702,10 +718,15 @@ impl Engine {
             Payload::Description {
                 description,
                 offer_id,
+                lease,
             } => match description.kind {
-                SdpKind::Offer => self.on_remote_offer(description, offer_id),
+                SdpKind::Offer => self.on_remote_offer(description, offer_id, lease),
                 SdpKind::Answer => self.on_remote_answer(description, offer_id),
             },
+            Payload::Gate(gate) => {
+                self.on_gate(gate);
+                Ok(())
+            }
             Payload::Candidate(candidate) => self.on_remote_candidate(candidate),
             Payload::Bye { reconnect: true } => {
                 let id = random_connection_id(&mut self.rng);
@@ -725,6 +746,7 @@ impl Engine {
         &mut self,
         description: Description,
         offer_id: Option<u64>,
+        lease: Option<u64>,
     ) -> Result<(), PeerError> {
         self.counters.offers_received += 1;
         let duplicate = match (offer_id, self.conn.last_remote_offer_id) {
@@ -741,10 +763,23 @@ impl Engine {
         self.conn.last_remote_offer_id = offer_id.or(self.conn.last_remote_offer_id);
         self.conn.last_remote_offer_sdp = Some(description.sdp.clone());
 
+        // The gate: an offer under the lease that is out ends it (this step answers it). A
+        // renegotiation offer without one, from a peer that asks, is answered only when this
+        // side is idle: with a lease out (to an earlier request) it is not.
+        let gate = &mut self.conn.gate;
+        let mut gate_busy = false;
+        if gate.is_current_lease(lease, self.now) {
+            gate.lease = None;
+            self.counters.leases_used += 1;
+        } else if gate.remote_asks && self.conn.current.is_some() {
+            self.counters.offers_without_lease += 1;
+            gate_busy = gate.lease_out(self.now);
+        }
+
         // W3C webrtc-pc, "Perfect Negotiation Example" (current form, PR #2572). makingOffer
         // and isSettingRemoteAnswerPending cannot be true here (see `Connection`), so
         // readyForOffer is "stable".
-        let ready_for_offer = matches!(self.conn.negotiation, Negotiation::Stable);
+        let ready_for_offer = matches!(self.conn.negotiation, Negotiation::Stable) && !gate_busy;
         let offer_collision = !ready_for_offer;
         // ignoreOffer is a local here, as in the newest WPT helper: what must outlive this
         // message (suppressing the ignored offer's candidate failures) has its own flag.
@@ -788,6 +823,7 @@ impl Engine {
                 sdp,
             },
             offer_id,
+            lease: None,
         });
     }
 
@@ -799,13 +835,14 @@ impl Engine {
             return;
         };
         pending.watch_from = watch_from;
-        let (id, sdp) = (pending.id, pending.sdp.clone());
+        let (id, sdp, lease) = (pending.id, pending.sdp.clone(), pending.lease);
         self.send_signal(Payload::Description {
             description: Description {
                 kind: SdpKind::Offer,
                 sdp,
             },
             offer_id: Some(id),
+            lease,
         });
     }
 
@@ -881,6 +918,7 @@ impl Engine {
                 sdp: sent_sdp.clone(),
             },
             offer_id,
+            lease: None,
         });
         self.trickle_local_candidates(&sent_sdp);
         self.on_negotiated(false, sent_sdp, remote_sdp, offer_id);
@@ -1108,7 +1146,8 @@ impl Engine {
 
     // ---------------------------------------------------------------- offers
 
-    /// negotiationneeded: makes an offer if one is needed and the connection is stable.
+    /// negotiationneeded: makes an offer if one is needed and the connection is stable (or,
+    /// in gate mode, asks for a lease first).
     fn maybe_offer(&mut self) -> bool {
         if !matches!(self.conn.negotiation, Negotiation::Stable) {
             return false;
@@ -1117,20 +1156,154 @@ impl Engine {
             self.conn.negotiation_check = false;
             self.conn.negotiation_needed = self.conn.check_negotiation_needed();
         }
-        let c = &self.conn;
-        if !(c.negotiation_needed || c.ice_restart.is_some())
-            || self.backoff_until.is_some_and(|t| t > self.now)
-        {
+        let c = &mut self.conn;
+        if !(c.negotiation_needed || c.ice_restart.is_some()) {
+            c.gate.unanswered = false;
             return false;
         }
-        if let Err(e) = self.make_offer() {
+        if self.backoff_until.is_some_and(|t| t > self.now) || c.gate.lease_out(self.now) {
+            // (A lease out to the remote: its offer comes first, for at most the lease.)
+            return false;
+        }
+        let mut lease = None;
+        if let Mode::Gate { lease: length } = self.config.negotiation
+            && self.conn.current.is_some()
+        {
+            let g = &mut self.conn.gate;
+            match g.granted.take() {
+                Some(id) => lease = Some(id),
+                None if g.unanswered => g.unanswered = false,
+                None if g.asked.is_none() => {
+                    self.ask_for_lease(length);
+                    return true;
+                }
+                None => return false,
+            }
+        }
+        if let Err(e) = self.make_offer(lease) {
             self.conn.negotiation_needed = false;
             self.surface(e);
         }
         true
     }
 
-    fn make_offer(&mut self) -> Result<(), Error> {
+    // ---------------------------------------------------------------- the gate
+
+    /// Asker: may I offer?
+    fn ask_for_lease(&mut self, length: Duration) {
+        let id = self.conn.gate.ask(self.now);
+        self.counters.lease_requests += 1;
+        self.send_signal(Payload::Gate(Gate::Request {
+            id,
+            lease_ms: gate::millis(length),
+        }));
+    }
+
+    /// Keeper: a request told to wait is granted once this side is stable again, before this
+    /// side's own next offer.
+    fn maybe_grant(&mut self) -> bool {
+        if !matches!(self.conn.negotiation, Negotiation::Stable)
+            || self.conn.gate.lease_out(self.now)
+        {
+            return false;
+        }
+        let Some((id, asked)) = self.conn.gate.waiting.take() else {
+            return false;
+        };
+        self.grant_lease(id, asked);
+        true
+    }
+
+    fn grant_lease(&mut self, id: u64, asked: Duration) {
+        let length = self
+            .conn
+            .gate
+            .grant(id, asked, self.config.max_lease, self.now);
+        self.counters.leases_granted += 1;
+        self.send_signal(Payload::Gate(Gate::Grant {
+            id,
+            lease_ms: gate::millis(length),
+        }));
+    }
+
+    fn on_gate(&mut self, message: Gate) {
+        let now = self.now;
+        let g = &mut self.conn.gate;
+        match message {
+            // Keeper.
+            Gate::Request { id, lease_ms } => {
+                g.remote_asks = true;
+                let asked = Duration::from_millis(lease_ms);
+                if let Some(lease) = g.lease
+                    && lease.id == id
+                    && lease.until > now
+                {
+                    // A repeat (our grant was lost): the same lease, for the time it has left.
+                    let left = gate::millis(lease.until - now);
+                    self.send_signal(Payload::Gate(Gate::Grant { id, lease_ms: left }));
+                } else if matches!(self.conn.negotiation, Negotiation::Stable) {
+                    self.grant_lease(id, asked);
+                } else {
+                    if g.waiting.is_none_or(|(w, _)| w != id) {
+                        self.counters.requests_deferred += 1;
+                    }
+                    g.waiting = Some((id, asked));
+                    self.send_signal(Payload::Gate(Gate::Wait { id }));
+                }
+            }
+            Gate::Release { id } => g.release(id),
+            // Asker.
+            Gate::Grant { id, .. } => {
+                let ours = g.asked.is_some_and(|(a, _)| a == id);
+                if ours {
+                    g.asked = None;
+                }
+                if ours && self.wants_to_negotiate() {
+                    // maybe_offer uses it in this drain; if a remote offer comes first, it is
+                    // answered and the lease still serves the offer after it.
+                    self.conn.gate.granted = Some(id);
+                } else {
+                    // Nothing to offer any more, or a grant we stopped waiting for: hand it back
+                    // so the keeper need not wait for its expiry.
+                    self.send_signal(Payload::Gate(Gate::Release { id }));
+                }
+            }
+            Gate::Wait { id } => {
+                // The grant follows when the keeper's exchange ends: wait for it as long again.
+                if let Some((a, at)) = &mut g.asked
+                    && *a == id
+                {
+                    *at = now;
+                }
+            }
+        }
+    }
+
+    /// The gate's timers: a lease that ran out (keeper); a request that heard nothing for the
+    /// lease's time (asker), after which the asker offers without a lease.
+    fn gate_timeout(&mut self) {
+        let (now, patience) = (self.now, self.gate_patience());
+        let g = &mut self.conn.gate;
+        if g.expire(now) {
+            self.counters.leases_expired += 1;
+        }
+        if let Some((_, at)) = g.asked
+            && at + patience <= now
+        {
+            g.asked = None;
+            g.unanswered = true;
+        }
+    }
+
+    /// How long the asker waits for an answer to its request: the lease it asks for.
+    fn gate_patience(&self) -> Duration {
+        match self.config.negotiation {
+            Mode::Gate { lease } => lease,
+            Mode::Perfect => self.config.watchdog_timeout,
+        }
+    }
+
+    fn make_offer(&mut self, lease: Option<u64>) -> Result<(), Error> {
         if self.conn.current.is_none() && !self.conn.has_application_objects() {
             // Only an ICE restart asked before anything was negotiated gets here; W3C
             // restartIce does nothing then, and an offer without an m-section could not be
@@ -1163,6 +1336,7 @@ impl Engine {
             Step::LocalOffer(PendingOffer {
                 id,
                 sdp: offer.sdp.clone(),
+                lease,
                 ignored: None,
                 watch_from,
             }),
@@ -1176,6 +1350,7 @@ impl Engine {
                 sdp: offer.sdp.clone(),
             },
             offer_id: Some(id),
+            lease,
         });
         self.trickle_local_candidates(&offer.sdp);
         Ok(())

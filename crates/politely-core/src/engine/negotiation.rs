@@ -37,6 +37,8 @@ pub(super) struct PendingOffer {
     pub(super) id: u64,
     /// Its SDP: the current local description once answered.
     pub(super) sdp: String,
+    /// The gate's lease it was made under, if any (sent again with it).
+    pub(super) lease: Option<u64>,
     /// The last colliding offer ignored while this one was pending (we are impolite), kept
     /// for the watchdog: if ours goes unanswered too, the remote is most likely impolite as
     /// well, and the watchdog yields to it.
