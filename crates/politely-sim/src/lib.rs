@@ -66,16 +66,28 @@ pub fn run_seed(
     (verdict, sim.trace().to_vec())
 }
 
-/// [`run_seed`] with the negotiation gate on: in every pair the polite end asks for leases of
-/// `lease` before it renegotiates.
-pub fn run_seed_gated(
-    seed: u64,
-    peers: usize,
-    lease: std::time::Duration,
-) -> (Verdict, Vec<String>) {
-    let (mut config, scenario) = Scenario::random(seed, peers);
-    config.gate = Some(lease);
-    let mut sim = Sim::with_scenario(config, &scenario);
-    let verdict = sim.run();
-    (verdict, sim.trace().to_vec())
+/// Runs the random scenarios of `seeds` (2, 3 or 4 peers by seed), with the negotiation gate
+/// on if `gate` gives a lease (in every pair the polite end asks before it renegotiates), and
+/// describes each failure with the command that replays it.
+pub fn failing_seeds(
+    seeds: impl Iterator<Item = u64>,
+    gate: Option<std::time::Duration>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let peers = 2 + (seed % 3) as usize;
+        let (mut config, scenario) = Scenario::random(seed, peers);
+        config.gate = gate;
+        let verdict = Sim::with_scenario(config, &scenario).run();
+        if !verdict.passed() {
+            let gate = gate
+                .map(|g| format!(" --gate {}", g.as_millis()))
+                .unwrap_or_default();
+            failures.push(format!(
+                "seed {seed} ({peers} peers): {:?}\n  replay: cargo run --release -p politely-cli -- sim --seed {seed} --peers {peers}{gate} --trace",
+                verdict.failures
+            ));
+        }
+    }
+    failures
 }

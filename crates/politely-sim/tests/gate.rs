@@ -156,17 +156,7 @@ fn random_gated_scenarios_converge() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let mut failures = Vec::new();
-    for seed in 0..total {
-        let peers = 2 + (seed % 3) as usize;
-        let (verdict, _) = politely_sim::run_seed_gated(seed, peers, LEASE);
-        if !verdict.passed() {
-            failures.push(format!(
-                "seed {seed} ({peers} peers): {:?}\n  replay: cargo run --release -p politely-cli -- sim --seed {seed} --peers {peers} --gate 2000 --trace",
-                verdict.failures
-            ));
-        }
-    }
+    let failures = politely_sim::failing_seeds(0..total, Some(LEASE));
     assert!(
         failures.is_empty(),
         "{} failed:\n{}",

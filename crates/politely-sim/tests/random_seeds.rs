@@ -10,17 +10,7 @@ fn run_chunk(chunk: u64) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2_000);
-    let mut failures = Vec::new();
-    for seed in (0..total).filter(|s| s % CHUNKS == chunk) {
-        let peers = 2 + (seed % 3) as usize;
-        let (verdict, _) = politely_sim::run_seed(seed, peers, None);
-        if !verdict.passed() {
-            failures.push(format!(
-                "seed {seed} ({peers} peers): {:?}\n  replay: cargo run --release -p politely-cli -- sim --seed {seed} --peers {peers} --trace",
-                verdict.failures
-            ));
-        }
-    }
+    let failures = politely_sim::failing_seeds((0..total).filter(|s| s % CHUNKS == chunk), None);
     assert!(
         failures.is_empty(),
         "{} failed:\n{}",
