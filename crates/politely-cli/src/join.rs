@@ -37,6 +37,10 @@ pub(crate) struct JoinArgs {
     /// their own (typed lines other than commands are then never sent).
     #[arg(long)]
     no_chat: bool,
+    /// Ask each peer before renegotiating, for a lease of this many milliseconds (the
+    /// negotiation gate), instead of offering at once.
+    #[arg(long, value_name = "MS")]
+    gate: Option<u64>,
 }
 
 /// Lines typed before any chat is open wait here, up to this many.
@@ -61,6 +65,11 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
         token: args.token.clone(),
         ..SessionConfig::default()
     };
+    if let Some(ms) = args.gate {
+        config.peer.negotiation = politely::Negotiation::Gate {
+            lease: std::time::Duration::from_millis(ms),
+        };
+    }
     config.peer.bind = if !args.bind.is_empty() {
         Bind::Addrs(args.bind.clone())
     } else if is_loopback_url(&args.url) {
@@ -288,6 +297,9 @@ fn stats_json(peer: &str, stats: &PeerStats) -> serde_json::Value {
             "iceRestarts": c.ice_restarts,
             "watchdog": c.watchdog_firings,
             "replaced": c.connections_replaced,
+            "leaseRequests": c.lease_requests,
+            "leasesGranted": c.leases_granted,
+            "leasesUsed": c.leases_used,
         },
     })
 }

@@ -1,6 +1,6 @@
 //! Configuration of peers and sessions.
 
-pub use politely_core::IceServer;
+pub use politely_core::{IceServer, Negotiation};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -55,6 +55,10 @@ pub struct PeerConfig {
     /// under 10 ms on a LAN at the cost of a few more STUN packets while connecting
     /// (measured on loopback: 24 ms median at 20 ms, 9 ms at 5 ms).
     pub ice_check_interval: Duration,
+    /// Perfect negotiation (the default), or ask the other side before each renegotiation
+    /// ([`Negotiation::Gate`], for a client of an SFU that would rather not roll back). Every
+    /// peer keeps the gate when the other side asks, whatever this says.
+    pub negotiation: Negotiation,
     /// How incoming data-channel messages are delivered.
     pub delivery: Delivery,
     /// Capacity of the peer's event queue, and of each channel's queue with
@@ -74,6 +78,7 @@ impl Default for PeerConfig {
             stun_timeout: Duration::from_secs(2),
             watchdog_timeout: Duration::from_secs(5),
             ice_check_interval: Duration::from_millis(5),
+            negotiation: Negotiation::Perfect,
             delivery: Delivery::default(),
             queue_capacity: 256,
             send_high_water: 1 << 20,

@@ -60,7 +60,7 @@ mod peer;
 mod session;
 
 pub use channel::{DataChannel, Message};
-pub use config::{Bind, Delivery, IceServer, PeerConfig, SessionConfig};
+pub use config::{Bind, Delivery, IceServer, Negotiation, PeerConfig, SessionConfig};
 pub use error::Error;
 pub use peer::{Peer, PeerEvent, PeerHandle, PeerStats};
 pub use politely_core::{

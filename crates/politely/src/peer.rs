@@ -315,6 +315,7 @@ pub(crate) async fn spawn<E: Send + 'static>(
     engine_config.seed = RandomState::new().hash_one(Instant::now());
     engine_config.watchdog_timeout = config.watchdog_timeout;
     engine_config.ice_check_interval = config.ice_check_interval;
+    engine_config.negotiation = config.negotiation;
     engine_config.certificate = certificate;
     let engine = Engine::new(engine_config, Instant::now())?;
     let (commands_tx, commands_rx) = mpsc::channel(SIGNAL_QUEUE);

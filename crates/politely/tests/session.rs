@@ -64,7 +64,7 @@ async fn two_peers_connect_and_chat_both_ways() {
     server.stop().await;
 }
 
-use politely::{Direction, MediaKind, Session, SessionConfig};
+use politely::{Direction, MediaKind, Negotiation, Session, SessionConfig};
 use std::time::Duration;
 use util::{CutProxy, converge, either};
 
@@ -186,6 +186,66 @@ async fn two_hundred_glare_rounds_renegotiate_a_live_connection() {
     channel.send_text("still here").await.unwrap();
     let (_, text) = until(&mut b, "a message after the rounds", 5, message).await;
     assert_eq!(text, "still here");
+    a.leave().await;
+    b.leave().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_gate_changes_at_once_take_turns_instead_of_colliding() {
+    // Alice joins first, so she is polite toward Bob, and asks before she renegotiates.
+    let server = TestServer::start().await;
+    let mut config = SessionConfig::loopback();
+    config.peer.negotiation = Negotiation::Gate {
+        lease: Duration::from_secs(2),
+    };
+    let mut a = Session::join(&server.url(), "gate", config).await.unwrap();
+    let mut b = server.join("gate").await;
+    let to_b = until(&mut a, "bob", 5, joined).await;
+    let to_a = b.peer(&a.id()).unwrap();
+    let chat = to_b
+        .create_data_channel("chat", Default::default())
+        .await
+        .unwrap();
+    chat.opened().await.unwrap();
+    let (before_a, before_b) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
+    let mut mids = 1;
+    for round in 0..20u32 {
+        let kind = if round % 2 == 0 {
+            MediaKind::Audio
+        } else {
+            MediaKind::Video
+        };
+        let (ta, tb) = tokio::join!(
+            to_b.add_transceiver(kind, Direction::SendRecv),
+            to_a.add_transceiver(kind, Direction::SendRecv)
+        );
+        ta.unwrap();
+        tb.unwrap();
+        mids += 2;
+        converge(&mut a, &mut b, &to_b, &to_a, mids).await;
+    }
+    let (sa, sb) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
+    let (ca, cb) = (sa.counters, sb.counters);
+    let delta = |after: u64, before: u64| after - before;
+    assert_eq!(
+        delta(
+            ca.rollbacks + ca.ignored_offers + cb.rollbacks + cb.ignored_offers,
+            before_a.counters.rollbacks
+                + before_a.counters.ignored_offers
+                + before_b.counters.rollbacks
+                + before_b.counters.ignored_offers
+        ),
+        0,
+        "no collision in 20 rounds of changes at once: {ca:?} {cb:?}"
+    );
+    assert_eq!(
+        delta(ca.lease_requests, before_a.counters.lease_requests),
+        20
+    );
+    assert_eq!(delta(cb.leases_used, before_b.counters.leases_used), 20);
+    assert_eq!(cb.leases_expired, 0);
+    assert_eq!(ca.watchdog_firings + cb.watchdog_firings, 0);
     a.leave().await;
     b.leave().await;
     server.stop().await;
