@@ -252,19 +252,26 @@ async fn connection(hub: Arc<Hub>, router: Router, tcp: TcpStream, admission: Ad
     };
     match peeked {
         Ok(Ok(n)) if handshake::is_websocket_request(&first[..n]) => {
+            drop(router);
             return handshake::upgrade_tcp(hub, tcp).await;
         }
         Ok(Ok(n)) if n > 0 => {}
         _ => return,
     }
-    // The same limits as the fast path: the whole head within the request timeout (each
-    // request's, on a kept-alive connection: an idle one closes too), at most 8 KiB of it and
-    // 48 header lines.
+    // Boxed: hyper's connection state is large, and every connection's task would otherwise
+    // reserve room for it, WebSockets on the fast path included (0.5 KiB of each idle one).
+    Box::pin(serve_http(hub, router, tcp, admission)).await;
+}
+
+/// The router's side of [`connection`], over HTTP/1.1 with keep-alive. The same limits as the
+/// fast path: the whole head within the request timeout (each request's, on a kept-alive
+/// connection: an idle one closes too), at most 8 KiB of it and 48 header lines.
+async fn serve_http(hub: Arc<Hub>, router: Router, tcp: TcpStream, admission: Admission) {
     let router = router.layer(axum::Extension(Arc::new(admission)));
     let service = hyper_util::service::TowerToHyperService::new(router);
     let http = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(timeout)
+        .header_read_timeout(hub.config.request_timeout)
         .max_header_size(handshake::MAX_HEAD)
         .max_headers(handshake::MAX_HEADERS)
         .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
