@@ -75,6 +75,21 @@ fn joined(event: SessionEvent) -> Option<politely::PeerHandle> {
     }
 }
 
+/// Alice's handle to Bob, Bob's to Alice, and the `chat` channel Alice opened toward Bob.
+async fn connected(
+    a: &mut Session,
+    b: &Session,
+) -> (politely::PeerHandle, politely::PeerHandle, DataChannel) {
+    let to_b = until(a, "bob", 5, joined).await;
+    let to_a = b.peer(&a.id()).unwrap();
+    let chat = to_b
+        .create_data_channel("chat", Default::default())
+        .await
+        .unwrap();
+    chat.opened().await.unwrap();
+    (to_b, to_a, chat)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_form_a_mesh_and_everyone_hears_everyone() {
     let server = TestServer::start().await;
@@ -123,13 +138,7 @@ async fn two_hundred_glare_rounds_renegotiate_a_live_connection() {
     let server = TestServer::start().await;
     let mut a = server.join("glare").await;
     let mut b = server.join("glare").await;
-    let to_b = until(&mut a, "bob", 5, joined).await;
-    let to_a = b.peer(&a.id()).unwrap();
-    let chat = to_b
-        .create_data_channel("chat", Default::default())
-        .await
-        .unwrap();
-    chat.opened().await.unwrap();
+    let (to_b, to_a, _chat) = connected(&mut a, &b).await;
     let (mut first_a, mut first_b) = (None, None);
     let mut mids = 1;
     let mut glare = 0;
@@ -201,13 +210,7 @@ async fn with_the_gate_changes_at_once_take_turns_instead_of_colliding() {
     };
     let mut a = Session::join(&server.url(), "gate", config).await.unwrap();
     let mut b = server.join("gate").await;
-    let to_b = until(&mut a, "bob", 5, joined).await;
-    let to_a = b.peer(&a.id()).unwrap();
-    let chat = to_b
-        .create_data_channel("chat", Default::default())
-        .await
-        .unwrap();
-    chat.opened().await.unwrap();
+    let (to_b, to_a, _chat) = connected(&mut a, &b).await;
     let (before_a, before_b) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
     let mut mids = 1;
     for round in 0..20u32 {
@@ -256,13 +259,7 @@ async fn ice_restart_from_either_side_keeps_the_channel() {
     let server = TestServer::start().await;
     let mut a = server.join("restart").await;
     let mut b = server.join("restart").await;
-    let to_b = until(&mut a, "bob", 5, joined).await;
-    let to_a = b.peer(&a.id()).unwrap();
-    let channel = to_b
-        .create_data_channel("chat", Default::default())
-        .await
-        .unwrap();
-    channel.opened().await.unwrap();
+    let (to_b, to_a, channel) = connected(&mut a, &b).await;
     for (restarting, other) in [(&to_b, &to_a), (&to_a, &to_b)] {
         let before = restarting.stats().await.unwrap().counters.ice_restarts;
         restarting.restart_ice().await.unwrap();
