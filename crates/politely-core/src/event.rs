@@ -66,6 +66,13 @@ pub enum Event {
     },
     /// An RTP packet arrived on a remote track.
     Media(MediaPacket),
+    /// The remote asked for a keyframe on a transceiver this side sends on (an RTCP PLI or
+    /// FIR): its decoder cannot go on without one. An encoder should send one soon; an SFU
+    /// relays the request to the track's publisher.
+    KeyframeRequested {
+        /// The sending transceiver.
+        transceiver: TransceiverId,
+    },
     /// The peer connection was replaced by a new one with a new connection id.
     ConnectionReplaced {
         /// The id that is retired.

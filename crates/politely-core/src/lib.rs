@@ -85,7 +85,7 @@ pub use event::{
     ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
 };
 pub use media::{
-    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, MediaPacket, Origin,
+    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, MediaPacket, Origin, TrackLabel,
     TransceiverId, TransceiverInfo,
 };
 pub use politely_proto::signal::{

@@ -120,6 +120,31 @@ pub struct MediaPacket {
     pub payload: Vec<u8>,
 }
 
+/// The `a=msid` of a sending track: the ids the remote sees as the W3C `track` event's
+/// `streams[0].id` and `track.id`. Without one, the engine names both after the track's SSRC.
+///
+/// Both must be `token` characters (RFC 8830 §2): letters, digits and ``!#$%&'*+-.^_`{|}~``.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TrackLabel {
+    /// The media stream id.
+    pub stream_id: String,
+    /// The track id.
+    pub track_id: String,
+}
+
+impl TrackLabel {
+    /// Whether both ids are non-empty SDP tokens of at most 64 characters.
+    pub fn is_valid(&self) -> bool {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`{|}~".contains(&b))
+        };
+        token(&self.stream_id) && token(&self.track_id)
+    }
+}
+
 /// Options of a new data channel (W3C `RTCDataChannelInit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelOptions {
@@ -174,6 +199,9 @@ pub struct TransceiverInfo {
     pub origin: Origin,
     /// Whether a local track is attached (it can send media).
     pub has_track: bool,
+    /// The remote's `a=msid` for this m-section, once a remote description gave one: which
+    /// of the remote's streams and tracks arrives here.
+    pub remote_label: Option<TrackLabel>,
 }
 
 /// A snapshot of one data channel.

@@ -6,7 +6,7 @@
 //! application's direction ([[Direction]]) itself, so it runs the check itself: this is what
 //! decides whether an offer is made, so it is exact by the spec, step by step.
 
-use crate::media::Direction;
+use crate::media::{Direction, TrackLabel};
 use crate::sdp;
 
 /// The current (last stable) descriptions.
@@ -24,8 +24,9 @@ pub(crate) struct Transceiver<'a> {
     pub(crate) mid: Option<&'a str>,
     /// The application's direction ([[Direction]]).
     pub(crate) direction: Direction,
-    /// The stream id of its track, if it has one (the `a=msid` the m-section must carry).
-    pub(crate) stream: Option<&'a str>,
+    /// The stream and track ids of its track, if it has one (the `a=msid` the m-section must
+    /// carry).
+    pub(crate) stream: Option<&'a TrackLabel>,
 }
 
 /// Whether negotiation is needed. `current` is `None` before the first exchange completed;
@@ -58,10 +59,13 @@ pub(crate) fn check(
         if sdp::section_rejected(current.local, mid) {
             continue;
         }
-        // Step 5.3.1: a sending direction must carry the track's msid.
+        // Step 5.3.1: a sending direction must carry the track's msid (W3C compares the
+        // stream ids; the track id counts too, since an SFU relabels a sender for a new track
+        // and the remote must learn it).
         if t.direction.sends()
-            && let Some(stream) = t.stream
-            && sdp::section_msid_stream(current.local, mid) != Some(stream)
+            && let Some(label) = t.stream
+            && sdp::section_msid(current.local, mid)
+                != Some((label.stream_id.as_str(), Some(label.track_id.as_str())))
         {
             return true;
         }
@@ -222,15 +226,25 @@ mod tests {
             local_is_answer: false,
             remote: &remote,
         };
+        let label = |stream: &str, track: &str| TrackLabel {
+            stream_id: stream.to_owned(),
+            track_id: track.to_owned(),
+        };
+        let (same, other_stream, other_track) =
+            (label("s1", "t"), label("s2", "t"), label("s1", "u"));
         let t = |mid, stream| Transceiver {
             mid,
             direction: SendRecv,
             stream,
         };
-        assert!(!check(Some(&current), false, &[t(Some("0"), Some("s1"))]));
+        assert!(!check(Some(&current), false, &[t(Some("0"), Some(&same))]));
         assert!(
-            check(Some(&current), false, &[t(Some("0"), Some("s2"))]),
-            "another track"
+            check(Some(&current), false, &[t(Some("0"), Some(&other_stream))]),
+            "another stream"
+        );
+        assert!(
+            check(Some(&current), false, &[t(Some("0"), Some(&other_track))]),
+            "another track of the same stream"
         );
         assert!(check(Some(&current), false, &[t(None, None)]), "no mid yet");
         assert!(

@@ -107,12 +107,14 @@ pub(crate) fn section_rejected(sdp: &str, mid: &str) -> bool {
     })
 }
 
-/// The stream id of the `a=msid` line of the m-section with this mid, if it has one.
-pub(crate) fn section_msid_stream<'a>(sdp: &'a str, mid: &str) -> Option<&'a str> {
-    section(sdp, mid)?
+/// The stream and track ids of the `a=msid` line of the m-section with this mid; the track id
+/// is optional in the grammar (RFC 8830 §2).
+pub(crate) fn section_msid<'a>(sdp: &'a str, mid: &str) -> Option<(&'a str, Option<&'a str>)> {
+    let value = section(sdp, mid)?
         .iter()
-        .find_map(|line| line.strip_prefix("a=msid:"))
-        .and_then(|v| v.split_whitespace().next())
+        .find_map(|line| line.strip_prefix("a=msid:"))?;
+    let mut words = value.split_whitespace();
+    Some((words.next()?, words.next()))
 }
 
 /// The description with `a=inactive` read as `a=recvonly` in the m-sections of these mids.
@@ -206,10 +208,10 @@ mod tests {
     fn reads_ufrag_and_sections() {
         assert_eq!(ice_ufrag(SDP), Some("abcd"));
         assert_eq!(section_direction(SDP, "0"), Some(Direction::SendRecv));
-        assert_eq!(section_msid_stream(SDP, "0"), Some("s1"));
+        assert_eq!(section_msid(SDP, "0"), Some(("s1", Some("t1"))));
         // No direction attribute: sendrecv (RFC 4566 §6); no msid.
         assert_eq!(section_direction(SDP, "1"), Some(Direction::SendRecv));
-        assert_eq!(section_msid_stream(SDP, "1"), None);
+        assert_eq!(section_msid(SDP, "1"), None);
         assert_eq!(section_direction(SDP, "2"), None);
         let rejected = SDP.replace("m=audio 9", "m=audio 0");
         assert_eq!(section_direction(&rejected, "0"), Some(Direction::Inactive));

@@ -9,7 +9,7 @@
 //! tracks, its channels, its ICE restarts.
 
 use politely_core::{
-    ChannelId, Direction, Engine, Event, MediaKind, TransceiverId, TransceiverInfo,
+    ChannelId, Direction, Engine, Event, MediaKind, TrackLabel, TransceiverId, TransceiverInfo,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +24,8 @@ pub(crate) struct Model {
     pub(crate) directions: BTreeMap<TransceiverId, Direction>,
     /// Transceivers with a track attached (added and not removed).
     pub(crate) tracks: BTreeSet<TransceiverId>,
+    /// The `a=msid` the application gave a track (add_labelled_transceiver, set_track_label).
+    pub(crate) labels: BTreeMap<TransceiverId, TrackLabel>,
     /// Channels created, by label, and whether this application closed them.
     pub(crate) channels: BTreeMap<String, (ChannelId, bool)>,
     /// For each ICE restart asked after a local description existed: the local and the
@@ -145,6 +147,26 @@ pub(crate) fn check_pair(
                     t.kind, u.kind
                 )),
                 Some(_) => {}
+            }
+        }
+        // A named track that sends is known to the remote by its name (an SFU's subscribers
+        // tell publishers apart by it).
+        for (id, label) in &m.labels {
+            let Some(t) = mine.iter().find(|t| t.id == *id) else {
+                continue;
+            };
+            if !t.has_track || !m.direction(*id).sends() {
+                continue;
+            }
+            let Some(mid) = &t.mid else { continue };
+            let seen = theirs
+                .iter()
+                .find(|u| u.mid.as_ref() == Some(mid))
+                .and_then(|u| u.remote_label.clone());
+            if seen.as_ref() != Some(label) {
+                problems.push(format!(
+                    "p{x}>p{y} {id} (mid {mid}) is named {label:?}; p{y} sees {seen:?}"
+                ));
             }
         }
         // None appears that nobody made.

@@ -2,7 +2,9 @@
 
 use crate::sim::{Roles, SimConfig};
 use politely_core::rng::Rng;
-use politely_core::{ChannelId, Direction, Engine, Error, MediaKind, Origin, TransceiverId};
+use politely_core::{
+    ChannelId, Direction, Engine, Error, MediaKind, Origin, TrackLabel, TransceiverId,
+};
 use std::time::Duration;
 
 /// Something the application does to one engine.
@@ -10,6 +12,11 @@ use std::time::Duration;
 pub enum Action {
     /// `add_transceiver(kind, direction)`.
     AddTransceiver(MediaKind, Direction),
+    /// `add_labelled_transceiver(kind, direction, label)`.
+    AddLabelledTransceiver(MediaKind, Direction, TrackLabel),
+    /// `set_track_label` on the n-th (modulo count) local transceiver that has a track; a
+    /// no-op if none.
+    SetTrackLabel(usize, TrackLabel),
     /// `add_track(kind)`.
     AddTrack(MediaKind),
     /// `create_data_channel(label)`.
@@ -41,6 +48,22 @@ impl Action {
             Action::AddTransceiver(kind, direction) => engine
                 .add_transceiver(*kind, *direction)
                 .map(Touched::Transceiver),
+            Action::AddLabelledTransceiver(kind, direction, label) => engine
+                .add_labelled_transceiver(*kind, *direction, label.clone())
+                .map(Touched::Transceiver),
+            Action::SetTrackLabel(n, label) => {
+                let with_track = engine
+                    .transceivers()
+                    .into_iter()
+                    .filter(|t| t.origin == Origin::Local && t.has_track)
+                    .map(|t| t.id);
+                match nth(with_track, *n) {
+                    Some(id) => engine
+                        .set_track_label(id, label.clone())
+                        .map(|()| Touched::Transceiver(id)),
+                    None => Ok(Touched::Nothing),
+                }
+            }
             Action::AddTrack(kind) => engine.add_track(*kind).map(Touched::Transceiver),
             Action::CreateChannel(label) => engine
                 .create_data_channel(label, Default::default())

@@ -410,6 +410,13 @@ impl Sim {
             (Action::AddTransceiver(kind, direction), Touched::Transceiver(id)) => {
                 model.add_transceiver(id, *kind, *direction);
             }
+            (Action::AddLabelledTransceiver(kind, direction, label), Touched::Transceiver(id)) => {
+                model.add_transceiver(id, *kind, *direction);
+                model.labels.insert(id, label.clone());
+            }
+            (Action::SetTrackLabel(_, label), Touched::Transceiver(id)) => {
+                model.labels.insert(id, label.clone());
+            }
             (Action::AddTrack(kind), Touched::Transceiver(id)) => model.add_track(id, *kind),
             (Action::SetDirection(_, direction), Touched::Transceiver(id)) => {
                 model.directions.insert(id, *direction);

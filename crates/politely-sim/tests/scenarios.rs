@@ -2,8 +2,8 @@
 //! case it reproduces, with its source.
 
 use politely_core::{
-    ChannelId, ConnectionState, Diagnostic, Direction, Event, MediaKind, Origin, Payload, Recovery,
-    ReplaceReason, SdpKind, Signal, WatchdogCause,
+    ChannelId, ConnectionState, Diagnostic, Direction, Event, MediaKind, MediaPacket, Origin,
+    Payload, Recovery, ReplaceReason, SdpKind, Signal, TrackLabel, WatchdogCause,
 };
 use politely_sim::{Action, Fate, Roles, Scenario, Sim, SimConfig, Verdict};
 use std::time::Duration;
@@ -918,4 +918,74 @@ fn add_track_never_reuses_a_transceiver_that_sent() {
         .collect();
     assert_eq!(audio.len(), 1, "{theirs:#?}");
     assert_eq!(audio[0].direction, Direction::SendRecv);
+}
+
+/// What an SFU needs of a connection: a sending track named by the application arrives under
+/// that `a=msid`; a packet written as it is arrives with its own numbering (the SSRC and
+/// payload type are the connection's); a keyframe request reaches the sending side; and a
+/// relabelled track is renegotiated, so the remote learns the new ids.
+#[test]
+fn a_labelled_track_forwards_packets_and_keyframe_requests() {
+    let mut sim = connected_pair(SimConfig::default());
+    let label = |stream: &str, track: &str| TrackLabel {
+        stream_id: stream.into(),
+        track_id: track.into(),
+    };
+    sim.act(
+        1,
+        0,
+        Action::AddLabelledTransceiver(MediaKind::Video, Direction::SendOnly, label("alice", "t1")),
+    );
+    passed(&sim.run());
+    let sending = sim.engine(1, 0).transceivers()[0].id;
+    let remote = sim.engine(0, 1).transceivers();
+    assert_eq!(remote.len(), 1, "{remote:#?}");
+    assert_eq!(remote[0].remote_label, Some(label("alice", "t1")));
+    let receiving = remote[0].id;
+
+    let before = sim.events(0, 1).len();
+    for (i, marker) in [(0u16, false), (1, true)] {
+        let packet = MediaPacket {
+            transceiver: sending,
+            payload_type: 0, // replaced by the negotiated one
+            sequence_number: 40_000 + i,
+            timestamp: 90_000,
+            marker,
+            payload: vec![0x10, 0, i as u8],
+        };
+        assert!(sim.engine(1, 0).write_rtp(sending, &packet).unwrap());
+    }
+    sim.flush(1, 0);
+    sim.run_for(Duration::from_millis(20));
+    let got: Vec<_> = sim.events(0, 1)[before..]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Media(p) => Some((p.transceiver, p.sequence_number, p.marker, p.payload_type)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (receiving, 40_000, false, 96),
+            (receiving, 40_001, true, 96)
+        ]
+    );
+
+    assert!(sim.engine(0, 1).request_keyframe(receiving).unwrap());
+    sim.flush(0, 1);
+    sim.run_for(Duration::from_millis(20));
+    assert!(
+        sim.saw(1, 0, |e| *e
+            == Event::KeyframeRequested {
+                transceiver: sending
+            }),
+        "the sender was not asked for a keyframe"
+    );
+
+    sim.act(1, 0, Action::SetTrackLabel(0, label("bob", "t2")));
+    passed(&sim.run());
+    let remote = sim.engine(0, 1).transceivers();
+    assert_eq!(remote.len(), 1, "the m-section is reused: {remote:#?}");
+    assert_eq!(remote[0].remote_label, Some(label("bob", "t2")));
 }

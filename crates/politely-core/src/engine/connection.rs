@@ -7,7 +7,9 @@ use super::negotiation::{Exchange, Negotiation};
 use crate::config::Config;
 use crate::error::{ApiError, ConfigError, Error};
 use crate::event::ConnectionState;
-use crate::media::{ChannelId, ChannelOptions, Direction, MediaKind, Origin, TransceiverId};
+use crate::media::{
+    ChannelId, ChannelOptions, Direction, MediaKind, Origin, TrackLabel, TransceiverId,
+};
 use crate::negotiation_needed;
 use crate::sdp;
 use politely_proto::signal::{Candidate, ConnectionId};
@@ -52,12 +54,13 @@ pub(super) struct TransceiverSlot {
     /// offer starts `recvonly`. rtc keeps a direction of its own that negotiation overwrites,
     /// so this is the truth every offer and answer is made from.
     pub(super) direction: Direction,
-    /// The stream id of the attached track (the `a=msid` its m-section must carry); `None`
-    /// when the application attached none or removed it. rtc keeps a sender once it had one
-    /// (see `Engine::remove_track`), so this, not rtc's sender, says whether a track is on.
-    pub(super) stream: Option<String>,
-    /// The stream id of the track on rtc's sender, which rtc keeps once it has one.
-    pub(super) rtc_stream: Option<String>,
+    /// The stream and track ids of the attached track (the `a=msid` its m-section must
+    /// carry); `None` when the application attached none or removed it. rtc keeps a sender once
+    /// it had one (see `Engine::remove_track`), so this, not rtc's sender, says whether a track
+    /// is on.
+    pub(super) stream: Option<TrackLabel>,
+    /// The ids of the track on rtc's sender, which rtc keeps once it has one.
+    pub(super) rtc_stream: Option<TrackLabel>,
     /// A negotiated direction has sent (W3C: the sender "has been used to send"); `add_track`
     /// never reuses such a transceiver.
     pub(super) ever_sent: bool,
@@ -203,6 +206,7 @@ impl Connection {
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(rtc_config.build())
             .with_media_engine(media)
+            .with_interceptor_registry(super::feedback::registry())
             .with_setting_engine(settings)
             .build(now)
             .map_err(|e| ConfigError::Rtc(e.to_string()))?;
@@ -403,13 +407,15 @@ impl Connection {
         Ok(true)
     }
 
-    /// Adds a transceiver, with a track of this SSRC if `track` is given.
+    /// Adds a transceiver, with a track of this SSRC if `track` is given, named by `label`
+    /// or else after its SSRC.
     pub(super) fn add_transceiver(
         &mut self,
         id: TransceiverId,
         kind: MediaKind,
         direction: Direction,
         track: Option<u32>,
+        label: Option<&TrackLabel>,
     ) -> Result<(), Error> {
         // rtc adds a transceiver with a track only as sendrecv or sendonly, and one without a
         // track only as recvonly; the wanted direction is set afterwards.
@@ -425,7 +431,7 @@ impl Connection {
                     send_encodings: vec![],
                 };
                 self.pc
-                    .add_transceiver_from_track(make_track(kind, ssrc), Some(init))
+                    .add_transceiver_from_track(make_track(kind, ssrc, label), Some(init))
                     .map_err(rtc_internal)?
             }
             None => self
@@ -445,8 +451,8 @@ impl Connection {
             pending_remote: false,
             reusable: false,
             direction,
-            stream: track.map(stream_id),
-            rtc_stream: track.map(stream_id),
+            stream: track.map(|ssrc| track_label(ssrc, label)),
+            rtc_stream: track.map(|ssrc| track_label(ssrc, label)),
             ever_sent: false,
         });
         Ok(())
@@ -581,10 +587,12 @@ impl Connection {
             let ssrc = ssrc();
             let sender = self
                 .pc
-                .add_track(make_track(kind, ssrc))
+                .add_track(make_track(kind, ssrc, None))
                 .map_err(rtc_internal)?;
             match self.index_of_sender(sender) {
-                Some(at) if at <= index => self.transceivers[at].rtc_stream = Some(stream_id(ssrc)),
+                Some(at) if at <= index => {
+                    self.transceivers[at].rtc_stream = Some(track_label(ssrc, None));
+                }
                 _ => return Err(Error::Internal("rtc attached a track out of order".into())),
             }
         }
@@ -656,7 +664,7 @@ impl Connection {
             .map(|(slot, mid)| negotiation_needed::Transceiver {
                 mid: mid.as_deref(),
                 direction: slot.direction,
-                stream: slot.stream.as_deref(),
+                stream: slot.stream.as_ref(),
             })
             .collect();
         let current = self.current.as_ref().map(|c| negotiation_needed::Current {
@@ -788,17 +796,24 @@ fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
     Ok(media)
 }
 
-/// A track with one Opus or VP8 encoding; its stream and track ids are named after its SSRC,
-/// which the engine draws from its seed.
-pub(super) fn make_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
+/// A track with one Opus or VP8 encoding; its stream and track ids are the label's, or named
+/// after its SSRC, which the engine draws from its seed.
+pub(super) fn make_track(
+    kind: MediaKind,
+    ssrc: u32,
+    label: Option<&TrackLabel>,
+) -> MediaStreamTrack {
     let (mime_type, clock_rate, channels) = match kind {
         MediaKind::Audio => (MIME_TYPE_OPUS, 48_000, 2),
         MediaKind::Video => (MIME_TYPE_VP8, 90_000, 0),
     };
-    let tag = format!("{ssrc:08x}");
+    let TrackLabel {
+        stream_id,
+        track_id,
+    } = track_label(ssrc, label);
     MediaStreamTrack::new(
-        stream_id(ssrc),
-        format!("track-{tag}"),
+        stream_id,
+        track_id,
         format!("{kind:?}").to_lowercase(),
         to_rtc_kind(kind),
         vec![RTCRtpEncodingParameters {
@@ -818,9 +833,15 @@ pub(super) fn make_track(kind: MediaKind, ssrc: u32) -> MediaStreamTrack {
     )
 }
 
-/// The stream id of the track `make_track` makes for this SSRC.
-pub(super) fn stream_id(ssrc: u32) -> String {
-    format!("stream-{ssrc:08x}")
+/// The ids of the track `make_track` makes for this SSRC and label.
+fn track_label(ssrc: u32, label: Option<&TrackLabel>) -> TrackLabel {
+    match label {
+        Some(label) => label.clone(),
+        None => TrackLabel {
+            stream_id: format!("stream-{ssrc:08x}"),
+            track_id: format!("track-{ssrc:08x}"),
+        },
+    }
 }
 
 pub(super) fn to_rtc_kind(kind: MediaKind) -> RtpCodecKind {

@@ -10,6 +10,8 @@ use crate::rng::Rng;
 use bytes::Bytes;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::event::RTCTrackEvent;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
@@ -19,6 +21,14 @@ use std::time::Duration;
 /// Payload bytes per RTP packet. With the RTP header, the SRTP tag and IP/UDP headers a packet
 /// stays under 1280 bytes, the smallest IPv6 path MTU, so nothing is fragmented.
 pub(crate) const RTP_PAYLOAD_MAX: usize = 1200;
+
+/// One RTP packet to send, before the track's SSRC and payload type are added.
+struct RtpOut {
+    sequence_number: u16,
+    timestamp: u32,
+    marker: bool,
+    payload: Bytes,
+}
 
 /// The send state of one transceiver's track: RTP numbering continues from sample to sample.
 #[derive(Debug, Clone)]
@@ -83,13 +93,6 @@ impl Engine {
         if self.conn.transceivers[index].stream.is_none() {
             return Err(ApiError::InvalidArgument(format!("{id} has no track")).into());
         }
-        let sender_id = self
-            .conn
-            .pc
-            .rtp_transceiver(index)
-            .and_then(|t| t.sender())
-            .ok_or_else(|| Error::Internal(format!("rtc has no sender for the track of {id}")))?;
-
         let rng = &mut self.rng;
         let writer = self
             .conn
@@ -108,10 +111,65 @@ impl Engine {
         writer.timestamp = writer.timestamp.wrapping_add(ticks as u32);
         let sequence = writer.sequence;
         writer.sequence = writer.sequence.wrapping_add(payloads.len() as u16);
+        let count = payloads.len();
+        let packets = payloads.into_iter().enumerate().map(|(i, payload)| RtpOut {
+            sequence_number: sequence.wrapping_add(i as u16),
+            timestamp,
+            // The last packet of a video frame (RFC 7741 §4.1).
+            marker: kind == MediaKind::Video && i + 1 == count,
+            payload,
+        });
+        self.send_rtp(index, packets)
+    }
 
+    /// Sends one RTP packet as it is, on a transceiver's track: the payload, sequence number,
+    /// timestamp and marker are the caller's; the SSRC and the payload type are the track's
+    /// own on this connection (the payload type negotiated for the transceiver's codec).
+    /// This is how an SFU forwards a packet it received from one peer to another, having
+    /// rewritten the numbering for continuity; an application that encodes its own media
+    /// uses [`write_sample`](Self::write_sample) instead.
+    ///
+    /// Like `write_sample`, `Ok(false)` means the packet was dropped because the track cannot
+    /// send now (not connected, or the negotiated direction does not send).
+    pub fn write_rtp(&mut self, id: TransceiverId, packet: &MediaPacket) -> Result<bool, Error> {
+        self.check_open()?;
+        let index = self.conn.index_of(id)?;
+        if self.conn.transceivers[index].stream.is_none() {
+            return Err(ApiError::InvalidArgument(format!("{id} has no track")).into());
+        }
+        if packet.payload.len() > RTP_PAYLOAD_MAX {
+            return Err(ApiError::InvalidArgument(format!(
+                "an RTP payload is at most {RTP_PAYLOAD_MAX} bytes, got {}",
+                packet.payload.len()
+            ))
+            .into());
+        }
+        let out = RtpOut {
+            sequence_number: packet.sequence_number,
+            timestamp: packet.timestamp,
+            marker: packet.marker,
+            payload: Bytes::copy_from_slice(&packet.payload),
+        };
+        self.send_rtp(index, std::iter::once(out))
+    }
+
+    /// Writes packets on the sender of the transceiver at `index`, if it can send now.
+    fn send_rtp(
+        &mut self,
+        index: usize,
+        packets: impl Iterator<Item = RtpOut>,
+    ) -> Result<bool, Error> {
         if self.conn.connection_state != ConnectionState::Connected {
             return Ok(false);
         }
+        let kind = self.conn.transceivers[index].kind;
+        let id = self.conn.transceivers[index].id;
+        let sender_id = self
+            .conn
+            .pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.sender())
+            .ok_or_else(|| Error::Internal(format!("rtc has no sender for the track of {id}")))?;
         let now = self.now;
         // None when the transceiver's direction does not send.
         let Some(mut sender) = self.conn.pc.rtp_sender(sender_id) else {
@@ -131,24 +189,91 @@ impl Engine {
             // Not negotiated on this transceiver (yet).
             return Ok(false);
         };
-        let count = payloads.len();
-        for (i, payload) in payloads.into_iter().enumerate() {
+        for out in packets {
             let packet = Packet {
                 header: Header {
                     version: 2,
-                    // The last packet of a video frame (RFC 7741 §4.1).
-                    marker: kind == MediaKind::Video && i + 1 == count,
+                    marker: out.marker,
                     payload_type,
-                    sequence_number: sequence.wrapping_add(i as u16),
-                    timestamp,
+                    sequence_number: out.sequence_number,
+                    timestamp: out.timestamp,
                     ssrc,
                     ..Default::default()
                 },
-                payload,
+                payload: out.payload,
             };
             sender.write_rtp(now, packet).map_err(rtc_internal)?;
         }
         Ok(true)
+    }
+
+    /// Asks the remote to send a keyframe on a transceiver it sends on (an RTCP picture loss
+    /// indication, RFC 4585 §6.3.1): a decoder that joins a stream late, or lost a frame,
+    /// needs one to start. `Ok(false)` when there is nothing to ask yet: the connection is not
+    /// connected or no packet of the remote's track has arrived (its SSRC is not known).
+    pub fn request_keyframe(&mut self, id: TransceiverId) -> Result<bool, Error> {
+        self.check_open()?;
+        let index = self.conn.index_of(id)?;
+        if self.conn.connection_state != ConnectionState::Connected {
+            return Ok(false);
+        }
+        let Some(receiver_id) = self
+            .conn
+            .pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.receiver())
+        else {
+            return Ok(false);
+        };
+        let Some(mut receiver) = self.conn.pc.rtp_receiver(receiver_id) else {
+            return Ok(false);
+        };
+        let Some(media_ssrc) = receiver.track().ssrcs().find(|&s| s != 0) else {
+            return Ok(false);
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        receiver
+            .write_rtcp(self.now, vec![Box::new(pli)])
+            .map_err(rtc_internal)?;
+        Ok(true)
+    }
+
+    /// RTCP from the remote: a picture loss indication or a full intra request about one of
+    /// this side's tracks is the remote asking for a keyframe.
+    pub(super) fn on_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+        let mut wanted = Vec::new();
+        for packet in packets {
+            let any = packet.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                wanted.push(pli.media_ssrc);
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                wanted.extend(fir.fir.iter().map(|e| e.ssrc));
+                wanted.push(fir.media_ssrc);
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let mut found = Vec::new();
+        for (index, slot) in self.conn.transceivers.iter().enumerate() {
+            let Some(sender_id) = self.conn.pc.rtp_transceiver(index).and_then(|t| t.sender())
+            else {
+                continue;
+            };
+            let Some(sender) = self.conn.pc.rtp_sender(sender_id) else {
+                continue;
+            };
+            if slot.stream.is_some() && sender.track().ssrcs().any(|s| wanted.contains(&s)) {
+                found.push(slot.id);
+            }
+        }
+        for transceiver in found {
+            self.queue
+                .push_back(Output::Event(Event::KeyframeRequested { transceiver }));
+        }
     }
 
     /// rtc's track events: the first packet of a remote track tells which receiver it

@@ -6,8 +6,8 @@ use crate::event::{
     ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
 };
 use crate::media::{
-    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, Origin, TransceiverId,
-    TransceiverInfo,
+    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, Origin, TrackLabel,
+    TransceiverId, TransceiverInfo,
 };
 use crate::rng::Rng;
 use crate::sdp;
@@ -21,6 +21,7 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{RTCIceCandidateInit, RTCIceRole};
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -30,6 +31,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod connection;
+mod feedback;
 mod gate;
 mod media;
 mod negotiation;
@@ -106,6 +108,8 @@ enum Intent {
         /// A track is attached (the application's direction alone does not say: a
         /// transceiver added without one may be set to send later, and sends nothing).
         track: bool,
+        /// The track's `a=msid`, if the application named it.
+        label: Option<TrackLabel>,
     },
 }
 
@@ -244,6 +248,13 @@ impl Engine {
             // (GetStream/stream-video-js PR #2344).
             let mid = t.mid().clone().filter(|m| negotiated.contains(m));
             let current_direction = mid.as_deref().and_then(|m| current.as_ref()?.direction(m));
+            let remote_label = mid.as_deref().and_then(|m| {
+                let (stream, track) = sdp::section_msid(&current.as_ref()?.remote, m)?;
+                Some(TrackLabel {
+                    stream_id: stream.to_owned(),
+                    track_id: track.unwrap_or_default().to_owned(),
+                })
+            });
             out.push(TransceiverInfo {
                 id: slot.id,
                 kind: slot.kind,
@@ -252,6 +263,7 @@ impl Engine {
                 current_direction,
                 origin: slot.origin,
                 has_track: slot.stream.is_some(),
+                remote_label,
             });
         }
         out
@@ -462,18 +474,53 @@ impl Engine {
         kind: MediaKind,
         direction: Direction,
     ) -> Result<TransceiverId, Error> {
+        self.add_transceiver_inner(kind, direction, None)
+    }
+
+    /// Adds a transceiver with a sending track named by `label` (W3C `addTransceiver(track,
+    /// {direction, streams})`): the remote's `track` event reports the label's stream and track
+    /// ids. An SFU names each forwarded track after its publisher this way. `direction` must
+    /// send.
+    pub fn add_labelled_transceiver(
+        &mut self,
+        kind: MediaKind,
+        direction: Direction,
+        label: TrackLabel,
+    ) -> Result<TransceiverId, Error> {
+        if !direction.sends() {
+            return Err(ApiError::InvalidArgument(format!(
+                "a labelled track sends; {direction} does not"
+            ))
+            .into());
+        }
+        if !label.is_valid() {
+            return Err(ApiError::InvalidArgument(format!(
+                "{label:?}: msid ids are 1 to 64 SDP token characters"
+            ))
+            .into());
+        }
+        self.add_transceiver_inner(kind, direction, Some(label))
+    }
+
+    fn add_transceiver_inner(
+        &mut self,
+        kind: MediaKind,
+        direction: Direction,
+        label: Option<TrackLabel>,
+    ) -> Result<TransceiverId, Error> {
         self.check_open()?;
         let id = TransceiverId(self.next_id());
         let ssrc = self.rng.next_u64() as u32;
         let track = direction.sends();
         self.conn
-            .add_transceiver(id, kind, direction, track.then_some(ssrc))?;
+            .add_transceiver(id, kind, direction, track.then_some(ssrc), label.as_ref())?;
         self.intents.insert(
             id.0,
             Intent::Transceiver {
                 kind,
                 direction,
                 track,
+                label,
             },
         );
         self.conn.negotiation_changed();
@@ -495,7 +542,7 @@ impl Engine {
             let id = TransceiverId(self.next_id());
             let ssrc = self.rng.next_u64() as u32;
             self.conn
-                .add_transceiver(id, kind, Direction::SendRecv, Some(ssrc))?;
+                .add_transceiver(id, kind, Direction::SendRecv, Some(ssrc), None)?;
             // W3C setRemoteDescription may associate a transceiver addTrack created with a
             // remote offer's new m-section.
             if let Some(slot) = self.conn.transceivers.last_mut() {
@@ -507,6 +554,7 @@ impl Engine {
                     kind,
                     direction: Direction::SendRecv,
                     track: true,
+                    label: None,
                 },
             );
             self.conn.negotiation_changed();
@@ -529,6 +577,7 @@ impl Engine {
                 kind,
                 direction,
                 track: true,
+                label: None,
             },
         );
         // rtc widened its own direction at once; media waits for the exchange.
@@ -562,6 +611,64 @@ impl Engine {
         {
             *d = direction;
             *track = false;
+        }
+        self.conn.negotiation_changed();
+        Ok(())
+    }
+
+    /// Gives the track on a transceiver new stream and track ids (W3C `sender.setStreams` with
+    /// a replaced track): the next exchange carries the new `a=msid`, and the remote's `track`
+    /// event reports it. An SFU reuses a transceiver whose forwarded track went away for the
+    /// next one this way, instead of adding an m-section for every track that ever came.
+    pub fn set_track_label(&mut self, id: TransceiverId, label: TrackLabel) -> Result<(), Error> {
+        self.check_open()?;
+        if !label.is_valid() {
+            return Err(ApiError::InvalidArgument(format!(
+                "{label:?}: msid ids are 1 to 64 SDP token characters"
+            ))
+            .into());
+        }
+        let index = self.conn.index_of(id)?;
+        let slot = &self.conn.transceivers[index];
+        if slot.stream.is_none() {
+            return Err(ApiError::InvalidArgument(format!("{id} has no track")).into());
+        }
+        if slot.stream.as_ref() == Some(&label) {
+            return Ok(());
+        }
+        let kind = slot.kind;
+        let sender_id = self
+            .conn
+            .pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.sender())
+            .ok_or_else(|| Error::Internal(format!("rtc has no sender for the track of {id}")))?;
+        // rtc hands out a sender only while its own direction sends; an SFU relabels a
+        // transceiver it had set inactive, so the direction is widened for the replacement.
+        let rtc_direction = self.conn.pc.rtp_transceiver(index).map(|t| t.direction());
+        if let (Some(direction), Some(mut t)) = (rtc_direction, self.conn.pc.rtp_transceiver(index))
+            && !direction.has_send()
+        {
+            t.set_direction(RTCRtpTransceiverDirection::Sendonly);
+        }
+        let replaced = match self.conn.pc.rtp_sender(sender_id) {
+            Some(mut sender) => {
+                let ssrc = sender.track().ssrcs().next().unwrap_or_default();
+                sender.replace_track(connection::make_track(kind, ssrc, Some(&label)))
+            }
+            None => Ok(()),
+        };
+        if let (Some(direction), Some(mut t)) = (rtc_direction, self.conn.pc.rtp_transceiver(index))
+            && t.direction() != direction
+        {
+            t.set_direction(direction);
+        }
+        replaced.map_err(rtc_internal)?;
+        let slot = &mut self.conn.transceivers[index];
+        slot.stream = Some(label.clone());
+        slot.rtc_stream = Some(label.clone());
+        if let Some(Intent::Transceiver { label: l, .. }) = self.intents.get_mut(&id.0) {
+            *l = Some(label);
         }
         self.conn.negotiation_changed();
         Ok(())
@@ -1598,6 +1705,7 @@ impl Engine {
                     kind,
                     direction,
                     track,
+                    label,
                 } => {
                     let ssrc = self.rng.next_u64() as u32;
                     self.conn.add_transceiver(
@@ -1605,6 +1713,7 @@ impl Engine {
                         kind,
                         direction,
                         track.then_some(ssrc),
+                        label.as_ref(),
                     )
                 }
             };
@@ -1671,6 +1780,7 @@ impl Engine {
                 match read.message {
                     RTCMessage::DataChannelMessage(rtc_id, msg) => messages.push((rtc_id, msg)),
                     RTCMessage::RtpPacket(track, packet) => self.on_rtp(&track, packet),
+                    RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets),
                     _ => {}
                 }
             }
