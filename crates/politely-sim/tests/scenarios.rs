@@ -988,4 +988,69 @@ fn a_labelled_track_forwards_packets_and_keyframe_requests() {
     let remote = sim.engine(0, 1).transceivers();
     assert_eq!(remote.len(), 1, "the m-section is reused: {remote:#?}");
     assert_eq!(remote[0].remote_label, Some(label("bob", "t2")));
+    assert_eq!(media_arriving(&mut sim, sending), 3, "after a relabel");
+
+    // An SFU's way: stop sending, and once the other end has seen it stop, send another
+    // track on the same m-section.
+    sim.act(1, 0, Action::SetDirection(0, Direction::RecvOnly));
+    passed(&sim.run());
+    assert_eq!(media_arriving(&mut sim, sending), 0, "not sending");
+    sim.act(1, 0, Action::SetTrackLabel(0, label("carol", "t3")));
+    sim.act(1, 0, Action::SetDirection(0, Direction::SendRecv));
+    passed(&sim.run());
+    assert_eq!(
+        sim.engine(0, 1).transceivers()[0].remote_label,
+        Some(label("carol", "t3"))
+    );
+    assert_eq!(media_arriving(&mut sim, sending), 3, "sending again");
+}
+
+/// Writes three packets on peer 1's `sending` transceiver; how many peer 0 receives.
+fn media_arriving(sim: &mut Sim, sending: politely_core::TransceiverId) -> usize {
+    let before = sim.events(0, 1).len();
+    // Numbering goes on from call to call: SRTP drops a packet it has seen (RFC 3711 §3.3.2).
+    let start = sim.events(0, 1).len() as u16 * 8;
+    for i in 0..3u16 {
+        let packet = MediaPacket {
+            transceiver: sending,
+            payload_type: 0,
+            sequence_number: 1_000 + start + i,
+            timestamp: 3_000 * u32::from(start + i),
+            marker: true,
+            payload: vec![0x10, 0, 0],
+        };
+        sim.engine(1, 0).write_rtp(sending, &packet).unwrap();
+    }
+    sim.flush(1, 0);
+    sim.run_for(Duration::from_millis(20));
+    sim.events(0, 1)[before..]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Media(_)))
+        .count()
+}
+
+/// A transceiver with a track whose m-section the other end first sees not sending (an SFU's
+/// spare, offered to a client that reloaded) carries media once it sends.
+#[test]
+fn a_track_first_offered_not_sending_carries_media_once_it_sends() {
+    let mut sim = connected_pair(SimConfig::default());
+    let label = |stream: &str, track: &str| TrackLabel {
+        stream_id: stream.into(),
+        track_id: track.into(),
+    };
+    // Both before any offer: the first offer of the m-section does not send.
+    let at = sim.elapsed() + Duration::from_millis(10);
+    sim.schedule(
+        at,
+        1,
+        0,
+        Action::AddLabelledTransceiver(MediaKind::Video, Direction::SendRecv, label("a", "t1")),
+    );
+    sim.schedule(at, 1, 0, Action::SetDirection(0, Direction::RecvOnly));
+    passed(&sim.run());
+    let sending = sim.engine(1, 0).transceivers()[0].id;
+    sim.act(1, 0, Action::SetTrackLabel(0, label("b", "t2")));
+    sim.act(1, 0, Action::SetDirection(0, Direction::SendRecv));
+    passed(&sim.run());
+    assert_eq!(media_arriving(&mut sim, sending), 3);
 }

@@ -14,7 +14,7 @@ use crate::negotiation_needed;
 use crate::sdp;
 use politely_proto::signal::{Candidate, ConnectionId};
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState};
-use rtc::media_stream::{MediaStreamTrack, MediaStreamTrackId};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MediaEngine,
@@ -155,8 +155,9 @@ pub(super) struct Connection {
     pub(super) sample_writers: BTreeMap<TransceiverId, SampleWriter>,
     /// Transceivers whose negotiated direction receives (a `TrackAdded` was reported).
     pub(super) receiving: BTreeSet<TransceiverId>,
-    /// rtc's remote track ids, learnt from their first packet, to their transceivers.
-    pub(super) remote_tracks: BTreeMap<MediaStreamTrackId, TransceiverId>,
+    /// Remote SSRCs to the transceivers that receive them, learnt at their first packet since
+    /// the last exchange.
+    pub(super) remote_tracks: BTreeMap<u32, TransceiverId>,
 
     /// In stable, the watchdog counts from here (the last exchange, firing or new channel,
     /// plus a random jitter) while the transport or a channel is awaited; `None` before the

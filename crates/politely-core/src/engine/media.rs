@@ -9,7 +9,6 @@ use crate::media::{Direction, MediaKind, MediaPacket, TransceiverId};
 use crate::rng::Rng;
 use bytes::Bytes;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
-use rtc::peer_connection::event::RTCTrackEvent;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::vp8::Vp8Payloader;
@@ -276,33 +275,22 @@ impl Engine {
         }
     }
 
-    /// rtc's track events: the first packet of a remote track tells which receiver it
-    /// belongs to, so later packets (tagged with the track id only) find their transceiver.
-    pub(super) fn on_track_event(&mut self, event: RTCTrackEvent) {
-        match event {
-            RTCTrackEvent::OnOpen(init) => {
-                let index = (0..self.conn.transceivers.len()).find(|&i| {
-                    self.conn
-                        .pc
-                        .rtp_transceiver(i)
-                        .is_some_and(|t| t.receiver() == Some(init.receiver_id))
-                });
-                if let Some(index) = index {
-                    let id = self.conn.transceivers[index].id;
-                    self.conn.remote_tracks.insert(init.track_id, id);
-                }
+    /// An RTP packet of a remote track, for the application. It belongs to the transceiver
+    /// whose receiving track has its SSRC by the descriptions applied (rtc tags packets with a
+    /// track id, which is empty for a track the remote did not name and so may be shared by
+    /// several, and stays the first one an SSRC had when the remote renames its track).
+    pub(super) fn on_rtp(&mut self, packet: Packet) {
+        let ssrc = packet.header.ssrc;
+        let transceiver = match self.conn.remote_tracks.get(&ssrc) {
+            Some(&transceiver) => transceiver,
+            None => {
+                let Some(transceiver) = self.transceiver_receiving(ssrc) else {
+                    log::debug!("[{}] RTP of unknown SSRC {ssrc} dropped", self.conn.id);
+                    return;
+                };
+                self.conn.remote_tracks.insert(ssrc, transceiver);
+                transceiver
             }
-            RTCTrackEvent::OnClose(track) => {
-                self.conn.remote_tracks.remove(&track);
-            }
-            _ => {}
-        }
-    }
-
-    /// An RTP packet of a remote track, for the application.
-    pub(super) fn on_rtp(&mut self, track: &str, packet: Packet) {
-        let Some(&transceiver) = self.conn.remote_tracks.get(track) else {
-            return;
         };
         self.queue
             .push_back(Output::Event(Event::Media(MediaPacket {
@@ -315,10 +303,22 @@ impl Engine {
             })));
     }
 
+    /// The transceiver that receives the remote track with this SSRC now.
+    fn transceiver_receiving(&mut self, ssrc: u32) -> Option<TransceiverId> {
+        (0..self.conn.transceivers.len()).find_map(|i| {
+            let receiver = self.conn.pc.rtp_transceiver(i)?.receiver()?;
+            let receiver = self.conn.pc.rtp_receiver(receiver)?;
+            let owns = receiver.track().ssrcs().any(|s| s == ssrc);
+            owns.then(|| self.conn.transceivers[i].id)
+        })
+    }
+
     /// After an exchange: the W3C `track` event for every transceiver whose negotiated
     /// direction now receives, and its removal for every one that stopped receiving (the
     /// remote removed its track, or the m-section was rejected or stopped).
     pub(super) fn update_receiving(&mut self) {
+        // The descriptions decide which SSRC arrives where; they just changed.
+        self.conn.remote_tracks.clear();
         let now_receiving: Vec<_> = self
             .transceivers()
             .into_iter()

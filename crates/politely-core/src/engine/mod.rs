@@ -122,6 +122,8 @@ pub struct Engine {
     now: Instant,
     conn: Connection,
     retired: VecDeque<ConnectionId>,
+    /// The connection this side gave up when it adopted the remote's in a collision.
+    abandoned: Option<ConnectionId>,
     intents: BTreeMap<u32, Intent>,
     next_object_id: u32,
     queue: VecDeque<Output>,
@@ -146,6 +148,7 @@ impl Engine {
             now,
             conn,
             retired: VecDeque::new(),
+            abandoned: None,
             intents: BTreeMap::new(),
             next_object_id: 0,
             queue: VecDeque::new(),
@@ -786,14 +789,29 @@ impl Engine {
             payload,
         } = signal;
         if connection_id != self.conn.id {
-            if self.retired.contains(&connection_id) {
-                self.diagnose(Diagnostic::UnknownConnection(connection_id));
-                return Ok(());
-            }
             let is_offer = matches!(
                 &payload,
                 Payload::Description { description, .. } if description.kind == SdpKind::Offer
             );
+            // An offer on the connection this side gave up to adopt the remote's: the remote
+            // had heard from this side before and took this side's new connection for a
+            // restart (a reloaded page whose first offer crossed the remote's offer on the old
+            // one), so it left the adopted one. The rtc connection it negotiated with is gone
+            // here, so this side starts a new connection, which the remote takes as a restart
+            // too; both ends then start afresh on it.
+            if is_offer && self.abandoned.as_ref() == Some(&connection_id) {
+                if let Payload::Description { description, .. } = &payload {
+                    parse_description(description)?;
+                }
+                let id = random_connection_id(&mut self.rng);
+                self.replace_connection(id, Some(ReplaceReason::Collision));
+                self.diagnose(Diagnostic::UnknownConnection(connection_id));
+                return Ok(());
+            }
+            if self.retired.contains(&connection_id) {
+                self.diagnose(Diagnostic::UnknownConnection(connection_id));
+                return Ok(());
+            }
             if !is_offer {
                 self.diagnose(Diagnostic::UnknownConnection(connection_id));
                 return Ok(());
@@ -811,7 +829,9 @@ impl Engine {
                 self.replace_connection(connection_id, None);
             } else if self.polite {
                 // Two brand-new connections collided: the polite side adopts the remote's id.
+                let own = self.conn.id.clone();
                 self.replace_connection(connection_id, Some(ReplaceReason::Collision));
+                self.abandoned = Some(own);
             } else {
                 // The impolite side keeps its own; the polite side will adopt it.
                 self.remember_retired(connection_id);
@@ -1670,6 +1690,7 @@ impl Engine {
     /// Replaces the current connection by a new one bound to `id`, replaying the
     /// application's channels and transceivers onto it.
     fn replace_connection(&mut self, id: ConnectionId, reason: Option<ReplaceReason>) {
+        self.abandoned = None;
         let fresh = match Connection::new(id.clone(), &self.config, self.now) {
             Ok(c) => c,
             Err(e) => {
@@ -1779,7 +1800,7 @@ impl Engine {
                 progressed = true;
                 match read.message {
                     RTCMessage::DataChannelMessage(rtc_id, msg) => messages.push((rtc_id, msg)),
-                    RTCMessage::RtpPacket(track, packet) => self.on_rtp(&track, packet),
+                    RTCMessage::RtpPacket(_, packet) => self.on_rtp(packet),
                     RTCMessage::RtcpPacket(_, packets) => self.on_rtcp(&packets),
                     _ => {}
                 }
@@ -1902,7 +1923,6 @@ impl Engine {
                         .push_back(Output::Event(Event::ChannelOpen { id, label, origin }));
                 }
             }
-            RTCPeerConnectionEvent::OnTrack(event) => self.on_track_event(event),
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id)) => {
                 if let Some(id) = self.conn.channel_by_rtc(rtc_id) {
                     self.on_channel_closed(id);

@@ -154,6 +154,12 @@ impl RTCRtpTransceiverInternal {
         // maps to the spec's `direction` setter) performs that step.
         // See https://www.w3.org/TR/webrtc/#dom-rtcrtptransceiver-direction
         self.direction = direction;
+        // politely patch: a transceiver created without a receiver (its first direction did not
+        // receive: added sendonly, or created by a remote offer that did not send) gets one when
+        // it is set to receive, so a later exchange that sends on its m-section is received.
+        if direction.has_recv() && self.receiver.is_none() {
+            self.receiver = Some(RTCRtpReceiverInternal::new(self.kind, vec![]));
+        }
     }
 
     /// Returns the negotiated direction of the transceiver.
