@@ -24,6 +24,7 @@
 
 mod envelope;
 mod message;
+pub mod room;
 pub mod signal;
 
 pub use envelope::signal_envelope;

@@ -40,6 +40,7 @@ mod intent;
 mod scenario;
 mod script;
 mod sim;
+mod star;
 mod verdict;
 
 pub use scenario::{Action, Scenario, Step, Touched};
@@ -48,6 +49,9 @@ pub use script::{
     negotiated,
 };
 pub use sim::{Fate, Roles, Sim, SimConfig, Stats};
+pub use star::{
+    Star, StarAction, StarConfig, StarVerdict, failing_star_seeds, random_schedule, run_star_seed,
+};
 pub use verdict::{Failure, Verdict};
 
 /// Runs the random scenario of `seed` with `peers` peers, optionally overriding the latency.

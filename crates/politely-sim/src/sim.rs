@@ -841,7 +841,7 @@ impl Sim {
 /// Each peer's DTLS identity, from a per-process pool: an application keeps one identity, and
 /// key generation is not what the simulator measures. Certificates are random either way (rtc
 /// draws the keys), so sharing them across runs changes no decision.
-fn certificate(peer: usize) -> Certificate {
+pub(crate) fn certificate(peer: usize) -> Certificate {
     static POOL: OnceLock<Vec<Certificate>> = OnceLock::new();
     POOL.get_or_init(|| {
         (0..6)

@@ -1,0 +1,62 @@
+//! The star simulator: one SFU room, 3 to 8 clients, random joins, leaves, publishes,
+//! unpublishes, subscriptions and reloads, in both negotiation modes.
+
+use politely_sim::run_star_seed;
+use std::time::Duration;
+
+/// `STAR_SEEDS=0..2000 [STAR_GATE=ms] cargo test --release -p politely-sim --test star many`
+#[test]
+fn many() {
+    let Ok(range) = std::env::var("STAR_SEEDS") else {
+        return;
+    };
+    let (a, b) = range.split_once("..").expect("STAR_SEEDS=a..b");
+    let gate = std::env::var("STAR_GATE")
+        .ok()
+        .map(|ms| Duration::from_millis(ms.parse().unwrap()));
+    let failed = politely_sim::failing_star_seeds(a.parse().unwrap()..b.parse().unwrap(), gate);
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+fn failures(seeds: std::ops::Range<u64>, gate: Option<Duration>) -> Vec<String> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        let (verdict, trace) = run_star_seed(seed, gate, false);
+        if !verdict.passed() {
+            out.push(format!(
+                "seed {seed}: {:#?}\n{}",
+                verdict.failures,
+                trace[trace.len().saturating_sub(30)..].join("\n")
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn random_stars_with_perfect_negotiation() {
+    let failed = failures(0..20, None);
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+#[test]
+fn random_stars_with_the_gate() {
+    let failed = failures(1_000..1_020, Some(Duration::from_millis(500)));
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+/// `STAR_SEED=n [STAR_GATE=ms] [STAR_SDP=1] cargo test -p politely-sim --test star replay --
+/// --nocapture` prints the whole trace of one seed (with `STAR_SDP`, every description's
+/// m-sections too).
+#[test]
+fn replay() {
+    let Ok(seed) = std::env::var("STAR_SEED") else {
+        return;
+    };
+    let gate = std::env::var("STAR_GATE")
+        .ok()
+        .map(|ms| Duration::from_millis(ms.parse().unwrap()));
+    let descriptions = std::env::var("STAR_SDP").is_ok();
+    let (verdict, trace) = run_star_seed(seed.parse().unwrap(), gate, descriptions);
+    println!("{}\n{:#?}", trace.join("\n"), verdict);
+}
