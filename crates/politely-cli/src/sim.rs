@@ -35,6 +35,11 @@ pub(crate) struct SimArgs {
     /// milliseconds before it renegotiates, and offers under it.
     #[arg(long, value_name = "MS")]
     gate: Option<u64>,
+    /// SFU stars instead of meshes: one room and 3 to 8 clients joining, leaving,
+    /// publishing, unpublishing, subscribing and reloading at random (with --gate, every client
+    /// asks before it renegotiates).
+    #[arg(long, conflicts_with_all = ["peers", "glare", "latency_ms"])]
+    star: bool,
     /// Print the negotiation-level trace of each run (use with --seed).
     #[arg(long)]
     trace: bool,
@@ -97,6 +102,9 @@ pub(crate) fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.script {
         return crate::script::run_in_sim(path, args.model);
+    }
+    if args.star {
+        return Ok(run_stars(args));
     }
     if let Some(p) = args.peers {
         anyhow::ensure!((2..=6).contains(&p), "--peers must be 2 to 6");
@@ -337,5 +345,117 @@ impl Progress {
     fn finish(&self) {
         self.draw(self.done.load(Ordering::Relaxed));
         eprintln!();
+    }
+}
+
+/// `politely sim --star`: random SFU stars, each checked against what its clients asked for.
+fn run_stars(args: &SimArgs) -> ExitCode {
+    let first = args.seed.unwrap_or(0);
+    let count = args
+        .seeds
+        .unwrap_or(if args.seed.is_some() { 1 } else { 1000 });
+    let gate = args.gate.map(Duration::from_millis);
+    let next = AtomicU64::new(0);
+    let results = Mutex::new(Vec::with_capacity(count as usize));
+    let started = Instant::now();
+    let progress = Progress::new(count);
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let begun = Instant::now();
+                    let (verdict, trace) = politely_sim::run_star_seed(first + i, gate, args.trace);
+                    progress.tick(verdict.passed());
+                    results
+                        .lock()
+                        .expect("invariant: no worker panics while holding the lock")
+                        .push((first + i, verdict, trace, begun.elapsed()));
+                }
+            });
+        }
+    });
+    progress.finish();
+    let wall = started.elapsed();
+    let mut results = results
+        .into_inner()
+        .expect("invariant: all workers have finished");
+    results.sort_by_key(|r| r.0);
+    let mut out = std::io::stdout().lock();
+    for (_, _, trace, _) in results.iter().filter(|_| args.trace) {
+        for line in trace {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let mut settled: Vec<Duration> = results.iter().filter_map(|r| r.1.settled_at).collect();
+    settled.sort();
+    let sum =
+        |f: fn(&politely_sim::StarVerdict) -> u64| results.iter().map(|r| f(&r.1)).sum::<u64>();
+    let failed: Vec<_> = results.iter().filter(|r| !r.1.passed()).collect();
+    for (seed, verdict, ..) in &failed {
+        let _ = writeln!(out, "FAILED star seed {seed}:");
+        for f in &verdict.failures {
+            let _ = writeln!(out, "  {f}");
+        }
+        let gate = args
+            .gate
+            .map(|g| format!(" --gate {g}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  replay: cargo run --release -p politely-cli -- sim --star --seed {seed}{gate} --trace"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "stars: {}, clients at the end: {}, tracks forwarded at the end (client x track): {}",
+        results.len(),
+        sum(|v| v.clients as u64),
+        sum(|v| v.forwarded as u64)
+    );
+    let _ = writeln!(
+        out,
+        "room: {} packets in, {} forwarded, {} keyframe requests ({} throttled), {} messages relayed, {} tracks published, {} transceivers added, {} reused",
+        sum(|v| v.room.packets_received),
+        sum(|v| v.room.packets_forwarded),
+        sum(|v| v.room.keyframe_requests),
+        sum(|v| v.room.keyframe_requests_throttled),
+        sum(|v| v.room.messages_relayed),
+        sum(|v| v.room.tracks_published),
+        sum(|v| v.room.transceivers_added),
+        sum(|v| v.room.transceivers_reused),
+    );
+    let _ = writeln!(
+        out,
+        "offers: {}, answers: {}, ignored offers: {}, leases granted: {}",
+        sum(|v| v.offers),
+        sum(|v| v.answers),
+        sum(|v| v.ignored_offers),
+        sum(|v| v.leases_granted),
+    );
+    if !settled.is_empty() {
+        let _ = writeln!(
+            out,
+            "virtual time to settle: p50 {:.0} ms, p99 {:.0} ms",
+            ms(percentile(&settled, 0.50)),
+            ms(percentile(&settled, 0.99))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} stars in {:.1} s ({} workers); {} passed, {} failed",
+        results.len(),
+        wall.as_secs_f64(),
+        args.jobs.max(1),
+        results.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
