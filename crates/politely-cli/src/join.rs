@@ -473,7 +473,7 @@ async fn open_chat(peer: &PeerHandle, chats: &mut BTreeMap<String, DataChannel>)
     }
 }
 
-fn is_loopback_url(url: &str) -> bool {
+pub(crate) fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {

@@ -9,6 +9,7 @@ mod join;
 mod native;
 mod script;
 mod serve;
+mod sfu;
 mod sim;
 mod system;
 
@@ -43,6 +44,9 @@ enum Command {
     /// answers `act ok` or `act failed: ...` on stderr. /state prints each connection as its
     /// application sees it (the end state of `politely sim --script`), as JSON on stderr.
     Join(join::JoinArgs),
+    /// Join a room as its SFU: every client of the room then connects to it alone, publishes
+    /// to it and receives the others' tracks from it (Ctrl-C leaves).
+    Sfu(sfu::SfuArgs),
     /// Print a random action script (JSON) for the differential check: `politely sim
     /// --script` runs it in the simulator, web/test/differential.test.mjs in Chromium.
     Script(script::ScriptArgs),
@@ -69,6 +73,7 @@ fn run() -> anyhow::Result<ExitCode> {
         Command::Token(args) => serve::token(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Join(args) => join::run(&args),
+        Command::Sfu(args) => sfu::run(&args),
         Command::Script(args) => script::print(&args),
         Command::Bench(command) => bench::run(&command),
     }

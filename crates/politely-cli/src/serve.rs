@@ -90,6 +90,14 @@ pub(crate) struct ServeArgs {
     /// Log filter (tracing's env-filter syntax), e.g. `debug` to log every join and leave.
     #[arg(long, env = "POLITELY_LOG", default_value = "info")]
     log: String,
+    /// Run an SFU in this process for every room: it joins as a room's first client does,
+    /// every client then connects to it alone, and it leaves when the room empties.
+    #[arg(long, env = "POLITELY_SFU")]
+    sfu: bool,
+    /// A local address the SFUs gather candidates on (repeat for several). By default:
+    /// 127.0.0.1 when the server listens on loopback, every interface otherwise.
+    #[arg(long, requires = "sfu")]
+    sfu_bind: Vec<std::net::IpAddr>,
 }
 
 impl ServeArgs {
@@ -140,8 +148,16 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         runtime.worker_threads(args.threads);
     }
     let runtime = runtime.enable_all().build()?;
-    let config = args.config();
+    let mut config = args.config();
     runtime.block_on(async {
+        let sfu_joins = args.sfu.then(|| {
+            let (hook, joins) = crate::sfu::join_hook();
+            config.join_hook = Some(hook);
+            joins
+        });
+        let sfu_token = config.secrets.first().map(|secret| crate::sfu::Token {
+            secret: secret.clone(),
+        });
         let auth = if !config.secrets.is_empty() {
             "room tokens required"
         } else {
@@ -151,6 +167,12 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {}", args.listen))?;
         let addr = server.local_addr();
+        if let Some(joins) = sfu_joins {
+            let url = format!("ws://{addr}");
+            let mut sfu = politely::SfuConfig::loopback();
+            sfu.peer.bind = crate::sfu::bind(&args.sfu_bind, &url);
+            tokio::spawn(crate::sfu::per_room(joins, url, sfu, sfu_token));
+        }
         tracing::info!(%addr, auth, open_files = files, "politely serve: ws://{addr}/ws");
         // The one line on stdout, for scripts (and tests) that start the server on port 0.
         println!("listening on {addr}");
@@ -191,6 +213,9 @@ pub(crate) struct TokenArgs {
     /// Any JSON, shown to the room's other peers.
     #[arg(long)]
     metadata: Option<String>,
+    /// The token grants the SFU role (`politely sfu --token`).
+    #[arg(long)]
+    sfu: bool,
     /// How long the token is valid, e.g. 1h, 30m, 7days.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -216,6 +241,7 @@ pub(crate) fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("--secret (or POLITELY_SECRET) is needed"))?;
     let mut claims = politely_server::token::Claims::new(&args.sub, &args.room, expires);
     claims.name.clone_from(&args.name);
+    claims.sfu = args.sfu;
     claims.metadata = match &args.metadata {
         Some(json) => Some(serde_json::from_str(json).context("--metadata is not JSON")?),
         None => None,

@@ -22,6 +22,10 @@ pub enum ClientMessage<'a> {
         /// The `resume` token of an earlier `welcome`, to get the same id back after a drop.
         #[serde(skip_serializing_if = "Option::is_none")]
         resume: Option<Cow<'a, str>>,
+        /// Join as the room's SFU: every other peer connects to this one only, and is polite
+        /// toward it. One per room; on a server with secrets, the token must say `"sfu": true`.
+        #[serde(skip_serializing_if = "is_false")]
+        sfu: bool,
     },
     /// Relay `data` to one peer of the same room.
     Signal {
@@ -60,8 +64,12 @@ pub enum ServerMessage<'a> {
     PeerJoined {
         /// The new peer's id.
         id: Cow<'a, str>,
-        /// Whether *you* are polite toward that peer (your id sorts lower than theirs).
+        /// Whether *you* are polite toward that peer: your id sorts lower than theirs, or it
+        /// is the room's SFU (and you are not).
         polite: bool,
+        /// The peer is the room's SFU.
+        #[serde(skip_serializing_if = "is_false")]
+        sfu: bool,
         /// Who the peer is, from its room token (on servers that require tokens).
         #[serde(skip_serializing_if = "Option::is_none")]
         user: Option<User>,
@@ -98,11 +106,19 @@ pub struct PeerInfo<'a> {
     /// The peer's id.
     #[serde(borrow)]
     pub id: Cow<'a, str>,
-    /// Whether *you* are polite toward that peer (your id sorts lower than theirs).
+    /// Whether *you* are polite toward that peer: your id sorts lower than theirs, or it is
+    /// the room's SFU (and you are not).
     pub polite: bool,
+    /// The peer is the room's SFU.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sfu: bool,
     /// Who the peer is, from its room token (on servers that require tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Who a peer is: the claims of its room token that the server relays to the room (`sub`,
@@ -158,6 +174,9 @@ pub enum ErrorCode {
     TokenWrongRoom,
     /// The application that runs the server refused the `join` (its join hook).
     JoinRefused,
+    /// A `join` asked for the SFU role of a room that has an SFU, or without a token that
+    /// grants it.
+    SfuRefused,
     /// A code this version of the crate does not know.
     #[serde(other)]
     Unknown,
@@ -165,7 +184,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidFrame,
         ErrorCode::UnknownType,
@@ -182,6 +201,7 @@ impl ErrorCode {
         ErrorCode::TokenExpired,
         ErrorCode::TokenWrongRoom,
         ErrorCode::JoinRefused,
+        ErrorCode::SfuRefused,
         ErrorCode::Unknown,
     ];
 
@@ -204,6 +224,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token-expired",
             ErrorCode::TokenWrongRoom => "token-wrong-room",
             ErrorCode::JoinRefused => "join-refused",
+            ErrorCode::SfuRefused => "sfu-refused",
             ErrorCode::Unknown => "unknown",
         }
     }
@@ -403,6 +424,8 @@ struct ClientEnvelope<'a> {
     token: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "borrowed")]
     resume: Option<Cow<'a, str>>,
+    #[serde(default)]
+    sfu: bool,
     #[serde(default, borrow, deserialize_with = "borrowed")]
     to: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -421,6 +444,7 @@ impl<'a> ClientMessage<'a> {
                     .ok_or_else(|| FrameError::missing("join", "room"))?,
                 token: env.token,
                 resume: env.resume,
+                sfu: env.sfu,
             },
             "signal" => ClientMessage::Signal {
                 to: env.to.ok_or_else(|| FrameError::missing("signal", "to"))?,
@@ -470,6 +494,8 @@ struct ServerEnvelope<'a> {
     #[serde(default)]
     polite: Option<bool>,
     #[serde(default)]
+    sfu: bool,
+    #[serde(default)]
     user: Option<User>,
     #[serde(default, borrow, deserialize_with = "borrowed")]
     from: Option<Cow<'a, str>>,
@@ -509,6 +535,7 @@ impl<'a> ServerMessage<'a> {
                 polite: env
                     .polite
                     .ok_or_else(|| FrameError::missing("peer-joined", "polite"))?,
+                sfu: env.sfu,
                 user: env.user,
             },
             "peer-left" => ServerMessage::PeerLeft {

@@ -29,14 +29,25 @@ fn client_frames() {
             room: "lobby".into(),
             token: None,
             resume: None,
+            sfu: false,
         },
         r#"{"type":"join","room":"lobby"}"#,
     );
     client(
         ClientMessage::Join {
             room: "lobby".into(),
+            token: None,
+            resume: None,
+            sfu: true,
+        },
+        r#"{"type":"join","room":"lobby","sfu":true}"#,
+    );
+    client(
+        ClientMessage::Join {
+            room: "lobby".into(),
             token: Some("t.s".into()),
             resume: Some("01J.ab".into()),
+            sfu: false,
         },
         r#"{"type":"join","room":"lobby","token":"t.s","resume":"01J.ab"}"#,
     );
@@ -58,11 +69,13 @@ fn server_frames() {
                 PeerInfo {
                     id: "01JA".into(),
                     polite: false,
+                    sfu: false,
                     user: None,
                 },
                 PeerInfo {
                     id: "01JC".into(),
                     polite: true,
+                    sfu: false,
                     user: Some(User {
                         sub: "carol".into(),
                         name: Some("Carol".into()),
@@ -80,14 +93,25 @@ fn server_frames() {
         ServerMessage::PeerJoined {
             id: "01JC".into(),
             polite: true,
+            sfu: false,
             user: None,
         },
         r#"{"type":"peer-joined","id":"01JC","polite":true}"#,
     );
     server(
         ServerMessage::PeerJoined {
+            id: "01JA".into(),
+            polite: true,
+            sfu: true,
+            user: None,
+        },
+        r#"{"type":"peer-joined","id":"01JA","polite":true,"sfu":true}"#,
+    );
+    server(
+        ServerMessage::PeerJoined {
             id: "01JC".into(),
             polite: true,
+            sfu: false,
             user: Some(User {
                 sub: "carol".into(),
                 name: None,
@@ -141,6 +165,7 @@ fn error_codes_are_kebab_case_and_match_their_serde_names() {
         "token-expired",
         "token-wrong-room",
         "join-refused",
+        "sfu-refused",
         "unknown",
     ];
     for (code, name) in ErrorCode::ALL.iter().zip(expected) {

@@ -497,8 +497,9 @@ impl Connection {
                 room,
                 token,
                 resume,
+                sfu,
             } => {
-                self.join(stream, &room, token.as_deref(), resume.as_deref())
+                self.join(stream, &room, token.as_deref(), resume.as_deref(), sfu)
                     .await
             }
             ClientMessage::Leave => Some(End::Close(CloseCode::Normal)),
@@ -579,6 +580,7 @@ impl Connection {
         room: &str,
         token: Option<&str>,
         resume: Option<&str>,
+        sfu: bool,
     ) -> Option<End>
     where
         S: AsyncWrite + Unpin,
@@ -616,6 +618,12 @@ impl Connection {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             match token::verify(&hub.config.secrets, token, room, now) {
+                Ok(_) if sfu && !token::grants_sfu(token) => {
+                    let message = "the token does not grant the SFU role".into();
+                    return self
+                        .refuse(stream, ErrorCode::SfuRefused, message, None)
+                        .await;
+                }
                 Ok(claimed) => user = claimed,
                 Err(e) => {
                     let code = match e {
@@ -640,7 +648,7 @@ impl Connection {
                     .await;
             }
         }
-        match hub.join(room, self.id, self.waker.clone(), user) {
+        match hub.join(room, self.id, self.waker.clone(), user, sfu) {
             Ok(member) => {
                 self.joined(member);
                 None
@@ -648,6 +656,11 @@ impl Connection {
             Err(JoinError::RoomFull) => {
                 let message = format!("the room has {} peers", hub.config.max_room_size);
                 self.refuse(stream, ErrorCode::RoomFull, message.into(), None)
+                    .await
+            }
+            Err(JoinError::SfuTaken) => {
+                let message = "the room has an SFU already".into();
+                self.refuse(stream, ErrorCode::SfuRefused, message, None)
                     .await
             }
         }

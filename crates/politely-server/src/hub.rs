@@ -98,6 +98,8 @@ struct Slot {
     parked: bool,
     /// Who the peer is, from its room token.
     user: Option<User>,
+    /// The peer is the room's SFU.
+    sfu: bool,
 }
 
 /// What a connection holds once it has joined.
@@ -410,6 +412,18 @@ impl Room {
 /// Why a join was refused.
 pub(crate) enum JoinError {
     RoomFull,
+    /// The join asked for the SFU role and the room has an SFU.
+    SfuTaken,
+}
+
+/// Whether a peer is polite toward another: toward the room's SFU always, as the SFU never is;
+/// otherwise the lower id is polite.
+fn polite(me: &str, me_sfu: bool, other: &str, other_sfu: bool) -> bool {
+    match (me_sfu, other_sfu) {
+        (false, true) => true,
+        (true, false) => false,
+        _ => me < other,
+    }
 }
 
 /// The result of relaying a frame.
@@ -424,6 +438,7 @@ pub(crate) enum Relay {
 /// The `welcome` for `id`, listing the room's other peers in id order.
 fn welcome(
     id: &Arc<str>,
+    sfu: bool,
     room: &str,
     peers: &BTreeMap<Arc<str>, Slot>,
     resume_secret: &[u8; 16],
@@ -437,7 +452,8 @@ fn welcome(
             .filter(|(peer, _)| *peer != id)
             .map(|(peer, slot)| PeerInfo {
                 id: Cow::Borrowed(peer),
-                polite: **id < **peer,
+                polite: polite(id, sfu, peer, slot.sfu),
+                sfu: slot.sfu,
                 user: slot.user.clone(),
             })
             .collect(),
@@ -536,6 +552,7 @@ impl Hub {
         connection: u64,
         waker: Arc<Notify>,
         user: Option<User>,
+        sfu: bool,
     ) -> Result<Membership, JoinError> {
         let mut overflowed = Vec::new();
         let membership = {
@@ -554,14 +571,21 @@ impl Hub {
                 }
             };
             let mut peers = room.lock();
-            if peers.len() >= self.config.max_room_size {
+            let refused = if peers.len() >= self.config.max_room_size {
+                Some(JoinError::RoomFull)
+            } else if sfu && peers.values().any(|slot| slot.sfu) {
+                Some(JoinError::SfuTaken)
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
                 let empty = peers.is_empty();
                 drop(peers);
                 if empty {
                     state.rooms.remove(room_name);
                     self.metrics.rooms.fetch_sub(1, Relaxed);
                 }
-                return Err(JoinError::RoomFull);
+                return Err(refused);
             }
             let id: Arc<str> = state.ids.next().into();
             let mut resume_secret = [0u8; 16];
@@ -572,13 +596,14 @@ impl Hub {
                 connection,
                 waker,
             ));
-            let welcome = welcome(&id, room_name, &peers, &resume_secret, false);
+            let welcome = welcome(&id, sfu, room_name, &peers, &resume_secret, false);
             // The welcome is queued before anyone can learn the new id, so it comes first.
             let _ = outbox.push([welcome.as_bytes()]);
             for (peer, slot) in peers.iter() {
                 let joined = ServerMessage::PeerJoined {
                     id: Cow::Borrowed(&id),
-                    polite: **peer < *id,
+                    polite: polite(peer, slot.sfu, &id, sfu),
+                    sfu,
                     user: user.clone(),
                 };
                 if slot.outbox.push([joined.to_json().as_bytes()]).is_err() {
@@ -593,6 +618,7 @@ impl Hub {
                     connection,
                     parked: false,
                     user,
+                    sfu,
                 },
             );
             self.metrics.peers.fetch_add(1, Relaxed);
@@ -628,10 +654,10 @@ impl Hub {
         if !constant_time_eq(&slot.resume_secret, &secret) {
             return None;
         }
-        let id = id.clone();
+        let (id, sfu) = (id.clone(), slot.sfu);
         let mut new_secret = [0u8; 16];
         fill_random(&mut new_secret);
-        let welcome = welcome(&id, room_name, &peers, &new_secret, true);
+        let welcome = welcome(&id, sfu, room_name, &peers, &new_secret, true);
         // The lookup above found the slot and nothing released the lock since.
         let slot = peers.get_mut(&id).expect("the slot found above");
         slot.resume_secret = new_secret;

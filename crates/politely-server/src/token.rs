@@ -52,6 +52,9 @@ pub struct Claims {
     /// Anything else the application wants the other peers to know.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// The holder may join as the room's SFU.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sfu: bool,
 }
 
 impl Claims {
@@ -64,6 +67,7 @@ impl Claims {
             nbf: None,
             name: None,
             metadata: None,
+            sfu: false,
         }
     }
 
@@ -130,6 +134,20 @@ pub fn mint(secret: &Secret, claims: &Claims) -> String {
     mac.update(signed.as_bytes());
     let signature = B64.encode(mac.finalize().into_bytes());
     format!("{signed}.{signature}")
+}
+
+/// Whether a token that [`verify`] accepted grants the SFU role (its claims say `"sfu": true`).
+pub fn grants_sfu(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(_header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    B64.decode(payload)
+        .ok()
+        .and_then(|claims| serde_json::from_slice::<Claims>(&claims).ok())
+        .is_some_and(|claims| claims.sfu)
 }
 
 /// Whether `signature` (base64url) is the HMAC of `signed` under one of `secrets`. Each

@@ -934,3 +934,86 @@ async fn the_join_hook_decides_joins_and_an_embedder_reads_the_metrics() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+/// The SFU role: one per room, marked in `welcome` and `peer-joined`, and every other peer is
+/// polite toward it whatever the id order (an SFU that joins after a client has the higher id,
+/// and one that joins before has the lower).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sfu_role_is_marked_unique_and_always_impolite() {
+    let server = TestServer::start(config()).await;
+    let (mut early, early_id, _) = Client::join(&server, "call").await;
+    let mut sfu = Client::connect(&server).await;
+    sfu.send(r#"{"type":"join","room":"call","sfu":true}"#)
+        .await;
+    let welcome: Value = serde_json::from_str(&sfu.text().await).unwrap();
+    let sfu_id = welcome["id"].as_str().unwrap().to_owned();
+    assert!(sfu_id > early_id);
+    // The SFU is impolite toward the earlier client, though its id is higher.
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": early_id, "polite": false}])
+    );
+    assert_eq!(
+        early.text().await,
+        format!(r#"{{"type":"peer-joined","id":"{sfu_id}","polite":true,"sfu":true}}"#)
+    );
+    // A later client is polite toward the SFU (its id is higher) and is told which peer it is.
+    let (_late, late_id, welcome) = Client::join(&server, "call").await;
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([
+            {"id": early_id, "polite": false},
+            {"id": sfu_id, "polite": true, "sfu": true}
+        ])
+    );
+    assert_eq!(
+        sfu.text().await,
+        format!(r#"{{"type":"peer-joined","id":"{late_id}","polite":false}}"#)
+    );
+    // A second SFU is refused.
+    let mut second = Client::connect(&server).await;
+    second
+        .send(r#"{"type":"join","room":"call","sfu":true}"#)
+        .await;
+    assert_eq!(
+        second.text().await,
+        error("sfu-refused", "the room has an SFU already")
+    );
+    server.shutdown().await;
+}
+
+/// On a server with secrets, the SFU role needs a token that grants it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sfu_role_needs_a_token_that_grants_it() {
+    let secret = Secret::new("sfu secret");
+    let server = TestServer::start(Config {
+        secrets: vec![secret.clone()],
+        ..config()
+    })
+    .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let plain = politely_server::token::mint(&secret, &Claims::new("media", "call", exp));
+    let mut granted = Claims::new("media", "call", exp);
+    granted.sfu = true;
+    let granted = politely_server::token::mint(&secret, &granted);
+    let mut c = Client::connect(&server).await;
+    c.send(&format!(
+        r#"{{"type":"join","room":"call","token":"{plain}","sfu":true}}"#
+    ))
+    .await;
+    assert_eq!(
+        c.text().await,
+        error("sfu-refused", "the token does not grant the SFU role")
+    );
+    c.send(&format!(
+        r#"{{"type":"join","room":"call","token":"{granted}","sfu":true}}"#
+    ))
+    .await;
+    let welcome: Value = serde_json::from_str(&c.text().await).unwrap();
+    assert_eq!(welcome["type"], "welcome");
+    server.shutdown().await;
+}

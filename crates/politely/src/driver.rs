@@ -17,7 +17,7 @@ use crate::peer::{PeerEvent, PeerStats};
 use bytes::Bytes;
 use politely_core::{
     ChannelId, ChannelOptions, ConnectionState, Direction, Engine, Event, MediaKind, Origin,
-    Output, Signal, TransceiverId, Transmit,
+    Output, Signal, TrackLabel, TransceiverId, Transmit,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -49,6 +49,12 @@ pub(crate) enum Command {
     AddTransceiver {
         kind: MediaKind,
         direction: Direction,
+        reply: oneshot::Sender<Result<TransceiverId, Error>>,
+    },
+    AddLabelledTransceiver {
+        kind: MediaKind,
+        direction: Direction,
+        label: TrackLabel,
         reply: oneshot::Sender<Result<TransceiverId, Error>>,
     },
     AddTrack {
@@ -375,11 +381,20 @@ impl<E: Send + 'static> Driver<E> {
                 transceiver,
                 kind,
                 mid,
-            } => self.push_event(PeerEvent::TrackAdded {
-                transceiver,
-                kind,
-                mid,
-            }),
+            } => {
+                let label = self
+                    .engine
+                    .transceivers()
+                    .into_iter()
+                    .find(|t| t.id == transceiver)
+                    .and_then(|t| t.remote_label);
+                self.push_event(PeerEvent::TrackAdded {
+                    transceiver,
+                    kind,
+                    mid,
+                    label,
+                })
+            }
             Event::TrackRemoved { transceiver } => {
                 self.push_event(PeerEvent::TrackRemoved { transceiver })
             }
@@ -467,6 +482,18 @@ impl<E: Send + 'static> Driver<E> {
                         entry.shared.set_closed();
                     }
                 }
+            }
+            Command::AddLabelledTransceiver {
+                kind,
+                direction,
+                label,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.engine
+                        .add_labelled_transceiver(kind, direction, label)
+                        .map_err(Error::from),
+                );
             }
             Command::AddTransceiver {
                 kind,

@@ -58,6 +58,7 @@ mod error;
 mod gather;
 mod peer;
 mod session;
+mod sfu;
 
 pub use channel::{DataChannel, Message};
 pub use config::{Bind, Delivery, IceServer, Negotiation, PeerConfig, SessionConfig};
@@ -65,8 +66,11 @@ pub use error::Error;
 pub use peer::{Peer, PeerEvent, PeerHandle, PeerStats};
 pub use politely_core::{
     ChannelId, ChannelInfo, ChannelOptions, ConnectionState, Counters, Direction, MediaKind,
-    MediaPacket, Origin, Recovery, ReplaceReason, Role, Signal, SignalingState, TransceiverId,
-    TransceiverInfo, WatchdogCause,
+    MediaPacket, Origin, Recovery, ReplaceReason, Role, Signal, SignalingState, TrackLabel,
+    TransceiverId, TransceiverInfo, WatchdogCause,
 };
+pub use politely_proto::room::{AvailableTrack, RoomMessage, Source, TrackKind};
 pub use politely_proto::{ErrorCode, User};
+pub use politely_sfu::{RoomConfig, RoomCounters};
 pub use session::{Session, SessionEvent};
+pub use sfu::{Sfu, SfuConfig};

@@ -9,7 +9,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use politely_core::{
     Certificate, ChannelInfo, ChannelOptions, ConnectionId, ConnectionState, Counters, Direction,
     Engine, MediaKind, MediaPacket, Recovery, ReplaceReason, Role, Signal, SignalingState,
-    TransceiverId, TransceiverInfo, WatchdogCause,
+    TrackLabel, TransceiverId, TransceiverInfo, WatchdogCause,
 };
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -66,6 +66,9 @@ pub enum PeerEvent {
         kind: MediaKind,
         /// Its negotiated mid.
         mid: String,
+        /// The remote's `a=msid` for it, if it gave one: through an SFU, the publisher's id
+        /// (`stream_id`) and the room's track id (`track_id`).
+        label: Option<TrackLabel>,
     },
     /// The remote stopped sending on a transceiver.
     TrackRemoved {
@@ -200,6 +203,23 @@ impl PeerHandle {
         self.ask(|reply| Command::AddTransceiver {
             kind,
             direction,
+            reply,
+        })
+        .await?
+    }
+
+    /// Adds a transceiver with a sending track named by `label` (its `a=msid`): the remote's
+    /// `track` event reports the label's stream and track ids. `direction` must send.
+    pub async fn add_labelled_transceiver(
+        &self,
+        kind: MediaKind,
+        direction: Direction,
+        label: TrackLabel,
+    ) -> Result<TransceiverId, Error> {
+        self.ask(|reply| Command::AddLabelledTransceiver {
+            kind,
+            direction,
+            label,
             reply,
         })
         .await?

@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::peer::{self, PeerEvent, PeerHandle, SIGNAL_QUEUE};
 use futures_util::{SinkExt, StreamExt};
 use politely_core::{Certificate, Role, Signal};
+use politely_proto::room::RoomMessage;
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage, User};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Signals kept while the signaling connection is down, sent after the resume. Beyond this
 /// the oldest are dropped (the engines' watchdogs recover what is lost).
@@ -31,6 +32,14 @@ const BACKLOG: usize = 1024;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum SessionEvent {
+    /// The room's SFU sent a room message: the tracks this session may subscribe to
+    /// ([`RoomMessage::Tracks`], sent again whenever they change).
+    Room {
+        /// The SFU's id.
+        sfu: String,
+        /// The message.
+        message: RoomMessage,
+    },
     /// A peer is in the room (already there when we joined, or newly arrived); its connection
     /// is negotiating.
     PeerJoined(PeerHandle),
@@ -82,6 +91,8 @@ struct Shared {
 
 enum SessionCommand {
     Leave(oneshot::Sender<()>),
+    /// A room message for the SFU.
+    Room(RoomMessage),
 }
 
 /// A room on a politely server: one peer connection per other peer, negotiated with the
@@ -132,6 +143,7 @@ impl Session {
             room,
             config.token.as_deref(),
             None,
+            false,
             config.join_timeout,
         )
         .await?;
@@ -154,6 +166,7 @@ impl Session {
             ws: Some(ws),
             id: welcome.id.clone(),
             resume: welcome.resume.clone(),
+            members: Vec::new(),
             peers: BTreeMap::new(),
             out_tx,
             out_rx,
@@ -162,9 +175,8 @@ impl Session {
             commands: commands_rx,
             shared: shared.clone(),
         };
-        for (id, polite, user) in welcome.peers {
-            task.add_peer(id, polite, user).await;
-        }
+        task.members = welcome.peers;
+        task.sync_peers().await;
         Ok(Session {
             room: room.to_owned(),
             shared,
@@ -194,6 +206,16 @@ impl Session {
     pub fn peer(&self, id: &str) -> Option<PeerHandle> {
         let peers = self.shared.peers.lock().expect("never poisoned");
         peers.get(id).cloned()
+    }
+
+    /// Sends a room message to the room's SFU (publish a track's source, subscribe,
+    /// unsubscribe). It waits in the backlog while signaling reconnects; without an SFU in the
+    /// room it is dropped.
+    pub async fn send_room_message(&self, message: RoomMessage) -> Result<(), Error> {
+        self.commands
+            .send(SessionCommand::Room(message))
+            .await
+            .map_err(|_| Error::Closed)
     }
 
     /// The next event; `None` once the session has ended and every event was taken.
@@ -250,6 +272,8 @@ struct SessionTask {
     ws: Option<Ws>,
     id: String,
     resume: String,
+    /// The room's other peers, as the server last told.
+    members: Vec<Member>,
     peers: BTreeMap<String, PeerEntry>,
     out_tx: mpsc::Sender<Outgoing>,
     out_rx: mpsc::Receiver<Outgoing>,
@@ -313,10 +337,21 @@ impl SessionTask {
         ws.flush().await.map_err(|e| e.to_string())?;
         loop {
             tokio::select! {
-                command = self.commands.recv() => {
-                    self.ws = Some(ws);
-                    return Ok(Stop::Leave(command.map(|SessionCommand::Leave(done)| done)));
-                }
+                command = self.commands.recv() => match command {
+                    Some(SessionCommand::Room(message)) => {
+                        if let Some(frame) = self.room_frame(&message) {
+                            ws.send(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Some(SessionCommand::Leave(done)) => {
+                        self.ws = Some(ws);
+                        return Ok(Stop::Leave(Some(done)));
+                    }
+                    None => {
+                        self.ws = Some(ws);
+                        return Ok(Stop::Leave(None));
+                    }
+                },
                 () = self.events.closed() => {
                     self.ws = Some(ws);
                     return Ok(Stop::Leave(None));
@@ -366,6 +401,22 @@ impl SessionTask {
         };
         match message {
             ServerMessage::Signal { from, data } => {
+                if self.members.iter().any(|m| m.sfu && *m.id == *from)
+                    && let Ok(value) = serde_json::from_str::<serde_json::Value>(data.get())
+                    && RoomMessage::is_room(&value)
+                {
+                    match RoomMessage::from_json(&value) {
+                        Ok(message) => {
+                            self.emit(SessionEvent::Room {
+                                sfu: from.into_owned(),
+                                message,
+                            })
+                            .await;
+                        }
+                        Err(e) => tracing::debug!(%from, "unreadable room message: {e}"),
+                    }
+                    return None;
+                }
                 let Some(entry) = self.peers.get(&*from) else {
                     tracing::debug!(%from, "signal from a peer we do not know");
                     return None;
@@ -378,10 +429,26 @@ impl SessionTask {
                     Err(e) => tracing::debug!(%from, "unreadable signal: {e}"),
                 }
             }
-            ServerMessage::PeerJoined { id, polite, user } => {
-                self.add_peer(id.into_owned(), polite, user).await
+            ServerMessage::PeerJoined {
+                id,
+                polite,
+                user,
+                sfu,
+            } => {
+                self.members.retain(|m| *m.id != *id);
+                self.members.push(Member {
+                    id: id.into_owned(),
+                    polite,
+                    user,
+                    sfu,
+                });
+                self.sync_peers().await;
             }
-            ServerMessage::PeerLeft { id } => self.remove_peer(&id).await,
+            ServerMessage::PeerLeft { id } => {
+                self.members.retain(|m| *m.id != *id);
+                self.remove_peer(&id).await;
+                self.sync_peers().await;
+            }
             ServerMessage::Error { code, message, .. } => {
                 tracing::debug!(%code, %message, "the server refused a frame");
                 self.emit(SessionEvent::ServerError {
@@ -393,6 +460,36 @@ impl SessionTask {
             ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
         }
         None
+    }
+
+    /// Connects to the peers the room calls for: its SFU alone when it has one, every other
+    /// peer otherwise.
+    async fn sync_peers(&mut self) {
+        let sfu = self.members.iter().find(|m| m.sfu).map(|m| m.id.clone());
+        let wanted: Vec<Member> = self
+            .members
+            .iter()
+            .filter(|m| sfu.as_ref().is_none_or(|sfu| m.id == *sfu))
+            .cloned()
+            .collect();
+        let unwanted: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|id| !wanted.iter().any(|m| m.id == **id))
+            .cloned()
+            .collect();
+        for id in unwanted {
+            self.remove_peer(&id).await;
+        }
+        for m in wanted {
+            self.add_peer(m.id, m.polite, m.user).await;
+        }
+    }
+
+    /// A room message as a `signal` frame to the SFU, if the room has one.
+    fn room_frame(&self, message: &RoomMessage) -> Option<String> {
+        let sfu = self.members.iter().find(|m| m.sfu)?;
+        Some(ClientMessage::signal(&*sfu.id, message.to_raw()).to_json())
     }
 
     async fn add_peer(&mut self, id: String, polite: bool, user: Option<User>) {
@@ -472,15 +569,22 @@ impl SessionTask {
                 &room,
                 token.as_deref(),
                 Some(&resume),
+                false,
                 self.config.join_timeout.min(self.config.reconnect_for),
             );
             tokio::pin!(attempt);
             let result = loop {
                 tokio::select! {
                     result = &mut attempt => break result,
-                    command = self.commands.recv() => {
-                        return Err(Stop::Leave(command.map(|SessionCommand::Leave(done)| done)));
-                    }
+                    command = self.commands.recv() => match command {
+                        Some(SessionCommand::Room(message)) => {
+                            if let Some(frame) = self.room_frame(&message) {
+                                self.backlog.push_back(frame);
+                            }
+                        }
+                        Some(SessionCommand::Leave(done)) => return Err(Stop::Leave(Some(done))),
+                        None => return Err(Stop::Leave(None)),
+                    },
                     () = self.events.closed() => return Err(Stop::Leave(None)),
                     Some(outgoing) = self.out_rx.recv() => keep(&mut self.backlog, outgoing),
                 }
@@ -525,20 +629,10 @@ impl SessionTask {
             }
             self.id = welcome.id.clone();
             *self.shared.id.lock().expect("never poisoned") = welcome.id.clone();
-        } else {
-            let gone: Vec<String> = self
-                .peers
-                .keys()
-                .filter(|id| !welcome.peers.iter().any(|(p, _, _)| p == *id))
-                .cloned()
-                .collect();
-            for id in gone {
-                self.remove_peer(&id).await;
-            }
         }
-        for (id, polite, user) in welcome.peers {
-            self.add_peer(id, polite, user).await;
-        }
+        // Peers gone while we were away are dropped, newcomers connected.
+        self.members = welcome.peers;
+        self.sync_peers().await;
         tracing::info!(id = %self.id, resumed = welcome.resumed, "signaling reconnected");
         self.emit(SessionEvent::Reconnected {
             resumed: welcome.resumed,
@@ -605,15 +699,26 @@ fn keep(backlog: &mut VecDeque<String>, outgoing: Outgoing) {
 }
 
 /// What a `welcome` tells.
-struct Welcome {
-    id: String,
-    peers: Vec<(String, bool, Option<User>)>,
-    resume: String,
-    resumed: bool,
+pub(crate) struct Welcome {
+    pub(crate) id: String,
+    pub(crate) peers: Vec<Member>,
+    pub(crate) resume: String,
+    pub(crate) resumed: bool,
+}
+
+/// Another peer of the room.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) id: String,
+    /// Whether this side is polite toward it.
+    pub(crate) polite: bool,
+    pub(crate) user: Option<User>,
+    /// It is the room's SFU.
+    pub(crate) sfu: bool,
 }
 
 /// `ws://host:port` gets the protocol's path.
-fn ws_url(url: &str) -> String {
+pub(crate) fn ws_url(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     if after_scheme.contains('/') {
         url.to_owned()
@@ -622,12 +727,14 @@ fn ws_url(url: &str) -> String {
     }
 }
 
-/// Opens the WebSocket, sends `join` and waits for the `welcome`.
-async fn connect(
+/// Opens the WebSocket, sends `join` (as the room's SFU if `sfu`) and waits for the
+/// `welcome`.
+pub(crate) async fn connect(
     url: &str,
     room: &str,
     token: Option<&str>,
     resume: Option<&str>,
+    sfu: bool,
     timeout: Duration,
 ) -> Result<(Ws, Welcome), Error> {
     let signaling = |e: &dyn fmt::Display| Error::Signaling(e.to_string());
@@ -645,6 +752,7 @@ async fn connect(
             room: room.into(),
             token: token.map(Into::into),
             resume: resume.map(Into::into),
+            sfu,
         };
         ws.send(WsMessage::text(join.to_json()))
             .await
@@ -663,7 +771,12 @@ async fn connect(
                             id: id.into_owned(),
                             peers: peers
                                 .into_iter()
-                                .map(|p| (p.id.into_owned(), p.polite, p.user))
+                                .map(|p| Member {
+                                    id: p.id.into_owned(),
+                                    polite: p.polite,
+                                    user: p.user,
+                                    sfu: p.sfu,
+                                })
                                 .collect(),
                             resume: resume.into_owned(),
                             resumed,

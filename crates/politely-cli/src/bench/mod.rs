@@ -75,6 +75,7 @@ async fn join(url: &str, room: &str, read_buffer: usize) -> anyhow::Result<(Sock
         room: room.into(),
         token: None,
         resume: None,
+        sfu: false,
     };
     ws.send(Message::text(join.to_json())).await?;
     loop {

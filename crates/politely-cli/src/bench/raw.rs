@@ -83,6 +83,7 @@ impl Client {
             room: room.into(),
             token: None,
             resume: None,
+            sfu: false,
         };
         client.push_text(join.to_json().as_bytes());
         client.flush().await?;

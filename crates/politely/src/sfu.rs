@@ -1,0 +1,369 @@
+//! An SFU on a politely signaling server: [`politely_sfu::Room`] on tokio.
+//!
+//! [`Sfu::join`] joins a room as its SFU (`"sfu": true` in the `join`); every client of the
+//! room then connects to it alone and is polite toward it. One task owns the room and its
+//! engines; each client's connection has its own UDP sockets (gathered like a peer's), read
+//! by a small task each that hands datagrams to the room's task.
+
+use crate::config::PeerConfig;
+use crate::error::Error;
+use crate::session::{Member, Ws, connect};
+use futures_util::{SinkExt, StreamExt};
+use politely_core::{Certificate, Role};
+use politely_proto::{ClientMessage, ServerMessage};
+use politely_sfu::{Room, RoomConfig, RoomCounters, RoomOutput};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Datagrams waiting for the room's task, from all clients' sockets together.
+const DATAGRAM_QUEUE: usize = 1024;
+
+/// How an [`Sfu`] runs.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// How each client's connection binds and gathers (the role is always impolite).
+    pub peer: PeerConfig,
+    /// The room's behaviour: subscription default, keyframe throttle.
+    pub room: RoomConfig,
+    /// A room token that grants the SFU role, when the server requires tokens.
+    pub token: Option<String>,
+    /// How long to wait for the server's `welcome`.
+    pub join_timeout: Duration,
+    /// Leave the room when its last client has left (an SFU a server starts per room).
+    pub leave_when_empty: bool,
+}
+
+impl SfuConfig {
+    /// Every connection on `127.0.0.1` only.
+    pub fn loopback() -> Self {
+        Self {
+            peer: PeerConfig::loopback(),
+            room: RoomConfig::default(),
+            token: None,
+            join_timeout: Duration::from_secs(10),
+            leave_when_empty: false,
+        }
+    }
+}
+
+/// A room's SFU, running until [`Sfu::leave`] or until its signaling connection ends.
+pub struct Sfu {
+    id: String,
+    counters: Arc<Mutex<RoomCounters>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), Error>>>,
+}
+
+impl Sfu {
+    /// Joins `room` on the server at `url` as its SFU. Returns once welcomed.
+    pub async fn join(url: &str, room: &str, config: SfuConfig) -> Result<Sfu, Error> {
+        let url = crate::session::ws_url(url);
+        let (ws, welcome) = connect(
+            &url,
+            room,
+            config.token.as_deref(),
+            None,
+            true,
+            config.join_timeout,
+        )
+        .await?;
+        let certificate = Certificate::generate()?;
+        let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
+        let counters = Arc::new(Mutex::new(RoomCounters::default()));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let mut task = SfuTask {
+            room: Room::new(config.room.clone(), std::time::Instant::now()),
+            config,
+            certificate,
+            sockets: BTreeMap::new(),
+            datagrams_tx,
+            datagrams_rx,
+            counters: counters.clone(),
+        };
+        for member in welcome.peers {
+            task.add_client(member).await;
+        }
+        tracing::info!(room, id = %welcome.id, "joined as the room's SFU");
+        Ok(Sfu {
+            id: welcome.id,
+            counters,
+            stop: Some(stop_tx),
+            task: Some(tokio::spawn(task.run(ws, stop_rx))),
+        })
+    }
+
+    /// The SFU's peer id in the room.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// What the room did so far (packets forwarded, keyframe requests, ...).
+    pub fn counters(&self) -> RoomCounters {
+        *self.counters.lock().expect("never poisoned")
+    }
+
+    /// Leaves the room (every client is told `bye`) and waits until the task has ended.
+    pub async fn leave(mut self) -> Result<(), Error> {
+        self.finish().await
+    }
+
+    /// Waits until the SFU ends by itself (its signaling connection closed).
+    pub async fn wait(mut self) -> Result<(), Error> {
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| Error::Signaling(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+
+    async fn finish(&mut self) -> Result<(), Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(|e| Error::Signaling(e.to_string()))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A datagram that arrived on one client's socket.
+struct Datagram {
+    client: Arc<str>,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// One client's sockets: by local address, and their readers.
+struct Sockets {
+    by_addr: BTreeMap<SocketAddr, Arc<UdpSocket>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Sockets {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
+struct SfuTask {
+    room: Room,
+    config: SfuConfig,
+    certificate: Certificate,
+    sockets: BTreeMap<String, Sockets>,
+    datagrams_tx: mpsc::Sender<Datagram>,
+    datagrams_rx: mpsc::Receiver<Datagram>,
+    counters: Arc<Mutex<RoomCounters>>,
+}
+
+impl SfuTask {
+    async fn run(mut self, mut ws: Ws, mut stop: oneshot::Receiver<()>) -> Result<(), Error> {
+        let result = loop {
+            if let Err(e) = self.flush(&mut ws).await {
+                break Err(e);
+            }
+            let deadline = self
+                .room
+                .poll_timeout()
+                .map(Instant::from_std)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = &mut stop => break Ok(()),
+                () = tokio::time::sleep_until(deadline) => {
+                    self.room.handle_timeout(std::time::Instant::now());
+                }
+                Some(d) = self.datagrams_rx.recv() => {
+                    let now = std::time::Instant::now();
+                    self.room.handle_datagram(now, &d.client, d.from, d.to, &d.bytes);
+                    // Whatever else has arrived goes in before the outputs are sent.
+                    while let Ok(d) = self.datagrams_rx.try_recv() {
+                        self.room.handle_datagram(now, &d.client, d.from, d.to, &d.bytes);
+                    }
+                }
+                frame = ws.next() => match frame {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        self.server_frame(&text).await;
+                        if self.config.leave_when_empty && self.room.clients().next().is_none() {
+                            break Ok(());
+                        }
+                    }
+                    Some(Ok(WsMessage::Close(_))) | None => {
+                        break Err(Error::Signaling("the server closed the connection".into()));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break Err(Error::Signaling(e.to_string())),
+                },
+            }
+        };
+        // Leaving: every client is told `bye`.
+        let clients: Vec<String> = self.room.clients().map(str::to_owned).collect();
+        for client in clients {
+            self.room.remove_client(&client);
+        }
+        let _ = self.flush(&mut ws).await;
+        let _ = ws
+            .send(WsMessage::text(ClientMessage::Leave.to_json()))
+            .await;
+        let _ = ws.close(None).await;
+        result
+    }
+
+    /// Sends what the room has for the network and the clients.
+    async fn flush(&mut self, ws: &mut Ws) -> Result<(), Error> {
+        let mut fed = false;
+        while let Some(output) = self.room.poll_output() {
+            match output {
+                RoomOutput::Signal { to, message } => {
+                    let data = serde_json::value::to_raw_value(&message.to_json())
+                        .expect("a JSON value serializes");
+                    let frame = ClientMessage::signal(to.as_str(), data).to_json();
+                    ws.feed(WsMessage::text(frame))
+                        .await
+                        .map_err(|e| Error::Signaling(e.to_string()))?;
+                    fed = true;
+                }
+                RoomOutput::Transmit { client, transmit } => {
+                    let socket = self
+                        .sockets
+                        .get(&client)
+                        .and_then(|s| s.by_addr.get(&transmit.source));
+                    if let Some(socket) = socket
+                        && let Err(e) = socket.try_send_to(&transmit.contents, transmit.destination)
+                    {
+                        // UDP: a full buffer loses the datagram, as the network would.
+                        tracing::trace!(%client, "send to {}: {e}", transmit.destination);
+                    }
+                }
+                RoomOutput::Event { client, event } => {
+                    tracing::debug!(%client, ?event, "client event");
+                }
+            }
+        }
+        if fed {
+            ws.flush()
+                .await
+                .map_err(|e| Error::Signaling(e.to_string()))?;
+        }
+        *self.counters.lock().expect("never poisoned") = self.room.counters();
+        Ok(())
+    }
+
+    async fn server_frame(&mut self, text: &str) {
+        let message = match ServerMessage::from_json(text) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("unreadable frame from the server: {e}");
+                return;
+            }
+        };
+        match message {
+            ServerMessage::Signal { from, data } => {
+                let value: serde_json::Value = match serde_json::from_str(data.get()) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::debug!(%from, "unreadable signal: {e}");
+                        return;
+                    }
+                };
+                let now = std::time::Instant::now();
+                if let Err(e) = self.room.handle_data(now, &from, &value) {
+                    tracing::debug!(%from, "refused a signal: {e}");
+                }
+            }
+            ServerMessage::PeerJoined { id, user, sfu, .. } => {
+                self.add_client(Member {
+                    id: id.into_owned(),
+                    polite: false,
+                    user,
+                    sfu,
+                })
+                .await;
+            }
+            ServerMessage::PeerLeft { id } => {
+                self.room.remove_client(&id);
+                self.sockets.remove(&*id);
+                tracing::info!(client = %id, "left");
+            }
+            ServerMessage::Error { code, message, .. } => {
+                tracing::debug!(%code, %message, "the server refused a frame");
+            }
+            ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
+        }
+    }
+
+    async fn add_client(&mut self, member: Member) {
+        if member.sfu || self.sockets.contains_key(&member.id) {
+            return;
+        }
+        let gathered = match crate::gather::gather(&self.config.peer).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(client = %member.id, "cannot gather: {e}");
+                return;
+            }
+        };
+        let mut engine = politely_core::Config::new(Role::Impolite, gathered.local_addrs.clone());
+        engine.reflexive_addrs = gathered.reflexive.clone();
+        engine.ice_servers = self.config.peer.ice_servers.clone();
+        engine.seed = rand_seed(&member.id);
+        engine.watchdog_timeout = self.config.peer.watchdog_timeout;
+        engine.ice_check_interval = self.config.peer.ice_check_interval;
+        engine.certificate = Some(self.certificate.clone());
+        let client: Arc<str> = member.id.as_str().into();
+        let mut sockets = Sockets {
+            by_addr: BTreeMap::new(),
+            readers: Vec::new(),
+        };
+        for (socket, addr) in gathered.sockets.into_iter().zip(gathered.local_addrs) {
+            let socket = Arc::new(socket);
+            sockets.by_addr.insert(addr, socket.clone());
+            let (tx, client) = (self.datagrams_tx.clone(), client.clone());
+            sockets.readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                    let datagram = Datagram {
+                        client: client.clone(),
+                        from,
+                        to: addr,
+                        bytes: buf[..n].to_vec(),
+                    };
+                    if tx.send(datagram).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        if let Err(e) = self
+            .room
+            .add_client(std::time::Instant::now(), member.id.clone(), engine)
+        {
+            tracing::error!(client = %member.id, "cannot start its connection: {e}");
+            return;
+        }
+        tracing::info!(client = %member.id, "joined");
+        self.sockets.insert(member.id, sockets);
+    }
+}
+
+/// A seed for a client's engine: its SSRCs and connection ids must differ between runs.
+fn rand_seed(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one((id, std::time::Instant::now()))
+}
