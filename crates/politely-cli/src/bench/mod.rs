@@ -15,6 +15,7 @@ mod idle;
 mod native;
 mod raw;
 mod relay;
+mod sfu;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum BenchCommand {
@@ -30,6 +31,9 @@ pub(crate) enum BenchCommand {
     /// A hostile client (slowloris, huge frame headers, ping floods, parked peers' backlog),
     /// with the server's memory and CPU; run `bench relay` beside it for a bystander's latency.
     Attack(attack::AttackArgs),
+    /// An SFU room (`politely serve --sfu` in a child process): publish to first packet at
+    /// every subscriber, churn rounds, the SFU's CPU per forwarded packet.
+    Sfu(sfu::SfuArgs),
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
@@ -39,6 +43,7 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Connect(args) => native::connect(args),
         BenchCommand::Glare(args) => native::glare(args),
         BenchCommand::Attack(args) => attack::run(args),
+        BenchCommand::Sfu(args) => sfu::run(args),
     }
 }
 
