@@ -286,10 +286,11 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
     if args.churn > 0 {
         churn_times.sort();
         let p = |q| {
-            churn_times
-                .is_empty()
-                .then_some(0.0)
-                .unwrap_or_else(|| ms(percentile(&churn_times, q)))
+            if churn_times.is_empty() {
+                0.0
+            } else {
+                ms(percentile(&churn_times, q))
+            }
         };
         println!(
             "churn: {} rounds, {} failed; everyone publishes -> everyone receives everyone: p50 {:.1} ms, p99 {:.1} ms",
