@@ -14,6 +14,10 @@ pub(crate) struct DemoArgs {
     /// Rounds that add transceivers before the rest flip directions.
     #[arg(long, default_value_t = 6)]
     add_rounds: u64,
+    /// An SFU room instead: three clients and an SFU publish, unpublish and share a screen
+    /// under glare, and each prints what it receives.
+    #[arg(long)]
+    sfu: bool,
     /// Log filter (tracing's env-filter syntax), to stderr.
     #[arg(long, env = "POLITELY_LOG", default_value = "warn")]
     log: String,
@@ -25,7 +29,13 @@ pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(demo(args))
+        .block_on(async {
+            if args.sfu {
+                crate::demo_sfu::demo().await
+            } else {
+                demo(args).await
+            }
+        })
 }
 
 fn name(side: Side) -> &'static str {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod demo_sfu;
 mod join;
 mod native;
 mod script;
