@@ -27,6 +27,15 @@
 //   negotiated {peer, localOffer, counters}                          replaced {peer, reason, old, new}
 //   watchdog {peer, cause, recovery}  signaling-lost {reason, code}  reconnected {resumed, id}
 //   error {peer?, code?, message, error?, during?}                   closed {reason}
+//   tracks {sfu, tracks}              room {sfu, message}
+//
+// SFU rooms (docs/protocol.md, "The SFU role"): when the room has an SFU, the client connects to
+// it alone (`client.sfu` is its id) and every method's "every peer" is the SFU. `publish(track,
+// {source})` says what a track shows ("media" or "screen") and sends it; the SFU's `tracks` event
+// lists what others publish ({id, publisher, kind, source}); `subscribe(ids)` and
+// `unsubscribe(ids)` choose among them (by default every track is received). A forwarded track
+// arrives with `streams[0].id` = its publisher's id and `track.id` = the list's `id`; a channel
+// another client opened arrives labelled `<publisher id>/<label>`.
 
 const SUBPROTOCOL = "politely.v1";
 /** Signals kept while the WebSocket is down; beyond this the oldest go (watchdogs recover). */
@@ -116,6 +125,9 @@ export class Politely extends EventTarget {
     this.state = "new";
     this._ws = null;
     this._zombie = null; // a socket given up on, closed once another one is welcomed
+    this._members = new Map(); // the room's other peers, as the server told: id -> {polite, user, sfu}
+    this.sfu = null; // the room's SFU, when it has one: every connection goes to it alone
+    this.tracks = []; // what the SFU says we may subscribe to
     this._resume = null;
     this._peers = new Map();
     this._intents = [];
@@ -255,7 +267,8 @@ export class Politely extends EventTarget {
       for (const id of [...this._peers.keys()]) this._removePeer(id);
       this.id = msg.id;
     }
-    for (const p of listed) this._addPeer(p.id, p.polite, p.user);
+    this._members = new Map(listed.map((p) => [p.id, { polite: p.polite, user: p.user, sfu: p.sfu === true }]));
+    this._syncPeers();
     if (!first) this._emit("reconnected", { resumed: msg.resumed === true, id: this.id });
   }
 
@@ -297,10 +310,17 @@ export class Politely extends EventTarget {
     const msg = parse(text);
     switch (msg?.type) {
       case "peer-joined":
-        return this._addPeer(msg.id, msg.polite, msg.user);
+        if (typeof msg.id !== "string") return;
+        this._members.set(msg.id, { polite: msg.polite, user: msg.user, sfu: msg.sfu === true });
+        return this._syncPeers();
       case "peer-left":
-        return this._removePeer(msg.id);
+        this._members.delete(msg.id);
+        this._removePeer(msg.id);
+        return this._syncPeers();
       case "signal": {
+        if (msg.from === this.sfu && msg.data && typeof msg.data.room === "object" && msg.data.room) {
+          return this._roomMessage(msg.data.room);
+        }
         // Signals from peers we do not know (gone, or evicted) are dropped.
         const peer = this._peers.get(msg.from);
         if (peer) this._signal(peer, msg.data).catch((e) => this._fail(peer, e, "signal"));
@@ -370,6 +390,38 @@ export class Politely extends EventTarget {
   }
 
   // ------------------------------------------------------------------ peers and connections
+
+  /** Connects to the peers the room calls for: its SFU alone when it has one, every peer
+   * otherwise. */
+  _syncPeers() {
+    const sfu = [...this._members].find(([, m]) => m.sfu)?.[0] ?? null;
+    if (sfu !== this.sfu) {
+      this.sfu = sfu;
+      this.tracks = [];
+    }
+    for (const id of [...this._peers.keys()]) if (sfu !== null && id !== sfu) this._removePeer(id);
+    for (const [id, m] of this._members) if (sfu === null || id === sfu) this._addPeer(id, m.polite, m.user);
+  }
+
+  _roomMessage(message) {
+    if (Array.isArray(message.tracks)) {
+      this.tracks = message.tracks;
+      this._emit("tracks", { sfu: this.sfu, tracks: this.tracks });
+    }
+    this._emit("room", { sfu: this.sfu, message });
+  }
+
+  /** Sends a room message to the SFU (signal data without a connection id). */
+  _sendRoom(room) {
+    if (this.sfu === null) throw new Error("the room has no SFU");
+    const frame = JSON.stringify({ type: "signal", to: this.sfu, data: { room } });
+    if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) {
+      this._ws.send(frame);
+    } else if (this.state === "reconnecting") {
+      if (this._backlog.length >= BACKLOG) this._backlog.shift();
+      this._backlog.push(frame);
+    }
+  }
 
   _addPeer(id, polite, user) {
     if (typeof id !== "string" || id === this.id || this._peers.has(id)) return;
@@ -929,6 +981,31 @@ export class Politely extends EventTarget {
   /** Adds a transceiver (a kind or a track) toward one peer or every peer. */
   addTransceiver(peerId, trackOrKind, init = {}) {
     return this._intend(peerId, { kind: "transceiver", trackOrKind, init: { ...init } });
+  }
+
+  /** SFU rooms: says what `track` shows ("media" or "screen") and sends it to the SFU.
+   * Returns the sender. */
+  publish(track, { source = "media" } = {}) {
+    // The SFU knows the track by its msid. Chromium's msid track id is not `track.id`, so the
+    // track goes in a stream of its own, and the stream's id names it.
+    const stream = new MediaStream([track]);
+    this._sendRoom({ publish: { track: stream.id, source } });
+    return this.addTrack(this.sfu, track, stream)[0];
+  }
+
+  /** SFU rooms: stops sending `track` (the others see it go). */
+  unpublish(track) {
+    this.removeTrack(this.sfu, track);
+  }
+
+  /** SFU rooms: receive these tracks (ids from the `tracks` event). */
+  subscribe(ids) {
+    this._sendRoom({ subscribe: [...ids] });
+  }
+
+  /** SFU rooms: stop receiving these tracks. */
+  unsubscribe(ids) {
+    this._sendRoom({ unsubscribe: [...ids] });
   }
 
   /** Restarts ICE with one peer or every peer (W3C restartIce: it persists until satisfied). */

@@ -12,8 +12,9 @@ npm ci --no-audit --no-fund --silent
 cargo build --release -p politely-cli --quiet
 
 # Only loopback: Chromium and every peer can reach nothing but this machine. The test files
-# to run may be named; by default both: the browser tests, then 20 differential scripts.
+# to run may be named; by default: the browser tests, the SFU room test, then 20 differential
+# scripts.
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs differential.test.mjs)
+[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs sfu.test.mjs differential.test.mjs)
 exec unshare -n bash -c 'ip link set lo up && exec node --test --test-concurrency=1 "$@"' bash "${files[@]}"
 

@@ -5,13 +5,15 @@
 //!
 //! ```json
 //! {"room":{"publish":{"track":"3f2a…","source":"screen"}}}
-//! {"room":{"tracks":[{"id":"t4","publisher":"01JC…","kind":"video","source":"screen"}]}}
+//! {"room":{"tracks":[{"id":"t4","publisher":"01JC…","kind":"video","source":"screen","mid":"2"}]}}
 //! {"room":{"subscribe":["t4","t7"]}}
 //! {"room":{"unsubscribe":["t4"]}}
 //! ```
 //!
-//! `publish` names a track by the track id of its `a=msid` (a page's `MediaStreamTrack.id`);
-//! it may come before or after the offer that carries the track. `tracks` is the whole list of
+//! `publish` names a track by the track id of its `a=msid`, or by its stream id (Chromium's msid
+//! track id is not the `MediaStreamTrack.id`, so a page gives each published track a
+//! `MediaStream` of its own and names that); it may come before or after the offer that carries
+//! the track. `tracks` is the whole list of
 //! tracks the client may subscribe to, sent again whenever it changes; each forwarded track then
 //! arrives with the publisher's id as its stream id and the list's `id` as its track id.
 
@@ -76,14 +78,18 @@ pub struct AvailableTrack {
     pub kind: TrackKind,
     /// What it shows.
     pub source: Source,
+    /// For a track forwarded to this client, the mid of the m-section it arrives on, once
+    /// negotiated. A page matches received tracks by it: a browser keeps a transceiver's
+    /// receiving track (and its id) when the SFU reuses the m-section for another track.
+    pub mid: Option<String>,
 }
 
 /// A room message, in either direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomMessage {
-    /// Client to SFU: the track with this msid track id shows `source`.
+    /// Client to SFU: the track with this msid track id (or msid stream id) shows `source`.
     Publish {
-        /// The msid track id of the client's track.
+        /// The msid track id, or the msid stream id, of the client's track.
         track: String,
         /// What it shows.
         source: Source,
@@ -127,12 +133,16 @@ impl RoomMessage {
                 let list: Vec<Value> = tracks
                     .iter()
                     .map(|t| {
-                        json!({
+                        let mut v = json!({
                             "id": t.id,
                             "publisher": t.publisher,
                             "kind": t.kind.as_str(),
                             "source": t.source.as_str(),
-                        })
+                        });
+                        if let Some(mid) = &t.mid {
+                            v["mid"] = json!(mid);
+                        }
+                        v
                     })
                     .collect();
                 json!({ "tracks": list })
@@ -179,6 +189,7 @@ impl RoomMessage {
                     publisher: string(t, "publisher")?,
                     kind,
                     source: Source::parse(&string(t, "source")?).ok_or(RoomError("source"))?,
+                    mid: t.get("mid").and_then(Value::as_str).map(str::to_owned),
                 });
             }
             return Ok(RoomMessage::Tracks(tracks));
@@ -232,6 +243,9 @@ mod tests {
         let tracks = round_trip(
             r#"{"room":{"tracks":[{"id":"t4","publisher":"p1","kind":"video","source":"media"}]}}"#,
         );
+        round_trip(
+            r#"{"room":{"tracks":[{"id":"t5","publisher":"p2","kind":"audio","source":"screen","mid":"3"}]}}"#,
+        );
         assert_eq!(
             tracks,
             RoomMessage::Tracks(vec![AvailableTrack {
@@ -239,6 +253,7 @@ mod tests {
                 publisher: "p1".into(),
                 kind: TrackKind::Video,
                 source: Source::Media,
+                mid: None,
             }])
         );
     }

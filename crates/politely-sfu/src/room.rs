@@ -113,8 +113,9 @@ struct Track {
     /// The publisher's transceiver that receives it.
     transceiver: TransceiverId,
     kind: MediaKind,
-    /// The publisher's msid track id, which `publish` messages name.
+    /// The publisher's msid track and stream ids, which `publish` messages name.
     msid_track: String,
+    msid_stream: String,
     source: Source,
     last_keyframe_request: Option<Instant>,
 }
@@ -288,7 +289,7 @@ impl Room {
         self.clients.get_mut(client).map(|c| &mut c.engine)
     }
 
-    /// The tracks published now.
+    /// The tracks published now (without mids, which are per client).
     pub fn available(&self) -> Vec<AvailableTrack> {
         self.tracks
             .iter()
@@ -297,6 +298,7 @@ impl Room {
                 publisher: t.publisher.clone(),
                 kind: track_kind(t.kind),
                 source: t.source,
+                mid: None,
             })
             .collect()
     }
@@ -350,6 +352,7 @@ impl Room {
     /// Handles a room message from a client.
     pub fn handle_room_message(&mut self, now: Instant, from: &str, message: RoomMessage) {
         self.now = now;
+        log::debug!("{from}: {}", message.to_json());
         let Some(client) = self.clients.get_mut(from) else {
             return;
         };
@@ -358,7 +361,8 @@ impl Room {
                 client.sources.insert(track.clone(), source);
                 let mut changed = false;
                 for t in self.tracks.values_mut() {
-                    if t.publisher == from && t.msid_track == track && t.source != source {
+                    let named = t.msid_track == track || t.msid_stream == track;
+                    if t.publisher == from && named && t.source != source {
                         t.source = source;
                         changed = true;
                     }
@@ -485,7 +489,11 @@ impl Room {
                 id: channel,
                 reopens,
             } => self.channel_closed(id, channel, reopens),
-            Event::Negotiated { .. } => self.reconcile(id),
+            Event::Negotiated { .. } => {
+                // The forwarded tracks' mids are known now, or changed.
+                self.announce(id);
+                self.reconcile(id);
+            }
             Event::ConnectionReplaced { .. } => self.connection_replaced(id),
             _ => {}
         }
@@ -519,15 +527,25 @@ impl Room {
         {
             return;
         }
-        let msid_track = client
+        let label = client
             .engine
             .transceivers()
             .into_iter()
             .find(|t| t.id == transceiver)
             .and_then(|t| t.remote_label)
-            .map(|l| l.track_id)
+            .unwrap_or(TrackLabel {
+                stream_id: String::new(),
+                track_id: String::new(),
+            });
+        // A `publish` names the msid's track id, or its stream id: Chromium's msid track id is
+        // not the MediaStreamTrack's id, so a page names the stream it made for the track.
+        let source = client
+            .sources
+            .get(&label.track_id)
+            .or_else(|| client.sources.get(&label.stream_id))
+            .copied()
             .unwrap_or_default();
-        let source = client.sources.get(&msid_track).copied().unwrap_or_default();
+        let (msid_track, msid_stream) = (label.track_id, label.stream_id);
         let track_id = format!("t{}", self.next_track);
         self.next_track += 1;
         self.counters.tracks_published += 1;
@@ -541,6 +559,7 @@ impl Room {
                 transceiver,
                 kind,
                 msid_track,
+                msid_stream,
                 source,
                 last_keyframe_request: None,
             },
@@ -567,14 +586,27 @@ impl Room {
 
     /// Sends a client the tracks it may subscribe to, if they changed since the last list.
     fn announce(&mut self, id: &str) {
-        let list: Vec<AvailableTrack> = self
-            .available()
-            .into_iter()
-            .filter(|t| t.publisher != id)
-            .collect();
+        let available = self.available();
         let Some(client) = self.clients.get_mut(id) else {
             return;
         };
+        let mids: BTreeMap<TransceiverId, String> = client
+            .engine
+            .transceivers()
+            .into_iter()
+            .filter_map(|t| Some((t.id, t.mid?)))
+            .collect();
+        let list: Vec<AvailableTrack> = available
+            .into_iter()
+            .filter(|t| t.publisher != id)
+            .map(|mut t| {
+                t.mid = client
+                    .downlinks
+                    .get(&t.id)
+                    .and_then(|d| mids.get(&d.transceiver).cloned());
+                t
+            })
+            .collect();
         if client.announced.as_ref() == Some(&list) {
             return;
         }

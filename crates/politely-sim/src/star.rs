@@ -903,7 +903,17 @@ impl Star {
                 .filter(|t| t.publisher != id)
                 .cloned()
                 .collect();
-            if m.announced.as_ref() != Some(&expected_list) {
+            let without_mids = |list: &[AvailableTrack]| -> Vec<AvailableTrack> {
+                list.iter()
+                    .cloned()
+                    .map(|mut t| {
+                        t.mid = None;
+                        t
+                    })
+                    .collect()
+            };
+            let held = m.announced.as_deref().map(without_mids);
+            if held.as_ref() != Some(&expected_list) {
                 failures.push(format!(
                     "{id} holds the list {:?}, the room has {expected_list:?}",
                     m.announced
@@ -939,6 +949,22 @@ impl Star {
                     failures.push(format!(
                         "{id} got no packet of {}/{} on {} (packets per transceiver: {:?}; {:?})",
                         label.stream_id, label.track_id, t.id, m.media, t
+                    ));
+                }
+            }
+            // A page knows a received track by the mid the list gives it (a browser keeps a
+            // transceiver's track id when the m-section is reused): every track it receives is
+            // listed with the mid it arrives on.
+            for t in m.announced.iter().flatten() {
+                let arrives_on = transceivers
+                    .iter()
+                    .find(|u| u.remote_label.as_ref().is_some_and(|l| l.track_id == t.id))
+                    .filter(|u| u.current_direction.is_some_and(|d| d.receives()))
+                    .and_then(|u| u.mid.clone());
+                if arrives_on.is_some() && t.mid != arrives_on {
+                    failures.push(format!(
+                        "{id}'s list gives {} mid {:?}; it arrives on {arrives_on:?}",
+                        t.id, t.mid
                     ));
                 }
             }
