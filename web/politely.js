@@ -990,12 +990,36 @@ export class Politely extends EventTarget {
     // track goes in a stream of its own, and the stream's id names it.
     const stream = new MediaStream([track]);
     this._sendRoom({ publish: { track: stream.id, source } });
+    // A transceiver this client stopped publishing on carries the new track (a camera toggled
+    // off and on again): addTrack never reuses one that has sent, and each would add an
+    // m-section to every later exchange.
+    const peer = this._peers.get(this.sfu);
+    const idle = peer?.conn.pc.getTransceivers().find(
+      (t) => t.sender.track === null && !t.direction.startsWith("send") && t.receiver.track.kind === track.kind && peer.conn.published?.has(t),
+    );
+    if (idle) {
+      peer.conn.published.delete(idle);
+      this._intents.push({ kind: "track", track, streams: [stream], peer: this.sfu });
+      idle.sender.replaceTrack(track).catch((e) => this._fail(peer, e, "publish"));
+      idle.sender.setStreams(stream);
+      // The send half comes back; a track the SFU forwards on this m-section keeps arriving.
+      idle.direction = idle.direction === "recvonly" ? "sendrecv" : "sendonly";
+      return idle.sender;
+    }
     return this.addTrack(this.sfu, track, stream)[0];
   }
 
-  /** SFU rooms: stops sending `track` (the others see it go). */
+  /** SFU rooms: stops sending `track` (the others see it go); its transceiver is kept for the
+   * next `publish`. */
   unpublish(track) {
-    this.removeTrack(this.sfu, track);
+    const peer = this._peers.get(this.sfu);
+    const t = peer?.conn.pc.getTransceivers().find((t) => t.sender.track === track);
+    this._intents = this._intents.filter((i) => !(i.kind === "track" && i.track === track));
+    if (!t) return;
+    (peer.conn.published ??= new Set()).add(t);
+    t.sender.replaceTrack(null).catch((e) => this._fail(peer, e, "unpublish"));
+    // Only the send half goes: the SFU may forward another client's track on this m-section.
+    t.direction = t.direction === "sendrecv" ? "recvonly" : "inactive";
   }
 
   /** SFU rooms: receive these tracks (ids from the `tracks` event). */

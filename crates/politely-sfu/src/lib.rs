@@ -26,7 +26,7 @@
 //!
 //! # Media
 //!
-//! Packets are forwarded as they come, renumbered per subscriber transceiver ([`rewrite`]):
+//! Packets are forwarded as they come, renumbered per subscriber transceiver:
 //! the SSRC and payload type are the subscriber connection's own, and when a transceiver is
 //! reused for another track its sequence numbers and timestamps go on from where they were.
 //! Lost packets are retransmitted by the engines' NACK responders; a new subscription asks the

@@ -22,6 +22,15 @@ pub(crate) struct Rewriter {
 }
 
 impl Rewriter {
+    /// The packet just rewritten was not sent (the subscriber's transceiver could not send
+    /// yet): the next one takes its sequence number, so the subscriber sees no gap to ask for.
+    pub(crate) fn not_sent(&mut self) {
+        if let Some((sequence, timestamp)) = self.newest {
+            self.sequence_offset = self.sequence_offset.wrapping_sub(1);
+            self.newest = Some((sequence.wrapping_sub(1), timestamp));
+        }
+    }
+
     /// The subscriber's sequence number and timestamp for a packet of `source`.
     pub(crate) fn rewrite(&mut self, source: &str, sequence: u16, timestamp: u32) -> (u16, u32) {
         if self.source.as_deref() != Some(source) {
@@ -80,6 +89,18 @@ mod tests {
         assert_eq!(s, 1, "the next sequence number after 0");
         assert_eq!(t, 4_294_967_000u32.wrapping_add(SWITCH_TIMESTAMP_GAP));
         assert_eq!(r.rewrite("b", 8, 3_042), (2, t.wrapping_add(3_000)));
+    }
+
+    #[test]
+    fn a_packet_not_sent_leaves_no_gap() {
+        let mut r = Rewriter::default();
+        assert_eq!(r.rewrite("a", 10, 0).0, 10);
+        assert_eq!(r.rewrite("a", 11, 0).0, 11);
+        r.not_sent();
+        assert_eq!(r.rewrite("a", 12, 0).0, 11);
+        // A change of source after a packet not sent goes on from the last one sent.
+        r.not_sent();
+        assert_eq!(r.rewrite("b", 500, 0).0, 11);
     }
 
     #[test]

@@ -761,8 +761,14 @@ impl Room {
                     }
                     self.dirty.insert(id.clone());
                 }
-                Ok(false) => self.counters.packets_not_sendable += 1,
-                Err(e) => log::debug!("{id}: forwarding {track}: {e}"),
+                Ok(false) => {
+                    downlink.rewriter.not_sent();
+                    self.counters.packets_not_sendable += 1;
+                }
+                Err(e) => {
+                    downlink.rewriter.not_sent();
+                    log::debug!("{id}: forwarding {track}: {e}");
+                }
             }
         }
         if keyframe {

@@ -76,6 +76,11 @@ pub(crate) enum Command {
         direction: Direction,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    SetTrackLabel {
+        id: TransceiverId,
+        label: TrackLabel,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
     RestartIce {
         reply: oneshot::Sender<Result<(), Error>>,
     },
@@ -520,6 +525,9 @@ impl<E: Send + 'static> Driver<E> {
             } => {
                 let written = self.engine.write_sample(track, &data, duration);
                 let _ = reply.send(written.map_err(Error::from));
+            }
+            Command::SetTrackLabel { id, label, reply } => {
+                let _ = reply.send(self.engine.set_track_label(id, label).map_err(Error::from));
             }
             Command::SetDirection {
                 id,

@@ -270,6 +270,15 @@ impl PeerHandle {
         self.ask(|reply| Command::RemoveTrack { id, reply }).await?
     }
 
+    /// Gives the track on a transceiver new `a=msid` ids (W3C `sender.setStreams` with a
+    /// replaced track); renegotiates. With [`set_direction`](Self::set_direction), this is how
+    /// a client of an SFU publishes again on a transceiver it stopped (its direction without the
+    /// send half) instead of adding an m-section each time.
+    pub async fn set_track_label(&self, id: TransceiverId, label: TrackLabel) -> Result<(), Error> {
+        self.ask(|reply| Command::SetTrackLabel { id, label, reply })
+            .await?
+    }
+
     /// Changes a transceiver's direction.
     pub async fn set_direction(
         &self,

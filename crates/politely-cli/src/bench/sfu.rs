@@ -148,6 +148,9 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
             integrity.clone(),
         )));
     }
+    // Each client's video transceiver once it stopped publishing: the next publish reuses it
+    // (a new msid, sending again), as a camera toggle should, instead of adding an m-section.
+    let mut idle: Vec<Option<TransceiverId>> = vec![None; handles.len()];
     let pid = server.0.id();
     let cpu_start = cpu_nanos(pid);
     let started = Instant::now();
@@ -157,8 +160,14 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
     for round in 0..args.rounds {
         let p = (round as usize) % handles.len();
         let t0 = Instant::now();
-        let (track, writer) =
-            publish(&handles[p].0, &handles[p].1, &format!("r{round}"), 10).await?;
+        let (track, writer) = publish(
+            &handles[p].0,
+            &handles[p].1,
+            &format!("r{round}"),
+            10,
+            idle[p].take(),
+        )
+        .await?;
         let mut waiting: Vec<usize> = (0..handles.len()).filter(|&i| i != p).collect();
         let deadline = t0 + timeout;
         while !waiting.is_empty() {
@@ -179,7 +188,7 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
             eprintln!("round {round}: {} subscribers got nothing", waiting.len());
         }
         writer.abort();
-        handles[p].1.remove_track(track).await?;
+        idle[p] = Some(unpublish(&handles[p].1, track).await?);
         wait_removed(&mut seen_rx, &handles[p].0, handles.len() - 1, timeout).await;
     }
     let publish_phase = started.elapsed();
@@ -188,8 +197,8 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
     for round in 0..args.churn {
         let t0 = Instant::now();
         let mut live = Vec::new();
-        for (id, sfu, _) in &handles {
-            live.push(publish(id, sfu, &format!("c{round}"), 10).await?);
+        for (i, (id, sfu, _)) in handles.iter().enumerate() {
+            live.push(publish(id, sfu, &format!("c{round}"), 10, idle[i].take()).await?);
         }
         let n = handles.len();
         let mut missing: BTreeMap<(usize, String), ()> = BTreeMap::new();
@@ -219,10 +228,9 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
                 n * (n - 1)
             );
         }
-        for ((track, writer), (id, sfu, _)) in live.into_iter().zip(&handles) {
+        for (i, ((track, writer), (_, sfu, _))) in live.into_iter().zip(&handles).enumerate() {
             writer.abort();
-            sfu.remove_track(track).await?;
-            let _ = id;
+            idle[i] = Some(unpublish(sfu, track).await?);
         }
         wait_all_removed(&mut seen_rx, n * (n - 1), timeout).await;
     }
@@ -234,8 +242,14 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
     // The broadcast: client 0 streams to everyone, nothing renegotiates while it is timed.
     let mut stream = None;
     if args.stream_secs > 0 {
-        let (track, writer) =
-            publish(&handles[0].0, &handles[0].1, "broadcast", args.frame_bytes).await?;
+        let (track, writer) = publish(
+            &handles[0].0,
+            &handles[0].1,
+            "broadcast",
+            args.frame_bytes,
+            idle[0].take(),
+        )
+        .await?;
         let mut waiting = handles.len() - 1;
         let deadline = Instant::now() + timeout;
         while waiting > 0 {
@@ -258,7 +272,7 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
         let packets = integrity.lock().expect("never poisoned").packets - packets_before;
         stream = Some((t0.elapsed(), cpu, packets));
         writer.abort();
-        handles[0].1.remove_track(track).await?;
+        idle[0] = Some(unpublish(&handles[0].1, track).await?);
     }
     for task in tasks {
         task.abort();
@@ -366,17 +380,23 @@ async fn publish(
     sfu: &PeerHandle,
     name: &str,
     frame_bytes: usize,
+    idle: Option<TransceiverId>,
 ) -> anyhow::Result<(TransceiverId, tokio::task::JoinHandle<()>)> {
-    let track = sfu
-        .add_labelled_transceiver(
-            MediaKind::Video,
-            Direction::SendOnly,
-            TrackLabel {
-                stream_id: id.to_owned(),
-                track_id: format!("{id}-{name}"),
-            },
-        )
-        .await?;
+    let label = TrackLabel {
+        stream_id: id.to_owned(),
+        track_id: format!("{id}-{name}"),
+    };
+    let track = match idle {
+        Some(track) => {
+            sfu.set_track_label(track, label).await?;
+            sfu.set_direction(track, Direction::SendOnly).await?;
+            track
+        }
+        None => {
+            sfu.add_labelled_transceiver(MediaKind::Video, Direction::SendOnly, label)
+                .await?
+        }
+    };
     let sfu = sfu.clone();
     let writer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -394,6 +414,12 @@ async fn publish(
         }
     });
     Ok((track, writer))
+}
+
+/// Stops publishing a track, keeping its transceiver for the next publish.
+async fn unpublish(sfu: &PeerHandle, track: TransceiverId) -> anyhow::Result<TransceiverId> {
+    sfu.set_direction(track, Direction::Inactive).await?;
+    Ok(track)
 }
 
 /// Waits until `count` tracks, whoever published them, stopped arriving.

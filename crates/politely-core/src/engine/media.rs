@@ -109,7 +109,6 @@ impl Engine {
         let timestamp = writer.timestamp;
         writer.timestamp = writer.timestamp.wrapping_add(ticks as u32);
         let sequence = writer.sequence;
-        writer.sequence = writer.sequence.wrapping_add(payloads.len() as u16);
         let count = payloads.len();
         let packets = payloads.into_iter().enumerate().map(|(i, payload)| RtpOut {
             sequence_number: sequence.wrapping_add(i as u16),
@@ -118,7 +117,13 @@ impl Engine {
             marker: kind == MediaKind::Video && i + 1 == count,
             payload,
         });
-        self.send_rtp(index, packets)
+        let sent = self.send_rtp(index, packets)?;
+        // Sequence numbers count packets sent (a gap is a loss to the receiver, which it asks
+        // for again); the timestamp counts time, sent or not.
+        if sent && let Some(writer) = self.conn.sample_writers.get_mut(&id) {
+            writer.sequence = writer.sequence.wrapping_add(count as u16);
+        }
+        Ok(sent)
     }
 
     /// Sends one RTP packet as it is, on a transceiver's track: the payload, sequence number,
