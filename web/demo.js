@@ -5,7 +5,11 @@
 // watchdog (ms), stun (comma-separated stun: URLs), debug (log every event to the console).
 //
 // Test hooks on window.politely: client, events, messages, stats(), join(room), send(text),
-// call(), hangup(), glare(kind), restart().
+// call(), hangup(), share(), glare(kind), restart(), tiles() (the video tiles' labels).
+//
+// In a room with an SFU (`politely serve --sfu`) the page connects to the SFU alone: the call
+// publishes the camera, "Share screen" publishes a screen, and the grid shows every other
+// client's tracks, each labelled with its publisher and source.
 
 import { Politely } from "./politely.js";
 
@@ -27,9 +31,12 @@ const hooks = {
   send,
   call,
   hangup,
+  share,
   glare: (kind) => client?.provokeGlare(kind),
   restart: () => client?.restartIce(null),
+  tiles: () => [...document.querySelectorAll("#videos .tile span")].map((s) => s.textContent),
 };
+let screen = null; // our shared screen's MediaStream, in an SFU room
 window.politely = hooks;
 
 // ---------------------------------------------------------------- rendering
@@ -121,7 +128,7 @@ function dropTile(id) {
 }
 
 function setJoined(joined) {
-  for (const id of ["chat-input", "send", "glare", "restart", "call", "leave"]) $(id).disabled = !joined;
+  for (const id of ["chat-input", "send", "glare", "restart", "call", "share", "leave"]) $(id).disabled = !joined;
   $("join").disabled = joined;
   $("room").disabled = joined;
   $("hangup").disabled = !joined || !camera;
@@ -173,14 +180,34 @@ function wire(c) {
     hooks.messages.push({ from: peer, label, text });
     chatLine(peer, text, false);
   });
-  c.on("track", ({ peer, track }) => {
+  c.on("track", ({ peer, track, transceiver }) => {
+    if (c.sfu !== null && peer === c.sfu) {
+      // Through the SFU: one tile per forwarded track, named by the SFU's list (by mid, since a
+      // transceiver keeps its track when the SFU reuses it for another publisher's).
+      if (track.kind !== "video") return;
+      const stream = new MediaStream([track]);
+      tile(`video-mid-${transceiver.mid}`, sfuLabel(transceiver.mid), stream, false);
+      return;
+    }
     let stream = remote.get(peer);
     if (!stream) remote.set(peer, (stream = new MediaStream()));
     if (!stream.getTracks().includes(track)) stream.addTrack(track);
     tile(`video-${peer}`, short(peer), stream, false);
     note(`${peer}: ${track.kind} track added`);
   });
+  c.on("tracks", () => {
+    for (const box of document.querySelectorAll("#videos .tile")) {
+      const mid = /^tile-video-mid-(.+)$/.exec(box.id)?.[1];
+      if (mid !== undefined) box.querySelector("span").textContent = sfuLabel(mid);
+    }
+  });
   c.on("track-removed", ({ peer, track }) => {
+    if (c.sfu !== null && peer === c.sfu) {
+      for (const t of c.connection(peer)?.getTransceivers() ?? []) {
+        if (t.receiver.track === track) dropTile(`video-mid-${t.mid}`);
+      }
+      return;
+    }
     const stream = remote.get(peer);
     stream?.removeTrack(track);
     if (stream && stream.getTracks().length === 0) {
@@ -274,8 +301,13 @@ async function call() {
     return;
   }
   tile("local-video", "you", camera, true);
-  // Each track goes to every peer, present and future; the connections renegotiate.
-  for (const track of camera.getTracks()) client?.addTrack(null, track, camera);
+  if (client?.sfu) {
+    // Through the SFU: each track published with its source.
+    for (const track of camera.getTracks()) client.publish(track, { source: "media" });
+  } else {
+    // Each track goes to every peer, present and future; the connections renegotiate.
+    for (const track of camera.getTracks()) client?.addTrack(null, track, camera);
+  }
   $("hangup").disabled = false;
   note(`call started (${camera.getTracks().map((t) => t.kind).join(" + ")})`);
 }
@@ -283,7 +315,8 @@ async function call() {
 function hangup() {
   if (!camera) return;
   for (const track of camera.getTracks()) {
-    client?.removeTrack(null, track);
+    if (client?.sfu) client.unpublish(track);
+    else client?.removeTrack(null, track);
     track.stop();
   }
   camera = null;
@@ -291,6 +324,42 @@ function hangup() {
   $("hangup").disabled = true;
   $("call").disabled = !client;
   note("call ended");
+}
+
+/** "<publisher> · <source>" for the track the SFU forwards on `mid`. */
+function sfuLabel(mid) {
+  const t = client?.tracks.find((t) => t.mid === mid);
+  return t ? `${short(t.publisher)} · ${t.source}` : "…";
+}
+
+/** In an SFU room: shares a screen (a camera when the browser offers no screen capture). */
+async function share() {
+  if (!client?.sfu) {
+    note("sharing a screen needs a room with an SFU", true);
+    return;
+  }
+  if (screen) {
+    for (const track of screen.getTracks()) {
+      client.unpublish(track);
+      track.stop();
+    }
+    screen = null;
+    dropTile("local-screen");
+    $("share").textContent = "Share screen";
+    return;
+  }
+  try {
+    screen = navigator.mediaDevices.getDisplayMedia
+      ? await navigator.mediaDevices.getDisplayMedia({ video: true }).catch(() => navigator.mediaDevices.getUserMedia({ video: true }))
+      : await navigator.mediaDevices.getUserMedia({ video: true });
+  } catch (e) {
+    note(`screen: ${e.message}`, true);
+    return;
+  }
+  tile("local-screen", "your screen", screen, true);
+  for (const track of screen.getVideoTracks()) client.publish(track, { source: "screen" });
+  $("share").textContent = "Stop sharing";
+  note("sharing a screen");
 }
 
 // ---------------------------------------------------------------- controls
@@ -309,6 +378,7 @@ $("chat-form").addEventListener("submit", (e) => {
 });
 $("call").addEventListener("click", call);
 $("hangup").addEventListener("click", hangup);
+$("share").addEventListener("click", share);
 $("glare").addEventListener("click", () => {
   client?.provokeGlare();
   note("glare: a renegotiation started on every connection at once");

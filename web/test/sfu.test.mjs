@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, test } from "node:test";
-import { BIN, launchChromium, openPage, summary, until } from "./harness.mjs";
+import { BIN, joinDemo, launchChromium, openPage, summary, until } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_SFU_ROUNDS ?? 50);
 const PAGES = 4;
@@ -212,4 +212,31 @@ test("pages in an SFU room decode each other, see a screen as a screen, unpublis
   }
   console.log(summary(`SFU: ${live.length} pages publish at once -> every page decodes every other's new track`, times));
   for (const [p] of live) assert.deepEqual(p.errors, [], "no page errors");
+});
+
+test("the demo page in an SFU room: a grid of the others' tracks, each with its publisher and source", async () => {
+  const room = `sfu-demo-${Date.now()}`;
+  const short = (id) => id.slice(-6);
+  const [a, b] = [await openPage(browser, server.origin), await openPage(browser, server.origin)];
+  const [aId, bId] = [await joinDemo(a, room), await joinDemo(b, room)];
+  await until(() => Promise.all([a, b].map((p) => p.evaluate(() => window.politely.client.sfu !== null))).then((v) => v.every(Boolean)), {
+    what: "both pages talking to the SFU",
+  });
+  await a.evaluate(() => window.politely.call());
+  await b.evaluate(() => window.politely.call());
+  await b.evaluate(() => window.politely.share());
+  const tiles = (p) => p.evaluate(() => window.politely.tiles());
+  await until(
+    async () => {
+      const [ta, tb] = await Promise.all([tiles(a), tiles(b)]);
+      const ok =
+        ta.includes(`${short(bId)} · media`) && ta.includes(`${short(bId)} · screen`) && tb.includes(`${short(aId)} · media`);
+      return { ok, detail: { ta, tb } };
+    },
+    { ms: 15_000, what: "each page's grid naming the other's camera and screen" },
+  );
+  // b stops sharing: a's grid loses the screen.
+  await b.evaluate(() => window.politely.share());
+  await until(async () => !(await tiles(a)).includes(`${short(bId)} · screen`), { ms: 10_000, what: "the screen tile gone" });
+  for (const p of [a, b]) assert.deepEqual(p.errors, [], "no page errors");
 });

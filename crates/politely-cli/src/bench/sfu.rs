@@ -189,7 +189,13 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
         }
         writer.abort();
         idle[p] = Some(unpublish(&handles[p].1, track).await?);
-        wait_removed(&mut seen_rx, &handles[p].0, handles.len() - 1, timeout).await;
+        wait_removed(
+            &mut seen_rx,
+            Some(&handles[p].0),
+            handles.len() - 1,
+            timeout,
+        )
+        .await;
     }
     let publish_phase = started.elapsed();
     let mut churn_failed = 0u64;
@@ -232,7 +238,7 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
             writer.abort();
             idle[i] = Some(unpublish(sfu, track).await?);
         }
-        wait_all_removed(&mut seen_rx, n * (n - 1), timeout).await;
+        wait_removed(&mut seen_rx, None, n * (n - 1), timeout).await;
     }
     let negotiation_phase = started.elapsed();
     let negotiation_cpu = cpu_start
@@ -422,27 +428,10 @@ async fn unpublish(sfu: &PeerHandle, track: TransceiverId) -> anyhow::Result<Tra
     Ok(track)
 }
 
-/// Waits until `count` tracks, whoever published them, stopped arriving.
-async fn wait_all_removed(
-    seen: &mut mpsc::UnboundedReceiver<Seen>,
-    count: usize,
-    timeout: Duration,
-) {
-    let deadline = Instant::now() + timeout;
-    let mut removed = 0;
-    while removed < count {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, seen.recv()).await {
-            Ok(Some(Seen::Removed { .. })) => removed += 1,
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return,
-        }
-    }
-}
-
+/// Waits until `count` tracks stopped arriving: `publisher`'s, or anyone's when it is `None`.
 async fn wait_removed(
     seen: &mut mpsc::UnboundedReceiver<Seen>,
-    publisher: &str,
+    publisher: Option<&str>,
     count: usize,
     timeout: Duration,
 ) {
@@ -451,7 +440,9 @@ async fn wait_removed(
     while removed < count {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, seen.recv()).await {
-            Ok(Some(Seen::Removed { publisher: p, .. })) if p == publisher => removed += 1,
+            Ok(Some(Seen::Removed { publisher: p })) if publisher.is_none_or(|w| w == p) => {
+                removed += 1;
+            }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,
         }

@@ -602,6 +602,15 @@ impl Connection {
         Ok(())
     }
 
+    /// rtc's sender of the transceiver at `index`, which has a track.
+    pub(super) fn sender_of(&mut self, index: usize) -> Result<RTCRtpSenderId, Error> {
+        let id = self.transceivers[index].id;
+        self.pc
+            .rtp_transceiver(index)
+            .and_then(|t| t.sender())
+            .ok_or_else(|| Error::Internal(format!("rtc has no sender for the track of {id}")))
+    }
+
     pub(super) fn index_of_sender(&mut self, sender: RTCRtpSenderId) -> Option<usize> {
         (0..self.transceivers.len()).find(|&i| {
             self.pc

@@ -167,13 +167,7 @@ impl Engine {
             return Ok(false);
         }
         let kind = self.conn.transceivers[index].kind;
-        let id = self.conn.transceivers[index].id;
-        let sender_id = self
-            .conn
-            .pc
-            .rtp_transceiver(index)
-            .and_then(|t| t.sender())
-            .ok_or_else(|| Error::Internal(format!("rtc has no sender for the track of {id}")))?;
+        let sender_id = self.conn.sender_of(index)?;
         let now = self.now;
         // None when the transceiver's direction does not send.
         let Some(mut sender) = self.conn.pc.rtp_sender(sender_id) else {

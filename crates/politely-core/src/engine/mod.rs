@@ -640,12 +640,7 @@ impl Engine {
             return Ok(());
         }
         let kind = slot.kind;
-        let sender_id = self
-            .conn
-            .pc
-            .rtp_transceiver(index)
-            .and_then(|t| t.sender())
-            .ok_or_else(|| Error::Internal(format!("rtc has no sender for the track of {id}")))?;
+        let sender_id = self.conn.sender_of(index)?;
         // rtc hands out a sender only while its own direction sends; an SFU relabels a
         // transceiver it had set inactive, so the direction is widened for the replacement.
         let rtc_direction = self.conn.pc.rtp_transceiver(index).map(|t| t.direction());
