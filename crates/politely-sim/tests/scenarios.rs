@@ -1054,3 +1054,53 @@ fn a_track_first_offered_not_sending_carries_media_once_it_sends() {
     passed(&sim.run());
     assert_eq!(media_arriving(&mut sim, sending), 3);
 }
+
+/// NACK: with a lossy network, packets the receiver misses are asked for and sent again, so
+/// far more arrive than the loss alone would let through.
+#[test]
+fn lost_packets_are_retransmitted_on_nack() {
+    let mut sim = connected_pair(SimConfig::default());
+    let label = TrackLabel {
+        stream_id: "s".into(),
+        track_id: "t".into(),
+    };
+    sim.act(
+        1,
+        0,
+        Action::AddLabelledTransceiver(MediaKind::Video, Direction::SendOnly, label),
+    );
+    passed(&sim.run());
+    let sending = sim.engine(1, 0).transceivers()[0].id;
+    sim.set_packet_loss(0.2);
+    let before = sim.events(0, 1).len();
+    let count = 300u16;
+    for i in 0..count {
+        let packet = MediaPacket {
+            transceiver: sending,
+            payload_type: 0,
+            sequence_number: 5_000 + i,
+            timestamp: 3_000 * u32::from(i),
+            marker: true,
+            payload: vec![0x10, 0, 0, 1, 2, 3],
+        };
+        sim.engine(1, 0).write_rtp(sending, &packet).unwrap();
+        sim.flush(1, 0);
+        sim.run_for(Duration::from_millis(20));
+    }
+    sim.set_packet_loss(0.0);
+    sim.run_for(Duration::from_secs(2));
+    let received: std::collections::BTreeSet<u16> = sim.events(0, 1)[before..]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Media(p) => Some(p.sequence_number),
+            _ => None,
+        })
+        .collect();
+    // 20% loss each way (a NACK or a retransmission can be lost too): without NACK about 240
+    // of 300 arrive.
+    assert!(
+        received.len() > 285,
+        "{} of {count} packets arrived",
+        received.len()
+    );
+}
