@@ -53,7 +53,7 @@ async function joinRoom(page, room, source) {
     async ({ ws, room, source }) => {
       const { Politely } = await import("/politely.js");
       const client = new Politely({ iceServers: [] });
-      const state = { client, remote: new Map(), camera: null, removed: 0, source };
+      const state = { client, remote: new Map(), camera: null, source };
       window.sfu = state;
       client.on("track", ({ track, streams }) => {
         if (track.kind !== "video") return;
@@ -70,7 +70,6 @@ async function joinRoom(page, room, source) {
         if (r) {
           r.video.remove();
           state.remote.delete(track.id);
-          state.removed++;
         }
       });
       client.createDataChannel(null, "chat");

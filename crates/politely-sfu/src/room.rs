@@ -839,8 +839,9 @@ impl Room {
                 };
                 relay.open = true;
                 while let Some((data, text)) = relay.held.pop_front() {
-                    if let Err(e) = client.engine.send(channel, &data, text) {
-                        log::debug!("{id}: relay on {channel}: {e}");
+                    match client.engine.send(channel, &data, text) {
+                        Ok(()) => self.counters.messages_relayed += 1,
+                        Err(e) => log::debug!("{id}: relay on {channel}: {e}"),
                     }
                 }
                 self.dirty.insert(id.to_owned());
@@ -939,7 +940,6 @@ impl Room {
                 }
             } else if relay.held.len() < limit {
                 relay.held.push_back((data.clone(), text));
-                self.counters.messages_relayed += 1;
             }
         }
     }
