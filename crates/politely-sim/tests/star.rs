@@ -45,6 +45,25 @@ fn random_stars_with_the_gate() {
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }
 
+/// Seeds that once failed. In both, the room closed a relay channel that had not opened yet
+/// (its publisher reloaded) and at once opened one for another publisher: rtc gave the new
+/// channel the stream of the closed one while that stream's reset was still on its way, the
+/// association refused it, and the channel never opened. The watchdog's strikes were reset by
+/// every other relay channel that opened beside it, so it only waited; with strikes per stall,
+/// it replaced the connection 40 s in. Neither must need the watchdog.
+#[test]
+fn relay_channels_after_a_reload_open_without_the_watchdog() {
+    for seed in [4092, 16229] {
+        let (verdict, trace) = run_star_seed(seed, None, false);
+        assert!(verdict.passed(), "seed {seed}: {:#?}", verdict.failures);
+        let stalls: Vec<_> = trace
+            .iter()
+            .filter(|l| l.contains("ChannelStalled"))
+            .collect();
+        assert!(stalls.is_empty(), "seed {seed}: {stalls:#?}");
+    }
+}
+
 /// `STAR_SEED=n [STAR_GATE=ms] [STAR_SDP=1] cargo test -p politely-sim --test star replay --
 /// --nocapture` prints the whole trace of one seed (with `STAR_SDP`, every description's
 /// m-sections too).

@@ -148,6 +148,9 @@ pub(super) struct Connection {
     /// Hidden channels holding the SCTP streams of closed local channels (see
     /// `Connection::reserve_stream`), by rtc's id.
     pub(super) reserved_streams: BTreeMap<RTCDataChannelId, u16>,
+    /// Local channels the application closed before they opened, by rtc's id, with their
+    /// stream: rtc frees the stream when it reports the close, and it is reserved then.
+    pub(super) closing_unopened: BTreeMap<RTCDataChannelId, u16>,
     /// A channel of this connection has opened, so an SCTP association is up.
     pub(super) sctp_ready: bool,
     pub(super) transceivers: Vec<TransceiverSlot>,
@@ -274,6 +277,7 @@ impl Connection {
             deferred_channels: Vec::new(),
             data_section: None,
             reserved_streams: BTreeMap::new(),
+            closing_unopened: BTreeMap::new(),
             sctp_ready: false,
             transceivers: Vec::new(),
             sample_writers: BTreeMap::new(),
@@ -701,7 +705,7 @@ impl Connection {
     }
 
     /// A local channel has not opened: dialed, or held back until the association is up.
-    fn has_unopened_local_channel(&self) -> bool {
+    pub(super) fn has_unopened_local_channel(&self) -> bool {
         !self.deferred_channels.is_empty()
             || self
                 .channels

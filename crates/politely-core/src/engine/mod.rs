@@ -413,8 +413,13 @@ impl Engine {
         if !opened {
             // W3C closes a connecting channel at once. rtc may never report the close of one
             // whose opening handshake it lost, and a channel that is not open must not keep
-            // the watchdog waiting for it to open.
-            self.conn.channels.remove(&id);
+            // the watchdog waiting for it to open. Its stream may already be on the wire (a
+            // dialed opening): it is reserved when rtc reports the close, like any other.
+            if let Some(slot) = self.conn.channels.remove(&id)
+                && let Some(stream) = slot.stream
+            {
+                self.conn.closing_unopened.insert(slot.rtc, stream);
+            }
             self.queue
                 .push_back(Output::Event(Event::ChannelClosed { id, reopens: false }));
         }
@@ -1910,10 +1915,12 @@ impl Engine {
                 {
                     slot.open = true;
                     slot.stream = slot.stream.or(stream);
-                    if slot.origin == Origin::Local {
+                    let (label, origin) = (slot.label.clone(), slot.origin);
+                    // Strikes count a stall: they end when no local channel is left waiting,
+                    // not when another channel opens beside the one that is stuck.
+                    if origin == Origin::Local && !self.conn.has_unopened_local_channel() {
                         self.conn.channel_strikes = 0;
                     }
-                    let (label, origin) = (slot.label.clone(), slot.origin);
                     self.queue
                         .push_back(Output::Event(Event::ChannelOpen { id, label, origin }));
                 }
@@ -1921,6 +1928,8 @@ impl Engine {
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id)) => {
                 if let Some(id) = self.conn.channel_by_rtc(rtc_id) {
                     self.on_channel_closed(id);
+                } else if let Some(stream) = self.conn.closing_unopened.remove(&rtc_id) {
+                    self.conn.reserve_stream(stream);
                 }
             }
             _ => {}
