@@ -430,18 +430,35 @@ fn run_stars(args: &SimArgs) -> ExitCode {
     );
     let _ = writeln!(
         out,
-        "offers: {}, answers: {}, ignored offers: {}, leases granted: {}",
+        "offers: {}, answers: {}, ignored offers: {}, repeated offers: {}, lost with replaced connections: {}, leases granted: {}",
         sum(|v| v.offers),
         sum(|v| v.answers),
         sum(|v| v.ignored_offers),
+        sum(|v| v.repeated_offers),
+        sum(|v| v
+            .offers
+            .saturating_sub(v.answers + v.ignored_offers + v.repeated_offers)),
         sum(|v| v.leases_granted),
+    );
+    let _ = writeln!(
+        out,
+        "gate: {} leases expired unused, {} offers without a lease; faults: {} tracks muted, {} lease requests never used, {} reloads mid-negotiation",
+        sum(|v| v.leases_expired),
+        sum(|v| v.offers_without_lease),
+        sum(|v| v.muted),
+        sum(|v| v.stray_lease_requests),
+        sum(|v| v.reloads_mid_negotiation),
     );
     if !settled.is_empty() {
         let _ = writeln!(
             out,
-            "virtual time to settle: p50 {:.0} ms, p99 {:.0} ms",
+            "virtual time to settle: p50 {:.0} ms, p99 {:.0} ms (slowest: seed {})",
             ms(percentile(&settled, 0.50)),
-            ms(percentile(&settled, 0.99))
+            ms(percentile(&settled, 0.99)),
+            results
+                .iter()
+                .max_by_key(|r| r.1.settled_at)
+                .map_or(0, |r| r.0)
         );
     }
     let _ = writeln!(

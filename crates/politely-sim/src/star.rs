@@ -5,8 +5,8 @@
 use crate::sim::certificate;
 use politely_core::rng::Rng;
 use politely_core::{
-    ChannelId, Config, ConnectionState, Engine, Event, MediaKind, Negotiation, Output, Role,
-    Signal, SignalingState, TrackLabel, TransceiverId,
+    ChannelId, Config, ConnectionState, Diagnostic, Engine, Event, MediaKind, Negotiation, Output,
+    Role, SdpKind, Signal, SignalingState, TrackLabel, TransceiverId,
 };
 use politely_sfu::{AvailableTrack, Room, RoomConfig, RoomMessage, RoomOutput, Source, ToClient};
 use serde_json::Value;
@@ -38,6 +38,10 @@ pub struct StarConfig {
     pub subscribe_all: bool,
     /// Put each description's m-sections (mid, msid, SSRC, direction) in the trace.
     pub trace_descriptions: bool,
+    /// Add the fault cases to the random schedule: reloads while an offer is on its way, tracks
+    /// that stop sending without being removed, and in gate mode lease requests never used
+    /// and a client that offers without a lease.
+    pub faults: bool,
 }
 
 impl StarConfig {
@@ -56,6 +60,7 @@ impl StarConfig {
             time_limit: Duration::from_secs(60),
             subscribe_all: rng.below(4) != 0,
             trace_descriptions: false,
+            faults: true,
         }
     }
 }
@@ -80,6 +85,14 @@ pub enum StarAction {
     /// tracks and no track list until the room sends it again; its subscriptions belong to the
     /// session and stay. It opens its channel again.
     Reload(usize),
+    /// The client stops sending on the n-th (modulo count) of its live tracks without removing
+    /// it (W3C `replaceTrack(null)`): the transceiver still sends in every description, and no
+    /// packet flows. The track stays published; its subscribers receive it, silent.
+    Mute(usize, usize),
+    /// A lease request on the client's connection that no offer follows (a page that asked and
+    /// crashed, or a client with a bug): the room must not hold its own renegotiation back for
+    /// longer than the lease.
+    StrayLeaseRequest(usize),
 }
 
 /// One client as its application sees it.
@@ -92,6 +105,8 @@ struct Member {
     generation: u32,
     /// Tracks published and not removed: transceiver → (kind, source, msid track id).
     published: BTreeMap<TransceiverId, (MediaKind, Source, String)>,
+    /// Published tracks that no longer send (see [`StarAction::Mute`]).
+    muted: BTreeSet<TransceiverId>,
     next_track: u32,
     /// What the application asked of its subscriptions since the page loaded.
     all: bool,
@@ -161,14 +176,31 @@ pub struct StarVerdict {
     pub forwarded: usize,
     /// The room's counters.
     pub room: politely_sfu::RoomCounters,
-    /// Offers, answers and ignored offers of every engine (clients' and the room's).
+    /// Offers and answers sent on every connection of the run, by both ends; offers ignored
+    /// (collisions, and offers without a lease while the room was busy) and repeated offers
+    /// that were recognised as such. On the connections that live at the end, offers =
+    /// answers + ignored + repeated (checked); the rest of the difference is offers lost with
+    /// the connections they were made on.
     pub offers: u64,
     /// See [`offers`](Self::offers).
     pub answers: u64,
     /// See [`offers`](Self::offers).
     pub ignored_offers: u64,
-    /// Leases granted by the room's engines.
+    /// See [`offers`](Self::offers).
+    pub repeated_offers: u64,
+    /// Leases granted by the room's engines (those of the clients present at the end).
     pub leases_granted: u64,
+    /// Leases that ran out unused, and offers that came without a lease (same engines).
+    pub leases_expired: u64,
+    /// See [`leases_expired`](Self::leases_expired).
+    pub offers_without_lease: u64,
+    /// Fault cases that ran: tracks that stopped sending without being removed, lease
+    /// requests never used, and reloads while the client's engine was not stable.
+    pub muted: u64,
+    /// See [`muted`](Self::muted).
+    pub stray_lease_requests: u64,
+    /// See [`muted`](Self::muted).
+    pub reloads_mid_negotiation: u64,
 }
 
 impl StarVerdict {
@@ -195,7 +227,48 @@ pub struct Star {
     next_tick: Instant,
     /// Counting received media and messages (the final phase).
     counting: bool,
+    /// The fault cases that ran, for the verdict.
+    faults: StarVerdict,
+    /// Requests of [`StarAction::StrayLeaseRequest`]: the room's grant (or wait) for them
+    /// never reaches a page, which neither offers nor releases.
+    stray_requests: BTreeSet<u64>,
+    /// What became of the offers, per connection id.
+    ledger: BTreeMap<String, Ledger>,
+    /// The connection id of the signal being delivered: an offer ignored or repeated belongs
+    /// to it (an impolite side ignores a new connection's first offer without adopting its
+    /// id).
+    delivering: Option<String>,
     trace: Vec<String>,
+}
+
+/// The offers made on one connection and what became of them: each is answered, ignored by an
+/// impolite side in a collision (or by the room when it arrived without a lease while the room
+/// was busy), or is a duplicate of one already answered.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Ledger {
+    offers: u64,
+    answers: u64,
+    ignored: u64,
+    duplicates: u64,
+}
+
+impl Ledger {
+    fn count(&mut self, payload: &politely_core::Payload) {
+        if let politely_core::Payload::Description { description, .. } = payload {
+            match description.kind {
+                SdpKind::Offer => self.offers += 1,
+                SdpKind::Answer => self.answers += 1,
+            }
+        }
+    }
+
+    fn note(&mut self, diagnostic: &Diagnostic) {
+        match diagnostic {
+            Diagnostic::IgnoredOffer => self.ignored += 1,
+            Diagnostic::DuplicateOffer => self.duplicates += 1,
+            _ => {}
+        }
+    }
 }
 
 /// Media is written every this often on every live track.
@@ -232,6 +305,10 @@ impl Star {
             actions: BinaryHeap::new(),
             next_tick: base + TICK,
             counting: false,
+            ledger: BTreeMap::new(),
+            faults: StarVerdict::default(),
+            stray_requests: BTreeSet::new(),
+            delivering: None,
             trace: Vec::new(),
             config,
         };
@@ -272,7 +349,11 @@ impl Star {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(i as u64 * 1_000 + u64::from(generation));
         config.certificate = Some(certificate(i % 6));
-        if let Some(lease) = self.config.gate {
+        // With the faults, client 0 is a page that does not keep the gate: its offers carry no
+        // lease, and the room answers them when idle and ignores them otherwise.
+        if let Some(lease) = self.config.gate
+            && !(self.config.faults && i == 0)
+        {
             config.negotiation = Negotiation::Gate { lease };
         }
         Member {
@@ -282,6 +363,7 @@ impl Star {
             addr,
             generation,
             published: BTreeMap::new(),
+            muted: BTreeSet::new(),
             next_track: 0,
             all: self.config.subscribe_all,
             chosen: BTreeSet::new(),
@@ -351,21 +433,23 @@ impl Star {
 
     fn finish(&mut self, mut verdict: StarVerdict) -> StarVerdict {
         verdict.room = self.room.counters();
+        verdict.muted = self.faults.muted;
+        verdict.stray_lease_requests = self.faults.stray_lease_requests;
+        verdict.reloads_mid_negotiation = self.faults.reloads_mid_negotiation;
         let ids: Vec<String> = self.room.clients().map(str::to_owned).collect();
         for id in ids {
             if let Some(e) = self.room.engine(&id) {
                 let c = e.counters();
-                verdict.offers += c.offers;
-                verdict.answers += c.answers;
-                verdict.ignored_offers += c.ignored_offers;
                 verdict.leases_granted += c.leases_granted;
+                verdict.leases_expired += c.leases_expired;
+                verdict.offers_without_lease += c.offers_without_lease;
             }
         }
-        for m in &self.members {
-            let c = m.engine.counters();
-            verdict.offers += c.offers;
-            verdict.answers += c.answers;
-            verdict.ignored_offers += c.ignored_offers;
+        for l in self.ledger.values() {
+            verdict.offers += l.offers;
+            verdict.answers += l.answers;
+            verdict.ignored_offers += l.ignored;
+            verdict.repeated_offers += l.duplicates;
         }
         verdict
     }
@@ -459,9 +543,11 @@ impl Star {
             if self.members[i].id.is_none() {
                 continue;
             }
-            let live: Vec<(TransceiverId, MediaKind)> = self.members[i]
+            let m = &self.members[i];
+            let live: Vec<(TransceiverId, MediaKind)> = m
                 .published
                 .iter()
+                .filter(|(t, _)| !m.muted.contains(t))
                 .map(|(t, (k, ..))| (*t, *k))
                 .collect();
             for (t, kind) in live {
@@ -563,10 +649,41 @@ impl Star {
                     .nth(n % m.published.len())
                     .expect("invariant: not empty");
                 m.published.remove(&t);
+                m.muted.remove(&t);
                 if let Err(e) = m.engine.remove_track(t) {
                     m.errors.push(format!("unpublish: {e}"));
                 }
                 self.drain_member(i);
+            }
+            StarAction::Mute(i, n) => {
+                let m = &mut self.members[i];
+                if m.id.is_none() || m.published.is_empty() {
+                    return;
+                }
+                let t = *m
+                    .published
+                    .keys()
+                    .nth(n % m.published.len())
+                    .expect("invariant: not empty");
+                if m.muted.insert(t) {
+                    self.faults.muted += 1;
+                }
+            }
+            StarAction::StrayLeaseRequest(i) => {
+                let (Some(id), Some(lease)) = (self.members[i].id.clone(), self.config.gate) else {
+                    return;
+                };
+                let request = 1_000_000 + self.seq;
+                self.stray_requests.insert(request);
+                let signal = Signal {
+                    connection_id: self.members[i].engine.connection_id().clone(),
+                    payload: politely_core::Payload::Gate(politely_core::Gate::Request {
+                        id: request,
+                        lease_ms: lease.as_millis() as u64,
+                    }),
+                };
+                self.post(i, false, id, signal.to_json().to_string());
+                self.faults.stray_lease_requests += 1;
             }
             StarAction::Subscribe(i, n) | StarAction::Unsubscribe(i, n) => {
                 let subscribe = matches!(action, StarAction::Subscribe(..));
@@ -595,6 +712,11 @@ impl Star {
                 };
                 let generation = self.members[i].generation + 1;
                 let old = &self.members[i];
+                if old.engine.signaling_state() != SignalingState::Stable
+                    || old.engine.has_pending_description()
+                {
+                    self.faults.reloads_mid_negotiation += 1;
+                }
                 let (sessions, all, chosen, refused) = (
                     old.sessions,
                     old.all,
@@ -667,23 +789,36 @@ impl Star {
                 return;
             }
             let signal = Signal::from_json(&value).expect("invariant: the room sends signals");
+            if let politely_core::Payload::Gate(
+                politely_core::Gate::Grant { id, .. } | politely_core::Gate::Wait { id },
+            ) = &signal.payload
+                && self.stray_requests.contains(id)
+            {
+                return;
+            }
             let now = self.now;
+            self.delivering = Some(signal.connection_id.as_str().to_owned());
             if let Err(e) = self.members[i].engine.handle_signal(now, signal) {
                 self.members[i]
                     .errors
                     .push(format!("refused a signal: {e}"));
             }
             self.drain_member(i);
+            self.delivering = None;
         } else {
             if self.room.engine(&message.id).is_none() {
                 return;
             }
+            self.delivering = Signal::from_json(&value)
+                .ok()
+                .map(|s| s.connection_id.as_str().to_owned());
             if let Err(e) = self.room.handle_data(self.now, &message.id, &value) {
                 self.members[i]
                     .errors
                     .push(format!("the room refused a signal: {e}"));
             }
             self.drain_room();
+            self.delivering = None;
         }
     }
 
@@ -729,6 +864,10 @@ impl Star {
                         ));
                     }
                     if let Some(id) = self.members[i].id.clone() {
+                        self.ledger
+                            .entry(signal.connection_id.as_str().to_owned())
+                            .or_default()
+                            .count(&signal.payload);
                         self.post(i, false, id, signal.to_json().to_string());
                     }
                 }
@@ -757,6 +896,11 @@ impl Star {
                     .push(String::from_utf8_lossy(&data).into_owned());
             }
             Event::Error(e) => m.errors.push(format!("error event: {e}")),
+            Event::Diagnostic(d) => {
+                let connection = (self.delivering.clone())
+                    .unwrap_or_else(|| m.engine.connection_id().as_str().to_owned());
+                self.ledger.entry(connection).or_default().note(&d);
+            }
             Event::Watchdog { .. }
             | Event::ConnectionReplaced { .. }
             | Event::ConnectionStateChange(_) => {
@@ -803,10 +947,28 @@ impl Star {
                             lines.join(" | ")
                         ));
                     }
+                    if let ToClient::Negotiation(s) = &message {
+                        self.ledger
+                            .entry(s.connection_id.as_str().to_owned())
+                            .or_default()
+                            .count(&s.payload);
+                    }
                     self.post(i, true, to, message.to_json().to_string());
                 }
                 RoomOutput::Transmit { transmit, .. } => {
                     self.send_datagram(transmit.source, transmit.destination, transmit.contents);
+                }
+                RoomOutput::Event {
+                    client,
+                    event: Event::Diagnostic(d),
+                } => {
+                    let connection = self.delivering.clone().or_else(|| {
+                        let e = self.room.engine(&client)?;
+                        Some(e.connection_id().as_str().to_owned())
+                    });
+                    if let Some(connection) = connection {
+                        self.ledger.entry(connection).or_default().note(&d);
+                    }
                 }
                 RoomOutput::Event { client, event } => match &event {
                     Event::Error(_)
@@ -864,6 +1026,20 @@ impl Star {
     /// The end state against what the applications asked for.
     fn check(&mut self, verdict: &mut StarVerdict) {
         let failures = &mut verdict.failures;
+        // Every offer on a connection that lives on was answered, ignored in a collision, or
+        // repeated: none was left without a reply (offers on replaced connections may be lost
+        // with them, and are counted in the totals only).
+        for m in &self.members {
+            let Some(id) = &m.id else { continue };
+            let connection = m.engine.connection_id().as_str();
+            let l = self.ledger.get(connection).copied().unwrap_or_default();
+            if l.offers != l.answers + l.ignored + l.duplicates {
+                failures.push(format!(
+                    "{id}: connection {connection}: {} offers, {} answers, {} ignored, {} repeated",
+                    l.offers, l.answers, l.ignored, l.duplicates
+                ));
+            }
+        }
         let available = self.room.available();
         // What is published is what the present clients' applications published, with the
         // sources they said.
@@ -892,6 +1068,18 @@ impl Star {
         }
         let present: Vec<String> = self.members.iter().filter_map(|m| m.id.clone()).collect();
         verdict.clients = present.len();
+        // Tracks whose publisher stopped sending without removing them: (publisher, msid).
+        let silent: BTreeSet<(String, String)> = self
+            .members
+            .iter()
+            .filter_map(|m| Some((m.id.clone()?, m)))
+            .flat_map(|(id, m)| {
+                m.muted
+                    .iter()
+                    .filter_map(|t| m.published.get(t))
+                    .map(move |(_, _, msid)| (id.clone(), msid.clone()))
+            })
+            .collect();
         for m in &mut self.members {
             let Some(id) = m.id.clone() else { continue };
             for e in &m.errors {
@@ -945,7 +1133,11 @@ impl Star {
                         failures.push(format!("{id} receives {} as {:?}", a.id, t.kind));
                     }
                 }
-                if m.media.get(&t.id).copied().unwrap_or(0) == 0 {
+                let is_silent = self
+                    .room
+                    .track_origin(&label.track_id)
+                    .is_some_and(|(p, msid)| silent.contains(&(p.to_owned(), msid.to_owned())));
+                if !is_silent && m.media.get(&t.id).copied().unwrap_or(0) == 0 {
                     failures.push(format!(
                         "{id} got no packet of {}/{} on {} (packets per transceiver: {:?}; {:?})",
                         label.stream_id, label.track_id, t.id, m.media, t
@@ -1000,6 +1192,7 @@ impl Star {
 /// actions over the span.
 pub fn random_schedule(config: &StarConfig) -> Vec<(Duration, StarAction)> {
     let mut rng = Rng::new(config.seed ^ 0x5CED_0000);
+    let mut faults = Rng::new(config.seed ^ 0xFA17_0000);
     let mut schedule = Vec::new();
     for i in 0..config.clients {
         schedule.push((Duration::from_millis(rng.below(300)), StarAction::Join(i)));
@@ -1031,10 +1224,52 @@ pub fn random_schedule(config: &StarConfig) -> Vec<(Duration, StarAction)> {
             16 => StarAction::Leave(i),
             _ => StarAction::Join(i),
         };
+        if config.faults {
+            schedule.extend(fault_after(&mut faults, config, at, &action));
+        }
         schedule.push((at, action));
     }
     schedule.sort();
     schedule
+}
+
+/// The fault cases that follow an action, drawn from their own generator so the rest of a
+/// seed's schedule is the same with and without them.
+fn fault_after(
+    rng: &mut Rng,
+    config: &StarConfig,
+    at: Duration,
+    action: &StarAction,
+) -> Vec<(Duration, StarAction)> {
+    let mut out = Vec::new();
+    let roll = rng.below(12);
+    let i = match action {
+        StarAction::Publish(i, ..) => *i,
+        _ => return out,
+    };
+    match roll {
+        // The page reloads while the offer that publishes is on its way to the room, or the
+        // room's answer on its way back.
+        0 | 1 => {
+            let delay = rng.below(2 * config.signal_latency.as_millis() as u64 + 1);
+            out.push((at + Duration::from_millis(delay), StarAction::Reload(i)));
+        }
+        2 => {
+            let delay = 100 + rng.below(1_000);
+            let n = rng.below(8) as usize;
+            out.push((at + Duration::from_millis(delay), StarAction::Mute(i, n)));
+        }
+        3 | 4 if config.gate.is_some() => {
+            let delay = rng.below(500);
+            let j = rng.below(config.clients as u64) as usize;
+            out.push((
+                at + Duration::from_millis(delay),
+                StarAction::StrayLeaseRequest(j),
+            ));
+        }
+        _ => {}
+    }
+    out
 }
 
 /// Runs the random star of `seed`, in gate mode if `gate` gives a lease; `descriptions` puts

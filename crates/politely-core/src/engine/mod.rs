@@ -887,8 +887,6 @@ impl Engine {
             self.answer_again(offer_id);
             return Ok(());
         }
-        self.conn.last_remote_offer_id = offer_id.or(self.conn.last_remote_offer_id);
-        self.conn.last_remote_offer_sdp = Some(description.sdp.clone());
 
         // The gate: an offer under the lease that is out ends it (this step answers it). A
         // renegotiation offer without one, from a peer that asks, is answered only when this
@@ -920,6 +918,9 @@ impl Engine {
             self.diagnose(Diagnostic::IgnoredOffer);
             return Ok(());
         }
+        // Seen only once taken up: an ignored offer that comes again (the offerer heard no
+        // answer and sent it again) is not a duplicate, and is answered if it can be now.
+        self.note_remote_offer(offer_id, &description);
         // A polite rollback comes before rtc's own parse, so validate first: a malformed offer
         // must not cost us our own. Otherwise rtc parses before it changes anything.
         let offer = if offer_collision {
@@ -932,6 +933,12 @@ impl Engine {
 
     /// A repeat of the offer our current exchange answered: its offerer's watchdog heard no
     /// answer, so ours was lost. Say it again; the offer itself changes nothing here.
+    /// Records the remote offer being taken up, so that a repeat of it is recognised.
+    fn note_remote_offer(&mut self, offer_id: Option<u64>, description: &Description) {
+        self.conn.last_remote_offer_id = offer_id.or(self.conn.last_remote_offer_id);
+        self.conn.last_remote_offer_sdp = Some(description.sdp.clone());
+    }
+
     fn answer_again(&mut self, offer_id: Option<u64>) {
         let Some(current) = &self.conn.current else {
             return;
@@ -1639,6 +1646,7 @@ impl Engine {
                             _ => None,
                         };
                         if let Some((offer, offer_id)) = ignored {
+                            self.note_remote_offer(offer_id, &offer);
                             let applied = parse_description(&offer)
                                 .and_then(|parsed| self.apply_remote_offer(parsed, offer_id));
                             if let Err(e) = applied {
