@@ -85,8 +85,8 @@ pub use event::{
     ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
 };
 pub use media::{
-    ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, MediaPacket, Origin, TrackLabel,
-    TransceiverId, TransceiverInfo,
+    ChannelId, ChannelInfo, ChannelOptions, Direction, HeaderExtension, MediaKind, MediaPacket,
+    Origin, TrackLabel, TransceiverId, TransceiverInfo,
 };
 pub use politely_proto::signal::{
     Candidate, ConnectionId, Description, Gate, Payload, SdpKind, Signal, SignalError,

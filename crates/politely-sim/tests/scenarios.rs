@@ -2,8 +2,9 @@
 //! case it reproduces, with its source.
 
 use politely_core::{
-    ChannelId, ConnectionState, Diagnostic, Direction, Event, MediaKind, MediaPacket, Origin,
-    Payload, Recovery, ReplaceReason, SdpKind, Signal, TrackLabel, WatchdogCause,
+    ChannelId, ConnectionState, Diagnostic, Direction, Event, HeaderExtension, MediaKind,
+    MediaPacket, Origin, Payload, Recovery, ReplaceReason, SdpKind, Signal, TrackLabel,
+    WatchdogCause,
 };
 use politely_sim::{Action, Fate, Roles, Scenario, Sim, SimConfig, Verdict};
 use std::time::Duration;
@@ -951,6 +952,8 @@ fn a_labelled_track_forwards_packets_and_keyframe_requests() {
             sequence_number: 40_000 + i,
             timestamp: 90_000,
             marker,
+            // Audio level is not negotiated for video: left out.
+            extensions: vec![(HeaderExtension::AudioLevel, vec![0x80 | 30])],
             payload: vec![0x10, 0, i as u8],
         };
         assert!(sim.engine(1, 0).write_rtp(sending, &packet).unwrap());
@@ -960,15 +963,21 @@ fn a_labelled_track_forwards_packets_and_keyframe_requests() {
     let got: Vec<_> = sim.events(0, 1)[before..]
         .iter()
         .filter_map(|(_, e)| match e {
-            Event::Media(p) => Some((p.transceiver, p.sequence_number, p.marker, p.payload_type)),
+            Event::Media(p) => Some((
+                p.transceiver,
+                p.sequence_number,
+                p.marker,
+                p.payload_type,
+                p.extensions.clone(),
+            )),
             _ => None,
         })
         .collect();
     assert_eq!(
         got,
         [
-            (receiving, 40_000, false, 96),
-            (receiving, 40_001, true, 96)
+            (receiving, 40_000, false, 96, vec![]),
+            (receiving, 40_001, true, 96, vec![])
         ]
     );
 
@@ -1006,6 +1015,61 @@ fn a_labelled_track_forwards_packets_and_keyframe_requests() {
 }
 
 /// Writes three packets on peer 1's `sending` transceiver; how many peer 0 receives.
+/// RFC 6464's audio level travels with a forwarded packet: the sender names the extension by
+/// URI and the engine writes it under the id this connection negotiated; the receiver gets it
+/// back by URI, with its value. (What a browser shows as the receiver's `audioLevel`.)
+#[test]
+fn the_audio_level_of_a_forwarded_packet_arrives() {
+    let mut sim = connected_pair(SimConfig::default());
+    sim.act(
+        1,
+        0,
+        Action::AddLabelledTransceiver(
+            MediaKind::Audio,
+            Direction::SendOnly,
+            TrackLabel {
+                stream_id: "alice".into(),
+                track_id: "a".into(),
+            },
+        ),
+    );
+    passed(&sim.run());
+    let sending = sim.engine(1, 0).transceivers()[0].id;
+    let receiving = sim.engine(0, 1).transceivers()[0].id;
+    let before = sim.events(0, 1).len();
+    for (i, level) in [(0u16, 0x80 | 30), (1, 127)] {
+        let packet = MediaPacket {
+            transceiver: sending,
+            payload_type: 0,
+            sequence_number: 7_000 + i,
+            timestamp: 960 * u32::from(i),
+            marker: false,
+            extensions: vec![(HeaderExtension::AudioLevel, vec![level])],
+            payload: vec![0xfc; 20],
+        };
+        assert!(sim.engine(1, 0).write_rtp(sending, &packet).unwrap());
+    }
+    sim.flush(1, 0);
+    sim.run_for(Duration::from_millis(20));
+    let got: Vec<_> = sim.events(0, 1)[before..]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Media(p) => Some((p.transceiver, p.extensions.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                receiving,
+                vec![(HeaderExtension::AudioLevel, vec![0x80 | 30])]
+            ),
+            (receiving, vec![(HeaderExtension::AudioLevel, vec![127])]),
+        ]
+    );
+}
+
 fn media_arriving(sim: &mut Sim, sending: politely_core::TransceiverId) -> usize {
     let before = sim.events(0, 1).len();
     // Numbering goes on from call to call: SRTP drops a packet it has seen (RFC 3711 §3.3.2).
@@ -1017,6 +1081,7 @@ fn media_arriving(sim: &mut Sim, sending: politely_core::TransceiverId) -> usize
             sequence_number: 1_000 + start + i,
             timestamp: 3_000 * u32::from(start + i),
             marker: true,
+            extensions: Vec::new(),
             payload: vec![0x10, 0, 0],
         };
         sim.engine(1, 0).write_rtp(sending, &packet).unwrap();
@@ -1081,6 +1146,7 @@ fn lost_packets_are_retransmitted_on_nack() {
             sequence_number: 5_000 + i,
             timestamp: 3_000 * u32::from(i),
             marker: true,
+            extensions: Vec::new(),
             payload: vec![0x10, 0, 0, 1, 2, 3],
         };
         sim.engine(1, 0).write_rtp(sending, &packet).unwrap();

@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ConfigError, Error};
 use crate::event::ConnectionState;
 use crate::media::{
-    ChannelId, ChannelOptions, Direction, MediaKind, Origin, TrackLabel, TransceiverId,
+    ChannelId, ChannelOptions, Direction, HeaderExtension, MediaKind, Origin, TrackLabel,
+    TransceiverId,
 };
 use crate::negotiation_needed;
 use crate::sdp;
@@ -30,7 +31,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverInit};
 use std::collections::{BTreeMap, BTreeSet};
@@ -161,6 +162,9 @@ pub(super) struct Connection {
     /// Remote SSRCs to the transceivers that receive them, learnt at their first packet since
     /// the last exchange.
     pub(super) remote_tracks: BTreeMap<u32, TransceiverId>,
+    /// The header extensions negotiated on a transceiver, by id, as the descriptions applied
+    /// say; filled when a packet needs it and cleared with `remote_tracks`.
+    pub(super) extension_ids: BTreeMap<TransceiverId, Vec<(u8, HeaderExtension)>>,
 
     /// In stable, the watchdog counts from here (the last exchange, firing or new channel,
     /// plus a random jitter) while the transport or a channel is awaited; `None` before the
@@ -283,6 +287,7 @@ impl Connection {
             sample_writers: BTreeMap::new(),
             receiving: BTreeSet::new(),
             remote_tracks: BTreeMap::new(),
+            extension_ids: BTreeMap::new(),
             watch_from: None,
             negotiation_strikes: 0,
             transport_strikes: 0,
@@ -807,6 +812,15 @@ fn media_engine() -> Result<MediaEngine, rtc::shared::error::Error> {
         codec(MIME_TYPE_RTX, 90_000, 0, "apt=96", vec![], 97),
         RtpCodecKind::Video,
     )?;
+    for extension in HeaderExtension::ALL {
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: extension.uri().to_owned(),
+            },
+            to_rtc_kind(extension.kind()),
+            None,
+        )?;
+    }
     Ok(media)
 }
 

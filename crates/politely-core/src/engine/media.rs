@@ -5,7 +5,7 @@ use super::connection::rtc_internal;
 use super::{Engine, Output};
 use crate::error::{ApiError, Error};
 use crate::event::{ConnectionState, Event};
-use crate::media::{Direction, MediaKind, MediaPacket, TransceiverId};
+use crate::media::{Direction, HeaderExtension, MediaKind, MediaPacket, TransceiverId};
 use crate::rng::Rng;
 use bytes::Bytes;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
@@ -22,10 +22,11 @@ use std::time::Duration;
 pub(crate) const RTP_PAYLOAD_MAX: usize = 1200;
 
 /// One RTP packet to send, before the track's SSRC and payload type are added.
-struct RtpOut {
+struct RtpOut<'a> {
     sequence_number: u16,
     timestamp: u32,
     marker: bool,
+    extensions: &'a [(HeaderExtension, Vec<u8>)],
     payload: Bytes,
 }
 
@@ -115,6 +116,7 @@ impl Engine {
             timestamp,
             // The last packet of a video frame (RFC 7741 §4.1).
             marker: kind == MediaKind::Video && i + 1 == count,
+            extensions: &[],
             payload,
         });
         let sent = self.send_rtp(index, packets)?;
@@ -152,16 +154,17 @@ impl Engine {
             sequence_number: packet.sequence_number,
             timestamp: packet.timestamp,
             marker: packet.marker,
+            extensions: &packet.extensions,
             payload: Bytes::copy_from_slice(&packet.payload),
         };
         self.send_rtp(index, std::iter::once(out))
     }
 
     /// Writes packets on the sender of the transceiver at `index`, if it can send now.
-    fn send_rtp(
+    fn send_rtp<'a>(
         &mut self,
         index: usize,
-        packets: impl Iterator<Item = RtpOut>,
+        packets: impl Iterator<Item = RtpOut<'a>>,
     ) -> Result<bool, Error> {
         if self.conn.connection_state != ConnectionState::Connected {
             return Ok(false);
@@ -188,16 +191,33 @@ impl Engine {
             return Ok(false);
         };
         for out in packets {
+            let mut header = Header {
+                version: 2,
+                marker: out.marker,
+                payload_type,
+                sequence_number: out.sequence_number,
+                timestamp: out.timestamp,
+                ssrc,
+                ..Default::default()
+            };
+            // Each extension under this connection's id for its URI; one this connection did
+            // not negotiate is left out.
+            for (extension, value) in out.extensions {
+                let id = sender
+                    .get_parameters()
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .find(|h| h.uri == extension.uri())
+                    .map(|h| h.id);
+                if let Some(id) = id.and_then(|id| u8::try_from(id).ok()) {
+                    header
+                        .set_extension(id, Bytes::copy_from_slice(value))
+                        .map_err(rtc_internal)?;
+                }
+            }
             let packet = Packet {
-                header: Header {
-                    version: 2,
-                    marker: out.marker,
-                    payload_type,
-                    sequence_number: out.sequence_number,
-                    timestamp: out.timestamp,
-                    ssrc,
-                    ..Default::default()
-                },
+                header,
                 payload: out.payload,
             };
             sender.write_rtp(now, packet).map_err(rtc_internal)?;
@@ -291,6 +311,20 @@ impl Engine {
                 transceiver
             }
         };
+        let extensions = if packet.header.extensions.is_empty() {
+            Vec::new()
+        } else {
+            let ids = self.extension_ids(transceiver);
+            packet
+                .header
+                .extensions
+                .iter()
+                .filter_map(|e| {
+                    let (_, extension) = ids.iter().find(|(id, _)| *id == e.id)?;
+                    Some((*extension, e.payload.to_vec()))
+                })
+                .collect()
+        };
         self.queue
             .push_back(Output::Event(Event::Media(MediaPacket {
                 transceiver,
@@ -298,8 +332,33 @@ impl Engine {
                 sequence_number: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
                 marker: packet.header.marker,
+                extensions,
                 payload: packet.payload.to_vec(),
             })));
+    }
+
+    /// The header extensions negotiated on a receiving transceiver, by the id they have on
+    /// this connection.
+    fn extension_ids(&mut self, transceiver: TransceiverId) -> &[(u8, HeaderExtension)] {
+        if !self.conn.extension_ids.contains_key(&transceiver) {
+            let mut ids = Vec::new();
+            let receiver = self
+                .conn
+                .index_of(transceiver)
+                .ok()
+                .and_then(|index| self.conn.pc.rtp_transceiver(index)?.receiver());
+            if let Some(mut receiver) = receiver.and_then(|r| self.conn.pc.rtp_receiver(r)) {
+                for h in &receiver.get_parameters().rtp_parameters.header_extensions {
+                    if let (Ok(id), Some(extension)) =
+                        (u8::try_from(h.id), HeaderExtension::from_uri(&h.uri))
+                    {
+                        ids.push((id, extension));
+                    }
+                }
+            }
+            self.conn.extension_ids.insert(transceiver, ids);
+        }
+        &self.conn.extension_ids[&transceiver]
     }
 
     /// The transceiver that receives the remote track with this SSRC now.
@@ -318,6 +377,7 @@ impl Engine {
     pub(super) fn update_receiving(&mut self) {
         // The descriptions decide which SSRC arrives where; they just changed.
         self.conn.remote_tracks.clear();
+        self.conn.extension_ids.clear();
         let now_receiving: Vec<_> = self
             .transceivers()
             .into_iter()
