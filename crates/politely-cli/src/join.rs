@@ -9,8 +9,9 @@
 
 use clap::Args;
 use politely::{
-    Bind, DataChannel, Direction, MediaKind, Origin, PeerEvent, PeerHandle, PeerStats, Session,
-    SessionConfig, SessionEvent, TransceiverId,
+    Bind, DataChannel, Direction, HeaderExtension, MediaKind, MediaPacket, Origin, PeerEvent,
+    PeerHandle, PeerStats, RoomMessage, Session, SessionConfig, SessionEvent, Source, TrackLabel,
+    TransceiverId,
 };
 use politely_sim::{EndState, Op, ReadyState};
 use std::collections::BTreeMap;
@@ -41,6 +42,11 @@ pub(crate) struct JoinArgs {
     /// negotiation gate), instead of offering at once.
     #[arg(long, value_name = "MS")]
     gate: Option<u64>,
+    /// Publish an audio track toward every peer (in an SFU room: to the SFU, which forwards
+    /// it): 20 ms Opus frames of silence, each carrying this audio level (RFC 6464: 0 to 127,
+    /// in -dBov), which a browser shows as the receiver's `audioLevel`. A native test source.
+    #[arg(long, value_name = "DBOV", value_parser = clap::value_parser!(u8).range(0..=127))]
+    publish_audio: Option<u8>,
 }
 
 /// Lines typed before any chat is open wait here, up to this many.
@@ -89,9 +95,14 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
     // What the script commands made toward each peer.
     let mut scripts: BTreeMap<String, Scripted> = BTreeMap::new();
     let mut stdout = std::io::stdout();
-    if !args.no_chat {
-        for peer in session.peers() {
+    // The audio we publish toward each peer, if asked: its writer, by peer.
+    let mut published: BTreeMap<String, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    for peer in session.peers() {
+        if !args.no_chat {
             open_chat(&peer, &mut chats).await;
+        }
+        if let Some(level) = args.publish_audio {
+            publish_audio(&session, &peer, level, &mut published).await;
         }
     }
     loop {
@@ -153,11 +164,17 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
                         if !args.no_chat {
                             open_chat(&peer, &mut chats).await;
                         }
+                        if let Some(level) = args.publish_audio {
+                            publish_audio(&session, &peer, level, &mut published).await;
+                        }
                     }
                     SessionEvent::PeerLeft { peer } => {
                         status(format_args!("{peer} left"));
                         chats.remove(&peer);
                         scripts.remove(&peer);
+                        if let Some(writer) = published.remove(&peer) {
+                            writer.abort();
+                        }
                     }
                     SessionEvent::Peer { peer, event } => match event {
                         PeerEvent::Connected => status(format_args!("connected to {peer}")),
@@ -461,6 +478,66 @@ fn state_json(peer: &str, stats: &PeerStats, scripted: &Scripted) -> serde_json:
 }
 
 /// Opens our chat channel toward `peer`.
+/// `--publish-audio`: says the track's source (for an SFU; dropped in a room without one), adds
+/// it and writes a frame every 20 ms until the connection goes.
+async fn publish_audio(
+    session: &Session,
+    peer: &PeerHandle,
+    level: u8,
+    published: &mut BTreeMap<String, tokio::task::JoinHandle<()>>,
+) {
+    if published.contains_key(peer.id()) {
+        return;
+    }
+    let track = format!("{}-audio", session.id());
+    let publish = RoomMessage::Publish {
+        track: track.clone(),
+        source: Source::Media,
+    };
+    if let Err(e) = session.send_room_message(publish).await {
+        status(format_args!("cannot publish: {e}"));
+        return;
+    }
+    let label = TrackLabel {
+        stream_id: session.id(),
+        track_id: track,
+    };
+    let id = match peer
+        .add_labelled_transceiver(MediaKind::Audio, Direction::SendOnly, label)
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            status(format_args!("{}: cannot publish: {e}", peer.id()));
+            return;
+        }
+    };
+    status(format_args!("publishing audio to {}", peer.id()));
+    let name = peer.id().to_owned();
+    let peer = peer.clone();
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for n in 0u32.. {
+            tick.tick().await;
+            let packet = MediaPacket {
+                transceiver: id,
+                payload_type: 0,
+                sequence_number: n as u16,
+                timestamp: n.wrapping_mul(960),
+                marker: n == 0,
+                // The voice-activity bit, and the level.
+                extensions: vec![(HeaderExtension::AudioLevel, vec![0x80 | level])],
+                // An Opus frame of 20 ms of silence (RFC 6716 §3.1: config 31, one frame).
+                payload: vec![0xf8, 0xff, 0xfe],
+            };
+            if peer.write_rtp(id, packet).await.is_err() {
+                return;
+            }
+        }
+    });
+    published.insert(name, writer);
+}
+
 async fn open_chat(peer: &PeerHandle, chats: &mut BTreeMap<String, DataChannel>) {
     if chats.contains_key(peer.id()) {
         return;

@@ -16,8 +16,8 @@ use crate::error::Error;
 use crate::peer::{PeerEvent, PeerStats};
 use bytes::Bytes;
 use politely_core::{
-    ChannelId, ChannelOptions, ConnectionState, Direction, Engine, Event, MediaKind, Origin,
-    Output, Signal, TrackLabel, TransceiverId, Transmit,
+    ChannelId, ChannelOptions, ConnectionState, Direction, Engine, Event, MediaKind, MediaPacket,
+    Origin, Output, Signal, TrackLabel, TransceiverId, Transmit,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
@@ -69,6 +69,11 @@ pub(crate) enum Command {
         track: TransceiverId,
         data: Bytes,
         duration: Duration,
+        reply: oneshot::Sender<Result<bool, Error>>,
+    },
+    WriteRtp {
+        track: TransceiverId,
+        packet: MediaPacket,
         reply: oneshot::Sender<Result<bool, Error>>,
     },
     SetDirection {
@@ -524,6 +529,14 @@ impl<E: Send + 'static> Driver<E> {
                 reply,
             } => {
                 let written = self.engine.write_sample(track, &data, duration);
+                let _ = reply.send(written.map_err(Error::from));
+            }
+            Command::WriteRtp {
+                track,
+                packet,
+                reply,
+            } => {
+                let written = self.engine.write_rtp(track, &packet);
                 let _ = reply.send(written.map_err(Error::from));
             }
             Command::SetTrackLabel { id, label, reply } => {

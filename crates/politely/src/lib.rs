@@ -65,9 +65,9 @@ pub use config::{Bind, Delivery, IceServer, Negotiation, PeerConfig, SessionConf
 pub use error::Error;
 pub use peer::{Peer, PeerEvent, PeerHandle, PeerStats};
 pub use politely_core::{
-    ChannelId, ChannelInfo, ChannelOptions, ConnectionState, Counters, Direction, MediaKind,
-    MediaPacket, Origin, Recovery, ReplaceReason, Role, Signal, SignalingState, TrackLabel,
-    TransceiverId, TransceiverInfo, WatchdogCause,
+    ChannelId, ChannelInfo, ChannelOptions, ConnectionState, Counters, Direction, HeaderExtension,
+    MediaKind, MediaPacket, Origin, Recovery, ReplaceReason, Role, Signal, SignalingState,
+    TrackLabel, TransceiverId, TransceiverInfo, WatchdogCause,
 };
 pub use politely_proto::room::{AvailableTrack, RoomMessage, Source, TrackKind};
 pub use politely_proto::{ErrorCode, User};

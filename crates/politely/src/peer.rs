@@ -265,6 +265,24 @@ impl PeerHandle {
         .await?
     }
 
+    /// Sends one RTP packet as it is on a transceiver's track: its numbering, marker, header
+    /// extensions (by URI) and payload are the caller's; the SSRC, payload type and extension
+    /// ids are this connection's. For media the application packetizes itself, or forwards;
+    /// [`write_sample`](Self::write_sample) numbers and packetizes for you. `Ok(false)` when
+    /// the track cannot send now.
+    pub async fn write_rtp(
+        &self,
+        track: TransceiverId,
+        packet: MediaPacket,
+    ) -> Result<bool, Error> {
+        self.ask(|reply| Command::WriteRtp {
+            track,
+            packet,
+            reply,
+        })
+        .await?
+    }
+
     /// Stops sending on a transceiver (W3C removeTrack).
     pub async fn remove_track(&self, id: TransceiverId) -> Result<(), Error> {
         self.ask(|reply| Command::RemoveTrack { id, reply }).await?

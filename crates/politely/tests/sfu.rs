@@ -4,8 +4,9 @@
 mod util;
 
 use politely::{
-    AvailableTrack, Direction, MediaKind, Negotiation, PeerEvent, PeerHandle, RoomMessage, Session,
-    SessionConfig, SessionEvent, Sfu, SfuConfig, Source, TrackLabel, TransceiverId,
+    AvailableTrack, Direction, HeaderExtension, MediaKind, MediaPacket, Negotiation, PeerEvent,
+    PeerHandle, RoomMessage, Session, SessionConfig, SessionEvent, Sfu, SfuConfig, Source,
+    TrackLabel, TransceiverId,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -23,6 +24,8 @@ struct Client {
     packets: BTreeMap<TransceiverId, u64>,
     /// Messages by channel label.
     messages: BTreeMap<String, Vec<String>>,
+    /// The header extensions of the last packet received, per receiving transceiver.
+    extensions: BTreeMap<TransceiverId, Vec<(HeaderExtension, Vec<u8>)>>,
 }
 
 impl Client {
@@ -40,6 +43,7 @@ impl Client {
             receiving: BTreeMap::new(),
             packets: BTreeMap::new(),
             messages: BTreeMap::new(),
+            extensions: BTreeMap::new(),
         }
     }
 
@@ -77,6 +81,8 @@ impl Client {
                     }
                     PeerEvent::Media(packet) => {
                         *self.packets.entry(packet.transceiver).or_default() += 1;
+                        self.extensions
+                            .insert(packet.transceiver, packet.extensions);
                     }
                     PeerEvent::Message {
                         message, channel, ..
@@ -156,6 +162,66 @@ async fn publish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_clients_receive_each_other_through_the_sfu_and_see_unpublish() {
     three_clients(false).await;
+}
+
+/// A publisher that packetizes its own audio (`write_rtp`) and names the audio level of each
+/// packet: the subscriber gets the level it wrote, carried through the SFU by URI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audio_level_a_publisher_writes_reaches_the_subscriber() {
+    let server = TestServer::start().await;
+    let _sfu = Sfu::join(&server.url(), "call", SfuConfig::loopback())
+        .await
+        .unwrap();
+    let mut a = Client::join(&server, false).await;
+    a.pump(Duration::from_secs(5), |c| c.sfu.is_some()).await;
+    let mut b = Client::join(&server, false).await;
+    b.pump(Duration::from_secs(5), |c| c.sfu.is_some()).await;
+    let sfu = a.sfu.clone().unwrap();
+    let track = format!("{}-mic", a.id());
+    a.session
+        .send_room_message(RoomMessage::Publish {
+            track: track.clone(),
+            source: Source::Media,
+        })
+        .await
+        .unwrap();
+    let id = sfu
+        .add_labelled_transceiver(
+            MediaKind::Audio,
+            Direction::SendOnly,
+            TrackLabel {
+                stream_id: a.id(),
+                track_id: track,
+            },
+        )
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for n in 0u16.. {
+            tick.tick().await;
+            let packet = MediaPacket {
+                transceiver: id,
+                payload_type: 0,
+                sequence_number: n,
+                timestamp: u32::from(n) * 960,
+                marker: false,
+                extensions: vec![(HeaderExtension::AudioLevel, vec![0x80 | 42])],
+                payload: vec![0xf8, 0xff, 0xfe],
+            };
+            if sfu.write_rtp(id, packet).await.is_err() {
+                return;
+            }
+        }
+    });
+    let heard = |c: &Client| {
+        c.extensions
+            .values()
+            .any(|e| *e == [(HeaderExtension::AudioLevel, vec![0x80 | 42])])
+    };
+    b.pump(Duration::from_secs(10), heard).await;
+    writer.abort();
+    assert!(heard(&b), "b received {:?}", b.extensions);
 }
 
 /// The same with every client asking the SFU before it renegotiates.
