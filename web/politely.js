@@ -35,7 +35,9 @@
 // lists what others publish ({id, publisher, kind, source}); `subscribe(ids)` and
 // `unsubscribe(ids)` choose among them (by default every track is received). A forwarded track
 // arrives with `streams[0].id` = its publisher's id and `track.id` = the list's `id`; a channel
-// another client opened arrives labelled `<publisher id>/<label>`.
+// another client opened arrives labelled `<publisher id>/<label>`. With the `gate` option (ms),
+// the client asks the SFU for a lease before each renegotiation and offers under it, so its
+// offers never cross the SFU's (docs/protocol.md, "The negotiation gate").
 
 const SUBPROTOCOL = "politely.v1";
 /** Signals kept while the WebSocket is down; beyond this the oldest go (watchdogs recover). */
@@ -67,6 +69,11 @@ const DEFAULTS = {
   pingInterval: 15000, // ms between application pings
   pingTimeout: 40000, // ms of silence after which the WebSocket counts as dead
   dataSection: true, // see DATA_SECTION_STREAM
+  // The negotiation gate (docs/protocol.md, "The negotiation gate"): ms of lease to ask for
+  // before each renegotiation instead of offering at once, for a peer that keeps the gate (an
+  // SFU). Off (null) by default. A connection's first offer is never gated; a request that
+  // hears nothing for this long is followed by an offer without a lease.
+  gate: null,
   debug: false, // log every event to the console
 };
 
@@ -112,6 +119,10 @@ const newCounters = () => ({
   bufferedCandidates: 0, // remote candidates kept for a later description
   suppressedCandidates: 0, // candidate failures expected by the pattern
   oldGenerationCandidates: 0, // candidates of a replaced ICE generation, dropped
+  leaseRequests: 0, // gate: leases asked for
+  leasesGranted: 0, // gate: grants received for our requests
+  offersUnderLease: 0, // gate: offers sent under a lease
+  offersWithoutLease: 0, // gate: offers sent after a request heard nothing
 });
 
 export class Politely extends EventTarget {
@@ -481,6 +492,12 @@ export class Politely extends EventTarget {
       // can fail after `ignoreOffer` was already recomputed by a later message).
       ignoreCandidateFailures: false,
       yielded: 0, // colliding offers accepted (polite); an offer made meanwhile is not sent
+      // The gate (asker): our pending request {id, at}, the lease granted for our next offer,
+      // and whether the last request went unanswered (the next offer goes without a lease).
+      asked: null,
+      granted: null,
+      nextRequest: 0,
+      gateTimer: null,
       nextOfferId: 0,
       pendingOfferId: null,
       srdStarted: false,
@@ -504,24 +521,14 @@ export class Politely extends EventTarget {
     peer.conn = conn;
     const live = () => !conn.closed && peer.conn === conn;
 
-    pc.onnegotiationneeded = async () => {
+    pc.onnegotiationneeded = () => {
       if (!live()) return;
-      const yielded = conn.yielded;
-      try {
-        conn.makingOffer = true;
-        await pc.setLocalDescription();
-        // If we yielded to a remote offer meanwhile, the SRD queued behind this SLD rolls our
-        // offer back: sending it would only make the impolite peer ignore it.
-        if (!live() || conn.yielded !== yielded || pc.signalingState !== "have-local-offer") return;
-        conn.pendingOfferId = ++conn.nextOfferId;
-        peer.counters.offers++;
-        this._send(peer, conn, { description: pc.localDescription.toJSON(), offerId: conn.pendingOfferId });
-        this._expectGathering(conn);
-      } catch (e) {
-        if (live()) this._fail(peer, e, "offer");
-      } finally {
-        conn.makingOffer = false;
+      // With the gate, a renegotiation asks first; the offer follows the grant (`_gate`).
+      if (this.options.gate && pc.currentRemoteDescription && conn.granted === null) {
+        if (!conn.asked) this._askLease(peer, conn);
+        return;
       }
+      this._offer(peer, conn);
     };
     pc.onicecandidate = ({ candidate }) => {
       if (!live()) return;
@@ -581,6 +588,7 @@ export class Politely extends EventTarget {
   _closeConn(peer, conn) {
     if (conn.closed) return;
     conn.closed = true;
+    clearTimeout(conn.gateTimer);
     for (const [channel] of conn.channels) {
       if (channel.readyState === "open") this._emit("channel-closed", { peer: peer.id, label: channel.label, channel });
     }
@@ -629,6 +637,76 @@ export class Politely extends EventTarget {
     if (peer.conn === conn && conn.remoteTracks.delete(track)) this._emit("track-removed", { peer: peer.id, track });
   }
 
+  /** Makes and sends an offer, under the lease granted if there is one. */
+  async _offer(peer, conn) {
+    const { pc } = conn;
+    const live = () => !conn.closed && peer.conn === conn;
+    const yielded = conn.yielded;
+    try {
+      conn.makingOffer = true;
+      await pc.setLocalDescription();
+      // If we yielded to a remote offer meanwhile, the SRD queued behind this SLD rolls our
+      // offer back: sending it would only make the impolite peer ignore it.
+      if (!live() || conn.yielded !== yielded || pc.signalingState !== "have-local-offer") return;
+      conn.pendingOfferId = ++conn.nextOfferId;
+      peer.counters.offers++;
+      const offer = { description: pc.localDescription.toJSON(), offerId: conn.pendingOfferId };
+      if (conn.granted !== null) {
+        offer.lease = conn.granted;
+        conn.granted = null;
+        peer.counters.offersUnderLease++;
+      }
+      this._send(peer, conn, offer);
+      this._expectGathering(conn);
+    } catch (e) {
+      if (live()) this._fail(peer, e, "offer");
+    } finally {
+      conn.makingOffer = false;
+    }
+  }
+
+  /** The gate, asking side: may I offer? Without a grant or a wait within the lease's time,
+   * the offer goes without a lease (the remote may not keep the gate). */
+  _askLease(peer, conn) {
+    const id = ++conn.nextRequest;
+    conn.asked = { id };
+    peer.counters.leaseRequests++;
+    this._send(peer, conn, { gate: { request: id, leaseMs: this.options.gate } });
+    this._gatePatience(peer, conn, id);
+  }
+
+  _gatePatience(peer, conn, id) {
+    clearTimeout(conn.gateTimer);
+    conn.gateTimer = setTimeout(() => {
+      if (conn.closed || peer.conn !== conn || conn.asked?.id !== id) return;
+      conn.asked = null;
+      peer.counters.offersWithoutLease++;
+      this._offer(peer, conn);
+    }, this.options.gate);
+  }
+
+  /** A gate message from the keeper about one of our requests. */
+  _gate(peer, conn, gate) {
+    const id = gate.grant ?? gate.wait;
+    if (!Number.isInteger(id)) return; // a request or release: this client keeps no gate
+    if (conn.asked?.id !== id) {
+      // A grant we stopped waiting for: hand it back so the keeper need not wait it out.
+      if (gate.grant !== undefined) this._send(peer, conn, { gate: { release: id } });
+      return;
+    }
+    if (gate.wait !== undefined) {
+      this._gatePatience(peer, conn, id); // the grant follows the keeper's exchange
+      return;
+    }
+    clearTimeout(conn.gateTimer);
+    conn.asked = null;
+    conn.granted = id;
+    peer.counters.leasesGranted++;
+    // Mid-exchange (a remote offer being answered), the offer waits for stable, where the
+    // browser asks for it again (negotiationneeded) and it goes under this lease.
+    if (conn.pc.signalingState === "stable" && !conn.makingOffer) this._offer(peer, conn);
+  }
+
   // ------------------------------------------------------------------ incoming signals
 
   async _signal(peer, data) {
@@ -659,6 +737,7 @@ export class Politely extends EventTarget {
     conn.heard = true;
     if (description != null) return this._description(peer, conn, description, data.offerId);
     if (candidate !== undefined) return this._candidate(peer, conn, candidate);
+    if (data.gate && typeof data.gate === "object") return this._gate(peer, conn, data.gate);
     if (data.bye === true) {
       if (data.reconnect === true) {
         // The remote's watchdog gave up and has nothing to offer: we open the new connection.

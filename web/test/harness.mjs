@@ -178,6 +178,7 @@ export function launchChromium() {
       "--allow-loopback-in-peer-connection",
       "--use-fake-ui-for-media-stream",
       "--use-fake-device-for-media-stream",
+      "--autoplay-policy=no-user-gesture-required",
       "--disable-gpu",
       "--disable-quic",
       "--no-first-run",

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after, before, test } from "node:test";
-import { BIN, joinDemo, launchChromium, openPage, summary, until } from "./harness.mjs";
+import { BIN, Native, joinDemo, launchChromium, openPage, summary, until } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_SFU_ROUNDS ?? 50);
 const PAGES = 4;
@@ -47,15 +47,24 @@ after(async () => {
 });
 
 /** Joins `room` through politely.js on a page, publishes the fake camera as `source`, and keeps
- * track of what arrives: window.sfu.remote maps a track id to {publisher, track, video}. */
-async function joinRoom(page, room, source) {
+ * track of what arrives: window.sfu.remote maps a track id to {publisher, track, video}. With
+ * `gate`, the page asks the SFU for a lease of that many ms before each renegotiation. */
+async function joinRoom(page, room, source, gate = null) {
   return page.evaluate(
-    async ({ ws, room, source }) => {
+    async ({ ws, room, source, gate }) => {
       const { Politely } = await import("/politely.js");
-      const client = new Politely({ iceServers: [] });
-      const state = { client, remote: new Map(), camera: null, source };
+      const client = new Politely({ iceServers: [], gate });
+      const state = { client, remote: new Map(), camera: null, source, audio: [] };
       window.sfu = state;
       client.on("track", ({ track, streams }) => {
+        if (track.kind === "audio") {
+          // Played, so that Chromium decodes it (an audio track without a sink is not).
+          const audio = new Audio();
+          audio.srcObject = new MediaStream([track]);
+          audio.play().catch(() => {});
+          state.audio.push(audio);
+          return;
+        }
         if (track.kind !== "video") return;
         const video = document.createElement("video");
         video.muted = true;
@@ -91,8 +100,40 @@ async function joinRoom(page, room, source) {
       await state.publish();
       return client.id;
     },
-    { ws: server.ws, room, source },
+    { ws: server.ws, room, source, gate },
   );
+}
+
+/** The native publisher's audio as a page receives it: the receiver's `audioLevel` (from the
+ * RTP header extension the native peer wrote, forwarded by the SFU) and the samples decoded. */
+function nativeAudio(page, publisher) {
+  return page.evaluate(async (publisher) => {
+    const { client } = window.sfu;
+    const pc = client.connection(client.sfu);
+    const listed = client.tracks.find((t) => t.publisher === publisher && t.kind === "audio");
+    if (!pc || !listed?.mid) return { ok: false, detail: { listed } };
+    const transceiver = pc.getTransceivers().find((t) => t.mid === listed.mid);
+    const levels = transceiver?.receiver.getSynchronizationSources().map((s) => s.audioLevel) ?? [];
+    let samples = 0;
+    let packets = 0;
+    for (const s of (await pc.getStats()).values()) {
+      if (s.type === "inbound-rtp" && s.kind === "audio" && s.mid === listed.mid) {
+        samples = s.totalSamplesReceived ?? 0;
+        packets = s.packetsReceived ?? 0;
+      }
+    }
+    // Level 30 -dBov is 10^(-30/20) of full scale.
+    const ok = samples > 0 && levels.length > 0 && levels.every((l) => Math.abs(l - 10 ** (-30 / 20)) < 0.002);
+    return { ok, detail: { mid: listed.mid, levels, samples, packets } };
+  }, publisher);
+}
+
+/** A page's negotiation counters toward the SFU. */
+function countersTowardSfu(page) {
+  return page.evaluate(() => {
+    const { client } = window.sfu;
+    return client.stats()[client.sfu]?.counters ?? null;
+  });
 }
 
 /** What a page decodes now, per receiving m-section: the room's track the SFU's list puts on
@@ -145,18 +186,29 @@ async function frames(pages) {
   return views.map((view) => Object.fromEntries(view.map((v) => [v.mid, v.frames])));
 }
 
-test("pages in an SFU room decode each other, see a screen as a screen, unpublish, leave, reload, and toggle their cameras at once", async () => {
+test("pages and a native publisher in an SFU room: the pages decode each other and hear the native audio, see a screen as a screen, unpublish, leave, reload, and toggle their cameras at once; one page asks the SFU first (the gate)", async () => {
   const room = `sfu-${Date.now()}`;
   const sources = ["media", "media", "media", "screen"];
+  // The screen page keeps the negotiation gate: it asks before each renegotiation.
+  const GATED = 3;
   const pages = [];
   const ids = [];
   for (let i = 0; i < PAGES; i++) {
     const page = await openPage(browser, server.origin, "/politely.js");
     pages.push(page);
-    ids.push(await joinRoom(page, room, sources[i]));
+    ids.push(await joinRoom(page, room, sources[i], i === GATED ? 2000 : null));
   }
   const publishing = pages.map(() => true);
   await until(() => allDecode(pages, ids, publishing, sources), { ms: 20_000, what: "every page decoding the others" });
+
+  // A native publisher joins: every page receives its audio, decoded, with the audio level it
+  // wrote in each packet's header extension (the SFU forwards extensions by URI).
+  const native = new Native(server.ws, room, ["--no-chat", "--publish-audio", "30"]);
+  const nativeId = await native.id();
+  await until(async () => {
+    const heard = await Promise.all(pages.map((p) => nativeAudio(p, nativeId)));
+    return { ok: heard.every((h) => h.ok), detail: heard };
+  }, { ms: 15_000, what: "every page hearing the native publisher at its audio level" });
 
   // Page 1 unpublishes: the others stop receiving it.
   await pages[1].evaluate(() => window.sfu.unpublish());
@@ -194,6 +246,7 @@ test("pages in an SFU room decode each other, see a screen as a screen, unpublis
   publishing[2] = true;
   await until(() => settled(), { ms: 10_000, what: "page 1 back and a new page in" });
   const live = pages.map((p, i) => [p, i]).filter(([p]) => p);
+  const gatedBefore = await countersTowardSfu(pages[GATED]);
   const times = [];
   for (let round = 0; round < ROUNDS; round++) {
     await Promise.all(live.map(([p]) => p.evaluate(() => window.sfu.unpublish())));
@@ -211,6 +264,19 @@ test("pages in an SFU room decode each other, see a screen as a screen, unpublis
   }
   console.log(summary(`SFU: ${live.length} pages publish at once -> every page decodes every other's new track`, times));
   for (const [p] of live) assert.deepEqual(p.errors, [], "no page errors");
+  // The native publisher is still heard by every page after the rounds.
+  await until(async () => {
+    const heard = await Promise.all(live.map(([p]) => nativeAudio(p, nativeId)));
+    return { ok: heard.every((h) => h.ok), detail: heard };
+  }, { ms: 10_000, what: "the native publisher still heard" });
+  assert.equal(await native.quit(), 0, "the native publisher leaves cleanly");
+  // In the rounds, the gated page renegotiated under leases the SFU granted (one for its
+  // removal and one for its new track each round), and never had to roll back.
+  const after = await countersTowardSfu(pages[GATED]);
+  const gated = Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - gatedBefore[k]]));
+  console.log(`SFU: the gated page in the rounds: ${JSON.stringify(gated)}`);
+  assert.ok(gated.offersUnderLease >= 2 * ROUNDS, `offers under a lease: ${JSON.stringify(gated)}`);
+  assert.equal(gated.rollbacks, 0, `the gated page rolled back: ${JSON.stringify(gated)}`);
 });
 
 test("the demo page in an SFU room: a grid of the others' tracks, each with its publisher and source", async () => {
