@@ -98,6 +98,10 @@ pub(crate) struct ServeArgs {
     /// 127.0.0.1 when the server listens on loopback, every interface otherwise.
     #[arg(long, requires = "sfu")]
     sfu_bind: Vec<std::net::IpAddr>,
+    /// Exit when the process with this id is no longer our parent (for a server a benchmark
+    /// starts: it goes with the benchmark however that ends).
+    #[arg(long, hide = true)]
+    exit_with_parent: Option<u32>,
 }
 
 impl ServeArgs {
@@ -137,6 +141,15 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(parent) = args.exit_with_parent {
+        // An orphan is adopted by another process: the parent that started us has gone.
+        std::thread::spawn(move || {
+            while std::os::unix::process::parent_id() == parent {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            std::process::exit(0);
+        });
+    }
     let files = system::raise_open_files_limit();
     // One thread runs every connection on tokio's single-threaded scheduler: no wake-up ever
     // crosses threads, which is the cheapest per frame when the cores are shared.

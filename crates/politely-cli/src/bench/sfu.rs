@@ -71,18 +71,24 @@ struct Integrity {
 pub(crate) fn run(args: &SfuArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.clients >= 2, "--clients must be at least 2");
     let mut child = spawn_server()?;
-    let result = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(bench(args, &mut child));
-    let _ = child.0.kill();
-    let _ = child.0.wait();
-    result
+        .block_on(bench(args, &mut child))
 }
 
-/// `politely serve --sfu` on 127.0.0.1:0, and its address.
+/// `politely serve --sfu` on 127.0.0.1:0, and its address. It ends with the bench: killed
+/// when this is dropped (a normal end, an error, a panic), and by itself when the bench's
+/// process is gone (killed by a signal).
 struct Server(Child, String);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn spawn_server() -> anyhow::Result<Server> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -97,6 +103,8 @@ fn spawn_server() -> anyhow::Result<Server> {
             "64",
             "--log",
             "error",
+            "--exit-with-parent",
+            &std::process::id().to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
