@@ -4,15 +4,19 @@
 //! room then connects to it alone and is polite toward it. One task owns the room and its
 //! engines; each client's connection has its own UDP sockets (gathered like a peer's), read
 //! by a small task each that hands datagrams to the room's task.
+//!
+//! When the signaling connection drops, the room goes on (media and data flow peer to peer)
+//! while the task reconnects and resumes its id, holding what it has to send meanwhile; the
+//! clients never see the SFU leave.
 
 use crate::config::PeerConfig;
 use crate::error::Error;
-use crate::session::{Member, Ws, connect};
+use crate::session::{Member, Welcome, Ws, connect};
 use futures_util::{SinkExt, StreamExt};
 use politely_core::{Certificate, Role};
 use politely_proto::{ClientMessage, ServerMessage};
 use politely_sfu::{Room, RoomConfig, RoomCounters, RoomOutput};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +28,10 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Datagrams waiting for the room's task, from all clients' sockets together.
 const DATAGRAM_QUEUE: usize = 1024;
+
+/// Signal frames held while the signaling connection is down; the oldest go first (an engine's
+/// watchdog recovers what they carried).
+const BACKLOG: usize = 4096;
 
 /// How an [`Sfu`] runs.
 #[derive(Debug, Clone)]
@@ -38,6 +46,9 @@ pub struct SfuConfig {
     pub join_timeout: Duration,
     /// Leave the room when its last client has left (an SFU a server starts per room).
     pub leave_when_empty: bool,
+    /// How long to keep trying to get a dropped signaling connection back (resuming the SFU's
+    /// id, within the server's resume grace) before the SFU ends.
+    pub reconnect_for: Duration,
 }
 
 impl SfuConfig {
@@ -49,13 +60,14 @@ impl SfuConfig {
             token: None,
             join_timeout: Duration::from_secs(10),
             leave_when_empty: false,
+            reconnect_for: Duration::from_secs(60),
         }
     }
 }
 
 /// A room's SFU, running until [`Sfu::leave`] or until its signaling connection ends.
 pub struct Sfu {
-    id: String,
+    id: Arc<Mutex<String>>,
     counters: Arc<Mutex<RoomCounters>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), Error>>>,
@@ -78,8 +90,14 @@ impl Sfu {
         let (datagrams_tx, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         let counters = Arc::new(Mutex::new(RoomCounters::default()));
         let (stop_tx, stop_rx) = oneshot::channel();
+        let id = Arc::new(Mutex::new(welcome.id.clone()));
         let mut task = SfuTask {
             room: Room::new(config.room.clone(), std::time::Instant::now()),
+            url,
+            room_name: room.to_owned(),
+            id: id.clone(),
+            resume: welcome.resume.clone(),
+            backlog: VecDeque::new(),
             config,
             certificate,
             sockets: BTreeMap::new(),
@@ -92,16 +110,17 @@ impl Sfu {
         }
         tracing::info!(room, id = %welcome.id, "joined as the room's SFU");
         Ok(Sfu {
-            id: welcome.id,
+            id,
             counters,
             stop: Some(stop_tx),
             task: Some(tokio::spawn(task.run(ws, stop_rx))),
         })
     }
 
-    /// The SFU's peer id in the room.
-    pub fn id(&self) -> &str {
-        &self.id
+    /// The SFU's peer id in the room (a new one only if the signaling connection came back
+    /// too late to resume the old).
+    pub fn id(&self) -> String {
+        self.id.lock().expect("never poisoned").clone()
     }
 
     /// What the room did so far (packets forwarded, keyframe requests, ...).
@@ -114,7 +133,8 @@ impl Sfu {
         self.finish().await
     }
 
-    /// Waits until the SFU ends by itself (its signaling connection closed).
+    /// Waits until the SFU ends by itself (its signaling connection closed and did not come
+    /// back within [`SfuConfig::reconnect_for`]).
     pub async fn wait(mut self) -> Result<(), Error> {
         match self.task.take() {
             Some(task) => task.await.map_err(|e| Error::Signaling(e.to_string()))?,
@@ -165,6 +185,13 @@ impl Drop for Sockets {
 
 struct SfuTask {
     room: Room,
+    url: String,
+    room_name: String,
+    id: Arc<Mutex<String>>,
+    /// The latest welcome's resume token.
+    resume: String,
+    /// Signal frames not sent yet (while the signaling connection is down).
+    backlog: VecDeque<String>,
     config: SfuConfig,
     certificate: Certificate,
     sockets: BTreeMap<String, Sockets>,
@@ -174,16 +201,30 @@ struct SfuTask {
 }
 
 impl SfuTask {
-    async fn run(mut self, mut ws: Ws, mut stop: oneshot::Receiver<()>) -> Result<(), Error> {
+    async fn run(mut self, ws: Ws, mut stop: oneshot::Receiver<()>) -> Result<(), Error> {
+        let mut ws = Some(ws);
+        let mut lost: Option<Lost> = None;
+        let mut attempt: Option<JoinHandle<Result<(Ws, Welcome), Error>>> = None;
         let result = loop {
-            if let Err(e) = self.flush(&mut ws).await {
-                break Err(e);
+            if let Err(e) = self.flush(ws.as_mut()).await {
+                tracing::warn!("signaling lost ({e}); resuming");
+                ws = None;
+                lost.get_or_insert_with(Lost::now);
+            }
+            if let Some(l) = &lost
+                && l.since.elapsed() > self.config.reconnect_for
+            {
+                break Err(Error::Signaling(format!(
+                    "could not reconnect within {:?}",
+                    self.config.reconnect_for
+                )));
             }
             let deadline = self
                 .room
                 .poll_timeout()
                 .map(Instant::from_std)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let retry_at = lost.as_ref().filter(|_| attempt.is_none()).map(|l| l.next);
             tokio::select! {
                 _ = &mut stop => break Ok(()),
                 () = tokio::time::sleep_until(deadline) => {
@@ -197,7 +238,7 @@ impl SfuTask {
                         self.room.handle_datagram(now, &d.client, d.from, d.to, &d.bytes);
                     }
                 }
-                frame = ws.next() => match frame {
+                frame = next_frame(&mut ws) => match frame {
                     Some(Ok(WsMessage::Text(text))) => {
                         self.server_frame(&text).await;
                         if self.config.leave_when_empty && self.room.clients().next().is_none() {
@@ -205,39 +246,114 @@ impl SfuTask {
                         }
                     }
                     Some(Ok(WsMessage::Close(_))) | None => {
-                        break Err(Error::Signaling("the server closed the connection".into()));
+                        tracing::warn!("the server closed the signaling connection; resuming");
+                        ws = None;
+                        lost.get_or_insert_with(Lost::now);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => break Err(Error::Signaling(e.to_string())),
+                    Some(Err(e)) => {
+                        tracing::warn!("signaling lost ({e}); resuming");
+                        ws = None;
+                        lost.get_or_insert_with(Lost::now);
+                    }
                 },
+                () = sleep_until_some(retry_at) => {
+                    let (url, room, token, resume) = (
+                        self.url.clone(),
+                        self.room_name.clone(),
+                        self.config.token.clone(),
+                        self.resume.clone(),
+                    );
+                    let timeout = self.config.join_timeout.min(self.config.reconnect_for);
+                    attempt = Some(tokio::spawn(async move {
+                        connect(&url, &room, token.as_deref(), Some(&resume), true, timeout).await
+                    }));
+                }
+                joined = async { attempt.as_mut().expect("guarded").await }, if attempt.is_some() => {
+                    attempt = None;
+                    match joined {
+                        Ok(Ok((socket, welcome))) => {
+                            tracing::info!(id = %welcome.id, resumed = welcome.resumed, "signaling back");
+                            self.welcomed_again(welcome).await;
+                            ws = Some(socket);
+                            lost = None;
+                        }
+                        Ok(Err(e @ Error::Refused { .. })) => break Err(e),
+                        Ok(Err(e)) => {
+                            tracing::debug!("reconnect failed: {e}");
+                            if let Some(l) = &mut lost {
+                                l.retry_later();
+                            }
+                        }
+                        Err(e) => break Err(Error::Signaling(e.to_string())),
+                    }
+                }
             }
         };
+        if let Some(attempt) = attempt {
+            attempt.abort();
+        }
         // Leaving: every client is told `bye`.
         let clients: Vec<String> = self.room.clients().map(str::to_owned).collect();
         for client in clients {
             self.room.remove_client(&client);
         }
-        let _ = self.flush(&mut ws).await;
-        let _ = ws
-            .send(WsMessage::text(ClientMessage::Leave.to_json()))
-            .await;
-        let _ = ws.close(None).await;
+        if let Some(mut ws) = ws {
+            let _ = self.flush(Some(&mut ws)).await;
+            let _ = ws
+                .send(WsMessage::text(ClientMessage::Leave.to_json()))
+                .await;
+            let _ = ws.close(None).await;
+        }
         result
     }
 
+    /// Brings the room in line with the welcome of a new signaling connection: clients that
+    /// left meanwhile go, new ones come. A welcome that did not resume our id (we came back
+    /// after the server's grace) means every client saw us leave: start every connection anew.
+    async fn welcomed_again(&mut self, welcome: Welcome) {
+        if !welcome.resumed {
+            let clients: Vec<String> = self.room.clients().map(str::to_owned).collect();
+            for client in clients {
+                self.room.remove_client(&client);
+                self.sockets.remove(&client);
+            }
+            // Nothing the old id had to say reaches anyone now.
+            while self.room.poll_output().is_some() {}
+            self.backlog.clear();
+        }
+        *self.id.lock().expect("never poisoned") = welcome.id;
+        self.resume = welcome.resume;
+        let present: BTreeSet<&str> = welcome.peers.iter().map(|m| m.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .room
+            .clients()
+            .filter(|c| !present.contains(c))
+            .map(str::to_owned)
+            .collect();
+        for client in gone {
+            self.room.remove_client(&client);
+            self.sockets.remove(&client);
+            tracing::info!(%client, "left while signaling was down");
+        }
+        for member in welcome.peers {
+            self.add_client(member).await;
+        }
+    }
+
     /// Sends what the room has for the network and the clients.
-    async fn flush(&mut self, ws: &mut Ws) -> Result<(), Error> {
-        let mut fed = false;
+    /// Signals go out on `ws`, or wait in the backlog while there is none (or it fails).
+    async fn flush(&mut self, ws: Option<&mut Ws>) -> Result<(), Error> {
         while let Some(output) = self.room.poll_output() {
             match output {
                 RoomOutput::Signal { to, message } => {
                     let data = serde_json::value::to_raw_value(&message.to_json())
                         .expect("a JSON value serializes");
-                    let frame = ClientMessage::signal(to.as_str(), data).to_json();
-                    ws.feed(WsMessage::text(frame))
-                        .await
-                        .map_err(|e| Error::Signaling(e.to_string()))?;
-                    fed = true;
+                    if self.backlog.len() >= BACKLOG {
+                        self.backlog.pop_front();
+                    }
+                    self.backlog
+                        .push_back(ClientMessage::signal(to.as_str(), data).to_json());
                 }
                 RoomOutput::Transmit { client, transmit } => {
                     let socket = self
@@ -256,13 +372,22 @@ impl SfuTask {
                 }
             }
         }
-        if fed {
-            ws.flush()
+        *self.counters.lock().expect("never poisoned") = self.room.counters();
+        let Some(ws) = ws else {
+            return Ok(());
+        };
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        while let Some(frame) = self.backlog.front() {
+            ws.feed(WsMessage::text(frame.clone()))
                 .await
                 .map_err(|e| Error::Signaling(e.to_string()))?;
+            self.backlog.pop_front();
         }
-        *self.counters.lock().expect("never poisoned") = self.room.counters();
-        Ok(())
+        ws.flush()
+            .await
+            .map_err(|e| Error::Signaling(e.to_string()))
     }
 
     async fn server_frame(&mut self, text: &str) {
@@ -366,4 +491,46 @@ impl SfuTask {
 fn rand_seed(id: &str) -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one((id, std::time::Instant::now()))
+}
+
+/// A dropped signaling connection: since when, and when to try again.
+struct Lost {
+    since: Instant,
+    next: Instant,
+    delay: Duration,
+}
+
+impl Lost {
+    fn now() -> Self {
+        let now = Instant::now();
+        Self {
+            since: now,
+            next: now,
+            delay: Duration::from_millis(50),
+        }
+    }
+
+    /// After a failed attempt: the next one after a doubled pause, at most a second.
+    fn retry_later(&mut self) {
+        self.next = Instant::now() + self.delay;
+        self.delay = (self.delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The next frame of the signaling connection; never, while there is none.
+async fn next_frame(
+    ws: &mut Option<Ws>,
+) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`; never, without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

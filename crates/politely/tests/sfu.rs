@@ -24,6 +24,8 @@ struct Client {
     packets: BTreeMap<TransceiverId, u64>,
     /// Messages by channel label.
     messages: BTreeMap<String, Vec<String>>,
+    /// Peers it was told left.
+    left: Vec<String>,
     /// The header extensions of the last packet received, per receiving transceiver.
     extensions: BTreeMap<TransceiverId, Vec<(HeaderExtension, Vec<u8>)>>,
 }
@@ -44,6 +46,7 @@ impl Client {
             packets: BTreeMap::new(),
             messages: BTreeMap::new(),
             extensions: BTreeMap::new(),
+            left: Vec::new(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Client {
             };
             match event {
                 SessionEvent::PeerJoined(peer) => self.sfu = Some(peer),
+                SessionEvent::PeerLeft { peer } => self.left.push(peer),
                 SessionEvent::Room {
                     message: RoomMessage::Tracks(list),
                     ..
@@ -222,6 +226,48 @@ async fn the_audio_level_a_publisher_writes_reaches_the_subscriber() {
     b.pump(Duration::from_secs(10), heard).await;
     writer.abort();
     assert!(heard(&b), "b received {:?}", b.extensions);
+}
+
+/// The SFU's signaling connection drops: it resumes its id, the clients never see it leave,
+/// media keeps flowing, and a client that joins afterwards is served like the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sfu_whose_signaling_drops_resumes_and_serves_a_new_client() {
+    let server = TestServer::start().await;
+    let proxy = util::CutProxy::start(server.addr).await;
+    let sfu = Sfu::join(&proxy.url(), "call", SfuConfig::loopback())
+        .await
+        .unwrap();
+    let id = sfu.id();
+    let mut a = Client::join(&server, false).await;
+    a.pump(Duration::from_secs(5), |c| c.sfu.is_some()).await;
+    let mut b = Client::join(&server, false).await;
+    b.pump(Duration::from_secs(5), |c| c.sfu.is_some()).await;
+    let (_, writer) = publish(&a, "cam", Source::Media).await;
+    let from_a: BTreeSet<(String, Source)> = [(a.id(), Source::Media)].into();
+    b.pump(Duration::from_secs(10), |c| c.receives() == from_a)
+        .await;
+    assert_eq!(b.receives(), from_a);
+
+    proxy.cut();
+    // A new client joins while the SFU may still be away; it is served once it is back.
+    let mut c = Client::join(&server, false).await;
+    c.pump(Duration::from_secs(10), |c| c.receives() == from_a)
+        .await;
+    assert_eq!(
+        c.receives(),
+        from_a,
+        "the client that joined after the drop"
+    );
+    assert_eq!(sfu.id(), id, "the SFU resumed its id");
+    // b never saw the SFU leave, and its track still carries packets.
+    let before = b.packets.values().sum::<u64>();
+    b.pump(Duration::from_millis(500), |_| false).await;
+    assert!(
+        b.packets.values().sum::<u64>() > before,
+        "media after the drop"
+    );
+    assert_eq!(b.left, Vec::<String>::new(), "b saw the SFU leave");
+    writer.abort();
 }
 
 /// The same with every client asking the SFU before it renegotiates.
