@@ -124,6 +124,14 @@ struct Member {
 }
 
 impl Member {
+    /// The n-th (modulo count) of its published tracks, if it is in the room and has one.
+    fn live_track(&self, n: usize) -> Option<TransceiverId> {
+        if self.id.is_none() || self.published.is_empty() {
+            return None;
+        }
+        self.published.keys().nth(n % self.published.len()).copied()
+    }
+
     fn wants(&self, track: &str) -> bool {
         if self.all {
             !self.refused.contains(track)
@@ -640,14 +648,7 @@ impl Star {
             }
             StarAction::Unpublish(i, n) => {
                 let m = &mut self.members[i];
-                if m.id.is_none() || m.published.is_empty() {
-                    return;
-                }
-                let t = *m
-                    .published
-                    .keys()
-                    .nth(n % m.published.len())
-                    .expect("invariant: not empty");
+                let Some(t) = m.live_track(n) else { return };
                 m.published.remove(&t);
                 m.muted.remove(&t);
                 if let Err(e) = m.engine.remove_track(t) {
@@ -657,14 +658,7 @@ impl Star {
             }
             StarAction::Mute(i, n) => {
                 let m = &mut self.members[i];
-                if m.id.is_none() || m.published.is_empty() {
-                    return;
-                }
-                let t = *m
-                    .published
-                    .keys()
-                    .nth(n % m.published.len())
-                    .expect("invariant: not empty");
+                let Some(t) = m.live_track(n) else { return };
                 if m.muted.insert(t) {
                     self.faults.muted += 1;
                 }
