@@ -492,8 +492,8 @@ export class Politely extends EventTarget {
       // can fail after `ignoreOffer` was already recomputed by a later message).
       ignoreCandidateFailures: false,
       yielded: 0, // colliding offers accepted (polite); an offer made meanwhile is not sent
-      // The gate (asker): our pending request {id, at}, the lease granted for our next offer,
-      // and whether the last request went unanswered (the next offer goes without a lease).
+      // The gate (asker): the number of our pending request, and the lease granted for our
+      // next offer.
       asked: null,
       granted: null,
       nextRequest: 0,
@@ -525,7 +525,7 @@ export class Politely extends EventTarget {
       if (!live()) return;
       // With the gate, a renegotiation asks first; the offer follows the grant (`_gate`).
       if (this.options.gate && pc.currentRemoteDescription && conn.granted === null) {
-        if (!conn.asked) this._askLease(peer, conn);
+        if (conn.asked === null) this._askLease(peer, conn);
         return;
       }
       this._offer(peer, conn);
@@ -637,9 +637,12 @@ export class Politely extends EventTarget {
     if (peer.conn === conn && conn.remoteTracks.delete(track)) this._emit("track-removed", { peer: peer.id, track });
   }
 
-  /** Makes and sends an offer, under the lease granted if there is one. */
+  /** Makes and sends an offer, under the lease granted if there is one. Only from stable:
+   * mid-exchange (a remote offer being answered) the browser asks again (negotiationneeded)
+   * once it is back in stable, and the offer goes then. */
   async _offer(peer, conn) {
     const { pc } = conn;
+    if (pc.signalingState !== "stable" || conn.makingOffer) return;
     const live = () => !conn.closed && peer.conn === conn;
     const yielded = conn.yielded;
     try {
@@ -669,7 +672,7 @@ export class Politely extends EventTarget {
    * the offer goes without a lease (the remote may not keep the gate). */
   _askLease(peer, conn) {
     const id = ++conn.nextRequest;
-    conn.asked = { id };
+    conn.asked = id;
     peer.counters.leaseRequests++;
     this._send(peer, conn, { gate: { request: id, leaseMs: this.options.gate } });
     this._gatePatience(peer, conn, id);
@@ -678,7 +681,7 @@ export class Politely extends EventTarget {
   _gatePatience(peer, conn, id) {
     clearTimeout(conn.gateTimer);
     conn.gateTimer = setTimeout(() => {
-      if (conn.closed || peer.conn !== conn || conn.asked?.id !== id) return;
+      if (conn.closed || peer.conn !== conn || conn.asked !== id) return;
       conn.asked = null;
       peer.counters.offersWithoutLease++;
       this._offer(peer, conn);
@@ -689,7 +692,7 @@ export class Politely extends EventTarget {
   _gate(peer, conn, gate) {
     const id = gate.grant ?? gate.wait;
     if (!Number.isInteger(id)) return; // a request or release: this client keeps no gate
-    if (conn.asked?.id !== id) {
+    if (conn.asked !== id) {
       // A grant we stopped waiting for: hand it back so the keeper need not wait it out.
       if (gate.grant !== undefined) this._send(peer, conn, { gate: { release: id } });
       return;
@@ -702,9 +705,7 @@ export class Politely extends EventTarget {
     conn.asked = null;
     conn.granted = id;
     peer.counters.leasesGranted++;
-    // Mid-exchange (a remote offer being answered), the offer waits for stable, where the
-    // browser asks for it again (negotiationneeded) and it goes under this lease.
-    if (conn.pc.signalingState === "stable" && !conn.makingOffer) this._offer(peer, conn);
+    this._offer(peer, conn);
   }
 
   // ------------------------------------------------------------------ incoming signals

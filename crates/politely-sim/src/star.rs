@@ -236,7 +236,7 @@ pub struct Star {
     /// Counting received media and messages (the final phase).
     counting: bool,
     /// The fault cases that ran, for the verdict.
-    faults: StarVerdict,
+    faults: FaultsRun,
     /// Requests of [`StarAction::StrayLeaseRequest`]: the room's grant (or wait) for them
     /// never reaches a page, which neither offers nor releases.
     stray_requests: BTreeSet<u64>,
@@ -247,6 +247,14 @@ pub struct Star {
     /// id).
     delivering: Option<String>,
     trace: Vec<String>,
+}
+
+/// The fault cases that ran (see [`StarVerdict::muted`]).
+#[derive(Debug, Default)]
+struct FaultsRun {
+    muted: u64,
+    stray_lease_requests: u64,
+    reloads_mid_negotiation: u64,
 }
 
 /// The offers made on one connection and what became of them: each is answered, ignored by an
@@ -314,7 +322,7 @@ impl Star {
             next_tick: base + TICK,
             counting: false,
             ledger: BTreeMap::new(),
-            faults: StarVerdict::default(),
+            faults: FaultsRun::default(),
             stray_requests: BTreeSet::new(),
             delivering: None,
             trace: Vec::new(),
@@ -1227,43 +1235,37 @@ pub fn random_schedule(config: &StarConfig) -> Vec<(Duration, StarAction)> {
     schedule
 }
 
-/// The fault cases that follow an action, drawn from their own generator so the rest of a
-/// seed's schedule is the same with and without them.
+/// The fault case that follows an action, if any, drawn from its own generator so the rest of
+/// a seed's schedule is the same with and without the fault cases.
 fn fault_after(
     rng: &mut Rng,
     config: &StarConfig,
     at: Duration,
     action: &StarAction,
-) -> Vec<(Duration, StarAction)> {
-    let mut out = Vec::new();
+) -> Option<(Duration, StarAction)> {
     let roll = rng.below(12);
-    let i = match action {
-        StarAction::Publish(i, ..) => *i,
-        _ => return out,
+    let StarAction::Publish(i, ..) = *action else {
+        return None;
     };
+    let after = |ms: u64| at + Duration::from_millis(ms);
     match roll {
         // The page reloads while the offer that publishes is on its way to the room, or the
         // room's answer on its way back.
         0 | 1 => {
             let delay = rng.below(2 * config.signal_latency.as_millis() as u64 + 1);
-            out.push((at + Duration::from_millis(delay), StarAction::Reload(i)));
+            Some((after(delay), StarAction::Reload(i)))
         }
         2 => {
             let delay = 100 + rng.below(1_000);
-            let n = rng.below(8) as usize;
-            out.push((at + Duration::from_millis(delay), StarAction::Mute(i, n)));
+            Some((after(delay), StarAction::Mute(i, rng.below(8) as usize)))
         }
         3 | 4 if config.gate.is_some() => {
             let delay = rng.below(500);
             let j = rng.below(config.clients as u64) as usize;
-            out.push((
-                at + Duration::from_millis(delay),
-                StarAction::StrayLeaseRequest(j),
-            ));
+            Some((after(delay), StarAction::StrayLeaseRequest(j)))
         }
-        _ => {}
+        _ => None,
     }
-    out
 }
 
 /// Runs the random star of `seed`, in gate mode if `gate` gives a lease; `descriptions` puts

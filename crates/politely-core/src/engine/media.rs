@@ -15,6 +15,7 @@ use rtc::rtp::codec::vp8::Vp8Payloader;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp::packetizer::Payloader;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters;
 use std::time::Duration;
 
 /// Payload bytes per RTP packet. With the RTP header, the SRTP tag and IP/UDP headers a packet
@@ -190,6 +191,9 @@ impl Engine {
             // Not negotiated on this transceiver (yet).
             return Ok(false);
         };
+        // This connection's id for each extension's URI, looked up once, when a packet has
+        // extensions (forwarded ones); one this connection did not negotiate is left out.
+        let mut ids: Option<Vec<(u8, HeaderExtension)>> = None;
         for out in packets {
             let mut header = Header {
                 version: 2,
@@ -200,20 +204,16 @@ impl Engine {
                 ssrc,
                 ..Default::default()
             };
-            // Each extension under this connection's id for its URI; one this connection did
-            // not negotiate is left out.
-            for (extension, value) in out.extensions {
-                let id = sender
-                    .get_parameters()
-                    .rtp_parameters
-                    .header_extensions
-                    .iter()
-                    .find(|h| h.uri == extension.uri())
-                    .map(|h| h.id);
-                if let Some(id) = id.and_then(|id| u8::try_from(id).ok()) {
-                    header
-                        .set_extension(id, Bytes::copy_from_slice(value))
-                        .map_err(rtc_internal)?;
+            if !out.extensions.is_empty() {
+                let ids = ids.get_or_insert_with(|| {
+                    negotiated_extensions(&sender.get_parameters().rtp_parameters.header_extensions)
+                });
+                for (extension, value) in out.extensions {
+                    if let Some((id, _)) = ids.iter().find(|(_, e)| e == extension) {
+                        header
+                            .set_extension(*id, Bytes::copy_from_slice(value))
+                            .map_err(rtc_internal)?;
+                    }
                 }
             }
             let packet = Packet {
@@ -341,21 +341,17 @@ impl Engine {
     /// this connection.
     fn extension_ids(&mut self, transceiver: TransceiverId) -> &[(u8, HeaderExtension)] {
         if !self.conn.extension_ids.contains_key(&transceiver) {
-            let mut ids = Vec::new();
             let receiver = self
                 .conn
                 .index_of(transceiver)
                 .ok()
                 .and_then(|index| self.conn.pc.rtp_transceiver(index)?.receiver());
-            if let Some(mut receiver) = receiver.and_then(|r| self.conn.pc.rtp_receiver(r)) {
-                for h in &receiver.get_parameters().rtp_parameters.header_extensions {
-                    if let (Ok(id), Some(extension)) =
-                        (u8::try_from(h.id), HeaderExtension::from_uri(&h.uri))
-                    {
-                        ids.push((id, extension));
-                    }
-                }
-            }
+            let ids = match receiver.and_then(|r| self.conn.pc.rtp_receiver(r)) {
+                Some(mut receiver) => negotiated_extensions(
+                    &receiver.get_parameters().rtp_parameters.header_extensions,
+                ),
+                None => Vec::new(),
+            };
             self.conn.extension_ids.insert(transceiver, ids);
         }
         &self.conn.extension_ids[&transceiver]
@@ -411,4 +407,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// The extensions the engine knows among those negotiated, by their id on this connection.
+fn negotiated_extensions(
+    negotiated: &[RTCRtpHeaderExtensionParameters],
+) -> Vec<(u8, HeaderExtension)> {
+    negotiated
+        .iter()
+        .filter_map(|h| Some((u8::try_from(h.id).ok()?, HeaderExtension::from_uri(&h.uri)?)))
+        .collect()
 }

@@ -931,14 +931,14 @@ impl Engine {
         self.apply_remote_offer(offer, offer_id)
     }
 
-    /// A repeat of the offer our current exchange answered: its offerer's watchdog heard no
-    /// answer, so ours was lost. Say it again; the offer itself changes nothing here.
     /// Records the remote offer being taken up, so that a repeat of it is recognised.
     fn note_remote_offer(&mut self, offer_id: Option<u64>, description: &Description) {
         self.conn.last_remote_offer_id = offer_id.or(self.conn.last_remote_offer_id);
         self.conn.last_remote_offer_sdp = Some(description.sdp.clone());
     }
 
+    /// A repeat of the offer our current exchange answered: its offerer's watchdog heard no
+    /// answer, so ours was lost. Say it again; the offer itself changes nothing here.
     fn answer_again(&mut self, offer_id: Option<u64>) {
         let Some(current) = &self.conn.current else {
             return;
