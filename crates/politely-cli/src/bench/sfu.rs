@@ -48,6 +48,11 @@ pub(crate) struct SfuArgs {
     /// How long a subscriber may take to receive a track before the round counts as failed.
     #[arg(long, default_value_t = 10)]
     timeout_secs: u64,
+    /// After the broadcast, run `rtc`'s own `broadcast` example (the binary at this path)
+    /// under the same 1 -> N load and print both. It listens on every interface, so this runs
+    /// only in a namespace whose one interface is loopback (scripts/bench-sfu-rtc-broadcast.sh).
+    #[arg(long, value_name = "PATH")]
+    rtc_broadcast: Option<std::path::PathBuf>,
 }
 
 /// What a client's event task reports.
@@ -61,15 +66,35 @@ enum Seen {
 
 /// Sequence-number bookkeeping of everything the subscribers received.
 #[derive(Debug, Default, Clone, Copy)]
-struct Integrity {
-    packets: u64,
-    lost: u64,
-    duplicated: u64,
-    reordered: u64,
+pub(crate) struct Integrity {
+    pub(crate) packets: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) reordered: u64,
+}
+
+impl Integrity {
+    /// Counts a packet with sequence number `seq` of a track whose highest one so far is `last`.
+    pub(crate) fn count(&mut self, last: &mut Option<u16>, seq: u16) {
+        self.packets += 1;
+        match *last {
+            Some(l) if seq == l => self.duplicated += 1,
+            Some(l) if (seq.wrapping_sub(l) as i16) < 0 => self.reordered += 1,
+            Some(l) => self.lost += u64::from(seq.wrapping_sub(l)) - 1,
+            None => {}
+        }
+        if last.is_none_or(|l| (seq.wrapping_sub(l) as i16) > 0) {
+            *last = Some(seq);
+        }
+    }
 }
 
 pub(crate) fn run(args: &SfuArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.clients >= 2, "--clients must be at least 2");
+    if args.rtc_broadcast.is_some() {
+        anyhow::ensure!(args.stream_secs > 0, "--rtc-broadcast needs --stream-secs");
+        super::broadcast::only_loopback()?;
+    }
     let mut child = spawn_server()?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -352,6 +377,38 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
         Some(_) => println!("broadcast: no packets or CPU unknown"),
         None => {}
     }
+    if let Some(bin) = &args.rtc_broadcast {
+        let example = super::broadcast::run(
+            bin,
+            handles.len() - 1,
+            args.stream_secs,
+            args.frame_bytes,
+            timeout,
+        )
+        .await?;
+        let i = example.integrity;
+        println!(
+            "rtc's broadcast example 1 -> {}, same load: {} packets received in {:.1} s; lost {}, duplicated {}, reordered {}",
+            handles.len() - 1,
+            example.packets,
+            example.span.as_secs_f64(),
+            i.lost,
+            i.duplicated,
+            i.reordered
+        );
+        match (example.cpu_nanos, stream) {
+            (Some(nanos), Some((_, Some(ours), packets))) if example.packets > 0 && packets > 0 => {
+                let theirs = nanos as f64 / 1e3 / example.packets as f64;
+                let ours = ours as f64 / 1e3 / packets as f64;
+                println!(
+                    "  its CPU {:.3} s = {theirs:.2} us per forwarded packet; politely's SFU (with its signaling server) takes {:.2}x that",
+                    nanos as f64 / 1e9,
+                    ours / theirs
+                );
+            }
+            _ => println!("  CPU unknown or nothing received"),
+        }
+    }
     Ok(if failed_rounds == 0 && churn_failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -411,14 +468,23 @@ async fn publish(
                 .await?
         }
     };
-    let sfu = sfu.clone();
-    let writer = tokio::spawn(async move {
+    Ok((track, write_frames(sfu.clone(), track, frame_bytes)))
+}
+
+/// Writes a video frame of `frame_bytes` on `track` every 20 ms until the task is aborted or
+/// the connection ends.
+pub(crate) fn write_frames(
+    peer: PeerHandle,
+    track: TransceiverId,
+    frame_bytes: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         loop {
             tick.tick().await;
             let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
             frame.resize(frame_bytes.max(10), 0);
-            if sfu
+            if peer
                 .write_sample(track, frame, Duration::from_millis(20))
                 .await
                 .is_err()
@@ -426,8 +492,7 @@ async fn publish(
                 return;
             }
         }
-    });
-    Ok((track, writer))
+    })
 }
 
 /// Stops publishing a track, keeping its transceiver for the next publish.
@@ -488,19 +553,10 @@ async fn watch(
                 else {
                     continue;
                 };
-                let mut counts = integrity.lock().expect("never poisoned");
-                counts.packets += 1;
-                let seq = packet.sequence_number;
-                match *last {
-                    Some(l) if seq == l => counts.duplicated += 1,
-                    Some(l) if (seq.wrapping_sub(l) as i16) < 0 => counts.reordered += 1,
-                    Some(l) => counts.lost += u64::from(seq.wrapping_sub(l)) - 1,
-                    None => {}
-                }
-                if last.is_none_or(|l| (seq.wrapping_sub(l) as i16) > 0) {
-                    *last = Some(seq);
-                }
-                drop(counts);
+                integrity
+                    .lock()
+                    .expect("never poisoned")
+                    .count(last, packet.sequence_number);
                 if !*first_seen {
                     *first_seen = true;
                     let _ = seen.send(Seen::FirstPacket {
