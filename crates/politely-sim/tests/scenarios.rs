@@ -1014,6 +1014,53 @@ fn a_labelled_track_forwards_packets_and_keyframe_requests() {
     assert_eq!(media_arriving(&mut sim, sending), 3, "sending again");
 }
 
+/// A track sends only once its negotiated direction does, as in a browser: a transceiver that
+/// stopped sending and is asked to send again (an SFU client re-publishing on it) writes
+/// nothing until the exchange that makes it send completes. rtc would send at once, under an
+/// SSRC that no description the remote applied declares yet, and the remote cannot place it.
+#[test]
+fn a_track_sends_only_once_its_negotiated_direction_does() {
+    let mut sim = connected_pair(SimConfig::default());
+    let label = |track: &str| TrackLabel {
+        stream_id: "alice".into(),
+        track_id: track.into(),
+    };
+    sim.act(
+        1,
+        0,
+        Action::AddLabelledTransceiver(MediaKind::Video, Direction::SendOnly, label("t1")),
+    );
+    passed(&sim.run());
+    let sending = sim.engine(1, 0).transceivers()[0].id;
+    let packet = |n: u16| MediaPacket {
+        transceiver: sending,
+        payload_type: 0,
+        sequence_number: n,
+        timestamp: 3_000 * u32::from(n),
+        marker: true,
+        extensions: Vec::new(),
+        payload: vec![0x10, 0, 0],
+    };
+    assert!(sim.engine(1, 0).write_rtp(sending, &packet(1)).unwrap());
+
+    sim.act(1, 0, Action::SetDirection(0, Direction::Inactive));
+    passed(&sim.run());
+    assert!(!sim.engine(1, 0).write_rtp(sending, &packet(2)).unwrap());
+
+    sim.act(1, 0, Action::SetTrackLabel(0, label("t2")));
+    sim.act(1, 0, Action::SetDirection(0, Direction::SendOnly));
+    assert!(
+        !sim.engine(1, 0).write_rtp(sending, &packet(3)).unwrap(),
+        "sent before the exchange that makes it send"
+    );
+    passed(&sim.run());
+    assert_eq!(
+        sim.engine(0, 1).transceivers()[0].remote_label,
+        Some(label("t2"))
+    );
+    assert!(sim.engine(1, 0).write_rtp(sending, &packet(4)).unwrap());
+}
+
 /// Writes three packets on peer 1's `sending` transceiver; how many peer 0 receives.
 /// RFC 6464's audio level travels with a forwarded packet: the sender names the extension by
 /// URI and the engine writes it under the id this connection negotiated; the receiver gets it

@@ -159,6 +159,8 @@ pub(super) struct Connection {
     pub(super) sample_writers: BTreeMap<TransceiverId, SampleWriter>,
     /// Transceivers whose negotiated direction receives (a `TrackAdded` was reported).
     pub(super) receiving: BTreeSet<TransceiverId>,
+    /// Transceivers whose negotiated direction sends: only these write RTP.
+    pub(super) sending: BTreeSet<TransceiverId>,
     /// Remote SSRCs to the transceivers that receive them, learnt at their first packet since
     /// the last exchange.
     pub(super) remote_tracks: BTreeMap<u32, TransceiverId>,
@@ -286,6 +288,7 @@ impl Connection {
             transceivers: Vec::new(),
             sample_writers: BTreeMap::new(),
             receiving: BTreeSet::new(),
+            sending: BTreeSet::new(),
             remote_tracks: BTreeMap::new(),
             extension_ids: BTreeMap::new(),
             watch_from: None,

@@ -170,6 +170,16 @@ impl Engine {
         if self.conn.connection_state != ConnectionState::Connected {
             return Ok(false);
         }
+        // rtc sends as soon as the local direction does; W3C waits for the negotiated one. A
+        // packet sent before the remote applied the description that declares its SSRC is one
+        // the remote cannot place.
+        if !self
+            .conn
+            .sending
+            .contains(&self.conn.transceivers[index].id)
+        {
+            return Ok(false);
+        }
         let kind = self.conn.transceivers[index].kind;
         let sender_id = self.conn.sender_of(index)?;
         let now = self.now;
@@ -360,6 +370,14 @@ impl Engine {
     /// The transceiver that receives the remote track with this SSRC now.
     fn transceiver_receiving(&mut self, ssrc: u32) -> Option<TransceiverId> {
         (0..self.conn.transceivers.len()).find_map(|i| {
+            // Only a transceiver whose negotiated direction receives. rtc binds an SSRC that
+            // arrives before any description declares it to the first transceiver of its kind
+            // that may receive, whatever was negotiated there; once the offer that declares
+            // it is applied, two receivers list it, and the first may be one the remote only
+            // receives on (an SFU's downlink that a client could publish on).
+            if !self.conn.receiving.contains(&self.conn.transceivers[i].id) {
+                return None;
+            }
             let receiver = self.conn.pc.rtp_transceiver(i)?.receiver()?;
             let receiver = self.conn.pc.rtp_receiver(receiver)?;
             let owns = receiver.track().ssrcs().any(|s| s == ssrc);
@@ -370,12 +388,18 @@ impl Engine {
     /// After an exchange: the W3C `track` event for every transceiver whose negotiated
     /// direction now receives, and its removal for every one that stopped receiving (the
     /// remote removed its track, or the m-section was rejected or stopped).
+    /// The transceivers that send are noted too.
     pub(super) fn update_receiving(&mut self) {
         // The descriptions decide which SSRC arrives where; they just changed.
         self.conn.remote_tracks.clear();
         self.conn.extension_ids.clear();
-        let now_receiving: Vec<_> = self
-            .transceivers()
+        let transceivers = self.transceivers();
+        self.conn.sending = transceivers
+            .iter()
+            .filter(|t| t.current_direction.is_some_and(Direction::sends))
+            .map(|t| t.id)
+            .collect();
+        let now_receiving: Vec<_> = transceivers
             .into_iter()
             .filter(|t| {
                 matches!(
