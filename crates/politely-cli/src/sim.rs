@@ -418,9 +418,11 @@ fn run_stars(args: &SimArgs) -> ExitCode {
     );
     let _ = writeln!(
         out,
-        "room: {} packets in, {} forwarded, {} keyframe requests ({} throttled), {} messages relayed, {} tracks published, {} transceivers added, {} reused",
+        "room: {} packets in, {} forwarded ({} received by clients, {} after a hole), {} keyframe requests ({} throttled), {} messages relayed, {} tracks published, {} transceivers added, {} reused",
         sum(|v| v.room.packets_received),
         sum(|v| v.room.packets_forwarded),
+        sum(|v| v.packets_received),
+        sum(|v| v.sequence_gaps),
         sum(|v| v.room.keyframe_requests),
         sum(|v| v.room.keyframe_requests_throttled),
         sum(|v| v.room.messages_relayed),

@@ -118,6 +118,14 @@ struct Member {
     chat: Option<ChannelId>,
     /// Media packets received per transceiver in the final phase.
     media: BTreeMap<TransceiverId, u64>,
+    /// The sequence number of the last packet received on each transceiver, with the
+    /// connection it came on, while the track it carries lasts.
+    last_sequence: BTreeMap<TransceiverId, (String, u16)>,
+    /// Packets that did not follow the previous one of their track: the network loses and
+    /// reorders nothing, so a hole is a packet dropped on the way (a video frame lost).
+    sequence_gaps: Vec<String>,
+    /// Media packets received over the whole run.
+    packets: u64,
     /// Messages received in the final phase, by channel label.
     messages: BTreeMap<String, Vec<String>>,
     errors: Vec<String>,
@@ -209,6 +217,11 @@ pub struct StarVerdict {
     pub stray_lease_requests: u64,
     /// See [`muted`](Self::muted).
     pub reloads_mid_negotiation: u64,
+    /// Media packets clients received over the run, and those that did not follow the one
+    /// before on their transceiver (must be none: the network is lossless).
+    pub packets_received: u64,
+    /// See [`packets_received`](Self::packets_received).
+    pub sequence_gaps: u64,
 }
 
 impl StarVerdict {
@@ -387,6 +400,9 @@ impl Star {
             announced: None,
             chat: None,
             media: BTreeMap::new(),
+            last_sequence: BTreeMap::new(),
+            sequence_gaps: Vec::new(),
+            packets: 0,
             messages: BTreeMap::new(),
             errors: Vec::new(),
         }
@@ -460,6 +476,10 @@ impl Star {
                 verdict.leases_expired += c.leases_expired;
                 verdict.offers_without_lease += c.offers_without_lease;
             }
+        }
+        for m in &self.members {
+            verdict.packets_received += m.packets;
+            verdict.sequence_gaps += m.sequence_gaps.len() as u64;
         }
         for l in self.ledger.values() {
             verdict.offers += l.offers;
@@ -881,7 +901,32 @@ impl Star {
 
     fn on_member_event(&mut self, i: usize, event: Event) {
         let counting = self.counting;
+        let (now, base) = (self.now, self.base);
         let m = &mut self.members[i];
+        // A track that ended may have packets still on the way, which arrive after it and are
+        // dropped; the next track on the transceiver goes on from the numbers they took.
+        if let Event::TrackRemoved { transceiver } = &event {
+            m.last_sequence.remove(transceiver);
+        }
+        if let Event::Media(p) = &event {
+            m.packets += 1;
+            let connection = m.engine.connection_id().as_str();
+            let last = m
+                .last_sequence
+                .insert(p.transceiver, (connection.to_owned(), p.sequence_number));
+            if let Some((on, last)) = last
+                && on == connection
+                && p.sequence_number != last.wrapping_add(1)
+            {
+                m.sequence_gaps.push(format!(
+                    "{}: at {:.3} s, on {} packet {} after {last}",
+                    m.id.as_deref().unwrap_or("?"),
+                    (now - base).as_secs_f64(),
+                    p.transceiver,
+                    p.sequence_number
+                ));
+            }
+        }
         match event {
             Event::Media(p) if counting => *m.media.entry(p.transceiver).or_default() += 1,
             Event::Message { channel, data, .. } if counting => {
@@ -1028,6 +1073,14 @@ impl Star {
     /// The end state against what the applications asked for.
     fn check(&mut self, verdict: &mut StarVerdict) {
         let failures = &mut verdict.failures;
+        for m in &self.members {
+            if let Some(first) = m.sequence_gaps.first() {
+                failures.push(format!(
+                    "{} packets with a hole before them, the first {first}",
+                    m.sequence_gaps.len()
+                ));
+            }
+        }
         // Every offer on a connection that lives on was answered, ignored in a collision, or
         // repeated: none was left without a reply (offers on replaced connections may be lost
         // with them, and are counted in the totals only).

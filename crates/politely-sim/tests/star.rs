@@ -70,6 +70,24 @@ fn relay_channels_after_a_reload_open_without_the_watchdog() {
     }
 }
 
+/// Seeds in which a subscriber once lost packets in the middle of a track. A publisher that
+/// publishes again on its stopped transceiver wrote its new track at once, before the room had
+/// the offer declaring the new SSRC: rtc bound the unknown SSRC to the first video transceiver
+/// there that might receive, a downlink the publisher only receives on, and once the offer
+/// arrived two receivers listed it. The packets the room took for the downlink's were dropped
+/// as carrying no published track, and every subscriber saw a hole. A track now sends only
+/// once its negotiated direction does, and a packet belongs only to a transceiver that
+/// receives.
+#[test]
+fn no_packet_of_a_track_goes_missing_when_its_transceiver_is_reused() {
+    for seed in [4, 28, 54, 245] {
+        let (verdict, _) = run_star_seed(seed, None, false);
+        assert!(verdict.passed(), "seed {seed}: {:#?}", verdict.failures);
+        assert!(verdict.packets_received > 0, "seed {seed}");
+        assert_eq!(verdict.sequence_gaps, 0, "seed {seed}");
+    }
+}
+
 /// Gate seed 395: client 0 does not keep the gate, and a stray lease request on its
 /// connection holds a lease out when its offer arrives, so the room ignores the offer. The
 /// client hears no answer and sends the offer again; that repeat used to be taken for a
