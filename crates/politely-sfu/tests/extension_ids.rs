@@ -156,42 +156,52 @@ fn note_extmap(signal: &Signal, client: &str, way: &str, seen: &mut Seen) {
     }
 }
 
-/// Runs everything for `span` of virtual time, in steps of at most 5 ms.
-fn run(
-    room: &mut Room,
-    clients: &mut [Client],
-    now: &mut Instant,
-    span: Duration,
-    seen: &mut Seen,
-) {
-    let end = *now + span;
-    while *now < end {
-        while deliver(room, clients, *now, seen) {}
-        let mut next = (*now + Duration::from_millis(5)).min(end);
-        if let Some(t) = room.poll_timeout() {
-            next = next.min(t.max(*now));
-        }
-        for c in clients.iter_mut() {
-            if let Some(t) = c.engine.poll_timeout() {
+/// The room, its clients and the virtual clock.
+struct World {
+    room: Room,
+    clients: Vec<Client>,
+    now: Instant,
+    seen: Seen,
+}
+
+impl World {
+    /// Runs everything for `span` of virtual time, in steps of at most 5 ms.
+    fn run(&mut self, span: Duration) {
+        let World {
+            room,
+            clients,
+            now,
+            seen,
+        } = self;
+        let end = *now + span;
+        while *now < end {
+            while deliver(room, clients, *now, seen) {}
+            let mut next = (*now + Duration::from_millis(5)).min(end);
+            if let Some(t) = room.poll_timeout() {
                 next = next.min(t.max(*now));
             }
-        }
-        *now = next.max(*now + Duration::from_micros(100)).min(end);
-        room.handle_timeout(*now);
-        for c in clients.iter_mut() {
-            if c.engine.poll_timeout().is_some_and(|t| t <= *now) {
-                c.engine.handle_timeout(*now);
+            for c in clients.iter_mut() {
+                if let Some(t) = c.engine.poll_timeout() {
+                    next = next.min(t.max(*now));
+                }
+            }
+            *now = next.max(*now + Duration::from_micros(100)).min(end);
+            room.handle_timeout(*now);
+            for c in clients.iter_mut() {
+                if c.engine.poll_timeout().is_some_and(|t| t <= *now) {
+                    c.engine.handle_timeout(*now);
+                }
             }
         }
+        while deliver(room, clients, *now, seen) {}
     }
-    while deliver(room, clients, *now, seen) {}
 }
 
 #[test]
 fn the_room_rewrites_an_extension_id_between_connections() {
     // A test may read the clock once for its epoch; everything after is virtual.
     #[allow(clippy::disallowed_methods)]
-    let mut now = Instant::now();
+    let now = Instant::now();
     let mut room = Room::new(RoomConfig::default(), now);
     let mut clients = Vec::new();
     for (i, (id, renumber)) in [("publisher", true), ("subscriber", false)]
@@ -216,23 +226,22 @@ fn the_room_rewrites_an_extension_id_between_connections() {
             events: Vec::new(),
         });
     }
-    let mut seen = Seen::default();
-    run(
-        &mut room,
-        &mut clients,
-        &mut now,
-        Duration::from_secs(2),
-        &mut seen,
-    );
+    let mut world = World {
+        room,
+        clients,
+        now,
+        seen: Seen::default(),
+    };
+    world.run(Duration::from_secs(2));
     assert!(
-        clients.iter().all(|c| c
+        world.clients.iter().all(|c| c
             .events
             .iter()
             .any(|e| matches!(e, Event::ChannelOpen { .. }))),
         "both clients connect (their chat channels open)"
     );
 
-    let track = clients[0]
+    let track = world.clients[0]
         .engine
         .add_labelled_transceiver(
             MediaKind::Audio,
@@ -243,16 +252,10 @@ fn the_room_rewrites_an_extension_id_between_connections() {
             },
         )
         .unwrap();
-    run(
-        &mut room,
-        &mut clients,
-        &mut now,
-        Duration::from_secs(2),
-        &mut seen,
-    );
+    world.run(Duration::from_secs(2));
     // The two connections did negotiate different ids: 7 on the publisher's, 1 on the
     // subscriber's.
-    let extmaps = &seen.extmaps;
+    let extmaps = &world.seen.extmaps;
     assert!(
         extmaps
             .iter()
@@ -283,16 +286,10 @@ fn the_room_rewrites_an_extension_id_between_connections() {
             extensions: vec![(HeaderExtension::AudioLevel, vec![*level])],
             payload: vec![0xf8, 0xff, 0xfe],
         };
-        assert!(clients[0].engine.write_rtp(track, &packet).unwrap());
-        run(
-            &mut room,
-            &mut clients,
-            &mut now,
-            Duration::from_millis(20),
-            &mut seen,
-        );
+        assert!(world.clients[0].engine.write_rtp(track, &packet).unwrap());
+        world.run(Duration::from_millis(20));
     }
-    let heard: Vec<Vec<(HeaderExtension, Vec<u8>)>> = clients[1]
+    let heard: Vec<Vec<(HeaderExtension, Vec<u8>)>> = world.clients[1]
         .events
         .iter()
         .filter_map(|e| match e {
@@ -307,7 +304,9 @@ fn the_room_rewrites_an_extension_id_between_connections() {
     assert_eq!(heard, wanted);
     // On the wire: every packet with extensions carries the audio level under its link's id.
     let on = |client: &str| -> Vec<Vec<u8>> {
-        seen.wire_ids
+        world
+            .seen
+            .wire_ids
             .iter()
             .filter(|(c, _)| *c == client)
             .map(|(_, ids)| ids.clone())
