@@ -108,6 +108,9 @@ pub struct SessionConfig {
     pub reconnect_for: Duration,
     /// How long to wait for the server's `welcome`.
     pub join_timeout: Duration,
+    /// For a `wss://` server: certificate authorities (DER) trusted besides the webpki roots,
+    /// for a private deployment or a test.
+    pub trusted_certificates: Vec<Vec<u8>>,
 }
 
 impl Default for SessionConfig {
@@ -117,6 +120,7 @@ impl Default for SessionConfig {
             token: None,
             reconnect_for: Duration::from_secs(8),
             join_timeout: Duration::from_secs(10),
+            trusted_certificates: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -145,6 +146,7 @@ impl Session {
             None,
             false,
             config.join_timeout,
+            tls_connector(&config.trusted_certificates)?,
         )
         .await?;
         // One DTLS identity for every connection of the session, as a browser keeps one per
@@ -571,6 +573,9 @@ impl SessionTask {
                 Some(&resume),
                 false,
                 self.config.join_timeout.min(self.config.reconnect_for),
+                tls_connector(&self.config.trusted_certificates)
+                    .ok()
+                    .flatten(),
             );
             tokio::pin!(attempt);
             let result = loop {
@@ -727,8 +732,27 @@ pub(crate) fn ws_url(url: &str) -> String {
     }
 }
 
-/// Opens the WebSocket, sends `join` (as the room's SFU if `sfu`) and waits for the
-/// `welcome`.
+/// The TLS client for `wss://` servers: the webpki roots, and `trusted` (DER) beside them.
+/// `None` when nothing is added, which is tokio-tungstenite's own default.
+pub(crate) fn tls_connector(trusted: &[Vec<u8>]) -> Result<Option<Connector>, Error> {
+    if trusted.is_empty() {
+        return Ok(None);
+    }
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in trusted {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| Error::Signaling(format!("a trusted certificate: {e}")))?;
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Connector::Rustls(Arc::new(config))))
+}
+
+/// Opens the WebSocket (over TLS for `wss://`, with `tls` if given), sends `join` (as the
+/// room's SFU if `sfu`) and waits for the `welcome`.
 pub(crate) async fn connect(
     url: &str,
     room: &str,
@@ -736,6 +760,7 @@ pub(crate) async fn connect(
     resume: Option<&str>,
     sfu: bool,
     timeout: Duration,
+    tls: Option<Connector>,
 ) -> Result<(Ws, Welcome), Error> {
     let signaling = |e: &dyn fmt::Display| Error::Signaling(e.to_string());
     let mut request = url.into_client_request().map_err(|e| signaling(&e))?;
@@ -745,9 +770,10 @@ pub(crate) async fn connect(
     );
     let handshake = async {
         // Nagle's algorithm would hold small signals back for an acknowledgement.
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-            .await
-            .map_err(|e| signaling(&e))?;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, tls)
+                .await
+                .map_err(|e| signaling(&e))?;
         let join = ClientMessage::Join {
             room: room.into(),
             token: token.map(Into::into),

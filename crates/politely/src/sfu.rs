@@ -49,6 +49,8 @@ pub struct SfuConfig {
     /// How long to keep trying to get a dropped signaling connection back (resuming the SFU's
     /// id, within the server's resume grace) before the SFU ends.
     pub reconnect_for: Duration,
+    /// For a `wss://` server: certificate authorities (DER) trusted besides the webpki roots.
+    pub trusted_certificates: Vec<Vec<u8>>,
 }
 
 impl SfuConfig {
@@ -61,6 +63,7 @@ impl SfuConfig {
             join_timeout: Duration::from_secs(10),
             leave_when_empty: false,
             reconnect_for: Duration::from_secs(60),
+            trusted_certificates: Vec::new(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl Sfu {
             None,
             true,
             config.join_timeout,
+            crate::session::tls_connector(&config.trusted_certificates)?,
         )
         .await?;
         let certificate = Certificate::generate()?;
@@ -265,8 +269,10 @@ impl SfuTask {
                         self.resume.clone(),
                     );
                     let timeout = self.config.join_timeout.min(self.config.reconnect_for);
+                    let tls = crate::session::tls_connector(&self.config.trusted_certificates)?;
                     attempt = Some(tokio::spawn(async move {
-                        connect(&url, &room, token.as_deref(), Some(&resume), true, timeout).await
+                        connect(&url, &room, token.as_deref(), Some(&resume), true, timeout, tls)
+                            .await
                     }));
                 }
                 joined = async { attempt.as_mut().expect("guarded").await }, if attempt.is_some() => {
