@@ -7,6 +7,7 @@
 //! every peer, and `/state` prints what the application sees in the shape the simulator and
 //! the browser tests print it, so the same script can run against a browser and natively.
 
+use anyhow::Context as _;
 use clap::Args;
 use politely::{
     Bind, DataChannel, Direction, HeaderExtension, MediaKind, MediaPacket, Origin, PeerEvent,
@@ -30,6 +31,10 @@ pub(crate) struct JoinArgs {
     /// A room token, for a server started with --secret.
     #[arg(long, env = "POLITELY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For a wss:// server: a PEM file of certificate authorities to trust besides the
+    /// webpki roots (a private deployment's CA, a self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// A local address to gather candidates on (repeat for several). By default: 127.0.0.1
     /// when the server is on loopback, every interface otherwise.
     #[arg(long)]
@@ -62,6 +67,26 @@ pub(crate) fn run(args: &JoinArgs) -> anyhow::Result<ExitCode> {
         .block_on(join(args))
 }
 
+/// The certificates of a PEM file, as DER; none without a file.
+pub(crate) fn trusted_certificates(file: Option<&std::path::Path>) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let Some(file) = file else {
+        return Ok(Vec::new());
+    };
+    let certificates = CertificateDer::pem_file_iter(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading {}", file.display()))?;
+    anyhow::ensure!(
+        !certificates.is_empty(),
+        "{} holds no PEM certificate",
+        file.display()
+    );
+    Ok(certificates)
+}
+
 fn status(line: std::fmt::Arguments<'_>) {
     eprintln!("politely: {line}");
 }
@@ -69,6 +94,7 @@ fn status(line: std::fmt::Arguments<'_>) {
 async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
     let mut config = SessionConfig {
         token: args.token.clone(),
+        trusted_certificates: trusted_certificates(args.ca.as_deref())?,
         ..SessionConfig::default()
     };
     if let Some(ms) = args.gate {
@@ -558,4 +584,29 @@ pub(crate) fn is_loopback_url(url: &str) -> bool {
         None => authority.split(':').next().unwrap_or_default(),
     };
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trusted_certificates;
+
+    #[test]
+    fn a_pem_file_gives_its_certificates() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        let dir = std::env::temp_dir().join(format!("politely-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, certificate.pem()).unwrap();
+        assert_eq!(
+            trusted_certificates(Some(&pem)).unwrap(),
+            vec![certificate.der().to_vec()]
+        );
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        assert!(trusted_certificates(Some(&empty)).is_err());
+        assert!(trusted_certificates(None).unwrap().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

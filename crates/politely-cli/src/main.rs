@@ -30,7 +30,7 @@ enum Command {
     /// Run seeded random negotiation scenarios in the deterministic simulator.
     Sim(sim::SimArgs),
     /// Run the signaling server (WebSocket at /ws, /health, /metrics).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Mint a room token for a server started with --secret.
     Token(serve::TokenArgs),
     /// Two native peers through an embedded server: a chat, then glare rounds.

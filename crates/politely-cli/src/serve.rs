@@ -98,6 +98,19 @@ pub(crate) struct ServeArgs {
     /// 127.0.0.1 when the server listens on loopback, every interface otherwise.
     #[arg(long, requires = "sfu")]
     sfu_bind: Vec<std::net::IpAddr>,
+    /// Terminate TLS in the server (wss:// and https://) with this PEM certificate chain, leaf
+    /// first. A proxy in front terminating TLS is the usual deployment. Not with --sfu yet
+    /// (its SFUs join over plain ws:// on the listen address).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        conflicts_with = "sfu"
+    )]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Exit when the process with this id is no longer our parent (for a server a benchmark
     /// starts: it goes with the benchmark however that ends).
     #[arg(long, hide = true)]
@@ -162,6 +175,10 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = runtime.enable_all().build()?;
     let mut config = args.config();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(politely_server::tls_from_pem(cert, key)?);
+    }
+    let scheme = if config.tls.is_some() { "wss" } else { "ws" };
     runtime.block_on(async {
         let sfu_joins = args.sfu.then(|| {
             let (hook, joins) = crate::sfu::join_hook();
@@ -186,7 +203,7 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             sfu.peer.bind = crate::sfu::bind(&args.sfu_bind, &url);
             tokio::spawn(crate::sfu::per_room(joins, url, sfu, sfu_token));
         }
-        tracing::info!(%addr, auth, open_files = files, "politely serve: ws://{addr}/ws");
+        tracing::info!(%addr, auth, open_files = files, "politely serve: {scheme}://{addr}/ws");
         // The one line on stdout, for scripts (and tests) that start the server on port 0.
         println!("listening on {addr}");
         server.serve(shutdown_signal()).await?;

@@ -19,6 +19,10 @@ pub(crate) struct SfuArgs {
     /// with `politely token --sfu`).
     #[arg(long, env = "POLITELY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For a wss:// server: a PEM file of certificate authorities to trust besides the
+    /// webpki roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
     /// A local address to gather candidates on (repeat for several). By default: 127.0.0.1
     /// when the server is on loopback, every interface otherwise.
     #[arg(long)]
@@ -38,6 +42,8 @@ pub(crate) fn run(args: &SfuArgs) -> anyhow::Result<ExitCode> {
             let mut config = SfuConfig::loopback();
             config.peer.bind = bind(&args.bind, &args.url);
             config.token.clone_from(&args.token);
+            config.trusted_certificates =
+                crate::join::trusted_certificates(args.ca.as_deref())?;
             config.room.subscribe_all = !args.subscribe_none;
             let sfu = Sfu::join(&args.url, &args.room, config).await?;
             eprintln!("politely: the SFU of {} as {}", args.room, sfu.id());

@@ -447,6 +447,47 @@ fn two_join_processes_chat_both_ways_and_quit_cleanly() {
     assert!(b.child.wait().unwrap().success());
 }
 
+/// `serve --tls-cert --tls-key` and `join wss://… --ca`: a certificate generated here, the
+/// server terminating TLS, two clients that trust it chatting; one that does not is refused.
+#[test]
+fn join_over_wss_to_a_server_that_terminates_tls() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    let dir = std::env::temp_dir().join(format!("politely-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certificate.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let server = Served::start(
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let url = format!("wss://{}", server.addr);
+    let ca = ["--ca", cert.to_str().unwrap()];
+    let mut a = Joined::start_with(&url, "secure", &ca);
+    a.status("joined secure as ");
+    a.say("hello over tls");
+    let mut b = Joined::start_with(&url, "secure", &ca);
+    let a_id = b.status("channel chat open");
+    assert!(a_id.contains("chat open"), "{a_id}");
+    assert!(b.hear().ends_with(": hello over tls"));
+    a.say("/quit");
+    assert!(a.child.wait().unwrap().success());
+    b.say("/quit");
+    assert!(b.child.wait().unwrap().success());
+    let refused = politely(&["join", &url, "secure"]);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(text.contains("certificate"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_script_is_the_same_for_a_seed_and_runs_in_the_simulator_as_the_model_says() {
     let a = succeeded(&politely(&["script", "--seed", "41", "--rounds", "6"]));

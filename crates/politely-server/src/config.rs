@@ -66,6 +66,38 @@ pub struct Config {
     /// connection holds this much; under load reads double, up to 16 KiB, and shrink back once
     /// the connection is idle.
     pub read_buffer_bytes: usize,
+    /// TLS termination in the server (`wss://`, `https://`), e.g. from [`tls_from_pem`].
+    /// Default none: plain TCP, with a proxy in front terminating TLS (the usual deployment).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A TLS configuration from PEM files: the certificate chain (leaf first) and its private key.
+pub fn tls_from_pem(
+    certificates: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", what.display()),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(certificates)
+        .map_err(|e| invalid(certificates, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(certificates, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| invalid(key, &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(certificates, &e))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key_der)
+    .map_err(|e| invalid(certificates, &e))?;
+    Ok(Arc::new(config))
 }
 
 /// What a [`JoinHook`] decides on.
@@ -171,6 +203,7 @@ impl Default for Config {
             allowed_origins: None,
             max_strikes: 20,
             read_buffer_bytes: 1024,
+            tls: None,
         }
     }
 }

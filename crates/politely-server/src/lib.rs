@@ -52,7 +52,7 @@ pub mod websocket;
 #[cfg(not(feature = "internals"))]
 mod websocket;
 
-pub use config::{Config, JoinHook, JoinRequest, RateLimit, Secret};
+pub use config::{Config, JoinHook, JoinRequest, RateLimit, Secret, tls_from_pem};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -170,6 +170,7 @@ impl Server {
     ) -> io::Result<()> {
         let hub = self.hub;
         let router = router(hub.clone());
+        let tls = hub.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::pin!(shutdown);
         let result = loop {
             let accepted = tokio::select! {
@@ -190,8 +191,22 @@ impl Server {
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::warn!("TCP_NODELAY: {e}");
                     }
-                    let task = connection(hub.clone(), router.clone(), tcp, admission);
-                    hub.tasks.spawn(task);
+                    match &tls {
+                        Some(acceptor) => {
+                            let task = tls_connection(
+                                hub.clone(),
+                                router.clone(),
+                                acceptor.clone(),
+                                tcp,
+                                admission,
+                            );
+                            hub.tasks.spawn(task);
+                        }
+                        None => {
+                            let task = connection(hub.clone(), router.clone(), tcp, admission);
+                            hub.tasks.spawn(task);
+                        }
+                    }
                 }
                 // Out of file descriptors, or a connection reset before it was accepted: the
                 // listener itself is fine. Pause so a full descriptor table is not a busy loop.
@@ -263,10 +278,35 @@ async fn connection(hub: Arc<Hub>, router: Router, tcp: TcpStream, admission: Ad
     Box::pin(serve_http(hub, router, tcp, admission)).await;
 }
 
+/// One accepted TCP connection when the server terminates TLS: the handshake within the
+/// request timeout, then everything through the router (a WebSocket request too: the fast path
+/// reads the raw socket).
+async fn tls_connection(
+    hub: Arc<Hub>,
+    router: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    admission: Admission,
+) {
+    let timeout = hub.config.request_timeout;
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(timeout, acceptor.accept(tcp)) => accepted,
+        () = hub.shutdown.cancelled() => return,
+    };
+    match accepted {
+        Ok(Ok(tls)) => Box::pin(serve_http(hub, router, tls, admission)).await,
+        Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
 /// The router's side of [`connection`], over HTTP/1.1 with keep-alive. The same limits as the
 /// fast path: the whole head within the request timeout (each request's, on a kept-alive
 /// connection: an idle one closes too), at most 8 KiB of it and 48 header lines.
-async fn serve_http(hub: Arc<Hub>, router: Router, tcp: TcpStream, admission: Admission) {
+async fn serve_http<S>(hub: Arc<Hub>, router: Router, stream: S, admission: Admission)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let router = router.layer(axum::Extension(Arc::new(admission)));
     let service = hyper_util::service::TowerToHyperService::new(router);
     let http = hyper::server::conn::http1::Builder::new()
@@ -274,7 +314,7 @@ async fn serve_http(hub: Arc<Hub>, router: Router, tcp: TcpStream, admission: Ad
         .header_read_timeout(hub.config.request_timeout)
         .max_header_size(handshake::MAX_HEAD)
         .max_headers(handshake::MAX_HEADERS)
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(http);
     tokio::select! {
