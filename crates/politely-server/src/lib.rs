@@ -191,20 +191,15 @@ impl Server {
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::warn!("TCP_NODELAY: {e}");
                     }
-                    match &tls {
-                        Some(acceptor) => {
-                            let task = tls_connection(
-                                hub.clone(),
-                                router.clone(),
-                                acceptor.clone(),
-                                tcp,
-                                admission,
-                            );
-                            hub.tasks.spawn(task);
+                    let (task_hub, router) = (hub.clone(), router.clone());
+                    match tls.clone() {
+                        Some(tls) => {
+                            hub.tasks
+                                .spawn(tls_connection(task_hub, router, tls, tcp, admission));
                         }
                         None => {
-                            let task = connection(hub.clone(), router.clone(), tcp, admission);
-                            hub.tasks.spawn(task);
+                            hub.tasks
+                                .spawn(connection(task_hub, router, tcp, admission));
                         }
                     }
                 }

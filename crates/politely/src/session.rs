@@ -139,6 +139,7 @@ impl Session {
     /// Returns once the server has welcomed us.
     pub async fn join(url: &str, room: &str, config: SessionConfig) -> Result<Session, Error> {
         let url = ws_url(url);
+        let tls = tls_connector(&config.trusted_certificates)?;
         let (ws, welcome) = connect(
             &url,
             room,
@@ -146,7 +147,7 @@ impl Session {
             None,
             false,
             config.join_timeout,
-            tls_connector(&config.trusted_certificates)?,
+            tls.clone(),
         )
         .await?;
         // One DTLS identity for every connection of the session, as a browser keeps one per
@@ -162,6 +163,7 @@ impl Session {
         });
         let mut task = SessionTask {
             url,
+            tls,
             room: room.to_owned(),
             config,
             certificate,
@@ -268,6 +270,8 @@ struct PeerEntry {
 
 struct SessionTask {
     url: String,
+    /// The TLS client for a `wss://` server, built once from the configuration.
+    tls: Option<Connector>,
     room: String,
     config: SessionConfig,
     certificate: Certificate,
@@ -573,9 +577,7 @@ impl SessionTask {
                 Some(&resume),
                 false,
                 self.config.join_timeout.min(self.config.reconnect_for),
-                tls_connector(&self.config.trusted_certificates)
-                    .ok()
-                    .flatten(),
+                self.tls.clone(),
             );
             tokio::pin!(attempt);
             let result = loop {
@@ -745,9 +747,13 @@ pub(crate) fn tls_connector(trusted: &[Vec<u8>]) -> Result<Option<Connector>, Er
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(|e| Error::Signaling(format!("a trusted certificate: {e}")))?;
     }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Signaling(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(Some(Connector::Rustls(Arc::new(config))))
 }
 

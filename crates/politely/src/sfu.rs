@@ -80,6 +80,7 @@ impl Sfu {
     /// Joins `room` on the server at `url` as its SFU. Returns once welcomed.
     pub async fn join(url: &str, room: &str, config: SfuConfig) -> Result<Sfu, Error> {
         let url = crate::session::ws_url(url);
+        let tls = crate::session::tls_connector(&config.trusted_certificates)?;
         let (ws, welcome) = connect(
             &url,
             room,
@@ -87,7 +88,7 @@ impl Sfu {
             None,
             true,
             config.join_timeout,
-            crate::session::tls_connector(&config.trusted_certificates)?,
+            tls.clone(),
         )
         .await?;
         let certificate = Certificate::generate()?;
@@ -98,6 +99,7 @@ impl Sfu {
         let mut task = SfuTask {
             room: Room::new(config.room.clone(), std::time::Instant::now()),
             url,
+            tls,
             room_name: room.to_owned(),
             id: id.clone(),
             resume: welcome.resume.clone(),
@@ -190,6 +192,8 @@ impl Drop for Sockets {
 struct SfuTask {
     room: Room,
     url: String,
+    /// The TLS client for a `wss://` server, built once from the configuration.
+    tls: Option<tokio_tungstenite::Connector>,
     room_name: String,
     id: Arc<Mutex<String>>,
     /// The latest welcome's resume token.
@@ -269,7 +273,7 @@ impl SfuTask {
                         self.resume.clone(),
                     );
                     let timeout = self.config.join_timeout.min(self.config.reconnect_for);
-                    let tls = crate::session::tls_connector(&self.config.trusted_certificates)?;
+                    let tls = self.tls.clone();
                     attempt = Some(tokio::spawn(async move {
                         connect(&url, &room, token.as_deref(), Some(&resume), true, timeout, tls)
                             .await
