@@ -111,6 +111,23 @@ pub(crate) struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// A TURN server handed to every client in `welcome`, e.g.
+    /// `turn:turn.example.org:3478?transport=udp` (repeat for several URLs of servers that
+    /// share --turn-secret).
+    #[arg(long, value_name = "URL", requires = "turn_secret")]
+    turn_url: Vec<String>,
+    /// The TURN servers' shared secret (coturn's `static-auth-secret`): each client gets
+    /// credentials made from it that expire after --turn-ttl (the TURN REST scheme).
+    #[arg(
+        long,
+        env = "POLITELY_TURN_SECRET",
+        requires = "turn_url",
+        hide_env_values = true
+    )]
+    turn_secret: Option<String>,
+    /// How long a client's TURN credentials stay valid; clients ask for new ones at half of it.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    turn_ttl: Duration,
     /// Exit when the process with this id is no longer our parent (for a server a benchmark
     /// starts: it goes with the benchmark however that ends).
     #[arg(long, hide = true)]
@@ -144,6 +161,14 @@ impl ServeArgs {
             join_timeout: self.join_timeout,
             allowed_origins: (!self.allow_origins.is_empty()).then(|| self.allow_origins.clone()),
             read_buffer_bytes: self.read_buffer_bytes.max(256),
+            turn: self
+                .turn_secret
+                .as_ref()
+                .map(|secret| politely_server::Turn {
+                    urls: self.turn_url.clone(),
+                    secret: secret.clone(),
+                    ttl: self.turn_ttl.max(Duration::from_secs(2)),
+                }),
             ..Config::default()
         }
     }

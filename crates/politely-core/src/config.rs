@@ -63,6 +63,17 @@ impl IceServer {
     }
 }
 
+/// Which local candidates a connection uses (W3C `RTCIceTransportPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IceTransportPolicy {
+    /// Host, server-reflexive and relay candidates.
+    #[default]
+    All,
+    /// Relay candidates only: every packet goes through the TURN server, and the remote never
+    /// learns a local or reflexive address.
+    Relay,
+}
+
 /// Who yields when both sides offer at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -122,6 +133,15 @@ pub struct Config {
     /// [`local_addrs`](Self::local_addrs) and the address a STUN server saw it as. Each is one
     /// `srflx` candidate, sent from its base.
     pub reflexive_addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// Relayed addresses, `(base, relayed)`: a TURN allocation made from a local address of
+    /// [`local_addrs`](Self::local_addrs), and the address the TURN server relays from. Each
+    /// is one `relay` candidate. Transmits whose source is a relayed address must go through
+    /// the TURN server (the caller's TURN client), and what it relays is fed in with the
+    /// relayed address as destination.
+    pub relay_addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// Which local candidates to use: all (the default), or relay candidates only (W3C
+    /// `iceTransportPolicy: "relay"`: the remote never learns a local address).
+    pub ice_transport_policy: IceTransportPolicy,
     /// STUN and TURN servers, passed to rtc's configuration (which validates them).
     pub ice_servers: Vec<IceServer>,
     /// The id of the first connection. Two engines configured with the same id share their
@@ -163,6 +183,8 @@ impl Config {
             role,
             local_addrs,
             reflexive_addrs: Vec::new(),
+            relay_addrs: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
             ice_servers: Vec::new(),
             connection_id: None,
             seed: 0,

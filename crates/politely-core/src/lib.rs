@@ -78,7 +78,7 @@ pub mod rng;
 mod sdp;
 mod signaling;
 
-pub use config::{Certificate, Config, IceServer, Negotiation, Role};
+pub use config::{Certificate, Config, IceServer, IceTransportPolicy, Negotiation, Role};
 pub use engine::{Engine, Output, Transmit};
 pub use error::{ApiError, ConfigError, Error, PeerError};
 pub use event::{

@@ -28,7 +28,9 @@ pub mod room;
 pub mod signal;
 
 pub use envelope::signal_envelope;
-pub use message::{ClientMessage, CloseCode, ErrorCode, FrameError, PeerInfo, ServerMessage, User};
+pub use message::{
+    ClientMessage, CloseCode, ErrorCode, FrameError, IceServer, PeerInfo, ServerMessage, User,
+};
 
 /// The protocol version this crate speaks; the server reports it in `welcome`.
 pub const VERSION: u32 = 1;

@@ -39,6 +39,9 @@ pub enum ClientMessage<'a> {
     /// Ask for a [`ServerMessage::Pong`]: a keepalive that a browser page can send (pages cannot
     /// send WebSocket pings).
     Ping,
+    /// Ask for fresh ICE servers ([`ServerMessage::IceServers`]): TURN credentials expire, so a
+    /// client asks again before they do (at half their `iceTtl`).
+    IceServers,
 }
 
 /// A frame the server sends to a client.
@@ -59,6 +62,13 @@ pub enum ServerMessage<'a> {
         resumed: bool,
         /// The protocol version the server speaks ([`crate::VERSION`]).
         version: u32,
+        /// STUN and TURN servers for this client's peer connections, with credentials made for
+        /// it (empty when the server hands out none).
+        #[serde(rename = "iceServers", skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
+        /// How long the credentials in `iceServers` stay valid, in seconds.
+        #[serde(rename = "iceTtl", skip_serializing_if = "Option::is_none")]
+        ice_ttl: Option<u64>,
     },
     /// Another peer entered the room.
     PeerJoined {
@@ -98,6 +108,30 @@ pub enum ServerMessage<'a> {
     },
     /// The answer to a [`ClientMessage::Ping`].
     Pong,
+    /// The answer to a [`ClientMessage::IceServers`]: the servers of `welcome` with new
+    /// credentials.
+    IceServers {
+        /// As in `welcome`.
+        #[serde(rename = "iceServers")]
+        ice_servers: Vec<IceServer>,
+        /// As in `welcome`.
+        #[serde(rename = "iceTtl", skip_serializing_if = "Option::is_none")]
+        ice_ttl: Option<u64>,
+    },
+}
+
+/// A STUN or TURN server, in the shape of the W3C `RTCIceServer` (a page hands it to
+/// `new RTCPeerConnection({iceServers})` as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:` and `turn:` URLs (RFC 7064, RFC 7065).
+    pub urls: Vec<String>,
+    /// The TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 /// A peer in a `welcome`.
@@ -455,6 +489,7 @@ impl<'a> ClientMessage<'a> {
             },
             "leave" => ClientMessage::Leave,
             "ping" => ClientMessage::Ping,
+            "ice-servers" => ClientMessage::IceServers,
             other => return Err(FrameError::unknown_type(other)),
         })
     }
@@ -507,6 +542,10 @@ struct ServerEnvelope<'a> {
     message: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "borrowed")]
     peer: Option<Cow<'a, str>>,
+    #[serde(default, rename = "iceServers")]
+    ice_servers: Option<Vec<IceServer>>,
+    #[serde(default, rename = "iceTtl")]
+    ice_ttl: Option<u64>,
 }
 
 impl<'a> ServerMessage<'a> {
@@ -529,6 +568,8 @@ impl<'a> ServerMessage<'a> {
                 resume: env.resume.unwrap_or_default(),
                 resumed: env.resumed,
                 version: env.version.unwrap_or(crate::VERSION),
+                ice_servers: env.ice_servers.unwrap_or_default(),
+                ice_ttl: env.ice_ttl,
             },
             "peer-joined" => ServerMessage::PeerJoined {
                 id: id("peer-joined")?,
@@ -556,6 +597,12 @@ impl<'a> ServerMessage<'a> {
                 peer: env.peer,
             },
             "pong" => ServerMessage::Pong,
+            "ice-servers" => ServerMessage::IceServers {
+                ice_servers: env
+                    .ice_servers
+                    .ok_or_else(|| FrameError::missing("ice-servers", "iceServers"))?,
+                ice_ttl: env.ice_ttl,
+            },
             other => return Err(FrameError::unknown_type(other)),
         })
     }

@@ -2,7 +2,7 @@
 //! these tests instead of silently changing the wire.
 
 use politely_proto::{
-    ClientMessage, CloseCode, ErrorCode, PeerInfo, ServerMessage, User, signal::Signal,
+    ClientMessage, CloseCode, ErrorCode, IceServer, PeerInfo, ServerMessage, User, signal::Signal,
 };
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -57,6 +57,7 @@ fn client_frames() {
     );
     client(ClientMessage::Leave, r#"{"type":"leave"}"#);
     client(ClientMessage::Ping, r#"{"type":"ping"}"#);
+    client(ClientMessage::IceServers, r#"{"type":"ice-servers"}"#);
 }
 
 #[test]
@@ -86,8 +87,35 @@ fn server_frames() {
             resume: "01JB.00ff".into(),
             resumed: false,
             version: 1,
+            ice_servers: Vec::new(),
+            ice_ttl: None,
         },
         r#"{"type":"welcome","id":"01JB","room":"lobby","peers":[{"id":"01JA","polite":false},{"id":"01JC","polite":true,"user":{"sub":"carol","name":"Carol","metadata":{"seat":3}}}],"resume":"01JB.00ff","resumed":false,"version":1}"#,
+    );
+    let turn = IceServer {
+        urls: vec!["turn:turn.example.org:3478?transport=udp".into()],
+        username: Some("1767225600:01JB".into()),
+        credential: Some("bWFjIGluIGJhc2U2NA==".into()),
+    };
+    server(
+        ServerMessage::Welcome {
+            id: "01JB".into(),
+            room: "lobby".into(),
+            peers: Vec::new(),
+            resume: "01JB.00ff".into(),
+            resumed: false,
+            version: 1,
+            ice_servers: vec![turn.clone()],
+            ice_ttl: Some(3600),
+        },
+        r#"{"type":"welcome","id":"01JB","room":"lobby","peers":[],"resume":"01JB.00ff","resumed":false,"version":1,"iceServers":[{"urls":["turn:turn.example.org:3478?transport=udp"],"username":"1767225600:01JB","credential":"bWFjIGluIGJhc2U2NA=="}],"iceTtl":3600}"#,
+    );
+    server(
+        ServerMessage::IceServers {
+            ice_servers: vec![turn],
+            ice_ttl: Some(3600),
+        },
+        r#"{"type":"ice-servers","iceServers":[{"urls":["turn:turn.example.org:3478?transport=udp"],"username":"1767225600:01JB","credential":"bWFjIGluIGJhc2U2NA=="}],"iceTtl":3600}"#,
     );
     server(
         ServerMessage::PeerJoined {

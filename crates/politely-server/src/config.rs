@@ -69,6 +69,8 @@ pub struct Config {
     /// TLS termination in the server (`wss://`, `https://`), e.g. from [`tls_from_pem`].
     /// Default none: plain TCP, with a proxy in front terminating TLS (the usual deployment).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TURN servers handed to clients in `welcome` with short-lived credentials. Default none.
+    pub turn: Option<crate::Turn>,
 }
 
 /// A TLS configuration from PEM files: the certificate chain (leaf first) and its private key.
@@ -204,6 +206,7 @@ impl Default for Config {
             max_strikes: 20,
             read_buffer_bytes: 1024,
             tls: None,
+            turn: None,
         }
     }
 }

@@ -504,6 +504,20 @@ impl Connection {
             }
             ClientMessage::Leave => Some(End::Close(CloseCode::Normal)),
             ClientMessage::Ping => self.send(stream, &ServerMessage::Pong).await,
+            ClientMessage::IceServers => {
+                let Some(member) = &self.member else {
+                    let message = "join a room first".into();
+                    return self
+                        .refuse(stream, ErrorCode::NotJoined, message, None)
+                        .await;
+                };
+                let (ice_servers, ice_ttl) = crate::hub::ice_servers(&self.hub.config, &member.id);
+                let reply = ServerMessage::IceServers {
+                    ice_servers,
+                    ice_ttl,
+                };
+                self.send(stream, &reply).await
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use crate::id::{IdGenerator, fill_random};
 use crate::metrics::Metrics;
 use crate::websocket::{self, Opcode, Shared};
 use bytes::Bytes;
-use politely_proto::{CloseCode, PeerInfo, ServerMessage, User};
+use politely_proto::{CloseCode, IceServer, PeerInfo, ServerMessage, User};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -437,6 +437,7 @@ pub(crate) enum Relay {
 
 /// The `welcome` for `id`, listing the room's other peers in id order.
 fn welcome(
+    config: &Config,
     id: &Arc<str>,
     sfu: bool,
     room: &str,
@@ -444,6 +445,7 @@ fn welcome(
     resume_secret: &[u8; 16],
     resumed: bool,
 ) -> String {
+    let (ice_servers, ice_ttl) = ice_servers(config, id);
     ServerMessage::Welcome {
         id: Cow::Borrowed(id),
         room: Cow::Borrowed(room),
@@ -460,8 +462,22 @@ fn welcome(
         resume: resume_token(id, resume_secret).into(),
         resumed,
         version: politely_proto::VERSION,
+        ice_servers,
+        ice_ttl,
     }
     .to_json()
+}
+
+/// The ICE servers for `id` and how long their credentials last (none without
+/// [`Config::turn`]).
+pub(crate) fn ice_servers(config: &Config, id: &str) -> (Vec<IceServer>, Option<u64>) {
+    match &config.turn {
+        Some(turn) => (
+            turn.ice_servers(id, std::time::SystemTime::now()),
+            Some(turn.ttl.as_secs()),
+        ),
+        None => (Vec::new(), None),
+    }
 }
 
 fn resume_token(id: &str, secret: &[u8; 16]) -> String {
@@ -596,7 +612,15 @@ impl Hub {
                 connection,
                 waker,
             ));
-            let welcome = welcome(&id, sfu, room_name, &peers, &resume_secret, false);
+            let welcome = welcome(
+                &self.config,
+                &id,
+                sfu,
+                room_name,
+                &peers,
+                &resume_secret,
+                false,
+            );
             // The welcome is queued before anyone can learn the new id, so it comes first.
             let _ = outbox.push([welcome.as_bytes()]);
             for (peer, slot) in peers.iter() {
@@ -657,7 +681,7 @@ impl Hub {
         let (id, sfu) = (id.clone(), slot.sfu);
         let mut new_secret = [0u8; 16];
         fill_random(&mut new_secret);
-        let welcome = welcome(&id, sfu, room_name, &peers, &new_secret, true);
+        let welcome = welcome(&self.config, &id, sfu, room_name, &peers, &new_secret, true);
         // The lookup above found the slot and nothing released the lock since.
         let slot = peers.get_mut(&id).expect("the slot found above");
         slot.resume_secret = new_secret;

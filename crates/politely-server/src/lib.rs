@@ -45,6 +45,7 @@ mod hub;
 mod id;
 mod metrics;
 pub mod token;
+mod turn;
 // WebSocket framing: not public API (see the `internals` feature).
 #[cfg(feature = "internals")]
 #[doc(hidden)]
@@ -53,6 +54,7 @@ pub mod websocket;
 mod websocket;
 
 pub use config::{Config, JoinHook, JoinRequest, RateLimit, Secret, tls_from_pem};
+pub use turn::Turn;
 
 use axum::Router;
 use axum::extract::{Request, State};

@@ -1017,3 +1017,48 @@ async fn the_sfu_role_needs_a_token_that_grants_it() {
     assert_eq!(welcome["type"], "welcome");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_servers_are_handed_out_with_credentials_made_for_each_client() {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let server = TestServer::start(Config {
+        turn: Some(politely_server::Turn {
+            urls: vec!["turn:127.0.0.1:3478?transport=udp".to_owned()],
+            secret: "turn secret".to_owned(),
+            ttl: Duration::from_secs(120),
+        }),
+        ..config()
+    })
+    .await;
+    let mut early = Client::connect(&server).await;
+    early.send(r#"{"type":"ice-servers"}"#).await;
+    assert_eq!(early.text().await, error("not-joined", "join a room first"));
+    let (mut a, id, welcome) = Client::join(&server, "turn").await;
+    // The REST scheme coturn checks: `<expiry>:<id>`, and the HMAC-SHA1 of it, base64.
+    let check = |servers: &Value, ttl: &Value| {
+        assert_eq!(ttl, 120);
+        let server = &servers[0];
+        assert_eq!(server["urls"][0], "turn:127.0.0.1:3478?transport=udp");
+        let username = server["username"].as_str().unwrap();
+        let (expiry, user) = username.split_once(':').unwrap();
+        assert_eq!(user, id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!((now + 118..=now + 121).contains(&expiry), "{expiry} vs {now}");
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"turn secret").unwrap();
+        mac.update(username.as_bytes());
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(server["credential"], expected.as_str());
+    };
+    check(&welcome["iceServers"], &welcome["iceTtl"]);
+    a.send(r#"{"type":"ice-servers"}"#).await;
+    let fresh = a.json().await;
+    assert_eq!(fresh["type"], "ice-servers");
+    check(&fresh["iceServers"], &fresh["iceTtl"]);
+    server.shutdown().await;
+}

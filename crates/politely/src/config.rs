@@ -1,6 +1,6 @@
 //! Configuration of peers and sessions.
 
-pub use politely_core::{IceServer, Negotiation};
+pub use politely_core::{IceServer, IceTransportPolicy, Negotiation};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -43,9 +43,16 @@ pub enum Delivery {
 pub struct PeerConfig {
     /// The local addresses to gather host candidates on.
     pub bind: Bind,
-    /// STUN servers to gather server-reflexive candidates from (TURN is not gathered yet).
+    /// STUN servers to gather server-reflexive candidates from, and TURN servers (`turn:`
+    /// over UDP, with their credentials) to allocate a relay candidate on. A [`Session`]
+    /// adds the servers its signaling server hands out.
+    ///
+    /// [`Session`]: crate::Session
     pub ice_servers: Vec<IceServer>,
-    /// How long to wait for a STUN server's answer before going on without it.
+    /// All candidates (the default), or relay candidates only: every packet then goes
+    /// through the TURN server, and the remote peer never learns a local address.
+    pub ice_transport_policy: IceTransportPolicy,
+    /// How long to wait for a STUN or TURN server's answer before going on without it.
     pub stun_timeout: Duration,
     /// How long a negotiation may make no progress before the engine's watchdog acts.
     pub watchdog_timeout: Duration,
@@ -75,6 +82,7 @@ impl Default for PeerConfig {
         Self {
             bind: Bind::default(),
             ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
             stun_timeout: Duration::from_secs(2),
             watchdog_timeout: Duration::from_secs(5),
             ice_check_interval: Duration::from_millis(5),

@@ -14,7 +14,9 @@ use crate::channel::{ChannelShared, DataChannel, Message};
 use crate::config::{Delivery, PeerConfig};
 use crate::error::Error;
 use crate::peer::{PeerEvent, PeerStats};
+use crate::turn::Allocation;
 use bytes::Bytes;
+use bytes::BytesMut;
 use politely_core::{
     ChannelId, ChannelOptions, ConnectionState, Direction, Engine, Event, MediaKind, MediaPacket,
     Origin, Output, Signal, TrackLabel, TransceiverId, Transmit,
@@ -89,6 +91,7 @@ pub(crate) enum Command {
     RestartIce {
         reply: oneshot::Sender<Result<(), Error>>,
     },
+
     Stats {
         reply: oneshot::Sender<PeerStats>,
     },
@@ -118,6 +121,10 @@ pub(crate) struct Driver<E> {
     local_addrs: Vec<SocketAddr>,
     /// `(base, mapped)`: a transmit from a mapped address leaves through its base socket.
     reflexive: Vec<(SocketAddr, SocketAddr)>,
+    /// TURN allocations: a transmit from a relayed address goes through its client.
+    relays: Vec<Allocation>,
+    /// What the TURN clients relayed from peers, waiting to be fed to the engine.
+    relayed: Vec<(SocketAddr, BytesMut)>,
     commands: mpsc::Receiver<Command>,
     /// For the handles the driver creates (channels opened by the remote); weak so that the
     /// driver alone never keeps itself alive.
@@ -161,6 +168,8 @@ impl<E: Send + 'static> Driver<E> {
             sockets: gathered.sockets,
             local_addrs: gathered.local_addrs,
             reflexive: gathered.reflexive,
+            relays: gathered.relays,
+            relayed: Vec::new(),
             commands,
             self_commands,
             signals_in: Some(signals_in),
@@ -184,7 +193,7 @@ impl<E: Send + 'static> Driver<E> {
             if self.done && self.pending_events.is_empty() && self.pending_signals.is_empty() {
                 break;
             }
-            let timeout = self.engine.poll_timeout();
+            let timeout = self.poll_timeout();
             let accept_input =
                 !self.done && self.pending_events.len() < self.capacity && self.stalled.is_empty();
             let stalled = self.stalled.front().map(|(sender, _)| sender.clone());
@@ -236,23 +245,57 @@ impl<E: Send + 'static> Driver<E> {
                 }
                 // The signaling channel ended; the connection may live on without it.
                 Wake::Signal(None) => self.signals_in = None,
-                Wake::Datagram(Ok((index, len, source))) => {
-                    let destination = self.local_addrs[index];
-                    self.engine.handle_datagram(
-                        Instant::now(),
-                        source,
-                        destination,
-                        &self.buf[..len],
-                    );
-                }
+                Wake::Datagram(Ok((index, len, source))) => self.datagram(index, len, source),
                 Wake::Datagram(Err(e)) => tracing::debug!(peer = %self.remote, "UDP receive: {e}"),
-                Wake::Timeout => self.engine.handle_timeout(Instant::now()),
+                Wake::Timeout => {
+                    let now = Instant::now();
+                    self.engine.handle_timeout(now);
+                    for relay in &mut self.relays {
+                        relay.handle_timeout(now);
+                        relay.flush(&self.sockets[relay.socket]);
+                    }
+                }
             }
+        }
+        for relay in &mut self.relays {
+            relay.release(&self.sockets[relay.socket]);
         }
         for entry in self.channels.values() {
             entry.shared.set_closed();
         }
         tracing::debug!(peer = %self.remote, "driver ended");
+    }
+
+    /// The engine's next timer, or a TURN client's.
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        let engine = self.engine.poll_timeout();
+        self.relays
+            .iter_mut()
+            .filter_map(Allocation::poll_timeout)
+            .chain(engine)
+            .min()
+    }
+
+    /// A datagram on socket `index`: the TURN server's goes to its client (and what it
+    /// relays to the engine, as received on the relayed address), any other to the engine.
+    fn datagram(&mut self, index: usize, len: usize, source: SocketAddr) {
+        let now = Instant::now();
+        let contents = &self.buf[..len];
+        let local = self.local_addrs[index];
+        let Some(relay) = self
+            .relays
+            .iter_mut()
+            .find(|r| r.socket == index && r.server == source)
+        else {
+            self.engine.handle_datagram(now, source, local, contents);
+            return;
+        };
+        relay.handle_read(local, contents, &mut self.relayed);
+        relay.flush(&self.sockets[index]);
+        let relayed_addr = relay.relayed;
+        for (peer, data) in self.relayed.drain(..) {
+            self.engine.handle_datagram(now, peer, relayed_addr, &data);
+        }
     }
 
     /// The application dropped its end: close politely and stop delivering.
@@ -285,6 +328,15 @@ impl<E: Send + 'static> Driver<E> {
     }
 
     fn transmit(&mut self, transmit: Transmit) {
+        if let Some(relay) = self
+            .relays
+            .iter_mut()
+            .find(|r| r.relayed == transmit.source)
+        {
+            relay.send_to(Instant::now(), &transmit.contents, transmit.destination);
+            relay.flush(&self.sockets[relay.socket]);
+            return;
+        }
         let source = self
             .reflexive
             .iter()
@@ -559,6 +611,7 @@ impl<E: Send + 'static> Driver<E> {
             Command::Stats { reply } => {
                 let _ = reply.send(PeerStats::of(&mut self.engine));
             }
+
             Command::Close => self.engine.close(),
             Command::Abort => {
                 self.done = true;

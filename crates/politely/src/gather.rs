@@ -1,8 +1,10 @@
-//! Candidate gathering: UDP sockets on the configured addresses (host candidates), and their
-//! mapped addresses as seen by STUN servers (server-reflexive candidates).
+//! Candidate gathering: UDP sockets on the configured addresses (host candidates), their
+//! mapped addresses as seen by STUN servers (server-reflexive candidates), and allocations on
+//! TURN servers made from them (relay candidates).
 
-use crate::config::{Bind, IceServer, PeerConfig};
+use crate::config::{Bind, IceServer, IceTransportPolicy, PeerConfig};
 use crate::error::Error;
+use crate::turn::{self, Allocation};
 use rtc::stun::message::{BINDING_REQUEST, Getter, Message, TransactionId};
 use rtc::stun::xoraddr::XorMappedAddress;
 use std::io;
@@ -17,6 +19,18 @@ pub(crate) struct Gathered {
     pub(crate) local_addrs: Vec<SocketAddr>,
     /// `(base, mapped)`: the local socket address and what a STUN server saw.
     pub(crate) reflexive: Vec<(SocketAddr, SocketAddr)>,
+    /// TURN allocations, at most one per socket.
+    pub(crate) relays: Vec<Allocation>,
+}
+
+impl Gathered {
+    /// `(base, relayed)` of each allocation.
+    pub(crate) fn relay_addrs(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.relays
+            .iter()
+            .map(|r| (self.local_addrs[r.socket], r.relayed))
+            .collect()
+    }
 }
 
 /// Binds a socket on every configured address and asks the STUN servers about each.
@@ -51,10 +65,37 @@ pub(crate) async fn gather(config: &PeerConfig) -> Result<Gathered, Error> {
             }
         }
     }
+    let mut relays = Vec::new();
+    let turn_servers = turn_servers(&config.ice_servers).await;
+    for (index, (socket, &base)) in sockets.iter().zip(&local_addrs).enumerate() {
+        for (server, ice) in turn_servers
+            .iter()
+            .filter(|s| s.0.is_ipv4() == base.is_ipv4())
+        {
+            let credentials = (ice.username.as_str(), ice.credential.as_str());
+            match Allocation::allocate(socket, index, *server, credentials, config.stun_timeout)
+                .await
+            {
+                Ok(allocation) => {
+                    tracing::debug!(%base, %server, relayed = %allocation.relayed, "TURN allocation");
+                    relays.push(allocation);
+                    break;
+                }
+                Err(e) => tracing::warn!(%base, %server, "TURN allocation failed: {e}"),
+            }
+        }
+    }
+    if config.ice_transport_policy == IceTransportPolicy::Relay && relays.is_empty() {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            "the ICE transport policy is relay-only and no TURN server gave an allocation",
+        )));
+    }
     Ok(Gathered {
         sockets,
         local_addrs,
         reflexive,
+        relays,
     })
 }
 
@@ -81,22 +122,32 @@ async fn stun_servers(servers: &[IceServer]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for url in servers.iter().flat_map(|s| &s.urls) {
         let Some(rest) = url.strip_prefix("stun:") else {
-            tracing::warn!(url, "only stun: servers are gathered from");
             continue;
         };
         let rest = rest.split('?').next().unwrap_or_default();
-        let host_port = if rest
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-            && !rest.ends_with(']')
-        {
-            rest.to_owned()
-        } else {
-            format!("{rest}:3478")
-        };
+        let host_port = turn::with_default_port(rest, 3478);
         match tokio::net::lookup_host(&host_port).await {
             Ok(addrs) => out.extend(addrs),
             Err(e) => tracing::warn!(url, "cannot resolve the STUN server: {e}"),
+        }
+    }
+    out
+}
+
+/// The socket addresses of the `turn:` URLs, each with its server entry (for the
+/// credentials).
+async fn turn_servers(servers: &[IceServer]) -> Vec<(SocketAddr, &IceServer)> {
+    let mut out = Vec::new();
+    for server in servers {
+        for url in server.urls.iter().filter(|u| u.starts_with("turn")) {
+            let Some(host_port) = turn::turn_host_port(url) else {
+                tracing::warn!(url, "not a TURN URL this client uses (turn: over UDP)");
+                continue;
+            };
+            match tokio::net::lookup_host(&host_port).await {
+                Ok(addrs) => out.extend(addrs.map(|a| (a, server))),
+                Err(e) => tracing::warn!(url, "cannot resolve the TURN server: {e}"),
+            }
         }
     }
     out

@@ -59,9 +59,12 @@ mod gather;
 mod peer;
 mod session;
 mod sfu;
+mod turn;
 
 pub use channel::{DataChannel, Message};
-pub use config::{Bind, Delivery, IceServer, Negotiation, PeerConfig, SessionConfig};
+pub use config::{
+    Bind, Delivery, IceServer, IceTransportPolicy, Negotiation, PeerConfig, SessionConfig,
+};
 pub use error::Error;
 pub use peer::{Peer, PeerEvent, PeerHandle, PeerStats};
 pub use politely_core::{

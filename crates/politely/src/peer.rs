@@ -358,6 +358,8 @@ pub(crate) async fn spawn<E: Send + 'static>(
     let gathered = crate::gather::gather(config).await?;
     let mut engine_config = politely_core::Config::new(role, gathered.local_addrs.clone());
     engine_config.reflexive_addrs = gathered.reflexive.clone();
+    engine_config.relay_addrs = gathered.relay_addrs();
+    engine_config.ice_transport_policy = config.ice_transport_policy;
     engine_config.ice_servers = config.ice_servers.clone();
     engine_config.seed = RandomState::new().hash_one(Instant::now());
     engine_config.watchdog_timeout = config.watchdog_timeout;

@@ -5,7 +5,7 @@ use crate::driver::{Command, EventSink, Outgoing};
 use crate::error::Error;
 use crate::peer::{self, PeerEvent, PeerHandle, SIGNAL_QUEUE};
 use futures_util::{SinkExt, StreamExt};
-use politely_core::{Certificate, Role, Signal};
+use politely_core::{Certificate, IceServer, Role, Signal};
 use politely_proto::room::RoomMessage;
 use politely_proto::{ClientMessage, CloseCode, ErrorCode, ServerMessage, User};
 use std::collections::{BTreeMap, VecDeque};
@@ -175,11 +175,14 @@ impl Session {
             out_tx,
             out_rx,
             backlog: VecDeque::new(),
+            server_ice: Vec::new(),
+            ice_refresh: None,
             events: events_tx,
             commands: commands_rx,
             shared: shared.clone(),
         };
         task.members = welcome.peers;
+        task.set_ice_servers(welcome.ice_servers, welcome.ice_ttl);
         task.sync_peers().await;
         Ok(Session {
             room: room.to_owned(),
@@ -284,6 +287,10 @@ struct SessionTask {
     out_tx: mpsc::Sender<Outgoing>,
     out_rx: mpsc::Receiver<Outgoing>,
     backlog: VecDeque<String>,
+    /// The ICE servers the signaling server handed out (TURN with expiring credentials).
+    server_ice: Vec<IceServer>,
+    /// When to ask the signaling server for fresh credentials.
+    ice_refresh: Option<Instant>,
     events: mpsc::Sender<SessionEvent>,
     commands: mpsc::Receiver<SessionCommand>,
     shared: Arc<Shared>,
@@ -361,6 +368,12 @@ impl SessionTask {
                 () = self.events.closed() => {
                     self.ws = Some(ws);
                     return Ok(Stop::Leave(None));
+                }
+                () = sleep_until(self.ice_refresh), if self.ice_refresh.is_some() => {
+                    // Asked once; the answer schedules the next.
+                    self.ice_refresh = None;
+                    let ask = ClientMessage::IceServers.to_json();
+                    ws.send(WsMessage::text(ask)).await.map_err(|e| e.to_string())?;
                 }
                 outgoing = self.out_rx.recv() => {
                     // The task holds a sender itself, so the queue never ends.
@@ -463,9 +476,25 @@ impl SessionTask {
                 })
                 .await;
             }
+            ServerMessage::IceServers {
+                ice_servers,
+                ice_ttl,
+            } => {
+                self.set_ice_servers(ice_servers.into_iter().map(ice_server).collect(), ice_ttl);
+            }
             ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
         }
         None
+    }
+
+    /// Takes the ICE servers the signaling server handed out, for the connections started
+    /// from now on, and schedules asking for new credentials at half their lifetime. (A TURN
+    /// allocation keeps the credentials it was made with: see `turn::Allocation::allocate`.)
+    fn set_ice_servers(&mut self, servers: Vec<IceServer>, ttl: Option<u64>) {
+        self.server_ice = servers;
+        self.ice_refresh = ttl
+            .filter(|_| !self.server_ice.is_empty())
+            .map(|ttl| Instant::now() + Duration::from_secs(ttl) / 2);
     }
 
     /// Connects to the peers the room calls for: its SFU alone when it has one, every other
@@ -503,10 +532,12 @@ impl SessionTask {
             return;
         }
         let role = if polite { Role::Polite } else { Role::Impolite };
+        let mut config = self.config.peer.clone();
+        config.ice_servers.extend(self.server_ice.iter().cloned());
         let spawned = peer::spawn(
             role,
             Arc::from(id.as_str()),
-            &self.config.peer,
+            &config,
             Some(self.certificate.clone()),
             self.out_tx.clone(),
             EventSink {
@@ -626,6 +657,7 @@ impl SessionTask {
     /// Brings the peers in line with a new welcome.
     async fn welcomed_again(&mut self, welcome: Welcome) {
         self.resume = welcome.resume;
+        self.set_ice_servers(welcome.ice_servers, welcome.ice_ttl);
         if !welcome.resumed {
             // A new id: every relationship starts over, and what was queued for the old
             // ones is moot.
@@ -711,6 +743,18 @@ pub(crate) struct Welcome {
     pub(crate) peers: Vec<Member>,
     pub(crate) resume: String,
     pub(crate) resumed: bool,
+    /// STUN and TURN servers for this client, and how long their credentials last (s).
+    pub(crate) ice_servers: Vec<IceServer>,
+    pub(crate) ice_ttl: Option<u64>,
+}
+
+/// A server's ICE server entry in the engine's terms.
+fn ice_server(server: politely_proto::IceServer) -> IceServer {
+    IceServer {
+        urls: server.urls,
+        username: server.username.unwrap_or_default(),
+        credential: server.credential.unwrap_or_default(),
+    }
 }
 
 /// Another peer of the room.
@@ -797,6 +841,8 @@ pub(crate) async fn connect(
                         peers,
                         resume,
                         resumed,
+                        ice_servers,
+                        ice_ttl,
                         ..
                     }) => {
                         let welcome = Welcome {
@@ -812,6 +858,8 @@ pub(crate) async fn connect(
                                 .collect(),
                             resume: resume.into_owned(),
                             resumed,
+                            ice_servers: ice_servers.into_iter().map(ice_server).collect(),
+                            ice_ttl,
                         };
                         return Ok((ws, welcome));
                     }
@@ -838,4 +886,11 @@ pub(crate) async fn connect(
     tokio::time::timeout(timeout, handshake)
         .await
         .map_err(|_| Error::Signaling("no welcome in time".into()))?
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

@@ -439,7 +439,10 @@ impl SfuTask {
             ServerMessage::Error { code, message, .. } => {
                 tracing::debug!(%code, %message, "the server refused a frame");
             }
-            ServerMessage::Welcome { .. } | ServerMessage::Pong => {}
+            // An SFU listens on its own addresses: it gathers no relay candidates.
+            ServerMessage::Welcome { .. }
+            | ServerMessage::Pong
+            | ServerMessage::IceServers { .. } => {}
         }
     }
 

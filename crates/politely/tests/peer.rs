@@ -2,7 +2,11 @@
 //! connection id), and server-reflexive gathering against a STUN responder on loopback.
 
 use futures_util::{Sink, Stream};
-use politely::{IceServer, Peer, PeerConfig, PeerEvent, ReplaceReason, Role, Signal};
+mod util;
+
+use politely::{
+    IceServer, IceTransportPolicy, Peer, PeerConfig, PeerEvent, ReplaceReason, Role, Signal,
+};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -222,6 +226,94 @@ async fn server_reflexive_candidates_come_from_the_stun_server() {
         json.iter().any(|s| s.contains("typ srflx raddr 127.0.0.1")),
         "no server-reflexive candidate in {json:#?}"
     );
+    a.close().await;
+    b.close().await;
+}
+
+/// `(type, address)` of every candidate a peer sent: in its descriptions and trickled.
+fn candidates_sent(sent: &Mutex<Vec<Signal>>) -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    for signal in sent.lock().unwrap().iter() {
+        let json = signal.to_json();
+        if let Some(sdp) = json["description"]["sdp"].as_str() {
+            lines.extend(
+                sdp.lines()
+                    .filter_map(|l| l.strip_prefix("a="))
+                    .filter(|l| l.starts_with("candidate:"))
+                    .map(str::to_owned),
+            );
+        }
+        if let Some(candidate) = json["candidate"]["candidate"].as_str() {
+            lines.push(candidate.to_owned());
+        }
+    }
+    lines
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let typ = fields.iter().position(|f| *f == "typ").unwrap();
+            (
+                fields[typ + 1].to_owned(),
+                format!("{}:{}", fields[4], fields[5]),
+            )
+        })
+        .collect()
+}
+
+/// A relay-only policy is a privacy choice: the signals carry relay candidates only (the
+/// TURN server's relayed addresses), never a host or reflexive one, and the peers connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_peer_sends_relay_candidates_only() {
+    let coturn = util::Coturn::start(&[]);
+    let turn = politely_server::Turn {
+        urls: vec![coturn.url()],
+        secret: util::TURN_SECRET.to_owned(),
+        ttl: Duration::from_secs(600),
+    };
+    let config = |user: &str| {
+        let server = turn
+            .ice_servers(user, std::time::SystemTime::now())
+            .remove(0);
+        PeerConfig {
+            ice_servers: vec![IceServer {
+                urls: server.urls,
+                username: server.username.unwrap(),
+                credential: server.credential.unwrap(),
+            }],
+            ice_transport_policy: IceTransportPolicy::Relay,
+            ..PeerConfig::loopback()
+        }
+    };
+    let (to_a, to_b): (Route, Route) = Default::default();
+    let (end_a, tx_a, sent_by_a) = end(to_b.clone());
+    let (end_b, tx_b, sent_by_b) = end(to_a.clone());
+    *to_a.lock().unwrap() = Some(tx_a);
+    *to_b.lock().unwrap() = Some(tx_b);
+    let a = Peer::connect(Role::Polite, end_a, config("a"))
+        .await
+        .unwrap();
+    let mut b = Peer::connect(Role::Impolite, end_b, config("b"))
+        .await
+        .unwrap();
+    let chat = a
+        .create_data_channel("chat", Default::default())
+        .await
+        .unwrap();
+    chat.opened().await.unwrap();
+    next_open(&mut b).await;
+    chat.send_text("relayed").await.unwrap();
+    assert_eq!(next_text(&mut b).await, "relayed");
+    let relay_port = |address: &str| address.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+    for sent in [&sent_by_a, &sent_by_b] {
+        let candidates = candidates_sent(sent);
+        assert!(!candidates.is_empty());
+        for (typ, address) in &candidates {
+            assert_eq!(typ, "relay", "{address} revealed: {candidates:?}");
+            // From coturn's relay range, not a socket of the peer's own.
+            assert!(relay_port(address) >= 20_000, "{candidates:?}");
+        }
+    }
     a.close().await;
     b.close().await;
 }

@@ -4,7 +4,7 @@
 use super::DATA_SECTION_STREAM;
 use super::media::SampleWriter;
 use super::negotiation::{Exchange, Negotiation};
-use crate::config::Config;
+use crate::config::{Config, IceTransportPolicy};
 use crate::error::{ApiError, ConfigError, Error};
 use crate::event::ConnectionState;
 use crate::media::{
@@ -24,8 +24,8 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCDataChannelEvent;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
-    RTCIceCandidateInit, RTCIceServer,
+    CandidateConfig, CandidateHostConfig, CandidateRelayConfig, CandidateServerReflexiveConfig,
+    RTCIceCandidate, RTCIceCandidateInit, RTCIceServer,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
@@ -229,14 +229,15 @@ impl Connection {
             ..Default::default()
         };
         let mut candidates = Vec::new();
-        for &addr in &config.local_addrs {
+        let all = config.ice_transport_policy == IceTransportPolicy::All;
+        for &addr in config.local_addrs.iter().filter(|_| all) {
             let host = CandidateHostConfig {
                 base_config: udp(addr),
                 ..Default::default()
             };
             candidates.push(host.new_candidate_host().map_err(rtc_err)?);
         }
-        for &(base, mapped) in &config.reflexive_addrs {
+        for &(base, mapped) in config.reflexive_addrs.iter().filter(|_| all) {
             let srflx = CandidateServerReflexiveConfig {
                 base_config: udp(mapped),
                 rel_addr: base.ip().to_string(),
@@ -244,6 +245,15 @@ impl Connection {
                 url: None,
             };
             candidates.push(srflx.new_candidate_server_reflexive().map_err(rtc_err)?);
+        }
+        for &(base, relayed) in &config.relay_addrs {
+            let relay = CandidateRelayConfig {
+                base_config: udp(relayed),
+                rel_addr: base.ip().to_string(),
+                rel_port: base.port(),
+                url: None,
+            };
+            candidates.push(relay.new_candidate_relay().map_err(rtc_err)?);
         }
         for candidate in &candidates {
             let init = RTCIceCandidate::from(candidate)
