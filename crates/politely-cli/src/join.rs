@@ -52,6 +52,26 @@ pub(crate) struct JoinArgs {
     /// in -dBov), which a browser shows as the receiver's `audioLevel`. A native test source.
     #[arg(long, value_name = "DBOV", value_parser = clap::value_parser!(u8).range(0..=127))]
     publish_audio: Option<u8>,
+    /// A TURN server to relay through, `turn:host:port` (repeat for several), with
+    /// --turn-username and --turn-credential. A server started with --turn-url hands its own
+    /// out: this is for one that does not.
+    #[arg(long, value_name = "URL", requires_all = ["turn_username", "turn_credential"])]
+    turn: Vec<String>,
+    /// The username of --turn.
+    #[arg(long, requires = "turn")]
+    turn_username: Option<String>,
+    /// The credential of --turn.
+    #[arg(
+        long,
+        env = "POLITELY_TURN_CREDENTIAL",
+        hide_env_values = true,
+        requires = "turn"
+    )]
+    turn_credential: Option<String>,
+    /// Use relay candidates only: every packet goes through a TURN server (given with --turn
+    /// or by the signaling server), and no peer learns this machine's addresses.
+    #[arg(long)]
+    relay_only: bool,
 }
 
 /// Lines typed before any chat is open wait here, up to this many.
@@ -97,6 +117,16 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
         trusted_certificates: trusted_certificates(args.ca.as_deref())?,
         ..SessionConfig::default()
     };
+    if !args.turn.is_empty() {
+        config.peer.ice_servers.push(politely::IceServer {
+            urls: args.turn.clone(),
+            username: args.turn_username.clone().unwrap_or_default(),
+            credential: args.turn_credential.clone().unwrap_or_default(),
+        });
+    }
+    if args.relay_only {
+        config.peer.ice_transport_policy = politely::IceTransportPolicy::Relay;
+    }
     if let Some(ms) = args.gate {
         config.peer.negotiation = politely::Negotiation::Gate {
             lease: std::time::Duration::from_millis(ms),

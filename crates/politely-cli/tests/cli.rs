@@ -488,6 +488,44 @@ fn join_over_wss_to_a_server_that_terminates_tls() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[path = "../../politely/tests/util/coturn.rs"]
+mod coturn;
+
+/// `serve --turn-url --turn-secret` and `join --relay-only`: the server hands out coturn (run
+/// here on loopback) with credentials made for each client, and two relay-only clients chat
+/// through it; with coturn stopped, a relay-only client cannot start a connection at all.
+#[test]
+fn relay_only_clients_chat_through_the_turn_server_the_signaling_server_hands_out() {
+    let mut turn = coturn::Coturn::start(&[]);
+    let url = turn.url();
+    let server = Served::start(
+        &["--turn-url", &url, "--turn-ttl", "10m"],
+        &[("POLITELY_TURN_SECRET", coturn::TURN_SECRET)],
+    );
+    let ws = format!("ws://{}", server.addr);
+    let mut a = Joined::start_with(&ws, "relayed", &["--relay-only"]);
+    a.status("joined relayed as ");
+    a.say("hello through the relay");
+    let mut b = Joined::start_with(&ws, "relayed", &["--relay-only"]);
+    b.status("channel chat open");
+    assert!(b.hear().ends_with(": hello through the relay"));
+    a.say("/quit");
+    assert!(a.child.wait().unwrap().success());
+    b.say("/quit");
+    assert!(b.child.wait().unwrap().success());
+    turn.stop();
+    let mut c = Joined::start_with(&ws, "relayed", &["--relay-only"]);
+    c.status("joined relayed as ");
+    let mut d = Joined::start_with(&ws, "relayed", &["--relay-only"]);
+    // (The connections with the room's peers start before the join returns.)
+    d.status("relay-only and no TURN server gave an allocation");
+    d.status("joined relayed as ");
+    d.say("/quit");
+    assert!(d.child.wait().unwrap().success());
+    c.say("/quit");
+    assert!(c.child.wait().unwrap().success());
+}
+
 #[test]
 fn a_script_is_the_same_for_a_seed_and_runs_in_the_simulator_as_the_model_says() {
     let a = succeeded(&politely(&["script", "--seed", "41", "--rounds", "6"]));

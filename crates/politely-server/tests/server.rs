@@ -1048,7 +1048,10 @@ async fn turn_servers_are_handed_out_with_credentials_made_for_each_client() {
             .unwrap()
             .as_secs();
         let expiry: u64 = expiry.parse().unwrap();
-        assert!((now + 118..=now + 121).contains(&expiry), "{expiry} vs {now}");
+        assert!(
+            (now + 118..=now + 121).contains(&expiry),
+            "{expiry} vs {now}"
+        );
         let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"turn secret").unwrap();
         mac.update(username.as_bytes());
         let expected =
