@@ -1,6 +1,6 @@
 //! Debian's coturn on loopback, for the TURN tests (shared with the CLI's tests).
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
