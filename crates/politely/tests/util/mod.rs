@@ -172,4 +172,5 @@ impl CutProxy {
 }
 
 mod coturn;
+#[allow(unused_imports)]
 pub use coturn::{Coturn, TURN_SECRET};
