@@ -246,6 +246,8 @@ async function join(room = $("room").value.trim()) {
   const options = { debug: params.has("debug") };
   if (params.get("watchdog")) options.watchdogTimeout = Number(params.get("watchdog"));
   if (params.get("stun")) options.iceServers = [{ urls: params.get("stun").split(",") }];
+  // Relay candidates only: every packet through the TURN server the signaling server hands out.
+  if (params.has("relay")) options.rtcConfig = { iceTransportPolicy: "relay" };
   const c = new Politely(options);
   client = hooks.client = c;
   wire(c);

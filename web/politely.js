@@ -146,6 +146,8 @@ export class Politely extends EventTarget {
     this._timer = null;
     this._lastHeard = 0;
     this._lastPing = 0;
+    this._serverIce = []; // the ICE servers the signaling server handed out (TURN credentials)
+    this._iceRefreshAt = null; // when to ask for fresh credentials (Date.now() ms)
   }
 
   /** Creates a client and joins. Listeners added after it resolves miss the first peer-joined
@@ -256,6 +258,7 @@ export class Politely extends EventTarget {
 
   _welcomed(msg, first) {
     this._resume = msg.resume;
+    this._iceServers(msg);
     this.state = "open";
     const listed = Array.isArray(msg.peers) ? msg.peers : [];
     if (first) {
@@ -339,10 +342,34 @@ export class Politely extends EventTarget {
       }
       case "error":
         return this._emit("error", { code: msg.code, message: msg.message, peer: msg.peer });
+      case "ice-servers":
+        return this._iceServers(msg);
       default:
         // pong, a stray welcome, and frame types a newer server may add.
         return;
     }
+  }
+
+  /** Takes the ICE servers of a `welcome` or `ice-servers` frame (TURN with credentials that
+   * expire): connections use them from their next gathering on (an ICE restart allocates
+   * afresh), and fresh ones are asked for at half their lifetime. */
+  _iceServers(msg) {
+    this._serverIce = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+    this._iceRefreshAt = this._serverIce.length && msg.iceTtl > 0 ? Date.now() + msg.iceTtl * 500 : null;
+    for (const peer of this._peers.values()) {
+      if (!peer.conn || peer.conn.closed) continue;
+      try {
+        peer.conn.pc.setConfiguration({ ...peer.conn.pc.getConfiguration(), iceServers: this._allIceServers() });
+      } catch (e) {
+        this._fail(peer, e, "ice-servers");
+      }
+    }
+  }
+
+  /** The application's ICE servers and the signaling server's. */
+  _allIceServers() {
+    const o = this.options;
+    return [...(o.iceServers ?? o.rtcConfig?.iceServers ?? []), ...this._serverIce];
   }
 
   _send(peer, conn, data) {
@@ -366,6 +393,11 @@ export class Politely extends EventTarget {
       } else if (now - this._lastPing >= this.options.pingInterval) {
         this._lastPing = now;
         this._ws.send(JSON.stringify({ type: "ping" }));
+      }
+      if (this._iceRefreshAt !== null && now >= this._iceRefreshAt) {
+        // Asked once; the answer schedules the next.
+        this._iceRefreshAt = null;
+        this._ws.send(JSON.stringify({ type: "ice-servers" }));
       }
     }
     // Without signaling no negotiation can progress; the clocks restart on the resume.
@@ -474,7 +506,7 @@ export class Politely extends EventTarget {
       // the first m-section only.
       bundlePolicy: "max-bundle",
       ...o.rtcConfig,
-      iceServers: o.iceServers ?? o.rtcConfig?.iceServers ?? [],
+      iceServers: this._allIceServers(),
     });
     const now = performance.now();
     const conn = {

@@ -44,11 +44,11 @@ class Lines {
   }
 }
 
-/** `politely serve` on 127.0.0.1 with a port of its choosing. */
-export async function startServer() {
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0"], {
+/** `politely serve` on 127.0.0.1 with a port of its choosing; `args` and `env` add to it. */
+export async function startServer(args = [], env = {}) {
+  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: "warn" },
+    env: { ...process.env, RUST_LOG: "warn", ...env },
   });
   const out = new Lines(child.stdout);
   new Lines(child.stderr);
@@ -207,7 +207,11 @@ export async function openPage(browser, origin, path = "/") {
 
 /** The demo page, joined to `room`; resolves to its peer id. */
 export async function joinDemo(page, room) {
-  await page.goto(`${page.url().split("?")[0].replace(/\/[^/]*$/, "/")}?room=${encodeURIComponent(room)}`);
+  // The page's other parameters (`relay`, `stun`) stay.
+  const url = new URL(page.url());
+  url.pathname = url.pathname.replace(/\/[^/]*$/, "/");
+  url.searchParams.set("room", room);
+  await page.goto(url.href);
   await page.waitForFunction(() => window.politely?.client?.id, null, { timeout: 10_000 });
   return page.evaluate(() => window.politely.client.id);
 }
