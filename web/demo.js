@@ -25,6 +25,7 @@ const hooks = {
   Politely,
   client: null,
   events: [], // {t, name, peer, ...} for every client event, newest last (bounded)
+  errors: [], // the error events among them, every one
   messages: [], // {from, label, text} received, and our own with from = our id
   stats: () => client?.stats() ?? {},
   join,
@@ -145,12 +146,13 @@ function record(name, detail) {
   if (detail?.counters) entry.counters = detail.counters;
   hooks.events.push(entry);
   if (hooks.events.length > 2000) hooks.events.shift();
+  if (name === "error") hooks.errors.push(entry);
 }
 
 const EVENTS = [
   "joined", "peer-joined", "peer-left", "connected", "disconnected", "connection-state", "channel",
   "channel-closed", "message", "track", "track-removed", "negotiated", "replaced", "watchdog",
-  "signaling-lost", "reconnected", "error", "closed",
+  "signaling-lost", "reconnected", "error", "closed", "refused",
 ];
 
 function wire(c) {

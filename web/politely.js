@@ -85,6 +85,22 @@ const midsOf = (sdp) => [...(sdp ?? "").matchAll(/^a=mid:(\S+)/gm)].map((m) => m
 const byMid = (a, b) => a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The header extensions of a description: `[id, uri]` of each `a=extmap` line. */
+const extmapsOf = (sdp) => [...(sdp ?? "").matchAll(/^a=extmap:(\d+)(?:\/\S+)? (\S+)/gm)].map((m) => [m[1], m[2]]);
+
+/** Whether `remote` gives a header-extension id another URI than `local` does, or a URI
+ * another id. */
+function extmapConflict(local, remote) {
+  const ids = new Map(extmapsOf(local));
+  const uris = new Map(extmapsOf(local).map(([id, uri]) => [uri, id]));
+  return extmapsOf(remote).some(([id, uri]) => (ids.has(id) && ids.get(id) !== uri) || (uris.has(uri) && uris.get(uri) !== id));
+}
+
+/** Chromium (148 and later) keeps the header-extension ids of an offer it made for the
+ * connection's life, rolled back or not: a remote offer that numbers them otherwise fails,
+ * and leaves the connection in an error state for good (NEGOTIATION.md #50). */
+const KEEPS_EXTENSION_IDS = typeof navigator !== "undefined" && /Chrom(e|ium)\//.test(navigator.userAgent);
+
 /** 16 hex digits, like the native engine's; getRandomValues also works outside secure contexts. */
 function randomId() {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
@@ -111,6 +127,8 @@ const newCounters = () => ({
   answersApplied: 0,
   rollbacks: 0, // polite: our offer rolled back to accept a colliding one
   ignoredOffers: 0, // impolite: a colliding offer ignored
+  refused: 0, // remote offers we yielded to and could not apply, refused (see `_refused`)
+  offersRefused: 0, // our offers the remote refused; its offer came first
   restarts: 0, // ICE restarts applied (the local ufrag changed)
   watchdog: 0, // watchdog firings, whatever the recovery
   watchdogReplacements: 0, // ... of which replaced the connection
@@ -524,6 +542,13 @@ export class Politely extends EventTarget {
       // can fail after `ignoreOffer` was already recomputed by a later message).
       ignoreCandidateFailures: false,
       yielded: 0, // colliding offers accepted (polite); an offer made meanwhile is not sent
+      // Our offer was refused (the remote could not apply it after yielding to it): our offers
+      // wait for the remote's until this time (performance.now() ms), or until one is applied.
+      holdUntil: 0,
+      holdTimer: null,
+      rollingBack: false, // a refused offer's rollback is in flight
+      offerSettled: null, // resolves when the offer being made is made (and sent, or not)
+      ignored: null, // {description, offerId}: the last colliding offer we ignored (impolite)
       // The gate (asker): the number of our pending request, and the lease granted for our
       // next offer.
       asked: null,
@@ -621,6 +646,7 @@ export class Politely extends EventTarget {
     if (conn.closed) return;
     conn.closed = true;
     clearTimeout(conn.gateTimer);
+    clearTimeout(conn.holdTimer);
     for (const [channel] of conn.channels) {
       if (channel.readyState === "open") this._emit("channel-closed", { peer: peer.id, label: channel.label, channel });
     }
@@ -675,8 +701,11 @@ export class Politely extends EventTarget {
   async _offer(peer, conn) {
     const { pc } = conn;
     if (pc.signalingState !== "stable" || conn.makingOffer) return;
+    if (performance.now() < conn.holdUntil) return; // the remote's offer comes first (`_refused`)
     const live = () => !conn.closed && peer.conn === conn;
     const yielded = conn.yielded;
+    let settled;
+    conn.offerSettled = new Promise((resolve) => (settled = resolve));
     try {
       conn.makingOffer = true;
       await pc.setLocalDescription();
@@ -697,6 +726,7 @@ export class Politely extends EventTarget {
       if (live()) this._fail(peer, e, "offer");
     } finally {
       conn.makingOffer = false;
+      settled();
     }
   }
 
@@ -769,6 +799,7 @@ export class Politely extends EventTarget {
     if (conn.closed) return;
     conn.heard = true;
     if (description != null) return this._description(peer, conn, description, data.offerId);
+    if (Number.isInteger(data.refused)) return this._refused(peer, conn, data.refused);
     if (candidate !== undefined) return this._candidate(peer, conn, candidate);
     if (data.gate && typeof data.gate === "object") return this._gate(peer, conn, data.gate);
     if (data.bye === true) {
@@ -803,13 +834,36 @@ export class Politely extends EventTarget {
       return;
     }
 
+    if (type === "offer" && peer.polite && KEEPS_EXTENSION_IDS && conn.makingOffer) {
+      // Whether to yield depends on the header-extension ids of the offer we are making
+      // (below): let it finish first (a few milliseconds).
+      await conn.offerSettled;
+      if (!live()) return;
+    }
     // W3C webrtc-pc "Perfect Negotiation Example".
-    const readyForOffer = !conn.makingOffer && (pc.signalingState === "stable" || conn.isSettingRemoteAnswerPending);
+    // (A refused offer being rolled back counts as stable: the browser runs that rollback
+    // before this offer's setRemoteDescription, which queues behind it.)
+    const readyForOffer =
+      !conn.makingOffer && (pc.signalingState === "stable" || conn.isSettingRemoteAnswerPending || conn.rollingBack);
     const offerCollision = type === "offer" && !readyForOffer;
     conn.ignoreOffer = !peer.polite && offerCollision;
     if (conn.ignoreOffer) {
       counters.ignoredOffers++;
       conn.ignoreCandidateFailures = true;
+      conn.ignored = { description, offerId }; // taken after all if the remote refuses ours
+      return;
+    }
+    if (
+      offerCollision &&
+      KEEPS_EXTENSION_IDS &&
+      Number.isInteger(offerId) &&
+      extmapConflict(`${pc.pendingLocalDescription?.sdp ?? ""}${pc.currentLocalDescription?.sdp ?? ""}`, sdp)
+    ) {
+      // Yielding would break the connection: our offer stands, and the remote takes it instead
+      // of waiting for an answer to its own (the `refused` signal).
+      counters.refused++;
+      this._emit("refused", { peer: peer.id, offerId, message: "its header-extension ids differ from those of our pending offer" });
+      this._send(peer, conn, { refused: offerId });
       return;
     }
     if (offerCollision) {
@@ -829,7 +883,25 @@ export class Politely extends EventTarget {
       conn.expectedUfrag = conn.remoteUfrag;
       // Our offer was not sent (see onnegotiationneeded); without a rollback it would wait
       // for an answer that never comes.
-      if (offerCollision && pc.signalingState === "have-local-offer") {
+      // (Chromium undoes a failed setRemoteDescription whole: our offer is still pending.)
+      const sentOfferPending = pc.signalingState === "have-local-offer" && conn.pendingOfferId !== null;
+      if (offerCollision && Number.isInteger(offerId) && live()) {
+        // We yielded, and then could not take the offer we yielded to. Chromium refuses a
+        // Firefox offer this way (NEGOTIATION.md #50: it keeps the header-extension ids of
+        // its own offer, and Firefox numbers them differently). The remote waits for an
+        // answer that will not come: tell it. It then takes our offer: the one it ignored if
+        // it is still pending here, or a new one.
+        counters.refused++;
+        this._emit("refused", { peer: peer.id, offerId, message: String(e?.message ?? e) });
+        this._send(peer, conn, { refused: offerId });
+        if (sentOfferPending) return;
+        if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+        if (live()) this._offer(peer, conn);
+        return;
+      }
+      // Our offer was not sent (see onnegotiationneeded); without a rollback it would wait
+      // for an answer that never comes.
+      if (offerCollision && pc.signalingState === "have-local-offer" && !sentOfferPending) {
         pc.setLocalDescription({ type: "rollback" }).catch(() => {});
       }
       return this._fail(peer, e, `set remote ${type}`);
@@ -837,6 +909,12 @@ export class Politely extends EventTarget {
       conn.isSettingRemoteAnswerPending = false;
     }
     if (!live()) return;
+    conn.ignored = null; // an exchange completed: an offer ignored before is moot
+    if (type === "offer" && conn.holdUntil) {
+      // The offer we held ours back for: ours may go once this exchange is over.
+      conn.holdUntil = 0;
+      clearTimeout(conn.holdTimer);
+    }
     this._afterRemoteDescription(peer, conn);
     if (type === "answer") {
       conn.pendingOfferId = null;
@@ -856,6 +934,39 @@ export class Politely extends EventTarget {
       this._negotiated(peer, conn, false);
     } catch (e) {
       if (live()) this._fail(peer, e, "answer");
+    }
+  }
+
+  /** The remote could not apply our offer `offerId` after it yielded to it (it says why in
+   * its `refused` event) and offers its own instead: roll ours back and hold our offers until
+   * its offer is applied (or a watchdog period passes); our changes follow in the next one. */
+  async _refused(peer, conn, offerId) {
+    const { pc } = conn;
+    if (conn.pendingOfferId !== offerId || pc.signalingState !== "have-local-offer") return;
+    peer.counters.offersRefused++;
+    conn.pendingOfferId = null;
+    conn.holdUntil = performance.now() + this.options.watchdogTimeout;
+    clearTimeout(conn.holdTimer);
+    conn.holdTimer = setTimeout(() => {
+      conn.holdUntil = 0;
+      if (!conn.closed && peer.conn === conn) this._offer(peer, conn);
+    }, this.options.watchdogTimeout);
+    conn.rollingBack = true;
+    try {
+      await pc.setLocalDescription({ type: "rollback" });
+    } catch (e) {
+      if (!conn.closed && peer.conn === conn) this._fail(peer, e, "rollback");
+      return;
+    } finally {
+      conn.rollingBack = false;
+    }
+    // The offer we ignored for ours, if the remote still stands by it (it refused ours while
+    // its own was pending); otherwise its new offer follows.
+    const ignored = conn.ignored;
+    conn.ignored = null;
+    if (ignored && !conn.closed && peer.conn === conn && pc.signalingState === "stable") {
+      peer.counters.offersReceived--; // counted when it first came
+      await this._description(peer, conn, ignored.description, ignored.offerId);
     }
   }
 

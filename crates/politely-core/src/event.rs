@@ -205,6 +205,10 @@ pub enum Diagnostic {
     SuppressedCandidateError,
     /// Candidates arrived before any remote description and were buffered.
     BufferedCandidate,
+    /// We yielded to a colliding offer and could not apply it: refused, and ours offered.
+    RefusedOffer,
+    /// The remote refused our offer (`refused`): rolled back, and its offer awaited.
+    OfferRefused,
 }
 
 /// Counters an application can read with [`Engine::counters`](crate::Engine::counters).

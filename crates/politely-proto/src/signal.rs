@@ -18,6 +18,10 @@
 //!
 //! and an offer made under a lease names it: `{"connectionId":"…","description":{…},"offerId":4,"lease":1}`.
 //!
+//! A side that yielded to a colliding offer and then could not apply it refuses it by number,
+//! `{"connectionId":"…","refused":4}`, and offers its own: the refused side rolls its offer
+//! back and takes that one (see [`Payload::Refused`]).
+//!
 //! `offerId` is politely's stale-answer guard: each side numbers its offers on a connection, and
 //! an answer repeats the number of the offer it answers (LiveKit's offerId/answerId idea). It is
 //! optional, so a page written with the plain MDN pattern interoperates; without it, the engine
@@ -135,6 +139,14 @@ pub enum Payload {
         /// Whether the sender wants a new connection.
         reconnect: bool,
     },
+    /// The sender yielded to our offer `offer_id` in a glare and then could not apply it (a
+    /// browser's own limit: Chromium refuses a Firefox offer whose header-extension ids differ
+    /// from those of the offer it rolled back). It offers its own instead; we roll ours back
+    /// and take that one, and our changes follow in our next offer.
+    Refused {
+        /// The refused offer's number.
+        offer_id: u64,
+    },
 }
 
 /// A message of the negotiation gate (seed 003's "may I negotiate now?"): the asking side
@@ -227,6 +239,9 @@ impl Signal {
                 if *reconnect {
                     obj.insert("reconnect".into(), json!(true));
                 }
+            }
+            Payload::Refused { offer_id } => {
+                obj.insert("refused".into(), json!(offer_id));
             }
         }
         Value::Object(obj)
@@ -338,9 +353,11 @@ impl Signal {
             Payload::Bye {
                 reconnect: obj.get("reconnect").and_then(Value::as_bool) == Some(true),
             }
+        } else if let Some(offer_id) = optional_number(obj, "refused")? {
+            Payload::Refused { offer_id }
         } else {
             return Err(SignalError::Malformed(
-                "none of description, candidate, gate, bye",
+                "none of description, candidate, gate, bye, refused",
             ));
         };
         Ok(Signal {
@@ -401,6 +418,10 @@ mod tests {
         assert_eq!(
             round_trip(r#"{"connectionId":"c","bye":true,"reconnect":true}"#).payload,
             Payload::Bye { reconnect: true }
+        );
+        assert_eq!(
+            round_trip(r#"{"connectionId":"c","refused":4}"#).payload,
+            Payload::Refused { offer_id: 4 }
         );
     }
 

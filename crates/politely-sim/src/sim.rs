@@ -372,6 +372,25 @@ impl Sim {
         &self.stats
     }
 
+    /// Hands `signal` to the engine `peer` runs toward `remote` now, as if it came from the
+    /// remote (a message the test writes itself), then drains: what the engine answers goes
+    /// on the simulated network.
+    pub fn handle_signal(
+        &mut self,
+        peer: usize,
+        remote: usize,
+        signal: Signal,
+    ) -> Result<(), politely_core::PeerError> {
+        let now = self.now;
+        self.record(peer, remote, format!("injected {}", describe(&signal)));
+        let handled = self
+            .link_mut(peer, remote)
+            .engine
+            .handle_signal(now, signal);
+        self.drain(peer, remote);
+        handled
+    }
+
     /// Applies an action now, then drains.
     pub fn act(&mut self, peer: usize, remote: usize, action: Action) {
         self.apply(peer, remote, action);
@@ -892,5 +911,6 @@ fn describe(signal: &Signal) -> String {
         Payload::Candidate(Some(_)) => format!("candidate on {id}"),
         Payload::Candidate(None) => format!("end-of-candidates on {id}"),
         Payload::Bye { reconnect } => format!("bye (reconnect: {reconnect}) on {id}"),
+        Payload::Refused { offer_id } => format!("refused #{offer_id} on {id}"),
     }
 }

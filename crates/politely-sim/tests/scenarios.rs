@@ -1217,3 +1217,84 @@ fn lost_packets_are_retransmitted_on_nack() {
         received.len()
     );
 }
+
+/// Catalog #50 (Chromium ↔ Firefox, found in politely): both offer a new audio section at
+/// once; the polite side rolls back and cannot apply the impolite side's offer (Chromium keeps
+/// its own header-extension ids). It refuses the offer by number; its own offer stands (still
+/// pending: Chromium undoes the failed step whole) or follows (if it rolled back). The polite
+/// side's part is played by hand: the impolite side's offer is lost on the way (the polite
+/// side "could not apply it") and a `refused` for it reaches the impolite side, with the
+/// polite side's offer before it (ignored as a collision, then taken) or after it (taken once
+/// it comes; our offers wait for it). Either way: both changes negotiated, no watchdog.
+#[test]
+fn a_refused_offer_gives_way_to_the_other_offer() {
+    for polite_offer_after in [false, true] {
+        let mut sim = connected_pair(SimConfig::default());
+        let refused = std::rc::Rc::new(std::cell::Cell::new(None));
+        let seen = refused.clone();
+        sim.intercept(move |from, _, signal| match &signal.payload {
+            Payload::Description {
+                description,
+                offer_id,
+                ..
+            } if from == 1 && description.kind == SdpKind::Offer && seen.get().is_none() => {
+                seen.set(*offer_id);
+                Fate::Drop
+            }
+            Payload::Description { description, .. }
+                if polite_offer_after && from == 0 && description.kind == SdpKind::Offer =>
+            {
+                Fate::Delay(Duration::from_millis(100))
+            }
+            _ => Fate::Deliver,
+        });
+        sim.act(0, 1, video(Direction::SendRecv));
+        sim.act(1, 0, audio(Direction::SendRecv));
+        sim.run_for(Duration::from_millis(50));
+        let offer_id = refused.get().expect("the impolite side offered");
+        assert_eq!(
+            sim.engine(1, 0).counters().ignored_offers,
+            u64::from(!polite_offer_after)
+        );
+        let id = sim.engine(1, 0).connection_id().clone();
+        let answers_before = sim.engine(1, 0).counters().answers;
+        let offers_before = sim.engine(1, 0).counters().offers;
+        sim.handle_signal(
+            1,
+            0,
+            Signal {
+                connection_id: id,
+                payload: Payload::Refused { offer_id },
+            },
+        )
+        .expect("a refusal is not an error");
+        assert!(sim.saw(1, 0, |e| *e == Event::Diagnostic(Diagnostic::OfferRefused)));
+        // The ignored offer is answered at once, and our change offered right after it;
+        // otherwise nothing is offered until the other side's offer is taken.
+        let taken = u64::from(!polite_offer_after);
+        let impolite = sim.engine(1, 0).counters();
+        assert_eq!(impolite.answers, answers_before + taken);
+        assert_eq!(impolite.offers, offers_before + taken);
+        // With the polite side's offer after the refusal, the refused offer was neither
+        // answered nor ignored, which the verdict's count (offers = answers + ignored) cannot
+        // know; everything else must hold. (Otherwise it was ignored, and counts as such.)
+        let verdict = sim.run();
+        let expected = if polite_offer_after {
+            vec![politely_sim::Failure::ExtraOffers(
+                "4 offers, 3 answers, 0 ignored".into(),
+            )]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(
+            verdict.failures, expected,
+            "polite offer after the refusal: {polite_offer_after}"
+        );
+        for (peer, remote) in [(0, 1), (1, 0)] {
+            let e = sim.engine(peer, remote);
+            assert_eq!(e.counters().watchdog_firings, 0);
+            assert_eq!(e.transceivers().len(), 2);
+        }
+        assert_eq!(sim.engine(1, 0).counters().rollbacks, 1);
+    }
+}

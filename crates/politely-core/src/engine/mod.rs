@@ -864,6 +864,34 @@ impl Engine {
                 self.finish(true);
                 Ok(())
             }
+            Payload::Refused { offer_id } => self.on_refused(offer_id),
+        }
+    }
+
+    /// The remote yielded to our offer `offer_id` and could not apply it. Take its offer
+    /// instead: the one we ignored for ours if there is one (it still stands by it), else roll
+    /// ours back and hold our offers until its new one is applied, for at most a watchdog
+    /// period. Our changes go in our next offer.
+    fn on_refused(&mut self, offer_id: u64) -> Result<(), PeerError> {
+        let Negotiation::LocalOffer(pending) = &mut self.conn.negotiation else {
+            return Ok(());
+        };
+        if pending.id != offer_id {
+            return Ok(());
+        }
+        let ignored = pending.ignored.take();
+        self.diagnose(Diagnostic::OfferRefused);
+        match ignored {
+            Some((offer, offer_id)) => {
+                self.note_remote_offer(offer_id, &offer);
+                let parsed = parse_description(&offer)?;
+                self.apply_remote_offer(parsed, offer_id)
+            }
+            None => {
+                self.rollback_local_offer();
+                self.backoff_until = Some(self.now + self.config.watchdog_timeout);
+                Ok(())
+            }
         }
     }
 
@@ -928,7 +956,20 @@ impl Engine {
         } else {
             unparsed(&description)
         };
-        self.apply_remote_offer(offer, offer_id)
+        match self.apply_remote_offer(offer, offer_id) {
+            // We yielded and then could not take the offer: the remote would wait for an
+            // answer. Refuse it by number; our own offer follows (`maybe_offer`), and the
+            // remote takes it.
+            Err(e) if offer_collision && offer_id.is_some() => {
+                log::debug!("[{}] refusing a colliding offer: {e}", self.conn.id);
+                self.send_signal(Payload::Refused {
+                    offer_id: offer_id.expect("checked above"),
+                });
+                self.diagnose(Diagnostic::RefusedOffer);
+                Ok(())
+            }
+            result => result,
+        }
     }
 
     /// Records the remote offer being taken up, so that a repeat of it is recognised.
@@ -1004,6 +1045,8 @@ impl Engine {
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
         self.transition(Step::RemoteOffer, "remote offer");
+        // An offer taken up ends a hold on ours (`on_refused`, or a back-off).
+        self.backoff_until = None;
         self.pump();
         // Mirror the transceivers the offer created; rtc removes them again on rollback.
         self.conn
