@@ -8,6 +8,14 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
+  browserAndNative,
+  browsersConverged,
+  glared,
+  heardAtPage,
+  offers,
+  settle,
+} from "./cases.mjs";
+import {
   Native,
   browserStats,
   joinDemo,
@@ -33,53 +41,6 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-const chats = (s) => s.channels.filter((c) => c === "chat").length;
-const offers = (s) => s.counters.offers;
-const glared = (s) => s.counters.rollbacks + s.counters.ignoredOffers;
-
-/** Both browsers' connections to each other: settled, connected, the same m-lines, both
- * chats open, on one connection id. */
-async function browsersConverged(a, aId, b, bId, stats = browserStats) {
-  const [sa, sb] = await Promise.all([stats(a, bId), stats(b, aId)]);
-  const ok =
-    sa && sb && sa.settled && sb.settled &&
-    sa.connectionState === "connected" && sb.connectionState === "connected" &&
-    sa.connectionId === sb.connectionId && same(sa.sectionMids, sb.sectionMids) &&
-    chats(sa) === 2 && chats(sb) === 2;
-  return { ok: Boolean(ok), sa, sb, detail: { sa, sb } };
-}
-
-/** A browser's connection to a native peer and the native's to it, alike. */
-async function nativeConverged(page, pageId, native, nativeId) {
-  const [sb, all] = await Promise.all([browserStats(page, nativeId), native.stats()]);
-  const sn = all[pageId];
-  const ok =
-    sb && sn && sb.settled && sn.settled &&
-    sb.connectionState === "connected" && sn.connectionState === "Connected" &&
-    sb.connectionId === sn.connectionId && same([...sb.sectionMids].sort(), [...sn.mids].sort()) &&
-    chats(sb) === 2 && sn.channels.filter((c) => c === "chat").length === 2;
-  return { ok: Boolean(ok), sb, sn, detail: { sb, sn } };
-}
-
-/** Waits twice in a row for `check`, so a renegotiation that is about to start is not taken
- * for the end of the last one. */
-async function settle(check, what, ms = 10_000) {
-  for (;;) {
-    await until(check, { what, ms });
-    const second = await check();
-    if (second.ok) return second;
-  }
-}
-
-function messagesFrom(page, from) {
-  return page.evaluate((from) => window.politely.messages.filter((m) => m.from === from).map((m) => m.text), from);
-}
-
-async function heardAtPage(page, from, text) {
-  await until(async () => (await messagesFrom(page, from)).includes(text), { what: `"${text}" in the page` });
-}
 
 test("Chromium to Chromium: connect, chat, glare on a live connection and on fresh ones", async () => {
   const name = room("cc");
@@ -157,122 +118,17 @@ test("Chromium to Chromium: connect, chat, glare on a live connection and on fre
   await b.context().close();
 });
 
-/** Everything the issue asks of a browser and a native peer, with `nativeFirst` choosing who
- * joins first (and so who is polite: the lower id). */
-async function browserAndNative(nativeFirst) {
-  const name = room(nativeFirst ? "native-first" : "browser-first");
-  const page = await openPage(browser, server.origin);
-  let native;
-  let nativeId;
-  let pageId;
-  if (nativeFirst) {
-    native = new Native(server.ws, name);
-    nativeId = await native.id();
-    pageId = await joinDemo(page, name);
-  } else {
-    pageId = await joinDemo(page, name);
-    native = new Native(server.ws, name);
-    nativeId = await native.id();
-  }
-  try {
-    const converged = () => nativeConverged(page, pageId, native, nativeId);
-    let s = await settle(converged, "browser and native connected");
-    assert.equal(s.sb.polite, !nativeFirst, "the first to join is polite");
-    assert.equal(s.sn.polite, nativeFirst);
-
-    // Chat both ways.
-    await page.evaluate(() => window.politely.send("hello native"));
-    await native.message(pageId, "hello native");
-    native.send("hello browser");
-    await heardAtPage(page, nativeId, "hello browser");
-
-    // Glare rounds: the first two add an audio and a video transceiver on each side, the
-    // rest flip their directions.
-    const times = [];
-    let collisions = 0;
-    for (let round = 0; round < ROUNDS; round++) {
-      const before = await converged();
-      const start = performance.now();
-      // The page first: its offer takes Chromium a few milliseconds to make, the native
-      // peer's well under one, so both are in flight at once.
-      await page.evaluate(() => window.politely.glare());
-      native.send("/glare");
-      const done = await settle(async () => {
-        const c = await converged();
-        return { ...c, ok: c.ok && offers(c.sb) + c.sn.counters.offers > offers(before.sb) + before.sn.counters.offers };
-      }, `round ${round}`);
-      times.push(performance.now() - start);
-      if (glared(done.sb) + done.sn.counters.rollbacks + done.sn.counters.ignoredOffers >
-          glared(before.sb) + before.sn.counters.rollbacks + before.sn.counters.ignoredOffers) collisions++;
-      if (round === 1) {
-        // An audio and a video transceiver from each side, all negotiated.
-        const kinds = await page.evaluate((peer) => {
-          const pc = window.politely.client.connection(peer);
-          return pc.getTransceivers().filter((t) => t.mid !== null).map((t) => t.receiver.track.kind).sort();
-        }, nativeId);
-        assert.deepEqual(kinds, ["audio", "audio", "video", "video"]);
-      }
-    }
-    s = await converged();
-    console.log(
-      `# ${summary(`Chromium-native glare round (${nativeFirst ? "native" : "browser"} polite)`, times)}; ` +
-        `glare in ${collisions} of ${ROUNDS}; watchdog: browser ${s.sb.counters.watchdog}, native ${s.sn.counters.watchdog}`,
-    );
-    // Whether both offers are in flight at once is a race between Chromium making its offer
-    // and the native peer reading `/glare`; collisions have ranged from 11 to 175 of 200 rounds
-    // between runs. A few prove the glare path runs against Chromium in this role order.
-    assert.ok(collisions >= Math.max(1, ROUNDS / 40), `offers collided in ${collisions} rounds only`);
-
-    // An ICE restart from each side: new credentials on both ends, still connected, and the
-    // side that offered the restart controls ICE at both ends (Chromium decides the roles
-    // afresh on a restart; a native peer that kept its role made both ends controlled, and the
-    // restarted session waited for the watchdog).
-    for (const side of ["native", "browser", "native"]) {
-      const before = await converged();
-      if (side === "browser") await page.evaluate(() => window.politely.restart());
-      else native.send("/restart");
-      s = await settle(async () => {
-        const c = await converged();
-        const restarted = c.sb && before.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag;
-        return { ...c, ok: c.ok && restarted };
-      }, `an ICE restart from the ${side}`);
-      const pageRole = await page.evaluate(async (peer) => {
-        const report = await window.politely.client.connection(peer).getStats();
-        return [...report.values()].find((r) => r.type === "transport")?.iceRole;
-      }, nativeId);
-      assert.deepEqual(
-        { page: pageRole, native: s.sn.iceControlling ? "controlling" : "controlled" },
-        side === "native" ? { page: "controlled", native: "controlling" } : { page: "controlling", native: "controlled" },
-        `ICE roles after a restart from the ${side}`,
-      );
-      assert.equal(s.sn.counters.watchdog, before.sn.counters.watchdog, `the watchdog recovered the restart from the ${side}`);
-    }
-    assert.ok(s.sn.counters.iceRestarts >= 3, JSON.stringify(s.sn.counters));
-
-    // A reload: the page comes back as a new peer with a new connection, and the native
-    // peer connects to it.
-    await page.reload();
-    await page.waitForFunction((old) => window.politely?.client?.id && window.politely.client.id !== old, pageId, {
-      timeout: 10_000,
-    });
-    const reloadedId = await page.evaluate(() => window.politely.client.id);
-    await native.err.next((l) => l === `politely: ${pageId} left`, { what: "the old page left" });
-    s = await settle(() => nativeConverged(page, reloadedId, native, nativeId), "the reloaded page connected");
-    assert.notEqual(s.sb.connectionId, undefined);
-    await page.evaluate(() => window.politely.send("back again"));
-    await native.message(reloadedId, "back again");
-    native.send("welcome back");
-    await heardAtPage(page, nativeId, "welcome back");
-    assert.deepEqual(page.errors, []);
-  } finally {
-    assert.equal(await native.quit(), 0);
-    await page.context().close();
-  }
+for (const [nativeFirst, title] of [[true, "the native peer joining first"], [false, "the browser joining first"]]) {
+  test(`Chromium and a native peer, ${title}`, () =>
+    browserAndNative({
+      server,
+      open: () => openPage(browser, server.origin),
+      browser: "Chromium",
+      name: room(nativeFirst ? "native-first" : "browser-first"),
+      nativeFirst,
+      rounds: ROUNDS,
+    }));
 }
-
-test("Chromium and a native peer, the native peer joining first", () => browserAndNative(true));
-
-test("Chromium and a native peer, the browser joining first", () => browserAndNative(false));
 
 // A page written with the W3C/MDN pattern as it stands in the spec, and a signaler of ten
 // lines for politely's protocol: nothing of politely.js.

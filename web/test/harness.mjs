@@ -6,9 +6,11 @@ import { createWriteStream } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import puppeteer from "puppeteer-core";
 
 export const BIN = process.env.POLITELY_BIN ?? fileURLToPath(new URL("../../target/release/politely", import.meta.url));
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const FIREFOX = process.env.FIREFOX ?? "/usr/bin/firefox-esr";
 
 /** Lines of a child's stream, with waiters for the next line that matches. */
 class Lines {
@@ -46,7 +48,8 @@ class Lines {
 
 /** `politely serve` on 127.0.0.1 with a port of its choosing; `args` and `env` add to it. */
 export async function startServer(args = [], env = {}) {
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--rate-limit", "0", ...args], {
+  const listen = args.includes("--listen") ? [] : ["--listen", "127.0.0.1:0"];
+  const child = spawn(BIN, ["serve", ...listen, "--rate-limit", "0", ...args], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, RUST_LOG: "warn", ...env },
   });
@@ -203,6 +206,57 @@ export async function openPage(browser, origin, path = "/") {
   page.on("console", (m) => page.logs.push(`${m.type()}: ${m.text()}`));
   await page.goto(`${origin}${path}`);
   return page;
+}
+
+/** Headless Firefox ESR over WebDriver BiDi (puppeteer-core): loopback candidates, host
+ * addresses not hidden behind mDNS names, fake media and capture permission (without it
+ * Firefox gathers no candidate when only loopback exists). */
+export function launchFirefox() {
+  return puppeteer.launch({
+    browser: "firefox",
+    executablePath: FIREFOX,
+    headless: true,
+    extraPrefsFirefox: {
+      "media.peerconnection.ice.loopback": true,
+      "media.peerconnection.ice.obfuscate_host_addresses": false,
+      "media.navigator.streams.fake": true,
+      "media.navigator.permission.disabled": true,
+      "permissions.default.camera": 1,
+      "permissions.default.microphone": 1,
+      // No background traffic toward hosts this machine cannot reach.
+      "network.captive-portal-service.enabled": false,
+      "network.connectivity-service.enabled": false,
+      "app.update.enabled": false,
+    },
+  });
+}
+
+/** A Firefox page in a window of its own (a background tab's timers are clamped to 1 s) and a
+ * context of its own, with the part of Playwright's page interface the tests use. */
+export async function openFirefoxPage(browser, origin, path = "/") {
+  const context = await browser.createBrowserContext();
+  const page = await context.newPage({ type: "window" });
+  const errors = [];
+  const logs = [];
+  const consoleWaiters = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.on("console", (m) => {
+    logs.push(`${m.type()}: ${m.text()}`);
+    for (const waiter of consoleWaiters.splice(0)) waiter(m.text());
+  });
+  await page.goto(`${origin}${path}`);
+  return {
+    errors,
+    logs,
+    /** Calls `fn` with the text of the page's next console message. */
+    onNextConsole: (fn) => consoleWaiters.push(fn),
+    evaluate: (fn, arg) => page.evaluate(fn, arg),
+    waitForFunction: (fn, arg, options = {}) => page.waitForFunction(fn, options, arg),
+    goto: (url) => page.goto(url),
+    url: () => page.url(),
+    reload: () => page.reload(),
+    context: () => ({ close: () => context.close() }),
+  };
 }
 
 /** The demo page, joined to `room`; resolves to its peer id. */

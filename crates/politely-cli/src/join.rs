@@ -10,8 +10,8 @@
 use anyhow::Context as _;
 use clap::Args;
 use politely::{
-    Bind, DataChannel, Direction, HeaderExtension, MediaKind, MediaPacket, Origin, PeerEvent,
-    PeerHandle, PeerStats, RoomMessage, Session, SessionConfig, SessionEvent, Source, TrackLabel,
+    DataChannel, Direction, HeaderExtension, MediaKind, MediaPacket, Origin, PeerEvent, PeerHandle,
+    PeerStats, RoomMessage, Session, SessionConfig, SessionEvent, Source, TrackLabel,
     TransceiverId,
 };
 use politely_sim::{EndState, Op, ReadyState};
@@ -132,13 +132,7 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
             lease: std::time::Duration::from_millis(ms),
         };
     }
-    config.peer.bind = if !args.bind.is_empty() {
-        Bind::Addrs(args.bind.clone())
-    } else if is_loopback_url(&args.url) {
-        Bind::loopback()
-    } else {
-        Bind::Interfaces
-    };
+    config.peer.bind = crate::sfu::bind(&args.bind, &args.url);
     let mut session = Session::join(&args.url, &args.room, config).await?;
     status(format_args!("joined {} as {}", args.room, session.id()));
 
@@ -606,19 +600,42 @@ async fn open_chat(peer: &PeerHandle, chats: &mut BTreeMap<String, DataChannel>)
     }
 }
 
-pub(crate) fn is_loopback_url(url: &str) -> bool {
+/// The loopback address a URL's host is on (`::1` for `[::1]`, `127.0.0.1` for `127.x` and
+/// `localhost`), or `None` for any other host.
+pub(crate) fn loopback_of_url(url: &str) -> Option<IpAddr> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.split(':').next().unwrap_or_default(),
     };
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    if host == "localhost" {
+        return Some(IpAddr::from([127, 0, 0, 1]));
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if ip.is_loopback() => Some(IpAddr::from([127, 0, 0, 1])),
+        Ok(IpAddr::V6(ip)) if ip.is_loopback() => Some(IpAddr::V6(ip)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::trusted_certificates;
+    use super::{loopback_of_url, trusted_certificates};
+
+    #[test]
+    fn loopback_urls() {
+        let v4 = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(loopback_of_url("ws://127.0.0.1:8080"), v4);
+        assert_eq!(loopback_of_url("ws://127.0.0.2:8080/ws"), v4);
+        assert_eq!(loopback_of_url("wss://localhost/ws"), v4);
+        assert_eq!(
+            loopback_of_url("ws://[::1]:8080/ws"),
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(loopback_of_url("ws://[2001:db8::1]:8080"), None);
+        assert_eq!(loopback_of_url("ws://example.org:8080"), None);
+    }
 
     #[test]
     fn a_pem_file_gives_its_certificates() {

@@ -71,13 +71,13 @@ pub(crate) fn run(args: &SfuArgs) -> anyhow::Result<ExitCode> {
         })
 }
 
-/// The addresses an SFU gathers on: those given, or loopback for a loopback server, or every
-/// interface.
+/// The addresses a client or an SFU gathers on: those given, or the loopback address of a
+/// loopback server (`::1` for one on `[::1]`), or every interface.
 pub(crate) fn bind(addrs: &[IpAddr], url: &str) -> Bind {
     if !addrs.is_empty() {
         Bind::Addrs(addrs.to_vec())
-    } else if crate::join::is_loopback_url(url) {
-        Bind::loopback()
+    } else if let Some(loopback) = crate::join::loopback_of_url(url) {
+        Bind::Addrs(vec![loopback])
     } else {
         Bind::Interfaces
     }

@@ -317,3 +317,39 @@ async fn a_relay_only_peer_sends_relay_candidates_only() {
     a.close().await;
     b.close().await;
 }
+
+/// On `::1` only, every candidate either peer sends is an IPv6 host candidate, and they connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_bound_to_ipv6_loopback_send_ipv6_candidates_and_connect() {
+    let config = || PeerConfig {
+        bind: politely::Bind::Addrs(vec![std::net::Ipv6Addr::LOCALHOST.into()]),
+        ..PeerConfig::loopback()
+    };
+    let (to_a, to_b): (Route, Route) = Default::default();
+    let (end_a, tx_a, sent_by_a) = end(to_b.clone());
+    let (end_b, tx_b, sent_by_b) = end(to_a.clone());
+    *to_a.lock().unwrap() = Some(tx_a);
+    *to_b.lock().unwrap() = Some(tx_b);
+    let a = Peer::connect(Role::Polite, end_a, config()).await.unwrap();
+    let mut b = Peer::connect(Role::Impolite, end_b, config())
+        .await
+        .unwrap();
+    let chat = a
+        .create_data_channel("chat", Default::default())
+        .await
+        .unwrap();
+    chat.opened().await.unwrap();
+    next_open(&mut b).await;
+    chat.send_text("six").await.unwrap();
+    assert_eq!(next_text(&mut b).await, "six");
+    for sent in [&sent_by_a, &sent_by_b] {
+        let candidates = candidates_sent(sent);
+        assert!(!candidates.is_empty());
+        for (typ, address) in &candidates {
+            assert_eq!(typ, "host", "{candidates:?}");
+            assert!(address.starts_with("::1:"), "{candidates:?}");
+        }
+    }
+    a.close().await;
+    b.close().await;
+}

@@ -20,8 +20,13 @@ impl TestServer {
         Self::with(politely_server::Config::default()).await
     }
 
-    pub async fn with(mut config: politely_server::Config) -> Self {
-        config.listen = "127.0.0.1:0".parse().unwrap();
+    pub async fn with(config: politely_server::Config) -> Self {
+        Self::on("127.0.0.1:0".parse().unwrap(), config).await
+    }
+
+    /// A server listening on `listen` (`[::1]:0`, say).
+    pub async fn on(listen: SocketAddr, mut config: politely_server::Config) -> Self {
+        config.listen = listen;
         config.rate_limit = None;
         let server = politely_server::Server::bind(config).await.unwrap();
         let addr = server.local_addr();

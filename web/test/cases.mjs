@@ -1,0 +1,186 @@
+// What the browser tests do with any browser: the convergence checks, and a page with a
+// native peer through every step (connect, chat, glare rounds, ICE restarts, a reload).
+
+import assert from "node:assert/strict";
+import { Native, browserStats, joinDemo, summary, until } from "./harness.mjs";
+
+export const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+export const chats = (s) => s.channels.filter((c) => c === "chat").length;
+export const offers = (s) => s.counters.offers;
+export const glared = (s) => s.counters.rollbacks + s.counters.ignoredOffers;
+
+/** Both browsers' connections to each other: settled, connected, the same m-lines, both
+ * chats open, on one connection id. */
+export async function browsersConverged(a, aId, b, bId, stats = browserStats) {
+  const [sa, sb] = await Promise.all([stats(a, bId), stats(b, aId)]);
+  const ok =
+    sa && sb && sa.settled && sb.settled &&
+    sa.connectionState === "connected" && sb.connectionState === "connected" &&
+    sa.connectionId === sb.connectionId && same(sa.sectionMids, sb.sectionMids) &&
+    chats(sa) === 2 && chats(sb) === 2;
+  return { ok: Boolean(ok), sa, sb, detail: { sa, sb } };
+}
+
+/** A browser's connection to a native peer and the native's to it, alike. */
+export async function nativeConverged(page, pageId, native, nativeId) {
+  const [sb, all] = await Promise.all([browserStats(page, nativeId), native.stats()]);
+  const sn = all[pageId];
+  const ok =
+    sb && sn && sb.settled && sn.settled &&
+    sb.connectionState === "connected" && sn.connectionState === "Connected" &&
+    sb.connectionId === sn.connectionId && same([...sb.sectionMids].sort(), [...sn.mids].sort()) &&
+    chats(sb) === 2 && sn.channels.filter((c) => c === "chat").length === 2;
+  return { ok: Boolean(ok), sb, sn, detail: { sb, sn } };
+}
+
+/** Waits twice in a row for `check`, so a renegotiation that is about to start is not taken
+ * for the end of the last one. */
+export async function settle(check, what, ms = 10_000) {
+  for (;;) {
+    await until(check, { what, ms });
+    const second = await check();
+    if (second.ok) return second;
+  }
+}
+
+export function messagesFrom(page, from) {
+  return page.evaluate((from) => window.politely.messages.filter((m) => m.from === from).map((m) => m.text), from);
+}
+
+export async function heardAtPage(page, from, text) {
+  await until(async () => (await messagesFrom(page, from)).includes(text), { what: `"${text}" in the page` });
+}
+
+/** Everything the issue asks of a browser and a native peer, with `nativeFirst` choosing who
+ * joins first (and so who is polite: the lower id). `open` opens a page on the server's origin;
+ * `browser` names it in the figures; `rounds` glare rounds. */
+export async function browserAndNative({ server, open, browser, name, nativeFirst, rounds }) {
+  const ROUNDS = rounds;
+  const page = await open();
+  let native;
+  let nativeId;
+  let pageId;
+  if (nativeFirst) {
+    native = new Native(server.ws, name);
+    nativeId = await native.id();
+    pageId = await joinDemo(page, name);
+  } else {
+    pageId = await joinDemo(page, name);
+    native = new Native(server.ws, name);
+    nativeId = await native.id();
+  }
+  try {
+    const converged = () => nativeConverged(page, pageId, native, nativeId);
+    let s = await settle(converged, "browser and native connected");
+    assert.equal(s.sb.polite, !nativeFirst, "the first to join is polite");
+    assert.equal(s.sn.polite, nativeFirst);
+
+    // Chat both ways.
+    await page.evaluate(() => window.politely.send("hello native"));
+    await native.message(pageId, "hello native");
+    native.send("hello browser");
+    await heardAtPage(page, nativeId, "hello browser");
+
+    // Glare rounds: the first two add an audio and a video transceiver on each side, the
+    // rest flip their directions.
+    const times = [];
+    let collisions = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      const before = await converged();
+      const start = performance.now();
+      if (browser === "Firefox") {
+        // Firefox has sent its offer before an evaluation returns over WebDriver BiDi, and
+        // the native offer would come well after it: the native peer is told the moment the
+        // page has begun (its console message), while Firefox is still making its offer.
+        page.onNextConsole(() => native.send("/glare"));
+        await page.evaluate(() => {
+          window.politely.glare();
+          console.log("glare");
+        });
+      } else {
+        // The page first: its offer takes Chromium a few milliseconds to make, the native
+        // peer's well under one, so both are in flight at once.
+        await page.evaluate(() => window.politely.glare());
+        native.send("/glare");
+      }
+      const done = await settle(async () => {
+        const c = await converged();
+        return { ...c, ok: c.ok && offers(c.sb) + c.sn.counters.offers > offers(before.sb) + before.sn.counters.offers };
+      }, `round ${round}`);
+      times.push(performance.now() - start);
+      if (glared(done.sb) + done.sn.counters.rollbacks + done.sn.counters.ignoredOffers >
+          glared(before.sb) + before.sn.counters.rollbacks + before.sn.counters.ignoredOffers) collisions++;
+      if (round === 1) {
+        // An audio and a video transceiver from each side, all negotiated.
+        const kinds = await page.evaluate((peer) => {
+          const pc = window.politely.client.connection(peer);
+          return pc.getTransceivers().filter((t) => t.mid !== null).map((t) => t.receiver.track.kind).sort();
+        }, nativeId);
+        assert.deepEqual(kinds, ["audio", "audio", "video", "video"]);
+      }
+    }
+    s = await converged();
+    console.log(
+      `# ${summary(`${browser}-native glare round (${nativeFirst ? "native" : "browser"} polite)`, times)}; ` +
+        `glare in ${collisions} of ${ROUNDS}; watchdog: browser ${s.sb.counters.watchdog}, native ${s.sn.counters.watchdog}`,
+    );
+    // Whether both offers are in flight at once is a race between Chromium making its offer
+    // and the native peer reading `/glare`; collisions have ranged from 11 to 175 of 200 rounds
+    // between runs. A few prove the glare path runs against Chromium in this role order.
+    // Against Firefox the two offers rarely cross (2 or 3 rounds in 200 with this driver: the
+    // native peer hears of the round too late); its glare is exercised against Chromium.
+    const least = browser === "Firefox" ? 1 : Math.max(1, ROUNDS / 40);
+    assert.ok(collisions >= least, `offers collided in ${collisions} rounds only`);
+
+    // An ICE restart from each side: new credentials on both ends, still connected, and the
+    // side that offered the restart controls ICE at both ends (Chromium decides the roles
+    // afresh on a restart; a native peer that kept its role made both ends controlled, and the
+    // restarted session waited for the watchdog).
+    for (const side of ["native", "browser", "native"]) {
+      const before = await converged();
+      if (side === "browser") await page.evaluate(() => window.politely.restart());
+      else native.send("/restart");
+      s = await settle(async () => {
+        const c = await converged();
+        const restarted = c.sb && before.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag;
+        return { ...c, ok: c.ok && restarted };
+      }, `an ICE restart from the ${side}`);
+      const pageRole = await page.evaluate(async (peer) => {
+        const report = await window.politely.client.connection(peer).getStats();
+        return [...report.values()].find((r) => r.type === "transport")?.iceRole;
+      }, nativeId);
+      // One end controls, the other not. Chromium decides the roles afresh on a restart (the
+      // offerer controls); Firefox keeps the role it had, and the native side follows it.
+      const roles = { page: pageRole, native: s.sn.iceControlling ? "controlling" : "controlled" };
+      assert.notEqual(roles.page, roles.native, `ICE roles after a restart from the ${side}: ${JSON.stringify(roles)}`);
+      if (browser === "Chromium") {
+        assert.deepEqual(
+          roles,
+          side === "native" ? { page: "controlled", native: "controlling" } : { page: "controlling", native: "controlled" },
+          `ICE roles after a restart from the ${side}`,
+        );
+      }
+      assert.equal(s.sn.counters.watchdog, before.sn.counters.watchdog, `the watchdog recovered the restart from the ${side}`);
+    }
+    assert.ok(s.sn.counters.iceRestarts >= 3, JSON.stringify(s.sn.counters));
+
+    // A reload: the page comes back as a new peer with a new connection, and the native
+    // peer connects to it.
+    await page.reload();
+    await page.waitForFunction((old) => window.politely?.client?.id && window.politely.client.id !== old, pageId, {
+      timeout: 10_000,
+    });
+    const reloadedId = await page.evaluate(() => window.politely.client.id);
+    await native.err.next((l) => l === `politely: ${pageId} left`, { what: "the old page left" });
+    s = await settle(() => nativeConverged(page, reloadedId, native, nativeId), "the reloaded page connected");
+    assert.notEqual(s.sb.connectionId, undefined);
+    await page.evaluate(() => window.politely.send("back again"));
+    await native.message(reloadedId, "back again");
+    native.send("welcome back");
+    await heardAtPage(page, nativeId, "welcome back");
+    assert.deepEqual(page.errors, []);
+  } finally {
+    assert.equal(await native.quit(), 0);
+    await page.context().close();
+  }
+}
