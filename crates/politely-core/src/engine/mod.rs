@@ -129,6 +129,8 @@ pub struct Engine {
     queue: VecDeque<Output>,
     counters: Counters,
     backoff_until: Option<Instant>,
+    /// The remote refused our offer (`on_refused`): ours wait for its offer until then.
+    refused_hold: Option<Instant>,
 }
 
 impl Engine {
@@ -154,6 +156,7 @@ impl Engine {
             queue: VecDeque::new(),
             counters: Counters::default(),
             backoff_until: None,
+            refused_hold: None,
         };
         engine.pump();
         Ok(engine)
@@ -358,6 +361,9 @@ impl Engine {
         }
         if self.backoff_until.is_some_and(|t| t <= now) {
             self.backoff_until = None;
+        }
+        if self.refused_hold.is_some_and(|t| t <= now) {
+            self.refused_hold = None;
         }
         if self.watchdog_deadline().is_some_and(|t| t <= now) {
             self.fire_watchdog();
@@ -774,6 +780,7 @@ impl Engine {
             self.conn.pc.poll_timeout(),
             self.watchdog_deadline(),
             self.backoff_until,
+            self.refused_hold,
             self.conn.gate.deadline(self.gate_patience()),
         ]
         .into_iter()
@@ -889,7 +896,7 @@ impl Engine {
             }
             None => {
                 self.rollback_local_offer();
-                self.backoff_until = Some(self.now + self.config.watchdog_timeout);
+                self.refused_hold = Some(self.now + self.config.watchdog_timeout);
                 Ok(())
             }
         }
@@ -1045,8 +1052,8 @@ impl Engine {
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
         self.transition(Step::RemoteOffer, "remote offer");
-        // An offer taken up ends a hold on ours (`on_refused`, or a back-off).
-        self.backoff_until = None;
+        // An offer taken up ends a hold on ours (`on_refused`).
+        self.refused_hold = None;
         self.pump();
         // Mirror the transceivers the offer created; rtc removes them again on rollback.
         self.conn
@@ -1338,7 +1345,10 @@ impl Engine {
             c.gate.unanswered = false;
             return false;
         }
-        if self.backoff_until.is_some_and(|t| t > self.now) || c.gate.lease_out(self.now) {
+        if self.backoff_until.is_some_and(|t| t > self.now)
+            || self.refused_hold.is_some_and(|t| t > self.now)
+            || c.gate.lease_out(self.now)
+        {
             // (A lease out to the remote: its offer comes first, for at most the lease.)
             return false;
         }
