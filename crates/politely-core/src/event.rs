@@ -205,8 +205,6 @@ pub enum Diagnostic {
     SuppressedCandidateError,
     /// Candidates arrived before any remote description and were buffered.
     BufferedCandidate,
-    /// We yielded to a colliding offer and could not apply it: refused, and ours offered.
-    RefusedOffer,
     /// The remote refused our offer (`refused`): rolled back, and its offer awaited.
     OfferRefused,
 }

@@ -963,20 +963,7 @@ impl Engine {
         } else {
             unparsed(&description)
         };
-        match self.apply_remote_offer(offer, offer_id) {
-            // We yielded and then could not take the offer: the remote would wait for an
-            // answer. Refuse it by number; our own offer follows (`maybe_offer`), and the
-            // remote takes it.
-            Err(e) if offer_collision && offer_id.is_some() => {
-                log::debug!("[{}] refusing a colliding offer: {e}", self.conn.id);
-                self.send_signal(Payload::Refused {
-                    offer_id: offer_id.expect("checked above"),
-                });
-                self.diagnose(Diagnostic::RefusedOffer);
-                Ok(())
-            }
-            result => result,
-        }
+        self.apply_remote_offer(offer, offer_id)
     }
 
     /// Records the remote offer being taken up, so that a repeat of it is recognised.
