@@ -127,10 +127,12 @@ export async function browserAndNative({ server, open, browser, name, nativeFirs
     // Whether both offers are in flight at once is a race between Chromium making its offer
     // and the native peer reading `/glare`; collisions have ranged from 11 to 175 of 200 rounds
     // between runs. A few prove the glare path runs against Chromium in this role order.
-    // Against Firefox the two offers rarely cross (2 or 3 rounds in 200 with this driver: the
-    // native peer hears of the round too late); its glare is exercised against Chromium.
-    const least = browser === "Firefox" ? 1 : Math.max(1, ROUNDS / 40);
-    assert.ok(collisions >= least, `offers collided in ${collisions} rounds only`);
+    // Against Firefox the two offers rarely cross (0 to 3 rounds in 200 with this driver: the
+    // native peer hears of the round too late), so the count is only printed there; Firefox's
+    // glare path is exercised against Chromium (firefox.test.mjs).
+    if (browser !== "Firefox") {
+      assert.ok(collisions >= Math.max(1, ROUNDS / 40), `offers collided in ${collisions} rounds only`);
+    }
 
     // An ICE restart from each side: new credentials on both ends, still connected, and the
     // side that offered the restart controls ICE at both ends (Chromium decides the roles
