@@ -51,6 +51,37 @@ export async function heardAtPage(page, from, text) {
   await until(async () => (await messagesFrom(page, from)).includes(text), { what: `"${text}" in the page` });
 }
 
+/** An ICE restart from `side` ("browser" or "native") of a page's connection to a native
+ * peer: resolves to `check`'s state once both ends have new ICE credentials and converged. */
+export async function restartIce(page, native, check, side) {
+  const before = await check();
+  if (side === "browser") await page.evaluate(() => window.politely.restart());
+  else native.send("/restart");
+  return settle(async () => {
+    const c = await check();
+    const restarted = c.sb && before.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag;
+    return { ...c, ok: c.ok && restarted };
+  }, `an ICE restart from the ${side}`);
+}
+
+/** `rounds` glare rounds between a page and a native peer (the page first, then the native
+ * peer), each until `check` has converged with more offers made; resolves to the times. */
+export async function glareRounds(page, native, check, rounds) {
+  const times = [];
+  for (let round = 0; round < rounds; round++) {
+    const before = await check();
+    const start = performance.now();
+    await page.evaluate(() => window.politely.glare());
+    native.send("/glare");
+    await settle(async () => {
+      const c = await check();
+      return { ...c, ok: c.ok && offers(c.sb) + c.sn.counters.offers > offers(before.sb) + before.sn.counters.offers };
+    }, `round ${round}`);
+    times.push(performance.now() - start);
+  }
+  return times;
+}
+
 /** Everything the issue asks of a browser and a native peer, with `nativeFirst` choosing who
  * joins first (and so who is polite: the lower id). `open` opens a page on the server's origin;
  * `browser` names it in the figures; `rounds` glare rounds. */
@@ -140,13 +171,7 @@ export async function browserAndNative({ server, open, browser, name, nativeFirs
     // restarted session waited for the watchdog).
     for (const side of ["native", "browser", "native"]) {
       const before = await converged();
-      if (side === "browser") await page.evaluate(() => window.politely.restart());
-      else native.send("/restart");
-      s = await settle(async () => {
-        const c = await converged();
-        const restarted = c.sb && before.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag;
-        return { ...c, ok: c.ok && restarted };
-      }, `an ICE restart from the ${side}`);
+      s = await restartIce(page, native, converged, side);
       const pageRole = await page.evaluate(async (peer) => {
         const report = await window.politely.client.connection(peer).getStats();
         return [...report.values()].find((r) => r.type === "transport")?.iceRole;

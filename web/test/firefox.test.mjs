@@ -71,6 +71,9 @@ async function firefoxAndChromium(firefoxFirst) {
       if (glared(done.sa) + glared(done.sb) > glared(before.sa) + glared(before.sb)) collisions++;
     }
     const end = await check();
+    // What the pages asked for: the data section, and an audio and a video transceiver from
+    // each side, negotiated at both ends.
+    assert.equal(end.sa.sectionMids.length, 5, JSON.stringify(end.sa.sectionMids));
     const watchdog = end.sa.counters.watchdog + end.sb.counters.watchdog;
     const polite = firefoxFirst ? "Firefox" : "Chromium";
     console.log(

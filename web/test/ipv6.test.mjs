@@ -7,7 +7,8 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { Native, browserStats, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
+import { glareRounds, nativeConverged, restartIce, settle } from "./cases.mjs";
+import { Native, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_IPV6_ROUNDS ?? 20);
 const ADDRESS = process.env.POLITELY_IPV6_ADDRESS ?? "2001:db8::1";
@@ -23,28 +24,6 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-const chats = (s) => s.channels.filter((c) => c === "chat").length;
-
-async function converged(page, pageId, native, nativeId) {
-  const [sb, all] = await Promise.all([browserStats(page, nativeId), native.stats()]);
-  const sn = all[pageId];
-  const ok =
-    sb && sn && sb.settled && sn.settled &&
-    sb.connectionState === "connected" && sn.connectionState === "Connected" &&
-    sb.connectionId === sn.connectionId && same([...sb.sectionMids].sort(), [...sn.mids].sort()) &&
-    chats(sb) === 2 && chats(sn) === 2;
-  return { ok: Boolean(ok), sb, sn, detail: { sb, sn } };
-}
-
-async function settle(check, what, ms = 10_000) {
-  for (;;) {
-    await until(check, { what, ms });
-    const second = await check();
-    if (second.ok) return second;
-  }
-}
 
 /** The addresses of the selected candidate pair of the page's connection to `peer`. */
 function selectedPair(page, peer) {
@@ -65,33 +44,13 @@ test("Chromium and a native peer over IPv6: connect, chat, glare, ICE restarts",
   const native = new Native(server.ws, "six", ["--bind", ADDRESS]);
   try {
     const nativeId = await native.id();
-    const check = () => converged(page, pageId, native, nativeId);
+    const check = () => nativeConverged(page, pageId, native, nativeId);
     let s = await settle(check, "connected over IPv6");
     assert.deepEqual(await selectedPair(page, nativeId), [ADDRESS, ADDRESS]);
     await page.evaluate(() => window.politely.send("hello over six"));
     await native.message(pageId, "hello over six");
-    const times = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      const before = await check();
-      const start = performance.now();
-      await page.evaluate(() => window.politely.glare());
-      native.send("/glare");
-      await settle(async () => {
-        const c = await check();
-        return { ...c, ok: c.ok && c.sb.counters.offers + c.sn.counters.offers > before.sb.counters.offers + before.sn.counters.offers };
-      }, `round ${round}`);
-      times.push(performance.now() - start);
-    }
-    for (const side of ["browser", "native"]) {
-      const before = await check();
-      if (side === "browser") await page.evaluate(() => window.politely.restart());
-      else native.send("/restart");
-      s = await settle(async () => {
-        const c = await check();
-        const restarted = c.sb && before.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag;
-        return { ...c, ok: c.ok && restarted };
-      }, `an ICE restart from the ${side}`);
-    }
+    const times = await glareRounds(page, native, check, ROUNDS);
+    for (const side of ["browser", "native"]) s = await restartIce(page, native, check, side);
     assert.deepEqual(await selectedPair(page, nativeId), [ADDRESS, ADDRESS]);
     native.send("after the restarts");
     await until(

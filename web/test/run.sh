@@ -22,14 +22,17 @@ ipv6=()
 for f in "${files[@]}"; do
   if [ "$f" = ipv6.test.mjs ]; then ipv6+=("$f"); else loopback+=("$f"); fi
 done
+# Both runs go ahead whatever the other's outcome; the script fails if either did.
+status=0
 if [ ${#loopback[@]} -gt 0 ]; then
-  unshare -n bash -c 'ip link set lo up && exec node --test --test-concurrency=1 "$@"' bash "${loopback[@]}"
+  unshare -n bash -c 'ip link set lo up && exec node --test --test-concurrency=1 "$@"' bash "${loopback[@]}" || status=1
 fi
 # The IPv6 test in a namespace of its own: `lo`, and a veth pair with the documentation address
 # 2001:db8::1 (Chromium gathers nothing on ::1); the pair exists only inside the namespace.
 if [ ${#ipv6[@]} -gt 0 ]; then
   unshare -n bash -c 'ip link set lo up && ip link add veth0 type veth peer name veth1 &&
     ip -6 addr add 2001:db8::1/64 dev veth0 nodad && ip link set veth0 up && ip link set veth1 up &&
-    exec node --test --test-concurrency=1 "$@"' bash "${ipv6[@]}"
+    exec node --test --test-concurrency=1 "$@"' bash "${ipv6[@]}" || status=1
 fi
+exit "$status"
 

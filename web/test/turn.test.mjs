@@ -15,7 +15,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { Native, browserStats, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
+import { glareRounds, nativeConverged, restartIce, settle } from "./cases.mjs";
+import { Native, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_TURN_ROUNDS ?? 20);
 const SECRET = "a shared secret for the browser test";
@@ -95,28 +96,6 @@ after(async () => {
   await coturn?.stop();
 });
 
-const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-const chats = (s) => s.channels.filter((c) => c === "chat").length;
-
-async function converged(page, pageId, native, nativeId) {
-  const [sb, all] = await Promise.all([browserStats(page, nativeId), native.stats()]);
-  const sn = all[pageId];
-  const ok =
-    sb && sn && sb.settled && sn.settled &&
-    sb.connectionState === "connected" && sn.connectionState === "Connected" &&
-    sb.connectionId === sn.connectionId && same([...sb.sectionMids].sort(), [...sn.mids].sort()) &&
-    chats(sb) === 2 && chats(sn) === 2;
-  return { ok: Boolean(ok), sb, sn, detail: { sb, sn } };
-}
-
-async function settle(check, what, ms = 15_000) {
-  for (;;) {
-    await until(check, { what, ms });
-    const second = await check();
-    if (second.ok) return second;
-  }
-}
-
 /** The candidate types of the page's connection to `peer`: its local candidates and the
  * selected pair's two ends. */
 function candidateTypes(page, peer) {
@@ -144,8 +123,8 @@ async function connectAndGlare(relay) {
   const native = new Native(server.ws, name, relay ? ["--relay-only"] : []);
   try {
     const nativeId = await native.id();
-    const check = () => converged(page, pageId, native, nativeId);
-    let s = await settle(check, `${relay ? "relay-only" : "host"} connect`);
+    const check = () => nativeConverged(page, pageId, native, nativeId);
+    let s = await settle(check, `${relay ? "relay-only" : "host"} connect`, 15_000);
     const connect = performance.now() - started;
     const types = await candidateTypes(page, nativeId);
     if (relay) {
@@ -159,33 +138,13 @@ async function connectAndGlare(relay) {
     await page.evaluate(() => window.politely.send("hello native"));
     await native.message(pageId, "hello native");
 
-    const times = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      const before = await check();
-      const start = performance.now();
-      await page.evaluate(() => window.politely.glare());
-      native.send("/glare");
-      await settle(async () => {
-        const c = await check();
-        return { ...c, ok: c.ok && c.sb.counters.offers + c.sn.counters.offers > before.sb.counters.offers + before.sn.counters.offers };
-      }, `round ${round}`);
-      times.push(performance.now() - start);
-    }
+    const times = await glareRounds(page, native, check, ROUNDS);
 
     // Past the first credentials' 4 s: a restart from each side still finds the relayed path
     // (the page's allocates anew with the credentials it was given since).
     const wait = 5_000 - (performance.now() - started);
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    for (const side of ["browser", "native"]) {
-      const before = await check();
-      if (side === "browser") await page.evaluate(() => window.politely.restart());
-      else native.send("/restart");
-      s = await settle(async () => {
-        const c = await check();
-        const restarted = c.sb && before.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag;
-        return { ...c, ok: c.ok && restarted };
-      }, `an ICE restart from the ${side}`);
-    }
+    for (const side of ["browser", "native"]) s = await restartIce(page, native, check, side);
     if (relay) {
       const after = await candidateTypes(page, nativeId);
       assert.deepEqual(after.selected, ["relay", "relay"], JSON.stringify(after));

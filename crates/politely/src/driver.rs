@@ -91,7 +91,6 @@ pub(crate) enum Command {
     RestartIce {
         reply: oneshot::Sender<Result<(), Error>>,
     },
-
     Stats {
         reply: oneshot::Sender<PeerStats>,
     },

@@ -4,10 +4,9 @@
 
 mod util;
 
-use politely::{Bind, Direction, MediaKind, PeerEvent, Session, SessionConfig, SessionEvent};
+use politely::{Bind, MediaKind, PeerEvent, Session, SessionConfig, SessionEvent};
 use std::net::{IpAddr, Ipv6Addr};
-use std::time::Duration;
-use util::{TestServer, converge, either, until};
+use util::{TestServer, glare_transceivers, ice_restarts, until, until_ice_restarted};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_peers_on_ipv6_loopback_connect_glare_and_restart_ice() {
@@ -34,29 +33,11 @@ async fn native_peers_on_ipv6_loopback_connect_glare_and_restart_ice() {
     util::within(10, "the channel opens over IPv6", chat.opened())
         .await
         .unwrap();
-    let mut mids = 1;
-    for kind in [MediaKind::Audio, MediaKind::Video] {
-        let (ta, tb) = tokio::join!(
-            to_b.add_transceiver(kind, Direction::SendRecv),
-            to_a.add_transceiver(kind, Direction::SendRecv)
-        );
-        ta.unwrap();
-        tb.unwrap();
-        mids += 2;
-        converge(&mut a, &mut b, &to_b, &to_a, mids).await;
-    }
-    let before = to_b.stats().await.unwrap().counters.ice_restarts;
+    let kinds = [MediaKind::Audio, MediaKind::Video];
+    glare_transceivers(&mut a, &mut b, &to_b, &to_a, &kinds, 1).await;
+    let before = ice_restarts(&to_b, &to_a).await;
     to_b.restart_ice().await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (sa, sb) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
-        if sa.counters.ice_restarts > before && sa.is_settled() && sb.is_settled() {
-            break;
-        }
-        tokio::time::timeout_at(deadline, either(&mut a, &mut b))
-            .await
-            .expect("the ICE restart completes");
-    }
+    until_ice_restarted(&mut a, &mut b, &to_b, &to_a, before).await;
     chat.send_text("over ::1").await.unwrap();
     let text = until(&mut b, "the message", 10, |e| match e {
         SessionEvent::Peer {

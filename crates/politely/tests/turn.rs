@@ -6,11 +6,11 @@
 
 mod util;
 
-use politely::{
-    Direction, IceTransportPolicy, MediaKind, PeerEvent, Session, SessionConfig, SessionEvent,
-};
+use politely::{IceTransportPolicy, MediaKind, PeerEvent, Session, SessionConfig, SessionEvent};
 use std::time::Duration;
-use util::{Coturn, TURN_SECRET, TestServer, converge, either, until};
+use util::{
+    Coturn, TURN_SECRET, TestServer, glare_transceivers, ice_restarts, until, until_ice_restarted,
+};
 
 /// A politely server that hands out `coturn` with credentials lasting `ttl`.
 async fn server_for(coturn: &Coturn, ttl: Duration) -> TestServer {
@@ -66,36 +66,15 @@ async fn relay_only_peers_connect_glare_and_restart_ice_through_coturn() {
         .unwrap();
 
     // Glare: both add a transceiver at the same instant, three times.
-    let mut mids = 1;
-    for kind in [MediaKind::Audio, MediaKind::Video, MediaKind::Audio] {
-        let (ta, tb) = tokio::join!(
-            to_b.add_transceiver(kind, Direction::SendRecv),
-            to_a.add_transceiver(kind, Direction::SendRecv)
-        );
-        ta.unwrap();
-        tb.unwrap();
-        mids += 2;
-        converge(&mut a, &mut b, &to_b, &to_a, mids).await;
-    }
+    let kinds = [MediaKind::Audio, MediaKind::Video, MediaKind::Audio];
+    glare_transceivers(&mut a, &mut b, &to_b, &to_a, &kinds, 1).await;
 
     // Both restart ICE at once; the relayed path is found again.
-    let before = to_b.stats().await.unwrap().counters.ice_restarts;
+    let before = ice_restarts(&to_b, &to_a).await;
     let (ra, rb) = tokio::join!(to_b.restart_ice(), to_a.restart_ice());
     ra.unwrap();
     rb.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (sa, sb) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
-        if sa.counters.ice_restarts + sb.counters.ice_restarts > before
-            && sa.is_settled()
-            && sb.is_settled()
-        {
-            break;
-        }
-        tokio::time::timeout_at(deadline, either(&mut a, &mut b))
-            .await
-            .expect("the ICE restart completes");
-    }
+    until_ice_restarted(&mut a, &mut b, &to_b, &to_a, before).await;
     chat.send_text("after the restart").await.unwrap();
     let text = until(&mut b, "a message after the restart", 10, message).await;
     assert_eq!(text, "after the restart");

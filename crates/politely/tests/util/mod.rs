@@ -136,6 +136,60 @@ pub async fn converge(
     }
 }
 
+/// Both sides add a transceiver of each kind at the same instant, one kind per round, and the
+/// sessions converge after each round; `mids` is the count before, and the count after is
+/// returned.
+pub async fn glare_transceivers(
+    a: &mut Session,
+    b: &mut Session,
+    to_b: &PeerHandle,
+    to_a: &PeerHandle,
+    kinds: &[politely::MediaKind],
+    mut mids: usize,
+) -> usize {
+    for &kind in kinds {
+        let (ta, tb) = tokio::join!(
+            to_b.add_transceiver(kind, politely::Direction::SendRecv),
+            to_a.add_transceiver(kind, politely::Direction::SendRecv)
+        );
+        ta.unwrap();
+        tb.unwrap();
+        mids += 2;
+        converge(a, b, to_b, to_a, mids).await;
+    }
+    mids
+}
+
+/// Drives both sessions until the two ends have restarted ICE more than `before` times
+/// together (the sum of their counters) and both are settled, within 10 s.
+pub async fn until_ice_restarted(
+    a: &mut Session,
+    b: &mut Session,
+    to_b: &PeerHandle,
+    to_a: &PeerHandle,
+    before: u64,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (sa, sb) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
+        if sa.counters.ice_restarts + sb.counters.ice_restarts > before
+            && sa.is_settled()
+            && sb.is_settled()
+        {
+            return;
+        }
+        tokio::time::timeout_at(deadline, either(a, b))
+            .await
+            .expect("the ICE restart completes");
+    }
+}
+
+/// The ICE restarts both ends counted, together.
+pub async fn ice_restarts(to_b: &PeerHandle, to_a: &PeerHandle) -> u64 {
+    let (sa, sb) = (to_b.stats().await.unwrap(), to_a.stats().await.unwrap());
+    sa.counters.ice_restarts + sb.counters.ice_restarts
+}
+
 /// A TCP proxy in front of the server whose connections can be cut, to drop a client's
 /// signaling connection without touching the client.
 pub struct CutProxy {
