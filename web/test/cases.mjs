@@ -65,17 +65,21 @@ export async function restartIce(page, native, check, side) {
 }
 
 /** `rounds` glare rounds between a page and a native peer (the page first, then the native
- * peer), each until `check` has converged with more offers made; resolves to the times. */
-export async function glareRounds(page, native, check, rounds) {
+ * peer), each until `check` has converged with more offers made; resolves to the times. With
+ * `restart`, each round is an ICE restart from both sides at once (a page that has only data
+ * channels has nothing else to renegotiate), converged once both ends have new credentials. */
+export async function glareRounds(page, native, check, rounds, { restart = false } = {}) {
   const times = [];
   for (let round = 0; round < rounds; round++) {
     const before = await check();
     const start = performance.now();
-    await page.evaluate(() => window.politely.glare());
-    native.send("/glare");
+    await page.evaluate((kind) => window.politely.glare(kind), restart ? "restart" : undefined);
+    native.send(restart ? "/restart" : "/glare");
     await settle(async () => {
       const c = await check();
-      return { ...c, ok: c.ok && offers(c.sb) + c.sn.counters.offers > offers(before.sb) + before.sn.counters.offers };
+      const more = offers(c.sb) + c.sn.counters.offers > offers(before.sb) + before.sn.counters.offers;
+      const restarted = !restart || (c.sb && c.sb.localUfrag !== before.sb.localUfrag && c.sb.remoteUfrag !== before.sb.remoteUfrag);
+      return { ...c, ok: c.ok && more && restarted };
     }, `round ${round}`);
     times.push(performance.now() - start);
   }

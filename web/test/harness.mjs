@@ -171,16 +171,20 @@ export function politely(args, input = "") {
 }
 
 /** Headless Chromium as the tests need it: loopback candidates, fake media, no background
- * traffic toward hosts this machine cannot reach. */
-export function launchChromium() {
+ * traffic toward hosts this machine cannot reach. With `privacy`, Chromium as it ships
+ * instead: host addresses hidden behind mDNS names, no loopback candidates, no fake media. */
+export function launchChromium({ privacy = false } = {}) {
+  const conveniences = [
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+  ];
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: [
       "--no-sandbox",
-      "--allow-loopback-in-peer-connection",
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
       "--autoplay-policy=no-user-gesture-required",
       "--disable-gpu",
       "--disable-quic",
@@ -188,17 +192,17 @@ export function launchChromium() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
-      "--disable-features=WebRtcHideLocalIpsWithMdns",
+      ...(privacy ? [] : conveniences),
     ],
   });
 }
 
 /** A page of its own (one context per page, so the 500-connection limit is per page) with
  * capture permission for the server's exact origin: without it Chromium gathers no candidate
- * when only loopback exists. */
-export async function openPage(browser, origin, path = "/") {
+ * when only loopback exists. `capture: false` grants none (the privacy-mode test). */
+export async function openPage(browser, origin, path = "/", { capture = true } = {}) {
   const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
-  await context.grantPermissions(["camera", "microphone"], { origin });
+  if (capture) await context.grantPermissions(["camera", "microphone"], { origin });
   const page = await context.newPage();
   page.errors = [];
   page.logs = [];

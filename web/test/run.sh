@@ -13,26 +13,37 @@ npm ci --no-audit --no-fund --silent
 cargo build --release -p politely-cli --quiet
 
 # Only loopback: Chromium and every peer can reach nothing but this machine. The test files
-# to run may be named; by default: the browser tests, TURN with coturn, Firefox, IPv6, the SFU
-# room test, then 20 differential scripts.
+# to run may be named; by default: the browser tests, TURN with coturn, Firefox, IPv6, privacy
+# mode, the SFU room test, then 20 differential scripts.
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs sfu.test.mjs differential.test.mjs)
+[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs privacy.test.mjs sfu.test.mjs differential.test.mjs)
 loopback=()
 ipv6=()
+privacy=()
 for f in "${files[@]}"; do
-  if [ "$f" = ipv6.test.mjs ]; then ipv6+=("$f"); else loopback+=("$f"); fi
+  case "$f" in
+    ipv6.test.mjs) ipv6+=("$f") ;;
+    privacy.test.mjs) privacy+=("$f") ;;
+    *) loopback+=("$f") ;;
+  esac
 done
-# Both runs go ahead whatever the other's outcome; the script fails if either did.
-status=0
-if [ ${#loopback[@]} -gt 0 ]; then
-  unshare -n bash -c 'ip link set lo up && exec node --test --test-concurrency=1 "$@"' bash "${loopback[@]}" || status=1
-fi
-# The IPv6 test in a namespace of its own: `lo`, and a veth pair with the documentation address
-# 2001:db8::1 (Chromium gathers nothing on ::1); the pair exists only inside the namespace.
-if [ ${#ipv6[@]} -gt 0 ]; then
-  unshare -n bash -c 'ip link set lo up && ip link add veth0 type veth peer name veth1 &&
-    ip -6 addr add 2001:db8::1/64 dev veth0 nodad && ip link set veth0 up && ip link set veth1 up &&
-    exec node --test --test-concurrency=1 "$@"' bash "${ipv6[@]}" || status=1
-fi
-exit "$status"
 
+# Runs the named tests in a new network namespace, after `setup` (commands run inside it).
+status=0
+in_namespace() {
+  local setup="$1"
+  shift
+  [ $# -gt 0 ] || return 0
+  # Every run goes ahead whatever the others' outcome; the script fails if any did.
+  unshare -n bash -c "ip link set lo up && $setup && exec node --test --test-concurrency=1 \"\$@\"" bash "$@" || status=1
+}
+veth="ip link add veth0 type veth peer name veth1 && ip link set veth0 up && ip link set veth1 up"
+in_namespace true "${loopback[@]}"
+# IPv6 in a namespace of its own: `lo`, and a veth pair with the documentation address
+# 2001:db8::1 (Chromium gathers nothing on ::1); the pair exists only inside the namespace.
+in_namespace "$veth && ip -6 addr add 2001:db8::1/64 dev veth0 nodad" "${ipv6[@]}"
+# Privacy mode: a page without capture permission gathers only on the default route's
+# address, so the namespace has one, 192.0.2.1 (documentation range) on a veth pair, with a
+# default route through it; nothing answers there, and nothing leaves the namespace.
+in_namespace "$veth && ip addr add 192.0.2.1/24 dev veth0 && ip route add default via 192.0.2.254 dev veth0" "${privacy[@]}"
+exit "$status"

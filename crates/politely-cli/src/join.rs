@@ -362,6 +362,7 @@ fn stats_json(peer: &str, stats: &PeerStats) -> serde_json::Value {
             "rollbacks": c.rollbacks,
             "ignoredOffers": c.ignored_offers,
             "iceRestarts": c.ice_restarts,
+            "hiddenCandidates": c.hidden_candidates,
             "watchdog": c.watchdog_firings,
             "replaced": c.connections_replaced,
             "leaseRequests": c.lease_requests,

@@ -207,6 +207,10 @@ pub enum Diagnostic {
     BufferedCandidate,
     /// The remote refused our offer (`refused`): rolled back, and its offer awaited.
     OfferRefused,
+    /// A host candidate whose address is an mDNS name (`….local`, a browser hiding its
+    /// addresses): not resolved. The peer is reached through the checks it sends to our
+    /// candidates (a peer-reflexive candidate).
+    HiddenCandidate,
 }
 
 /// Counters an application can read with [`Engine::counters`](crate::Engine::counters).
@@ -229,6 +233,9 @@ pub struct Counters {
     pub suppressed_candidates: u64,
     /// Candidates dropped because they belong to an old ICE generation.
     pub old_generation_candidates: u64,
+    /// Host candidates with an mDNS name instead of an address, not resolved
+    /// ([`Diagnostic::HiddenCandidate`]).
+    pub hidden_candidates: u64,
     /// Stale or duplicate descriptions ignored.
     pub stale_descriptions: u64,
     /// Watchdog firings.

@@ -11,6 +11,17 @@ pub(crate) fn ice_ufrag(sdp: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+/// Whether a candidate line (`candidate:…`, the `a=` optional) hides its address behind an
+/// mDNS name (`<uuid>.local`), as browsers do for host candidates unless the page may capture.
+pub(crate) fn is_hidden_candidate(candidate: &str) -> bool {
+    let line = candidate.trim_start_matches("a=");
+    // foundation component transport priority address port typ type …
+    let mut fields = line.split_ascii_whitespace();
+    let address = fields.nth(4);
+    let kind = fields.nth(2);
+    address.is_some_and(|a| a.to_ascii_lowercase().ends_with(".local")) && kind == Some("host")
+}
+
 /// The first `a=setup` value (the DTLS role: active, passive or actpass).
 pub(crate) fn setup(sdp: &str) -> Option<&'static str> {
     let value = sdp
@@ -217,5 +228,20 @@ mod tests {
         assert_eq!(section_direction(&rejected, "0"), Some(Direction::Inactive));
         let recvonly = SDP.replace("a=sendrecv", "a=recvonly");
         assert_eq!(section_direction(&recvonly, "0"), Some(Direction::RecvOnly));
+    }
+
+    #[test]
+    fn hidden_candidates_are_told_by_their_mdns_name() {
+        let hidden = "candidate:1 1 udp 2122260223 4e0f3b6a-2a8f-4d3e-9c1a-0d2f7c8b9a11.local 54321 typ host generation 0";
+        assert!(is_hidden_candidate(hidden));
+        assert!(is_hidden_candidate(&format!("a={hidden}")));
+        assert!(!is_hidden_candidate(
+            "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host generation 0"
+        ));
+        // A reflexive candidate names the address it was seen from; only host ones are hidden.
+        assert!(!is_hidden_candidate(
+            "candidate:2 1 udp 1686052607 198.51.100.7 54321 typ srflx raddr 0.0.0.0 rport 0"
+        ));
+        assert!(!is_hidden_candidate(""));
     }
 }

@@ -698,6 +698,45 @@ fn late_candidate(connection_id: politely_core::ConnectionId, ufrag: &str) -> Si
     }
 }
 
+/// A browser that may not reveal its addresses (no capture permission: the default for a page
+/// with only data channels) sends host candidates named `<uuid>.local`. The engine drops them
+/// with a diagnostic, not an error, and sends no mDNS query (no socket of the application's is
+/// on port 5353, and none may reach a multicast group): the browser's checks make the pair.
+#[test]
+fn hidden_candidates_are_dropped_without_a_query() {
+    let mut sim = connected_pair(SimConfig::default());
+    let ufrag = sim.engine(0, 1).remote_ufrag().expect("a remote ufrag");
+    let (now, id) = (sim.now(), sim.engine(0, 1).connection_id().clone());
+    let e = sim.engine(0, 1);
+    let mut hidden = late_candidate(id, &ufrag);
+    if let Payload::Candidate(Some(c)) = &mut hidden.payload {
+        c.candidate = c
+            .candidate
+            .replace("127.0.0.1", "4e0f3b6a-2a8f-4d3e-9c1a-0d2f7c8b9a11.local");
+    }
+    e.handle_signal(now, hidden)
+        .expect("a hidden candidate is not an error");
+    let mut outputs: Vec<_> = std::iter::from_fn(|| e.poll_output()).collect();
+    for step in 1..=20 {
+        let later = now + std::time::Duration::from_millis(50 * step);
+        e.handle_timeout(later);
+        outputs.extend(std::iter::from_fn(|| e.poll_output()));
+    }
+    assert!(
+        !outputs.iter().any(|o| matches!(
+            o,
+            politely_core::Output::Transmit(t) if t.destination.ip().is_multicast()
+        )),
+        "an mDNS query left the engine"
+    );
+    assert!(outputs.iter().any(|o| matches!(
+        o,
+        politely_core::Output::Event(Event::Diagnostic(Diagnostic::HiddenCandidate))
+    )));
+    assert_eq!(e.counters().hidden_candidates, 1);
+    passed(&sim.run());
+}
+
 /// Catalog #30 (webrtc-pc #1227 / PR #1580; twilio `icebox.js`; WHIP PR #181): after an ICE
 /// restart, a late candidate carrying the old ufrag is dropped, without tearing anything down;
 /// one with a ufrag that matches nothing is a peer error.

@@ -15,6 +15,7 @@ use crate::negotiation_needed;
 use crate::sdp;
 use politely_proto::signal::{Candidate, ConnectionId};
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit, RTCDataChannelState};
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
@@ -195,6 +196,11 @@ impl Connection {
             .with_ice_connection_attempts(Some(config.ice_check_interval), None)
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // A browser's `.local` host candidates are not resolved (resolving needs a socket
+            // on port 5353 of every interface); the engine drops them, and the browser's
+            // checks to our candidates make the pair. rtc's default would queue queries that
+            // no socket sends.
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
             .build();
         let mut rtc_config = RTCConfigurationBuilder::new();
         if let Some(cert) = &config.certificate {

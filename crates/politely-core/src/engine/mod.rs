@@ -1576,6 +1576,10 @@ impl Engine {
             && !sdp::mids(&remote_sdp).iter().any(|m| m == mid)
         {
             Some(format!("mid {mid} matches no remote m-section"))
+        } else if sdp::is_hidden_candidate(&candidate.candidate) {
+            self.counters.hidden_candidates += 1;
+            self.diagnose(Diagnostic::HiddenCandidate);
+            return Ok(());
         } else {
             self.conn
                 .pc
