@@ -90,11 +90,14 @@ for (const nativeFirst of [false, true]) {
       await heardAtPage(page, nativeId, "hello back");
 
       // Glare: both sides restart ICE at once, every round gathering (and hiding) anew.
+      const replaced = (s) => s.sb.counters.replaced + s.sn.counters.replaced;
+      const before = replaced(s);
       const times = await glareRounds(page, native, check, ROUNDS, { restart: true });
       s = await check();
       assert.ok(s.ok);
       assert.equal(s.sb.counters.watchdog + s.sn.counters.watchdog, 0, "no watchdog firing");
-      assert.equal(s.sb.counters.replaced + s.sn.counters.replaced, 0, "no connection replaced");
+      // (A first offer from each side at once may replace a connection id before this.)
+      assert.equal(replaced(s), before, "no connection replaced by the rounds");
       assert.ok(s.sn.counters.iceRestarts >= ROUNDS, `${s.sn.counters.iceRestarts} ICE restarts`);
       assert.deepEqual((await pageIce(page, nativeId)).remote, { address: ADDRESS, type: "host" });
       native.send("after the restarts");

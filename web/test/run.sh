@@ -1,29 +1,31 @@
 #!/usr/bin/env bash
-# The browser tests: installs what they need (Debian's chromium, firefox-esr and coturn;
+# The browser tests: installs what they need (Debian's chromium, firefox-esr, coturn and nftables;
 # playwright-core and puppeteer-core from npm), builds the politely binary, and runs the tests
 # in a network namespace that has only `lo`.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/firefox-esr ] || ! command -v turnserver >/dev/null; then
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/firefox-esr ] || ! command -v turnserver >/dev/null || ! command -v nft >/dev/null; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr coturn >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr coturn nftables >/dev/null
 fi
 npm ci --no-audit --no-fund --silent
 cargo build --release -p politely-cli --quiet
 
 # Only loopback: Chromium and every peer can reach nothing but this machine. The test files
 # to run may be named; by default: the browser tests, TURN with coturn, Firefox, IPv6, privacy
-# mode, the SFU room test, then 20 differential scripts.
+# mode, packet loss, the SFU room test, then 20 differential scripts.
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs privacy.test.mjs sfu.test.mjs differential.test.mjs)
+[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs privacy.test.mjs faults.test.mjs sfu.test.mjs differential.test.mjs)
 loopback=()
 ipv6=()
 privacy=()
+faults=()
 for f in "${files[@]}"; do
   case "$f" in
     ipv6.test.mjs) ipv6+=("$f") ;;
     privacy.test.mjs) privacy+=("$f") ;;
+    faults.test.mjs) faults+=("$f") ;;
     *) loopback+=("$f") ;;
   esac
 done
@@ -46,4 +48,6 @@ in_namespace "$veth && ip -6 addr add 2001:db8::1/64 dev veth0 nodad" "${ipv6[@]
 # address, so the namespace has one, 192.0.2.1 (documentation range) on a veth pair, with a
 # default route through it; nothing answers there, and nothing leaves the namespace.
 in_namespace "$veth && ip addr add 192.0.2.1/24 dev veth0 && ip route add default via 192.0.2.254 dev veth0" "${privacy[@]}"
+# Packet loss in a loopback-only namespace of its own, so its firewall rules touch nothing else.
+in_namespace true "${faults[@]}"
 exit "$status"

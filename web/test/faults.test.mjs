@@ -1,0 +1,153 @@
+// Faults on real sockets: packet loss in the kernel, on every UDP datagram any peer receives
+// (nftables, a random drop at the input hook of this test's own namespace; run.sh runs the
+// test in a namespace that has only `lo`). The signaling's TCP is left alone: what is lossy is
+// the path between the peers, the one ICE, DTLS and SCTP must cope with. The peers join with
+// the loss already on (ICE, DTLS and SCTP set up through it), then glare by renegotiating
+// (transceivers) and by restarting ICE from both sides at once, and chat: every message must
+// arrive, in order. Chromium with a native peer, and two native peers.
+//
+// (No delay or reordering: this kernel has no netem qdisc.)
+
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { after, afterEach, before, test } from "node:test";
+import { glareRounds, glared, heardAtPage, messagesFrom, nativeConverged, same, settle } from "./cases.mjs";
+import { Native, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
+
+const ROUNDS = Number(process.env.POLITELY_LOSS_ROUNDS ?? 100);
+const MESSAGES = 50;
+let server;
+let browser;
+
+/** Drops `percent` of the UDP datagrams that arrive, at random; 0 removes the rule. */
+function loss(percent) {
+  const table = "table inet politely_faults";
+  const rules = percent > 0
+    ? `${table} {\n chain input {\n  type filter hook input priority 0; policy accept;\n` +
+      `  meta l4proto udp numgen random mod 1000 < ${Math.round(percent * 10)} drop\n }\n}\n`
+    : "";
+  execFileSync("nft", ["-f", "-"], { input: `${table}\ndelete ${table}\n${rules}` });
+}
+
+before(async () => {
+  server = await startServer();
+  browser = await launchChromium();
+});
+
+afterEach(() => loss(0));
+
+after(async () => {
+  loss(0);
+  await browser?.close();
+  await server?.stop();
+});
+
+/** Two native peers' connections to each other: settled, connected, one connection id, the
+ * same m-lines, both chats open. */
+async function nativesConverged(a, aId, b, bId) {
+  const [sa, sb] = await Promise.all([a.stats().then((s) => s[bId]), b.stats().then((s) => s[aId])]);
+  const ok =
+    sa && sb && sa.settled && sb.settled &&
+    sa.connectionState === "Connected" && sb.connectionState === "Connected" &&
+    sa.connectionId === sb.connectionId && same([...sa.mids].sort(), [...sb.mids].sort()) &&
+    sa.channels.filter((c) => c === "chat").length === 2 && sb.channels.filter((c) => c === "chat").length === 2;
+  return { ok: Boolean(ok), sa, sb, detail: { sa, sb } };
+}
+
+/** Glare rounds between two native peers: both renegotiate (or restart ICE) at once. */
+async function nativeGlareRounds(a, b, check, rounds, { restart = false } = {}) {
+  const times = [];
+  const offers = (c) => c.sa.counters.offers + c.sb.counters.offers;
+  for (let round = 0; round < rounds; round++) {
+    const before = await check();
+    const start = performance.now();
+    const line = restart ? "/restart" : "/glare";
+    a.send(line);
+    b.send(line);
+    await settle(async () => {
+      const c = await check();
+      const restarted = !restart || c.sa.counters.iceRestarts > before.sa.counters.iceRestarts;
+      return { ...c, ok: c.ok && offers(c) > offers(before) && restarted };
+    }, `round ${round}`);
+    times.push(performance.now() - start);
+  }
+  return times;
+}
+
+for (const percent of [5, 20]) {
+  const rounds = percent === 5 ? ROUNDS : Math.ceil(ROUNDS / 4);
+
+  test(`${percent}% loss: Chromium and a native peer connect, glare ${rounds}+${rounds} rounds, chat`, async () => {
+    loss(percent);
+    const room = `loss-${percent}`;
+    const page = await openPage(browser, server.origin);
+    const start = performance.now();
+    const pageId = await joinDemo(page, room);
+    const native = new Native(server.ws, room);
+    try {
+      const nativeId = await native.id();
+      const check = () => nativeConverged(page, pageId, native, nativeId);
+      await settle(check, `connected through ${percent}% loss`, 30_000);
+      const connect = performance.now() - start;
+      const replacedBefore = (await check()).sb.counters.replaced;
+      const renegotiations = await glareRounds(page, native, check, rounds);
+      const restarts = await glareRounds(page, native, check, rounds, { restart: true });
+
+      // Every message arrives, in order, both ways.
+      const texts = Array.from({ length: MESSAGES }, (_, i) => `lossy ${i}`);
+      await page.evaluate((texts) => texts.forEach((t) => window.politely.send(t)), texts);
+      for (const t of texts) native.send(t);
+      for (const t of texts) await native.message(pageId, t, 30_000);
+      await heardAtPage(page, nativeId, texts.at(-1));
+      assert.deepEqual((await messagesFrom(page, nativeId)).filter((t) => t.startsWith("lossy ")), texts);
+
+      const s = await check();
+      assert.ok(s.ok);
+      assert.deepEqual(page.errors, []);
+      const watchdog = s.sb.counters.watchdog + s.sn.counters.watchdog;
+      console.log(
+        `# ${percent}% loss, Chromium-native: page load to connected ${connect.toFixed(0)} ms; ` +
+          `${summary("glare round", renegotiations)}; ${summary("restart-glare round", restarts)}; ` +
+          `collisions ${glared(s.sb) + glared(s.sn)}; watchdog ${watchdog}; replaced since connected ${s.sb.counters.replaced - replacedBefore}`,
+      );
+    } finally {
+      assert.equal(await native.quit(), 0);
+      await page.context().close();
+    }
+  });
+
+  test(`${percent}% loss: two native peers connect, glare ${rounds}+${rounds} rounds, chat`, async () => {
+    loss(percent);
+    const room = `loss-native-${percent}`;
+    const start = performance.now();
+    const a = new Native(server.ws, room);
+    const aId = await a.id();
+    const b = new Native(server.ws, room);
+    try {
+      const bId = await b.id();
+      const check = () => nativesConverged(a, aId, b, bId);
+      await settle(check, `connected through ${percent}% loss`, 30_000);
+      const connect = performance.now() - start;
+      const renegotiations = await nativeGlareRounds(a, b, check, rounds);
+      const restarts = await nativeGlareRounds(a, b, check, rounds, { restart: true });
+
+      const texts = Array.from({ length: MESSAGES }, (_, i) => `lossy ${i}`);
+      const from = b.out.all.length;
+      for (const t of texts) a.send(t);
+      for (const t of texts) await b.message(aId, t, 30_000);
+      const heard = b.out.all.slice(from).filter((l) => l.startsWith(`${aId}: lossy `));
+      assert.deepEqual(heard, texts.map((t) => `${aId}: ${t}`));
+
+      const s = await check();
+      assert.ok(s.ok);
+      console.log(
+        `# ${percent}% loss, native-native: joined to connected ${connect.toFixed(0)} ms; ` +
+          `${summary("glare round", renegotiations)}; ${summary("restart-glare round", restarts)}; ` +
+          `collisions ${glared(s.sa) + glared(s.sb)}; watchdog ${s.sa.counters.watchdog + s.sb.counters.watchdog}`,
+      );
+    } finally {
+      assert.equal(await a.quit(), 0);
+      assert.equal(await b.quit(), 0);
+    }
+  });
+}
