@@ -4,14 +4,15 @@
 // the path between the peers, the one ICE, DTLS and SCTP must cope with. The peers join with
 // the loss already on (ICE, DTLS and SCTP set up through it), then glare by renegotiating
 // (transceivers) and by restarting ICE from both sides at once, and chat: every message must
-// arrive, in order. Chromium with a native peer, and two native peers.
+// arrive, in order. Chromium with a native peer, and two native peers. Then a path change: the
+// address the call runs on goes away, and the call must carry on over the one left.
 //
 // (No delay or reordering: this kernel has no netem qdisc.)
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { after, afterEach, before, test } from "node:test";
-import { glareRounds, glared, heardAtPage, messagesFrom, nativeConverged, same, settle } from "./cases.mjs";
+import { glareRounds, glared, heardAtPage, messagesFrom, nativeConverged, restartIce, same, settle } from "./cases.mjs";
 import { Native, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_LOSS_ROUNDS ?? 100);
@@ -151,3 +152,74 @@ for (const percent of [5, 20]) {
     }
   });
 }
+
+/** The addresses of the selected candidate pair of the page's connection to `peer`. */
+function selectedPair(page, peer) {
+  return page.evaluate(async (peer) => {
+    const all = [...(await window.politely.client.connection(peer).getStats()).values()];
+    const transport = all.find((r) => r.type === "transport");
+    const pair = all.find((r) => r.id === transport?.selectedCandidatePairId);
+    const address = (id) => all.find((r) => r.id === id)?.address;
+    return pair ? [address(pair.localCandidateId), address(pair.remoteCandidateId)] : null;
+  }, peer);
+}
+
+test("a path change: the address the call runs on goes away, the call goes on over loopback", async () => {
+  // A second address for both ends, 192.0.2.1 (documentation range) on a veth pair that exists
+  // only in this namespace; Chromium prefers it to loopback, so the call starts on it.
+  const ADDRESS = "192.0.2.1";
+  const ip = (...args) => execFileSync("ip", args);
+  ip("link", "add", "veth0", "type", "veth", "peer", "name", "veth1");
+  ip("link", "set", "veth0", "up");
+  ip("link", "set", "veth1", "up");
+  ip("addr", "add", `${ADDRESS}/24`, "dev", "veth0");
+  const page = await openPage(browser, server.origin);
+  const pageId = await joinDemo(page, "path");
+  const native = new Native(server.ws, "path", ["--bind", ADDRESS, "--bind", "127.0.0.1"]);
+  try {
+    const nativeId = await native.id();
+    const check = () => nativeConverged(page, pageId, native, nativeId);
+    await settle(check, "connected");
+    // Which pair ICE picks is up to it; if neither end of it is on the second address, ICE
+    // restarts until one is (the test is about that address going away).
+    for (let attempt = 0; ; attempt++) {
+      const pair = await selectedPair(page, nativeId);
+      if (pair?.includes(ADDRESS)) break;
+      assert.ok(attempt < 10, `the call stays on loopback: ${pair}`);
+      await restartIce(page, native, check, "browser");
+    }
+    const before = await check();
+
+    ip("addr", "del", `${ADDRESS}/24`, "dev", "veth0");
+    const start = performance.now();
+    await until(async () => {
+      const pair = await selectedPair(page, nativeId);
+      return { ok: same(pair, ["127.0.0.1", "127.0.0.1"]), detail: pair };
+    }, {
+      what: "the call on loopback",
+      ms: 30_000,
+      every: 50,
+    });
+    const moved = performance.now() - start;
+    // Data flows both ways on the path left, and the peers still renegotiate (and glare).
+    await page.evaluate(() => window.politely.send("after the move"));
+    await native.message(pageId, "after the move", 30_000);
+    native.send("heard you");
+    await until(async () => (await messagesFrom(page, nativeId)).includes("heard you"), { what: "the native peer heard", ms: 60_000 });
+    const recovered = performance.now() - start;
+    const times = await glareRounds(page, native, check, 5);
+    const s = await check();
+    assert.ok(s.ok);
+    assert.deepEqual(page.errors, []);
+    const restarts = (c) => c.sb.counters.restarts + c.sn.counters.iceRestarts;
+    console.log(
+      `# path change: pair on loopback ${moved.toFixed(0)} ms after the address went, messages both ways ` +
+        `${recovered.toFixed(0)} ms; ICE restarts meanwhile ${restarts(s) - restarts(before)}; ` +
+        `watchdog ${s.sb.counters.watchdog + s.sn.counters.watchdog}; ${summary("glare round after", times)}`,
+    );
+  } finally {
+    assert.equal(await native.quit(), 0);
+    await page.context().close();
+    ip("link", "del", "veth0");
+  }
+});

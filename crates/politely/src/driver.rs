@@ -118,6 +118,9 @@ pub(crate) struct Driver<E> {
     remote: Arc<str>,
     sockets: Vec<UdpSocket>,
     local_addrs: Vec<SocketAddr>,
+    /// Local addresses whose sends fail as if the address or its network were gone (a path
+    /// change); each loss restarts ICE once.
+    lost_addrs: Vec<SocketAddr>,
     /// `(base, mapped)`: a transmit from a mapped address leaves through its base socket.
     reflexive: Vec<(SocketAddr, SocketAddr)>,
     /// TURN allocations: a transmit from a relayed address goes through its client.
@@ -166,6 +169,7 @@ impl<E: Send + 'static> Driver<E> {
             remote,
             sockets: gathered.sockets,
             local_addrs: gathered.local_addrs,
+            lost_addrs: Vec::new(),
             reflexive: gathered.reflexive,
             relays: gathered.relays,
             relayed: Vec::new(),
@@ -346,9 +350,20 @@ impl<E: Send + 'static> Driver<E> {
             return;
         };
         match self.sockets[index].try_send_to(&transmit.contents, transmit.destination) {
-            Ok(_) => {}
+            Ok(_) => self.lost_addrs.retain(|a| *a != source),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 tracing::trace!(peer = %self.remote, "socket buffer full; datagram dropped");
+            }
+            Err(e) if path_gone(&e) && !self.lost_addrs.contains(&source) => {
+                // The address went away (an interface down, a network left). rtc keeps the
+                // pair it selected as long as the peer's packets arrive on any pair, and a
+                // browser that moved to another one keeps sending: without a restart this end
+                // would go on sending into the void. New checks find a path that works.
+                tracing::info!(peer = %self.remote, %source, "sends fail ({e}): restarting ICE");
+                self.lost_addrs.push(source);
+                if let Err(e) = self.engine.restart_ice() {
+                    tracing::debug!(peer = %self.remote, "ICE restart: {e}");
+                }
             }
             Err(e) => {
                 tracing::debug!(peer = %self.remote, to = %transmit.destination, "UDP send: {e}")
@@ -651,6 +666,17 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether a send failed because the local address or its network is gone.
+fn path_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::AddrNotAvailable
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkDown
+    )
 }
 
 /// The first datagram on any of the sockets: `(socket index, length, source)`.
