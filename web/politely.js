@@ -230,7 +230,10 @@ export class Politely extends EventTarget {
       };
       const timer = setTimeout(() => fail(new Error("no welcome in time")), this.options.joinTimeout);
       ws.onopen = () =>
-        ws.send(JSON.stringify({ type: "join", room: this.room, token: this.options.token, resume: resume ?? undefined }));
+        // A resume names the peers we are connected with: a server restarted since keeps
+        // their places for them.
+        const peers = resume ? [...this._peers.keys()] : undefined;
+        ws.send(JSON.stringify({ type: "join", room: this.room, token: this.options.token, resume: resume ?? undefined, peers }));
       ws.onmessage = ({ data }) => {
         const msg = parse(data);
         if (msg?.type === "error") {

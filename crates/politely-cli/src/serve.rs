@@ -39,6 +39,13 @@ pub(crate) struct ServeArgs {
     /// How long a dropped connection keeps its id and queued frames for a resume.
     #[arg(long, env = "POLITELY_RESUME_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     resume_grace: Duration,
+    /// The key of resume tokens. With one, peers resume their ids after the server restarts
+    /// with the same key, and their calls go on; without, a restart gives everyone a new id.
+    #[arg(long, env = "POLITELY_RESUME_SECRET", hide_env_values = true)]
+    resume_secret: Option<String>,
+    /// How old a resume token may be for a restarted server to take it.
+    #[arg(long, env = "POLITELY_RESUME_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    resume_max_age: Duration,
     /// The most frames queued for one client.
     #[arg(long, env = "POLITELY_SEND_QUEUE_FRAMES", default_value_t = 1024)]
     send_queue_frames: usize,
@@ -150,6 +157,8 @@ impl ServeArgs {
                 .map(|s| Secret::new(s.as_str()))
                 .collect(),
             resume_grace: self.resume_grace,
+            resume_secret: self.resume_secret.as_deref().map(Secret::new),
+            resume_max_age: self.resume_max_age,
             send_queue_frames: self.send_queue_frames,
             send_queue_bytes: self.send_queue_bytes,
             max_queued_bytes: self.max_queued_bytes,

@@ -26,6 +26,10 @@ pub enum ClientMessage<'a> {
         /// toward it. One per room; on a server with secrets, the token must say `"sfu": true`.
         #[serde(skip_serializing_if = "is_false")]
         sfu: bool,
+        /// With `resume`: the peers this client is connected with. A server that restarted
+        /// since it issued the token keeps their places for them (they are resuming too).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        peers: Vec<Cow<'a, str>>,
     },
     /// Relay `data` to one peer of the same room.
     Signal {
@@ -460,6 +464,8 @@ struct ClientEnvelope<'a> {
     resume: Option<Cow<'a, str>>,
     #[serde(default)]
     sfu: bool,
+    #[serde(default)]
+    peers: Option<Vec<Cow<'a, str>>>,
     #[serde(default, borrow, deserialize_with = "borrowed")]
     to: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -479,6 +485,7 @@ impl<'a> ClientMessage<'a> {
                 token: env.token,
                 resume: env.resume,
                 sfu: env.sfu,
+                peers: env.peers.unwrap_or_default(),
             },
             "signal" => ClientMessage::Signal {
                 to: env.to.ok_or_else(|| FrameError::missing("signal", "to"))?,

@@ -30,6 +30,7 @@ fn client_frames() {
             token: None,
             resume: None,
             sfu: false,
+            peers: vec![],
         },
         r#"{"type":"join","room":"lobby"}"#,
     );
@@ -39,6 +40,7 @@ fn client_frames() {
             token: None,
             resume: None,
             sfu: true,
+            peers: vec![],
         },
         r#"{"type":"join","room":"lobby","sfu":true}"#,
     );
@@ -48,8 +50,19 @@ fn client_frames() {
             token: Some("t.s".into()),
             resume: Some("01J.ab".into()),
             sfu: false,
+            peers: vec![],
         },
         r#"{"type":"join","room":"lobby","token":"t.s","resume":"01J.ab"}"#,
+    );
+    client(
+        ClientMessage::Join {
+            room: "lobby".into(),
+            token: None,
+            resume: Some("01J.ab".into()),
+            sfu: false,
+            peers: vec!["01JA".into(), "01JC".into()],
+        },
+        r#"{"type":"join","room":"lobby","resume":"01J.ab","peers":["01JA","01JC"]}"#,
     );
     client(
         ClientMessage::signal("01JB", raw(r#"{"connectionId":"c","bye":true}"#)),

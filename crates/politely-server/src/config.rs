@@ -24,6 +24,15 @@ pub struct Config {
     pub secrets: Vec<Secret>,
     /// How long a dropped connection keeps its id and room slot. Default 10 s.
     pub resume_grace: Duration,
+    /// The key of resume tokens. With one, a token stays good across a restart of the server
+    /// (or on another server with the same key): a peer whose call is up resumes its id, and
+    /// the places of the peers it names are kept for them for [`resume_grace`](Self::resume_grace).
+    /// Default none: a random key per process, so a restart gives every peer a new id.
+    pub resume_secret: Option<Secret>,
+    /// How old a resume token may be for a server that did not issue it (one restarted since)
+    /// to accept it. Default 24 h: a session whose signaling has not reconnected for longer
+    /// joins afresh after a restart.
+    pub resume_max_age: Duration,
     /// The most frames queued for one client (while it is slow, or within its grace period).
     /// Default 1024.
     pub send_queue_frames: usize,
@@ -192,6 +201,8 @@ impl Default for Config {
             rate_limit: Some(RateLimit::default()),
             secrets: Vec::new(),
             resume_grace: Duration::from_secs(10),
+            resume_secret: None,
+            resume_max_age: Duration::from_secs(24 * 3600),
             send_queue_frames: 1024,
             send_queue_bytes: 4 * 1024 * 1024,
             max_queued_bytes: 256 * 1024 * 1024,

@@ -498,8 +498,10 @@ impl Connection {
                 token,
                 resume,
                 sfu,
+                peers,
             } => {
-                self.join(stream, &room, token.as_deref(), resume.as_deref(), sfu)
+                let resume = resume.as_deref().map(|token| (token, &peers[..]));
+                self.join(stream, &room, token.as_deref(), resume, sfu)
                     .await
             }
             ClientMessage::Leave => Some(End::Close(CloseCode::Normal)),
@@ -593,7 +595,7 @@ impl Connection {
         stream: &mut S,
         room: &str,
         token: Option<&str>,
-        resume: Option<&str>,
+        resume: Option<(&str, &[Cow<'_, str>])>,
         sfu: bool,
     ) -> Option<End>
     where
@@ -614,9 +616,9 @@ impl Connection {
         let hub = self.hub.clone();
         // An unknown or expired resume token makes an ordinary join: the welcome says
         // `resumed: false` and carries a new id.
-        if let Some(member) =
-            resume.and_then(|resume| hub.resume(room, resume, self.id, self.waker.clone()))
-        {
+        if let Some(member) = resume.and_then(|(resume, peers)| {
+            hub.resume(room, resume, self.id, self.waker.clone(), peers)
+        }) {
             self.joined(member);
             return None;
         }

@@ -5,18 +5,19 @@
 //! joining and removing peers.
 
 use crate::config::Config;
-use crate::id::{IdGenerator, fill_random};
+use crate::id::{self as ids, IdGenerator, fill_random};
 use crate::metrics::Metrics;
+use crate::resume::{self, Claims, Tag};
 use crate::websocket::{self, Opcode, Shared};
 use bytes::Bytes;
 use politely_proto::{CloseCode, IceServer, PeerInfo, ServerMessage, User};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +32,11 @@ pub(crate) struct Hub {
     pub(crate) tasks: TaskTracker,
     state: Mutex<HubState>,
     next_connection: AtomicU64,
+    /// The key of resume tokens ([`Config::resume_secret`], or random).
+    resume_key: Vec<u8>,
+    /// When this hub started, in milliseconds since the Unix epoch: a resume token issued
+    /// earlier comes from a server that ran before (a restart) or elsewhere.
+    started_ms: u64,
     /// Open TCP connections, in total and by client address.
     open: Mutex<OpenConnections>,
     /// Connections echo data messages instead of reading them as signaling (the WebSocket
@@ -90,8 +96,9 @@ pub(crate) struct Room {
 /// A peer's place in its room, which outlives a dropped connection for the grace period.
 struct Slot {
     outbox: Arc<Outbox>,
-    /// The secret half of the peer's resume token.
-    resume_secret: [u8; 16],
+    /// The tag of the last resume token the peer was given; `None` for a place kept after a
+    /// restart for a peer that has not resumed yet.
+    resume_tag: Option<Tag>,
     /// The connection that owns the slot; a stale connection's leave or park is ignored.
     connection: u64,
     /// The connection dropped; the slot waits for a resume until its grace period ends.
@@ -442,7 +449,7 @@ fn welcome(
     sfu: bool,
     room: &str,
     peers: &BTreeMap<Arc<str>, Slot>,
-    resume_secret: &[u8; 16],
+    resume: &str,
     resumed: bool,
 ) -> String {
     let (ice_servers, ice_ttl) = ice_servers(config, id);
@@ -459,7 +466,7 @@ fn welcome(
                 user: slot.user.clone(),
             })
             .collect(),
-        resume: resume_token(id, resume_secret).into(),
+        resume: resume.into(),
         resumed,
         version: politely_proto::VERSION,
         ice_servers,
@@ -480,36 +487,23 @@ pub(crate) fn ice_servers(config: &Config, id: &str) -> (Vec<IceServer>, Option<
     }
 }
 
-fn resume_token(id: &str, secret: &[u8; 16]) -> String {
-    let mut token = String::with_capacity(id.len() + 33);
-    token.push_str(id);
-    token.push('.');
-    for byte in secret {
-        let _ = write!(token, "{byte:02x}");
-    }
-    token
-}
-
-/// Compares without an early exit, so a guessed resume secret learns nothing from timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn parse_secret(hex: &str) -> Option<[u8; 16]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 32 {
-        return None;
-    }
-    let mut secret = [0u8; 16];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let text = std::str::from_utf8(pair).ok()?;
-        secret[i] = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(secret)
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Hub {
     pub(crate) fn new(config: Config) -> Self {
+        let resume_key = match &config.resume_secret {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => {
+                let mut key = vec![0u8; 32];
+                fill_random(&mut key);
+                key
+            }
+        };
         Hub {
             config,
             metrics: Arc::default(),
@@ -520,6 +514,8 @@ impl Hub {
                 ids: IdGenerator::new(),
             }),
             next_connection: AtomicU64::new(1),
+            resume_key,
+            started_ms: now_ms(),
             open: Mutex::default(),
             #[cfg(test)]
             echo: false,
@@ -604,41 +600,22 @@ impl Hub {
                 return Err(refused);
             }
             let id: Arc<str> = state.ids.next().into();
-            let mut resume_secret = [0u8; 16];
-            fill_random(&mut resume_secret);
+            let (resume, resume_tag) = self.issue(room_name, &id, sfu, user.clone());
             let outbox = Arc::new(Outbox::new(
                 &self.config,
                 self.metrics.clone(),
                 connection,
                 waker,
             ));
-            let welcome = welcome(
-                &self.config,
-                &id,
-                sfu,
-                room_name,
-                &peers,
-                &resume_secret,
-                false,
-            );
+            let welcome = welcome(&self.config, &id, sfu, room_name, &peers, &resume, false);
             // The welcome is queued before anyone can learn the new id, so it comes first.
             let _ = outbox.push([welcome.as_bytes()]);
-            for (peer, slot) in peers.iter() {
-                let joined = ServerMessage::PeerJoined {
-                    id: Cow::Borrowed(&id),
-                    polite: polite(peer, slot.sfu, &id, sfu),
-                    sfu,
-                    user: user.clone(),
-                };
-                if slot.outbox.push([joined.to_json().as_bytes()]).is_err() {
-                    overflowed.push(peer.clone());
-                }
-            }
+            self.announce(peers.iter(), &id, sfu, user.clone(), &mut overflowed);
             peers.insert(
                 id.clone(),
                 Slot {
                     outbox: outbox.clone(),
-                    resume_secret,
+                    resume_tag: Some(resume_tag),
                     connection,
                     parked: false,
                     user,
@@ -661,30 +638,161 @@ impl Hub {
         Ok(membership)
     }
 
+    /// A resume token for `id` in `room`, and its tag.
+    fn issue(&self, room: &str, id: &str, sfu: bool, user: Option<User>) -> (String, Tag) {
+        let mut nonce = [0u8; 8];
+        fill_random(&mut nonce);
+        let claims = Claims {
+            room: room.to_owned(),
+            id: id.to_owned(),
+            iat: now_ms(),
+            n: u64::from_le_bytes(nonce),
+            sfu,
+            user,
+        };
+        resume::issue(&self.resume_key, &claims)
+    }
+
+    /// The room named `name`, made if it does not exist.
+    fn room(&self, state: &mut HubState, name: &str) -> Arc<Room> {
+        if let Some(room) = state.rooms.get(name) {
+            return room.clone();
+        }
+        let name: Arc<str> = name.into();
+        let room = Arc::new(Room {
+            name: name.clone(),
+            peers: Mutex::new(BTreeMap::new()),
+        });
+        state.rooms.insert(name, room.clone());
+        self.metrics.rooms.fetch_add(1, Relaxed);
+        room
+    }
+
     /// Gives `connection` the id of an earlier one whose `resume` token it holds, if that id is
     /// still in `room`. The new `welcome` goes before the frames queued meanwhile.
+    ///
+    /// A token this server did not issue (it was restarted since, or the token comes from
+    /// another server with the same key) and not older than [`Config::resume_max_age`] gets
+    /// its id back even though the room no longer holds it, and `claimed`, the peers the
+    /// client says it is connected with, get places kept for them for the grace period (each
+    /// is announced to the room, and leaves as usual if it does not resume in time).
     pub(crate) fn resume(
-        &self,
+        self: &Arc<Self>,
         room_name: &str,
         token: &str,
         connection: u64,
         waker: Arc<Notify>,
+        claimed: &[Cow<'_, str>],
     ) -> Option<Membership> {
-        let (id, secret) = token.split_once('.')?;
-        let secret = parse_secret(secret)?;
-        let room = self.lock().rooms.get(room_name)?.clone();
-        let mut peers = room.lock();
-        let (id, slot) = peers.get_key_value(id)?;
-        if !constant_time_eq(&slot.resume_secret, &secret) {
+        let (claims, tag) = resume::verify(&self.resume_key, token)?;
+        if claims.room != room_name {
             return None;
         }
-        let (id, sfu) = (id.clone(), slot.sfu);
-        let mut new_secret = [0u8; 16];
-        fill_random(&mut new_secret);
-        let welcome = welcome(&self.config, &id, sfu, room_name, &peers, &new_secret, true);
+        let max_age = u64::try_from(self.config.resume_max_age.as_millis()).unwrap_or(u64::MAX);
+        let foreign =
+            claims.iat < self.started_ms && now_ms().saturating_sub(claims.iat) <= max_age;
+        let mut overflowed = Vec::new();
+        let mut kept = Vec::new();
+        let mut state = self.lock();
+        let room = match state.rooms.get(room_name) {
+            Some(room) => room.clone(),
+            None if foreign => self.room(&mut state, room_name),
+            None => return None,
+        };
+        let mut peers = room.lock();
+        let id = match peers.get_key_value(claims.id.as_str()) {
+            Some((id, slot)) => {
+                let current = match &slot.resume_tag {
+                    Some(last) => resume::constant_time_eq(last, &tag),
+                    None => foreign,
+                };
+                if !current {
+                    return None;
+                }
+                id.clone()
+            }
+            None => {
+                let fits = peers.len() < self.config.max_room_size
+                    && !(claims.sfu && peers.values().any(|slot| slot.sfu));
+                if !foreign || !fits {
+                    if peers.is_empty() {
+                        drop(peers);
+                        state.rooms.remove(room_name);
+                        self.metrics.rooms.fetch_sub(1, Relaxed);
+                    }
+                    return None;
+                }
+                let id: Arc<str> = claims.id.as_str().into();
+                let outbox = Arc::new(Outbox::new(
+                    &self.config,
+                    self.metrics.clone(),
+                    connection,
+                    waker.clone(),
+                ));
+                self.announce(
+                    peers.iter(),
+                    &id,
+                    claims.sfu,
+                    claims.user.clone(),
+                    &mut overflowed,
+                );
+                peers.insert(
+                    id.clone(),
+                    Slot {
+                        outbox,
+                        resume_tag: None,
+                        connection,
+                        parked: false,
+                        user: claims.user.clone(),
+                        sfu: claims.sfu,
+                    },
+                );
+                self.metrics.peers.fetch_add(1, Relaxed);
+                id
+            }
+        };
+        if foreign {
+            for other in claimed {
+                if peers.len() >= self.config.max_room_size {
+                    break;
+                }
+                if !ids::is_valid(other) || peers.contains_key(&**other) {
+                    continue;
+                }
+                let other: Arc<str> = (&**other).into();
+                let place = self.next_connection.fetch_add(1, Relaxed);
+                // Not to the peer resuming: its welcome lists the place.
+                let others = peers.iter().filter(|(peer, _)| **peer != id);
+                self.announce(others, &other, false, None, &mut overflowed);
+                let outbox = Outbox::new(
+                    &self.config,
+                    self.metrics.clone(),
+                    place,
+                    Arc::new(Notify::new()),
+                );
+                peers.insert(
+                    other.clone(),
+                    Slot {
+                        outbox: Arc::new(outbox),
+                        resume_tag: None,
+                        connection: place,
+                        parked: true,
+                        user: None,
+                        sfu: false,
+                    },
+                );
+                self.metrics.peers.fetch_add(1, Relaxed);
+                kept.push((other, place));
+            }
+        }
+        drop(state);
+        let slot = &peers[&id];
+        let (sfu, user) = (slot.sfu, slot.user.clone());
+        let (token, tag) = self.issue(room_name, &id, sfu, user);
+        let welcome = welcome(&self.config, &id, sfu, room_name, &peers, &token, true);
         // The lookup above found the slot and nothing released the lock since.
         let slot = peers.get_mut(&id).expect("the slot found above");
-        slot.resume_secret = new_secret;
+        slot.resume_tag = Some(tag);
         slot.connection = connection;
         slot.parked = false;
         let outbox = slot.outbox.clone();
@@ -710,13 +818,46 @@ impl Hub {
         }
         drop(peers);
         self.metrics.resumes.fetch_add(1, Relaxed);
-        tracing::debug!(room = %room_name, %id, "resumed");
+        tracing::debug!(room = %room_name, %id, kept = kept.len(), "resumed");
+        for (other, place) in kept {
+            self.expire_after_grace(room.clone(), other, place);
+        }
+        for peer in overflowed {
+            self.evict(&room, &peer);
+        }
         Some(Membership {
             room,
             id,
             outbox,
             connection,
         })
+    }
+
+    /// Queues `peer-joined` for `id` to each of `peers` (but places kept after a restart);
+    /// those whose queue overflowed go in `overflowed`.
+    fn announce<'p>(
+        &self,
+        peers: impl IntoIterator<Item = (&'p Arc<str>, &'p Slot)>,
+        id: &Arc<str>,
+        sfu: bool,
+        user: Option<User>,
+        overflowed: &mut Vec<Arc<str>>,
+    ) {
+        // A place kept after a restart is left out: its welcome will list the room as it is.
+        for (peer, slot) in peers
+            .into_iter()
+            .filter(|(_, slot)| slot.resume_tag.is_some())
+        {
+            let joined = ServerMessage::PeerJoined {
+                id: Cow::Borrowed(id),
+                polite: polite(peer, slot.sfu, id, sfu),
+                sfu,
+                user: user.clone(),
+            };
+            if slot.outbox.push([joined.to_json().as_bytes()]).is_err() {
+                overflowed.push(peer.clone());
+            }
+        }
     }
 
     /// Relays a frame made of `parts` to `to`, another peer of the sender's room; `shared` is
@@ -768,8 +909,13 @@ impl Hub {
                 _ => return,
             }
         }
+        self.expire_after_grace(member.room.clone(), member.id.clone(), member.connection);
+    }
+
+    /// Removes `id`'s place when the grace period is over, unless a connection other than
+    /// `connection` has it by then.
+    fn expire_after_grace(self: &Arc<Self>, room: Arc<Room>, id: Arc<str>, connection: u64) {
         let hub = self.clone();
-        let (room, id, connection) = (member.room.clone(), member.id.clone(), member.connection);
         let grace = self.config.resume_grace;
         self.tasks.spawn(async move {
             tokio::select! {
@@ -815,7 +961,7 @@ impl Hub {
                 id: Cow::Borrowed(id),
             }
             .to_json();
-            for (peer, slot) in peers.iter() {
+            for (peer, slot) in peers.iter().filter(|(_, slot)| slot.resume_tag.is_some()) {
                 if slot.outbox.push([left.as_bytes()]).is_err() {
                     overflowed.push(peer.clone());
                 }

@@ -44,6 +44,11 @@ fn encode(value: u128) -> String {
         .collect()
 }
 
+/// Whether `id` could be one this server gives: 26 characters of its alphabet.
+pub(crate) fn is_valid(id: &str) -> bool {
+    id.len() == 26 && id.bytes().all(|b| ALPHABET.contains(&b))
+}
+
 /// Fills `buf` from the operating system's random source.
 pub(crate) fn fill_random(buf: &mut [u8]) {
     // The OS random source failing is not recoverable; ids and resume secrets depend on it.

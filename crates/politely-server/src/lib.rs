@@ -44,6 +44,7 @@ mod handshake;
 mod hub;
 mod id;
 mod metrics;
+mod resume;
 pub mod token;
 mod turn;
 // WebSocket framing: not public API (see the `internals` feature).

@@ -547,6 +547,124 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
     server.shutdown().await;
 }
 
+/// A server restarted with the same resume secret gives a peer its id back from the token
+/// alone, and keeps the places of the peers it names until they resume too (or their grace
+/// period ends): the calls between them survive the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_gives_ids_back_and_keeps_places_for_the_peers_named() {
+    let with_secret = || Config {
+        resume_secret: Some(Secret::new("resume key")),
+        resume_grace: Duration::from_millis(800),
+        ..config()
+    };
+    let first = TestServer::start(with_secret()).await;
+    let (_a, a_id, welcome) = Client::join(&first, "r").await;
+    let a_resume = welcome["resume"].as_str().unwrap().to_owned();
+    let (_b, b_id, welcome) = Client::join(&first, "r").await;
+    let b_resume = welcome["resume"].as_str().unwrap().to_owned();
+    let (_c, c_id, _) = Client::join(&first, "r").await;
+    let (_, _, welcome) = Client::join(&first, "other room").await;
+    let other_room = welcome["resume"].as_str().unwrap().to_owned();
+    first.shutdown().await;
+
+    let second = TestServer::start(with_secret()).await;
+    // A comes back naming B and C, and an id that is not one.
+    let mut a = Client::connect(&second).await;
+    a.send(&format!(
+        r#"{{"type":"join","room":"r","resume":"{a_resume}","peers":["{b_id}","{c_id}","nonsense"]}}"#
+    ))
+    .await;
+    let welcome = a.json().await;
+    assert_eq!(welcome["resumed"], true);
+    assert_eq!(welcome["id"], a_id.as_str());
+    let listed: Vec<(String, bool)> = welcome["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap().to_owned(), p["polite"] == true))
+        .collect();
+    // The roles are the old ones: A, the earliest, is polite toward both.
+    assert_eq!(listed, vec![(b_id.clone(), true), (c_id.clone(), true)]);
+    // A signal to B waits in B's place.
+    a.send(&format!(
+        r#"{{"type":"signal","to":"{b_id}","data":"kept"}}"#
+    ))
+    .await;
+
+    // B comes back and finds it; A hears nothing of B (it knew B all along).
+    let mut b = Client::connect(&second).await;
+    b.send(&format!(
+        r#"{{"type":"join","room":"r","resume":"{b_resume}","peers":["{a_id}","{c_id}"]}}"#
+    ))
+    .await;
+    let welcome = b.json().await;
+    assert_eq!(welcome["resumed"], true);
+    assert_eq!(welcome["id"], b_id.as_str());
+    assert_eq!(welcome["peers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        b.text().await,
+        format!(r#"{{"type":"signal","from":"{a_id}","data":"kept"}}"#)
+    );
+    a.expect_silence(Duration::from_millis(100)).await;
+
+    // C never comes back: its place goes when the grace period ends.
+    let left = format!(r#"{{"type":"peer-left","id":"{c_id}"}}"#);
+    assert_eq!(a.text().await, left);
+    assert_eq!(b.text().await, left);
+
+    // A token spent on this server, one for another room, and a token from a server with
+    // another key: ordinary joins.
+    let (_, _, welcome) = Client::join(&second, "r").await;
+    assert_eq!(welcome["resumed"], false);
+    let mut again = Client::rejoin(&second, "r", &a_resume).await;
+    let welcome = again.json().await;
+    assert_eq!(welcome["resumed"], false);
+    assert_ne!(welcome["id"], a_id.as_str());
+    let mut elsewhere = Client::rejoin(&second, "r", &other_room).await;
+    assert_eq!(elsewhere.json().await["resumed"], false);
+    second.shutdown().await;
+
+    let other_key = TestServer::start(Config {
+        resume_secret: Some(Secret::new("another key")),
+        ..config()
+    })
+    .await;
+    let mut stranger = Client::rejoin(&other_key, "r", &b_resume).await;
+    assert_eq!(stranger.json().await["resumed"], false);
+    other_key.shutdown().await;
+
+    // Without a secret, each server has a key of its own: a restart gives new ids.
+    let first = TestServer::start(config()).await;
+    let (_d, _, welcome) = Client::join(&first, "r").await;
+    let d_resume = welcome["resume"].as_str().unwrap().to_owned();
+    first.shutdown().await;
+    let second = TestServer::start(config()).await;
+    let mut d = Client::rejoin(&second, "r", &d_resume).await;
+    assert_eq!(d.json().await["resumed"], false);
+    second.shutdown().await;
+}
+
+/// A resume token older than `resume_max_age` is not taken by a server that did not issue it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_refuses_a_resume_token_past_its_age() {
+    let with_secret = || Config {
+        resume_secret: Some(Secret::new("resume key")),
+        resume_max_age: Duration::from_millis(200),
+        ..config()
+    };
+    let first = TestServer::start(with_secret()).await;
+    let (_a, a_id, welcome) = Client::join(&first, "r").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    first.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = TestServer::start(with_secret()).await;
+    let mut a = Client::rejoin(&second, "r", &resume).await;
+    let welcome = a.json().await;
+    assert_eq!(welcome["resumed"], false);
+    assert_ne!(welcome["id"], a_id.as_str());
+    second.shutdown().await;
+}
+
 /// Signal data from 1 KiB up is relayed from the read that carried it rather than copied into
 /// the queue (and a queue that backs up copies again once its shared payloads hold 512 KiB of
 /// buffers). Whatever the path, a peer must get the same bytes in the same order, live and after

@@ -595,12 +595,15 @@ impl SessionTask {
         let deadline = Instant::now() + self.config.reconnect_for;
         let mut delay = Duration::from_millis(50);
         loop {
-            let (url, room, token, resume) = (
+            let (url, room, token) = (
                 self.url.clone(),
                 self.room.clone(),
                 self.config.token.clone(),
-                self.resume.clone(),
             );
+            let resume = Resume {
+                token: self.resume.clone(),
+                peers: self.peers.keys().cloned().collect(),
+            };
             let attempt = connect(
                 &url,
                 &room,
@@ -801,13 +804,20 @@ pub(crate) fn tls_connector(trusted: &[Vec<u8>]) -> Result<Option<Connector>, Er
     Ok(Some(Connector::Rustls(Arc::new(config))))
 }
 
+/// What a `join` that resumes carries: the token of the last `welcome`, and the peers we are
+/// connected with (a server restarted since keeps their places).
+pub(crate) struct Resume {
+    pub(crate) token: String,
+    pub(crate) peers: Vec<String>,
+}
+
 /// Opens the WebSocket (over TLS for `wss://`, with `tls` if given), sends `join` (as the
 /// room's SFU if `sfu`) and waits for the `welcome`.
 pub(crate) async fn connect(
     url: &str,
     room: &str,
     token: Option<&str>,
-    resume: Option<&str>,
+    resume: Option<&Resume>,
     sfu: bool,
     timeout: Duration,
     tls: Option<Connector>,
@@ -827,8 +837,11 @@ pub(crate) async fn connect(
         let join = ClientMessage::Join {
             room: room.into(),
             token: token.map(Into::into),
-            resume: resume.map(Into::into),
+            resume: resume.map(|r| r.token.as_str().into()),
             sfu,
+            peers: resume.map_or_else(Vec::new, |r| {
+                r.peers.iter().map(|p| p.as_str().into()).collect()
+            }),
         };
         ws.send(WsMessage::text(join.to_json()))
             .await

@@ -266,12 +266,15 @@ impl SfuTask {
                     }
                 },
                 () = sleep_until_some(retry_at) => {
-                    let (url, room, token, resume) = (
+                    let (url, room, token) = (
                         self.url.clone(),
                         self.room_name.clone(),
                         self.config.token.clone(),
-                        self.resume.clone(),
                     );
+                    let resume = crate::session::Resume {
+                        token: self.resume.clone(),
+                        peers: self.room.clients().map(str::to_owned).collect(),
+                    };
                     let timeout = self.config.join_timeout.min(self.config.reconnect_for);
                     let tls = self.tls.clone();
                     attempt = Some(tokio::spawn(async move {

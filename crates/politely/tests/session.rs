@@ -326,6 +326,71 @@ async fn a_dropped_signaling_connection_resumes_with_the_same_id() {
     server.stop().await;
 }
 
+/// The server stops mid-call (a deploy: it closes every connection with 1001) and comes back
+/// on the same address with the same resume secret: the call's data keeps flowing meanwhile,
+/// both peers get their ids back, neither connection is replaced, and they renegotiate
+/// afterwards. (A server killed outright: web/test/faults.test.mjs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_survives_a_server_restart_with_the_same_resume_secret() {
+    let config = || politely_server::Config {
+        resume_secret: Some(politely_server::Secret::new("resume key")),
+        ..Default::default()
+    };
+    let server = TestServer::with(config()).await;
+    let addr = server.addr;
+    let mut a = server.join("restart").await;
+    let mut b = server.join("restart").await;
+    let (to_b, to_a, chat) = connected(&mut a, &b).await;
+    let (a_id, b_id) = (a.id(), b.id());
+    let connection = to_b.stats().await.unwrap().connection_id;
+
+    server.stop().await;
+    for session in [&mut a, &mut b] {
+        until(session, "the drop", 5, |e| {
+            matches!(e, SessionEvent::SignalingLost { .. }).then_some(())
+        })
+        .await;
+    }
+    // The call does not need the server.
+    chat.send_text("while the server is down").await.unwrap();
+    let (from, text) = until(&mut b, "a message without a server", 5, message).await;
+    assert_eq!(
+        (from.as_str(), text.as_str()),
+        (a_id.as_str(), "while the server is down")
+    );
+
+    let server = TestServer::on(addr, config()).await;
+    for (session, id) in [(&mut a, &a_id), (&mut b, &b_id)] {
+        let back = until(session, "the resume", 10, |e| match e {
+            SessionEvent::Reconnected { resumed, id } => Some((resumed, id)),
+            SessionEvent::PeerLeft { peer } => panic!("{peer} left"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(back, (true, id.clone()));
+    }
+    assert!(b.peer(&a_id).is_some() && a.peer(&b_id).is_some());
+    to_b.add_transceiver(MediaKind::Audio, Direction::SendRecv)
+        .await
+        .unwrap();
+    let (sa, sb) = converge(&mut a, &mut b, &to_b, &to_a, 2).await;
+    assert_eq!(
+        sa.connection_id, connection,
+        "the connection was not replaced"
+    );
+    assert_eq!(sb.connection_id, connection);
+    assert_eq!(
+        sa.counters.connections_replaced + sb.counters.connections_replaced,
+        0
+    );
+    chat.send_text("after the restart").await.unwrap();
+    let (_, text) = until(&mut b, "a message after the restart", 5, message).await;
+    assert_eq!(text, "after the restart");
+    a.leave().await;
+    b.leave().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaving_ends_every_task() {
     let server = TestServer::start().await;

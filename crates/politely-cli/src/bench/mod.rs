@@ -82,6 +82,7 @@ async fn join(url: &str, room: &str, read_buffer: usize) -> anyhow::Result<(Sock
         token: None,
         resume: None,
         sfu: false,
+        peers: Vec::new(),
     };
     ws.send(Message::text(join.to_json())).await?;
     loop {

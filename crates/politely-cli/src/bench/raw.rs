@@ -84,6 +84,7 @@ impl Client {
             token: None,
             resume: None,
             sfu: false,
+            peers: Vec::new(),
         };
         client.push_text(join.to_json().as_bytes());
         client.flush().await?;
