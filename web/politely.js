@@ -229,11 +229,12 @@ export class Politely extends EventTarget {
         reject(error);
       };
       const timer = setTimeout(() => fail(new Error("no welcome in time")), this.options.joinTimeout);
-      ws.onopen = () =>
+      ws.onopen = () => {
         // A resume names the peers we are connected with: a server restarted since keeps
         // their places for them.
         const peers = resume ? [...this._peers.keys()] : undefined;
         ws.send(JSON.stringify({ type: "join", room: this.room, token: this.options.token, resume: resume ?? undefined, peers }));
+      };
       ws.onmessage = ({ data }) => {
         const msg = parse(data);
         if (msg?.type === "error") {

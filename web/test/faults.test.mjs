@@ -5,7 +5,8 @@
 // the loss already on (ICE, DTLS and SCTP set up through it), then glare by renegotiating
 // (transceivers) and by restarting ICE from both sides at once, and chat: every message must
 // arrive, in order. Chromium with a native peer, and two native peers. Then a path change: the
-// address the call runs on goes away, and the call must carry on over the one left.
+// address the call runs on goes away, and the call must carry on over the one left. Last, the
+// signaling server is killed mid-call and started again.
 //
 // (No delay or reordering: this kernel has no netem qdisc.)
 
@@ -221,5 +222,48 @@ test("a path change: the address the call runs on goes away, the call goes on ov
     assert.equal(await native.quit(), 0);
     await page.context().close();
     ip("link", "del", "veth0");
+  }
+});
+
+test("the server killed mid-call and started again: the call goes on, ids come back, glare after", async () => {
+  const secret = ["--resume-secret", "a test's resume secret"];
+  let server = await startServer(secret);
+  const page = await openPage(browser, server.origin);
+  const pageId = await joinDemo(page, "restart");
+  const native = new Native(server.ws, "restart");
+  try {
+    const nativeId = await native.id();
+    const check = () => nativeConverged(page, pageId, native, nativeId);
+    const before = await settle(check, "connected");
+
+    await server.kill();
+    await page.waitForFunction(() => window.politely.client.state !== "open");
+    // The call does not need the server.
+    await page.evaluate(() => window.politely.send("while the server is down"));
+    await native.message(pageId, "while the server is down");
+    native.send("still here");
+    await heardAtPage(page, nativeId, "still here");
+
+    const start = performance.now();
+    server = await startServer(["--listen", server.addr, ...secret]);
+    await native.err.next((l) => l === `politely: signaling back as ${nativeId} (resumed: true)`, {
+      what: "the native peer's resume",
+    });
+    await page.waitForFunction(
+      (id) => window.politely.client.state === "open" && window.politely.client.id === id,
+      pageId,
+      { timeout: 10_000 },
+    );
+    const back = performance.now() - start;
+    const s = await settle(check, "converged after the restart");
+    assert.equal(s.sb.connectionId, before.sb.connectionId, "the connection was not replaced");
+    assert.equal(s.sb.counters.replaced + s.sn.counters.replaced, before.sb.counters.replaced + before.sn.counters.replaced);
+    const times = await glareRounds(page, native, check, 10);
+    assert.deepEqual(page.errors, []);
+    console.log(`# server restart: both back ${back.toFixed(0)} ms after it started; ${summary("glare round after", times)}`);
+  } finally {
+    assert.equal(await native.quit(), 0);
+    await page.context().close();
+    await server.stop();
   }
 });

@@ -56,12 +56,19 @@ export async function startServer(args = [], env = {}) {
   const out = new Lines(child.stdout);
   new Lines(child.stderr);
   const addr = await out.next((l) => /^listening on (\S+)/.exec(l)?.[1], { what: "the server's address" });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
   return {
+    addr,
     origin: `http://${addr}`,
     ws: `ws://${addr}/ws`,
     async stop() {
       child.kill("SIGTERM");
-      await new Promise((resolve) => child.once("exit", resolve));
+      await exited;
+    },
+    /** Ends the server as a crash would (SIGKILL): no close frame to anyone. */
+    async kill() {
+      child.kill("SIGKILL");
+      await exited;
     },
   };
 }
