@@ -8,10 +8,12 @@
 // address the call runs on goes away, and the call must carry on over the one left. Last, the
 // signaling server is killed mid-call and started again.
 //
-// (No delay or reordering: this kernel has no netem qdisc.)
+// Delay and reordering too: this kernel has no netem qdisc, so the datagrams go through a
+// netfilter queue to netdelay.py, which gives each back after 50 ms ± 20 ms.
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { after, afterEach, before, test } from "node:test";
 import { glareRounds, glared, heardAtPage, messagesFrom, nativeConverged, restartIce, same, settle } from "./cases.mjs";
 import { Native, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
@@ -29,6 +31,26 @@ function loss(percent) {
       `  meta l4proto udp numgen random mod 1000 < ${Math.round(percent * 10)} drop\n }\n}\n`
     : "";
   execFileSync("nft", ["-f", "-"], { input: `${table}\ndelete ${table}\n${rules}` });
+}
+
+/** Delays every UDP datagram that arrives by `ms` ± `jitter` ms (reordering them); resolves
+ * to a function that ends it. */
+async function delay(ms, jitter) {
+  const delayer = spawn("python3", [new URL("./netdelay.py", import.meta.url).pathname, "3", String(ms), String(jitter)], {
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const exited = new Promise((resolve) => delayer.once("exit", resolve));
+  await new Promise((resolve, reject) => {
+    createInterface({ input: delayer.stdout }).once("line", (l) => (l === "ready" ? resolve() : reject(new Error(l))));
+    delayer.once("exit", (code) => reject(new Error(`netdelay.py exited with ${code}`)));
+  });
+  const rule = ["INPUT", "-p", "udp", "-j", "NFQUEUE", "--queue-num", "3", "--queue-bypass"];
+  execFileSync("iptables", ["-A", ...rule]);
+  return async () => {
+    execFileSync("iptables", ["-D", ...rule]);
+    delayer.stdin.end();
+    await exited;
+  };
 }
 
 before(async () => {
@@ -153,6 +175,63 @@ for (const percent of [5, 20]) {
     }
   });
 }
+
+test("delay 50 ms ± 20 ms, reordering: Chromium and a native peer, and two native peers, glare", async () => {
+  const undo = await delay(50, 20);
+  const rounds = Math.ceil(ROUNDS / 2);
+  try {
+    const page = await openPage(browser, server.origin);
+    let start = performance.now();
+    const pageId = await joinDemo(page, "delayed");
+    const native = new Native(server.ws, "delayed");
+    try {
+      const nativeId = await native.id();
+      const check = () => nativeConverged(page, pageId, native, nativeId);
+      await settle(check, "connected through the delay", 30_000);
+      const connect = performance.now() - start;
+      const renegotiations = await glareRounds(page, native, check, rounds);
+      const restarts = await glareRounds(page, native, check, rounds, { restart: true });
+      const texts = Array.from({ length: MESSAGES }, (_, i) => `late ${i}`);
+      for (const t of texts) native.send(t);
+      await heardAtPage(page, nativeId, texts.at(-1));
+      assert.deepEqual((await messagesFrom(page, nativeId)).filter((t) => t.startsWith("late ")), texts);
+      const s = await check();
+      assert.deepEqual(page.errors, []);
+      console.log(
+        `# delay 50±20 ms, Chromium-native: page load to connected ${connect.toFixed(0)} ms; ` +
+          `${summary("glare round", renegotiations)}; ${summary("restart-glare round", restarts)}; ` +
+          `collisions ${glared(s.sb) + glared(s.sn)}; watchdog ${s.sb.counters.watchdog + s.sn.counters.watchdog}`,
+      );
+    } finally {
+      assert.equal(await native.quit(), 0);
+      await page.context().close();
+    }
+
+    start = performance.now();
+    const a = new Native(server.ws, "delayed-natives");
+    const aId = await a.id();
+    const b = new Native(server.ws, "delayed-natives");
+    try {
+      const bId = await b.id();
+      const check = () => nativesConverged(a, aId, b, bId);
+      await settle(check, "two native peers connected through the delay", 30_000);
+      const connect = performance.now() - start;
+      const renegotiations = await nativeGlareRounds(a, b, check, rounds);
+      const restarts = await nativeGlareRounds(a, b, check, rounds, { restart: true });
+      const s = await check();
+      console.log(
+        `# delay 50±20 ms, native-native: joined to connected ${connect.toFixed(0)} ms; ` +
+          `${summary("glare round", renegotiations)}; ${summary("restart-glare round", restarts)}; ` +
+          `collisions ${glared(s.sa) + glared(s.sb)}; watchdog ${s.sa.counters.watchdog + s.sb.counters.watchdog}`,
+      );
+    } finally {
+      assert.equal(await a.quit(), 0);
+      assert.equal(await b.quit(), 0);
+    }
+  } finally {
+    await undo();
+  }
+});
 
 /** The addresses of the selected candidate pair of the page's connection to `peer`. */
 function selectedPair(page, peer) {

@@ -57,10 +57,11 @@ export async function startServer(args = [], env = {}) {
   new Lines(child.stderr);
   const addr = await out.next((l) => /^listening on (\S+)/.exec(l)?.[1], { what: "the server's address" });
   const exited = new Promise((resolve) => child.once("exit", resolve));
+  const tls = args.includes("--tls-cert");
   return {
     addr,
-    origin: `http://${addr}`,
-    ws: `ws://${addr}/ws`,
+    origin: `${tls ? "https" : "http"}://${addr}`,
+    ws: `${tls ? "wss" : "ws"}://${addr}/ws`,
     async stop() {
       child.kill("SIGTERM");
       await exited;
@@ -206,9 +207,10 @@ export function launchChromium({ privacy = false } = {}) {
 
 /** A page of its own (one context per page, so the 500-connection limit is per page) with
  * capture permission for the server's exact origin: without it Chromium gathers no candidate
- * when only loopback exists. `capture: false` grants none (the privacy-mode test). */
-export async function openPage(browser, origin, path = "/", { capture = true } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+ * when only loopback exists. `capture: false` grants none (the privacy-mode test);
+ * `certificateErrors: true` lets the page trust a certificate made by the test. */
+export async function openPage(browser, origin, path = "/", { capture = true, certificateErrors = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 }, ignoreHTTPSErrors: certificateErrors });
   if (capture) await context.grantPermissions(["camera", "microphone"], { origin });
   const page = await context.newPage();
   page.errors = [];

@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# The browser tests: installs what they need (Debian's chromium, firefox-esr, coturn and nftables;
-# playwright-core and puppeteer-core from npm), builds the politely binary, and runs the tests
-# in a network namespace that has only `lo`.
+# The browser tests: installs what they need (Debian's chromium, firefox-esr, coturn, nftables,
+# iptables, openssl and python3; playwright-core and puppeteer-core from npm), builds the
+# politely binary, and runs the tests in network namespaces of their own (loopback only, or a
+# veth pair that exists only inside the namespace).
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/firefox-esr ] || ! command -v turnserver >/dev/null || ! command -v nft >/dev/null; then
+missing=0
+for tool in chromium firefox-esr turnserver nft iptables openssl python3; do
+  command -v "$tool" >/dev/null || missing=1
+done
+if [ "$missing" = 1 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium firefox-esr coturn nftables >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    chromium firefox-esr coturn nftables iptables openssl python3 >/dev/null
 fi
 npm ci --no-audit --no-fund --silent
 cargo build --release -p politely-cli --quiet
 
 # Only loopback: Chromium and every peer can reach nothing but this machine. The test files
-# to run may be named; by default: the browser tests, TURN with coturn, Firefox, IPv6, privacy
-# mode, packet loss, the SFU room test, then 20 differential scripts.
+# to run may be named; by default: the browser tests, wss, TURN with coturn, Firefox, IPv6,
+# privacy mode, faults (loss, a path change, a server restart), the SFU room test, then 20
+# differential scripts.
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs privacy.test.mjs faults.test.mjs sfu.test.mjs differential.test.mjs)
+[ ${#files[@]} -gt 0 ] || files=(browser.test.mjs tls.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs privacy.test.mjs faults.test.mjs sfu.test.mjs differential.test.mjs)
 loopback=()
 ipv6=()
 privacy=()
