@@ -111,7 +111,7 @@ for (const percent of [5, 20]) {
     try {
       const nativeId = await native.id();
       const check = () => nativeConverged(page, pageId, native, nativeId);
-      await settle(check, `connected through ${percent}% loss`, 30_000);
+      await settle(check, `connected through ${percent}% loss`, 90_000);
       const connect = performance.now() - start;
       const replacedBefore = (await check()).sb.counters.replaced;
       const renegotiations = await glareRounds(page, native, check, rounds);
@@ -150,7 +150,7 @@ for (const percent of [5, 20]) {
     try {
       const bId = await b.id();
       const check = () => nativesConverged(a, aId, b, bId);
-      await settle(check, `connected through ${percent}% loss`, 30_000);
+      await settle(check, `connected through ${percent}% loss`, 90_000);
       const connect = performance.now() - start;
       const renegotiations = await nativeGlareRounds(a, b, check, rounds);
       const restarts = await nativeGlareRounds(a, b, check, rounds, { restart: true });

@@ -709,7 +709,24 @@ impl Hub {
                 if !current {
                     return None;
                 }
-                id.clone()
+                let id = id.clone();
+                if slot.resume_tag.is_none() && (slot.sfu, &slot.user) != (claims.sfu, &claims.user)
+                {
+                    // A place kept for this peer by another's resume was announced without its
+                    // role and user; the token has them. The others hear it again, rightly.
+                    let slot = peers.get_mut(&id).expect("the slot found above");
+                    slot.sfu = claims.sfu;
+                    slot.user = claims.user.clone();
+                    let others = peers.iter().filter(|(peer, _)| **peer != id);
+                    self.announce(
+                        others,
+                        &id,
+                        claims.sfu,
+                        claims.user.clone(),
+                        &mut overflowed,
+                    );
+                }
+                id
             }
             None => {
                 let fits = peers.len() < self.config.max_room_size

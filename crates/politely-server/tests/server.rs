@@ -644,6 +644,49 @@ async fn a_restarted_server_gives_ids_back_and_keeps_places_for_the_peers_named(
     second.shutdown().await;
 }
 
+/// A place kept for the room's SFU (named by a client that resumed first) is announced without
+/// the role; when the SFU resumes, its token says it is the SFU and the others hear it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_place_takes_the_sfu_role_from_the_resuming_token() {
+    let with_secret = || Config {
+        resume_secret: Some(Secret::new("resume key")),
+        ..config()
+    };
+    let first = TestServer::start(with_secret()).await;
+    let mut sfu = Client::connect(&first).await;
+    sfu.send(r#"{"type":"join","room":"s","sfu":true}"#).await;
+    let welcome = sfu.json().await;
+    let (sfu_id, sfu_resume) = (
+        welcome["id"].as_str().unwrap().to_owned(),
+        welcome["resume"].as_str().unwrap().to_owned(),
+    );
+    let (_c, c_id, welcome) = Client::join(&first, "s").await;
+    let c_resume = welcome["resume"].as_str().unwrap().to_owned();
+    first.shutdown().await;
+
+    let second = TestServer::start(with_secret()).await;
+    let mut c = Client::connect(&second).await;
+    c.send(&format!(
+        r#"{{"type":"join","room":"s","resume":"{c_resume}","peers":["{sfu_id}"]}}"#
+    ))
+    .await;
+    let welcome = c.json().await;
+    assert_eq!(welcome["id"], c_id.as_str());
+    assert_eq!(welcome["peers"][0]["id"], sfu_id.as_str());
+    assert_eq!(
+        welcome["peers"][0].get("sfu"),
+        None,
+        "the kept place's role is unknown"
+    );
+    let mut sfu = Client::rejoin(&second, "s", &sfu_resume).await;
+    assert_eq!(sfu.json().await["resumed"], true);
+    assert_eq!(
+        c.text().await,
+        format!(r#"{{"type":"peer-joined","id":"{sfu_id}","polite":true,"sfu":true}}"#)
+    );
+    second.shutdown().await;
+}
+
 /// A resume token older than `resume_max_age` is not taken by a server that did not issue it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_refuses_a_resume_token_past_its_age() {
