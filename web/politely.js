@@ -303,7 +303,13 @@ export class Politely extends EventTarget {
       for (const id of [...this._peers.keys()]) this._removePeer(id);
       this.id = msg.id;
     }
-    this._members = new Map(listed.map((p) => [p.id, { polite: p.polite, user: p.user, sfu: p.sfu === true }]));
+    // A restarted server lists a peer that has not resumed yet without its role or user (it
+    // keeps the place for it); an id's role never changes, so what we knew stands.
+    const known = msg.resumed ? this._members ?? new Map() : new Map();
+    this._members = new Map(listed.map((p) => {
+      const before = known.get(p.id);
+      return [p.id, { polite: p.polite, user: p.user ?? before?.user, sfu: p.sfu === true || before?.sfu === true }];
+    }));
     this._syncPeers();
     if (!first) this._emit("reconnected", { resumed: msg.resumed === true, id: this.id });
   }

@@ -33,6 +33,17 @@ export async function nativeConverged(page, pageId, native, nativeId) {
   return { ok: Boolean(ok), sb, sn, detail: { sb, sn } };
 }
 
+/** The addresses of the selected candidate pair of the page's connection to `peer`. */
+export function selectedPair(page, peer) {
+  return page.evaluate(async (peer) => {
+    const all = [...(await window.politely.client.connection(peer).getStats()).values()];
+    const transport = all.find((r) => r.type === "transport");
+    const pair = all.find((r) => r.id === transport?.selectedCandidatePairId);
+    const address = (id) => all.find((r) => r.id === id)?.address;
+    return pair ? [address(pair.localCandidateId), address(pair.remoteCandidateId)] : null;
+  }, peer);
+}
+
 /** Waits twice in a row for `check`, so a renegotiation that is about to start is not taken
  * for the end of the last one. */
 export async function settle(check, what, ms = 10_000) {

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { glareRounds, nativeConverged, restartIce, settle } from "./cases.mjs";
+import { glareRounds, nativeConverged, restartIce, selectedPair, settle } from "./cases.mjs";
 import { Native, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_IPV6_ROUNDS ?? 20);
@@ -24,18 +24,6 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-/** The addresses of the selected candidate pair of the page's connection to `peer`. */
-function selectedPair(page, peer) {
-  return page.evaluate(async (peer) => {
-    const report = await window.politely.client.connection(peer).getStats();
-    const all = [...report.values()];
-    const transport = all.find((r) => r.type === "transport");
-    const pair = all.find((r) => r.id === transport?.selectedCandidatePairId);
-    const address = (id) => all.find((r) => r.id === id)?.address;
-    return pair ? [address(pair.localCandidateId), address(pair.remoteCandidateId)] : null;
-  }, peer);
-}
 
 test("Chromium and a native peer over IPv6: connect, chat, glare, ICE restarts", async () => {
   assert.match(server.origin, /^http:\/\/\[::1\]:\d+$/);

@@ -569,19 +569,7 @@ impl Hub {
         let mut overflowed = Vec::new();
         let membership = {
             let mut state = self.lock();
-            let room = match state.rooms.get(room_name) {
-                Some(room) => room.clone(),
-                None => {
-                    let name: Arc<str> = room_name.into();
-                    let room = Arc::new(Room {
-                        name: name.clone(),
-                        peers: Mutex::new(BTreeMap::new()),
-                    });
-                    state.rooms.insert(name, room.clone());
-                    self.metrics.rooms.fetch_add(1, Relaxed);
-                    room
-                }
-            };
+            let room = self.room(&mut state, room_name);
             let mut peers = room.lock();
             let refused = if peers.len() >= self.config.max_room_size {
                 Some(JoinError::RoomFull)

@@ -673,7 +673,20 @@ impl SessionTask {
             *self.shared.id.lock().expect("never poisoned") = welcome.id.clone();
         }
         // Peers gone while we were away are dropped, newcomers connected.
-        self.members = welcome.peers;
+        // A restarted server lists a peer that has not resumed yet without its role or user
+        // (it keeps the place for it); an id's role never changes, so what we knew stands.
+        let mut members = welcome.peers;
+        if welcome.resumed {
+            for m in &mut members {
+                if let Some(known) = self.members.iter().find(|k| k.id == m.id) {
+                    m.sfu |= known.sfu;
+                    if m.user.is_none() {
+                        m.user.clone_from(&known.user);
+                    }
+                }
+            }
+        }
+        self.members = members;
         self.sync_peers().await;
         tracing::info!(id = %self.id, resumed = welcome.resumed, "signaling reconnected");
         self.emit(SessionEvent::Reconnected {
