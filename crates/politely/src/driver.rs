@@ -350,11 +350,12 @@ impl<E: Send + 'static> Driver<E> {
             return;
         };
         match self.sockets[index].try_send_to(&transmit.contents, transmit.destination) {
-            Ok(_) => self.lost_addrs.retain(|a| *a != source),
+            Ok(_) if !self.lost_addrs.is_empty() => self.lost_addrs.retain(|a| *a != source),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 tracing::trace!(peer = %self.remote, "socket buffer full; datagram dropped");
             }
-            Err(e) if path_gone(&e) && !self.lost_addrs.contains(&source) => {
+            Err(e) if !self.lost_addrs.contains(&source) && address_gone(&e, source) => {
                 // The address went away (an interface down, a network left). rtc keeps the
                 // pair it selected as long as the peer's packets arrive on any pair, and a
                 // browser that moved to another one keeps sending: without a restart this end
@@ -668,15 +669,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Whether a send failed because the local address or its network is gone.
-fn path_gone(e: &io::Error) -> bool {
-    matches!(
+/// Whether a send from `source` failed because that local address is gone. A send to a
+/// remote candidate that has no route fails the same way (`ENETUNREACH`), with the local
+/// address still there: only an address that can no longer be bound counts.
+fn address_gone(e: &io::Error, source: SocketAddr) -> bool {
+    let unreachable = matches!(
         e.kind(),
         io::ErrorKind::NetworkUnreachable
             | io::ErrorKind::AddrNotAvailable
             | io::ErrorKind::HostUnreachable
             | io::ErrorKind::NetworkDown
-    )
+    );
+    unreachable
+        && std::net::UdpSocket::bind((source.ip(), 0))
+            .is_err_and(|e| e.kind() == io::ErrorKind::AddrNotAvailable)
 }
 
 /// The first datagram on any of the sockets: `(socket index, length, source)`.
@@ -692,4 +698,22 @@ async fn recv_any(sockets: &[UdpSocket], buf: &mut [u8]) -> io::Result<(usize, u
         Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_gone;
+    use std::io;
+
+    #[test]
+    fn only_a_lost_local_address_counts_as_gone() {
+        let unreachable = || io::Error::from(io::ErrorKind::NetworkUnreachable);
+        // No route to a remote candidate: the local address is still here.
+        assert!(!address_gone(&unreachable(), "127.0.0.1:5000".parse().unwrap()));
+        // An address this machine does not have (documentation range): gone.
+        assert!(address_gone(&unreachable(), "192.0.2.77:5000".parse().unwrap()));
+        // Any other failure is not about the address.
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert!(!address_gone(&refused, "192.0.2.77:5000".parse().unwrap()));
+    }
 }
