@@ -709,9 +709,15 @@ mod tests {
     fn only_a_lost_local_address_counts_as_gone() {
         let unreachable = || io::Error::from(io::ErrorKind::NetworkUnreachable);
         // No route to a remote candidate: the local address is still here.
-        assert!(!address_gone(&unreachable(), "127.0.0.1:5000".parse().unwrap()));
+        assert!(!address_gone(
+            &unreachable(),
+            "127.0.0.1:5000".parse().unwrap()
+        ));
         // An address this machine does not have (documentation range): gone.
-        assert!(address_gone(&unreachable(), "192.0.2.77:5000".parse().unwrap()));
+        assert!(address_gone(
+            &unreachable(),
+            "192.0.2.77:5000".parse().unwrap()
+        ));
         // Any other failure is not about the address.
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         assert!(!address_gone(&refused, "192.0.2.77:5000".parse().unwrap()));
