@@ -10,9 +10,11 @@ import { after, before, test } from "node:test";
 import {
   browserAndNative,
   browsersConverged,
+  directionsNotAsAsked,
   glared,
   heardAtPage,
   offers,
+  pageDirections,
   settle,
 } from "./cases.mjs";
 import {
@@ -67,6 +69,8 @@ test("Chromium to Chromium: connect, chat, glare on a live connection and on fre
       return { ...c, ok: c.ok && offers(c.sa) + offers(c.sb) > offers(before.sa) + offers(before.sb) };
     }, `live round ${round}`);
     times.push(performance.now() - start);
+    const wrong = directionsNotAsAsked(await pageDirections(a, bId), await pageDirections(b, aId));
+    assert.deepEqual(wrong, [], `live round ${round}: the directions both pages asked for`);
     if (glared(done.sa) + glared(done.sb) > glared(before.sa) + glared(before.sb)) collisions++;
   }
   const final = await browsersConverged(a, aId, b, bId);

@@ -15,7 +15,19 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { after, afterEach, before, test } from "node:test";
-import { glareRounds, glared, heardAtPage, messagesFrom, nativeConverged, restartIce, same, selectedPair, settle } from "./cases.mjs";
+import {
+  directionsNotAsAsked,
+  glareRounds,
+  glared,
+  heardAtPage,
+  messagesFrom,
+  nativeConverged,
+  nativeDirections,
+  restartIce,
+  same,
+  selectedPair,
+  settle,
+} from "./cases.mjs";
 import { Native, joinDemo, launchChromium, openPage, startServer, summary, until } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_LOSS_ROUNDS ?? 100);
@@ -88,12 +100,14 @@ async function nativeGlareRounds(a, b, check, rounds, { restart = false } = {}) 
     const line = restart ? "/restart" : "/glare";
     a.send(line);
     b.send(line);
-    await settle(async () => {
+    const done = await settle(async () => {
       const c = await check();
       const restarted = !restart || c.sa.counters.iceRestarts > before.sa.counters.iceRestarts;
       return { ...c, ok: c.ok && offers(c) > offers(before) && restarted };
     }, `round ${round}`);
     times.push(performance.now() - start);
+    const wrong = directionsNotAsAsked(await nativeDirections(a, done.sa.peer), await nativeDirections(b, done.sb.peer));
+    assert.deepEqual(wrong, [], `round ${round}: the directions both applications asked for`);
   }
   return times;
 }

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { browserAndNative, browsersConverged, glared, heardAtPage, offers, settle } from "./cases.mjs";
+import { browserAndNative, browsersConverged, directionsNotAsAsked, glared, heardAtPage, offers, pageDirections, settle } from "./cases.mjs";
 import { joinDemo, launchChromium, launchFirefox, openFirefoxPage, openPage, startServer, summary } from "./harness.mjs";
 
 const ROUNDS = Number(process.env.POLITELY_FIREFOX_ROUNDS ?? 200);
@@ -68,6 +68,8 @@ async function firefoxAndChromium(firefoxFirst) {
         return { ...c, ok: c.ok && offers(c.sa) + offers(c.sb) > offers(before.sa) + offers(before.sb) };
       }, `round ${round}`, 30_000);
       times.push(performance.now() - start);
+      const wrong = directionsNotAsAsked(await pageDirections(first, secondId), await pageDirections(second, firstId));
+      assert.deepEqual(wrong, [], `round ${round}: the directions both pages asked for`);
       if (glared(done.sa) + glared(done.sb) > glared(before.sa) + glared(before.sb)) collisions++;
     }
     const end = await check();

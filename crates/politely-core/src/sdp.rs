@@ -95,7 +95,7 @@ fn section<'a>(sdp: &'a str, mid: &str) -> Option<Vec<&'a str>> {
 /// the section is rejected).
 pub(crate) fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
     let lines = section(sdp, mid)?;
-    if lines[0].strip_prefix("m=")?.split_whitespace().nth(1) == Some("0") {
+    if rejected(&lines) {
         return Some(Direction::Inactive);
     }
     let direction = lines.iter().find_map(|line| match *line {
@@ -108,14 +108,20 @@ pub(crate) fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
     Some(direction.unwrap_or(Direction::SendRecv))
 }
 
-/// Whether the m-section with this mid is rejected (port 0).
+/// Whether the m-section with this mid is rejected.
 pub(crate) fn section_rejected(sdp: &str, mid: &str) -> bool {
-    section(sdp, mid).is_some_and(|lines| {
-        lines[0]
-            .strip_prefix("m=")
-            .and_then(|m| m.split_whitespace().nth(1))
-            == Some("0")
-    })
+    section(sdp, mid).is_some_and(|lines| rejected(&lines))
+}
+
+/// Whether an m-section (its lines, `m=` first) is rejected: port 0 without `a=bundle-only`.
+/// A bundle-only section also has port 0 (RFC 8843 §6): it lives on the BUNDLE transport and
+/// is as much a part of the session as any other. Firefox writes every m-section but the first
+/// of its later offers that way.
+fn rejected(lines: &[&str]) -> bool {
+    let port = lines[0]
+        .strip_prefix("m=")
+        .and_then(|m| m.split_whitespace().nth(1));
+    port == Some("0") && !lines.contains(&"a=bundle-only")
 }
 
 /// The stream and track ids of the `a=msid` line of the m-section with this mid; the track id
@@ -226,6 +232,15 @@ mod tests {
         assert_eq!(section_direction(SDP, "2"), None);
         let rejected = SDP.replace("m=audio 9", "m=audio 0");
         assert_eq!(section_direction(&rejected, "0"), Some(Direction::Inactive));
+        assert!(section_rejected(&rejected, "0"));
+        // Port 0 with a=bundle-only is a live section on the BUNDLE transport (Firefox's
+        // later offers), not a rejected one.
+        let bundle_only = rejected.replace("a=mid:0\r\n", "a=mid:0\r\na=bundle-only\r\n");
+        assert_eq!(
+            section_direction(&bundle_only, "0"),
+            Some(Direction::SendRecv)
+        );
+        assert!(!section_rejected(&bundle_only, "0"));
         let recvonly = SDP.replace("a=sendrecv", "a=recvonly");
         assert_eq!(section_direction(&recvonly, "0"), Some(Direction::RecvOnly));
     }

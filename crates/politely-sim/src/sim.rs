@@ -91,6 +91,8 @@ pub enum Fate {
     Duplicate,
     /// Hold it back by this much, ignoring FIFO order (a reordering transport).
     Delay(Duration),
+    /// Deliver this instead: the message as another implementation writes it.
+    Rewrite(Signal),
 }
 
 type Interceptor = Box<dyn FnMut(usize, usize, &Signal) -> Fate>;
@@ -634,7 +636,10 @@ impl Sim {
             Some(f) => f(from, to, &signal),
             None => Fate::Deliver,
         };
-        let text = signal.to_json().to_string();
+        let text = match &fate {
+            Fate::Rewrite(other) => other.to_json().to_string(),
+            _ => signal.to_json().to_string(),
+        };
         let jitter = jitter(&mut self.rng, self.config.signal_jitter);
         let mut at = self.now + self.config.signal_latency + jitter;
         let copies = match fate {
@@ -643,7 +648,7 @@ impl Sim {
                 return;
             }
             Fate::Duplicate => 2,
-            Fate::Deliver => 1,
+            Fate::Deliver | Fate::Rewrite(_) => 1,
             Fate::Delay(extra) => {
                 // Deliberately out of order: do not advance the FIFO watermark.
                 self.seq += 1;

@@ -1337,3 +1337,82 @@ fn a_refused_offer_gives_way_to_the_other_offer() {
         assert_eq!(sim.engine(1, 0).counters().rollbacks, 1);
     }
 }
+
+/// Found against Firefox ESR: its later offers write every m-section but the first with port 0
+/// and `a=bundle-only` (RFC 8843 §6), live sections on the BUNDLE transport. Read as rejected,
+/// they made every answer `inactive`: media stopped both ways, and since `inactive` was then
+/// "what was offered", a later direction change needed no offer and was lost. Peer 1 writes
+/// its offers that way here; every answer must still carry what each side asked for, through
+/// changes on either side and a glare.
+#[test]
+fn bundle_only_sections_are_live_sections() {
+    let mut sim = connected_pair(SimConfig::default());
+    sim.intercept(|from, _, signal| match &signal.payload {
+        Payload::Description {
+            description,
+            offer_id,
+            lease,
+        } if from == 1 && description.kind == SdpKind::Offer => {
+            let mut description = description.clone();
+            description.sdp = bundle_only(&description.sdp);
+            assert!(
+                description.sdp.contains("a=bundle-only"),
+                "{}",
+                description.sdp
+            );
+            Fate::Rewrite(Signal {
+                connection_id: signal.connection_id.clone(),
+                payload: Payload::Description {
+                    description,
+                    offer_id: *offer_id,
+                    lease: *lease,
+                },
+            })
+        }
+        _ => Fate::Deliver,
+    });
+    sim.act(0, 1, audio(Direction::SendRecv));
+    passed(&sim.run());
+    sim.act(1, 0, video(Direction::SendRecv));
+    passed(&sim.run());
+    sim.act(1, 0, Action::SetDirection(0, Direction::RecvOnly));
+    passed(&sim.run());
+    // Both at once: peer 0's change rides on its answer or its own offer after the glare.
+    sim.act(0, 1, Action::SetDirection(0, Direction::RecvOnly));
+    sim.act(1, 0, Action::SetDirection(0, Direction::SendRecv));
+    passed(&sim.run());
+    sim.act(0, 1, Action::SetDirection(0, Direction::SendRecv));
+    passed(&sim.run());
+    // Each side sends on its own transceiver and receives on the other's.
+    for (peer, remote) in [(0, 1), (1, 0)] {
+        for t in sim.engine(peer, remote).transceivers() {
+            let expected = if t.origin == Origin::Local {
+                Direction::SendOnly
+            } else {
+                Direction::RecvOnly
+            };
+            assert_eq!(t.current_direction, Some(expected), "p{peer}: {t:?}");
+        }
+    }
+}
+
+/// An offer as Firefox writes its later ones: each m-section after the first gets port 0 and
+/// `a=bundle-only`.
+fn bundle_only(sdp: &str) -> String {
+    let mut out = String::new();
+    let mut sections = 0;
+    for line in sdp.split_terminator("\r\n") {
+        if let Some(rest) = line.strip_prefix("m=") {
+            sections += 1;
+            let mut words: Vec<&str> = rest.split(' ').collect();
+            if sections > 1 {
+                words[1] = "0";
+                out.push_str(&format!("m={}\r\na=bundle-only\r\n", words.join(" ")));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out
+}
