@@ -135,6 +135,14 @@ pub(crate) struct ServeArgs {
     /// How long a client's TURN credentials stay valid; clients ask for new ones at half of it.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     turn_ttl: Duration,
+    /// Share rooms with other nodes through this Redis (`redis://host:port/db` or
+    /// `redis+unix:///path`): any node takes any client, and a room's members may sit on
+    /// any nodes. Without it, one node keeps its rooms in memory.
+    #[arg(long, env = "POLITELY_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// This node's name among the nodes of --redis (random by default).
+    #[arg(long, env = "POLITELY_NODE_ID", requires = "redis")]
+    node_id: Option<String>,
     /// Exit when the process with this id is no longer our parent (for a server a benchmark
     /// starts: it goes with the benchmark however that ends).
     #[arg(long, hide = true)]
@@ -178,6 +186,10 @@ impl ServeArgs {
                     secret: secret.clone(),
                     ttl: self.turn_ttl.max(Duration::from_secs(2)),
                 }),
+            redis: self.redis.as_ref().map(|url| politely_server::Redis {
+                node: self.node_id.clone(),
+                ..politely_server::Redis::new(url.as_str())
+            }),
             ..Config::default()
         }
     }

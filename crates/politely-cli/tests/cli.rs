@@ -447,6 +447,106 @@ fn two_join_processes_chat_both_ways_and_quit_cleanly() {
     assert!(b.child.wait().unwrap().success());
 }
 
+/// A `redis-server` of the test's own, on a unix socket, without persistence.
+struct RedisProcess {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl RedisProcess {
+    fn start() -> RedisProcess {
+        let dir = std::env::temp_dir().join(format!("politely-cli-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server made no socket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        RedisProcess { child, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `serve --redis`: three server processes on one `redis-server` and a `join` through each.
+/// They find each other, chat, and renegotiate at once across the nodes.
+#[test]
+fn three_serve_processes_share_a_room_through_redis() {
+    let redis = RedisProcess::start();
+    let nodes: Vec<Served> = ["a", "b", "c"]
+        .iter()
+        .map(|node| Served::start(&["--redis", &redis.url(), "--node-id", node], &[]))
+        .collect();
+    let mut peers = Vec::new();
+    let mut ids = Vec::new();
+    for node in &nodes {
+        let peer = Joined::start(&node.url(), "spread");
+        let id = peer
+            .status("joined spread as ")
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned();
+        ids.push(id);
+        peers.push(peer);
+    }
+    // Both chats (each side opens one) between every two peers open, whichever nodes they
+    // came through.
+    for (i, peer) in peers.iter().enumerate() {
+        let mut open = Vec::new();
+        while open.len() < 4 {
+            let line = peer.status(": channel chat open");
+            let from = line
+                .trim_start_matches("politely: ")
+                .split(':')
+                .next()
+                .unwrap();
+            if ids.iter().enumerate().any(|(j, id)| j != i && id == from) {
+                open.push(from.to_owned());
+            }
+        }
+    }
+    peers[0].say("hello from a");
+    for peer in &peers[1..] {
+        assert_eq!(peer.hear(), format!("{}: hello from a", ids[0]));
+    }
+    for peer in &mut peers {
+        peer.say("/glare");
+    }
+    peers[2].say("after the glare");
+    let mut heard = vec![peers[0].hear(), peers[1].hear()];
+    heard.sort();
+    assert_eq!(heard, vec![format!("{}: after the glare", ids[2]); 2]);
+    peers[1].say("/quit");
+    peers[1].status("left");
+    for peer in [&peers[0], &peers[2]] {
+        peer.status(&format!("{} left", ids[1]));
+    }
+}
+
 /// `serve --tls-cert --tls-key` and `join wss://… --ca`: a certificate generated here, the
 /// server terminating TLS, two clients that trust it chatting; one that does not is refused.
 #[test]

@@ -215,6 +215,9 @@ pub enum ErrorCode {
     /// A `join` asked for the SFU role of a room that has an SFU, or without a token that
     /// grants it.
     SfuRefused,
+    /// The server could not reach the nodes it shares rooms with (a cluster whose Redis does
+    /// not answer): the `join` or `signal` was not carried out. Worth retrying shortly.
+    Unavailable,
     /// A code this version of the crate does not know.
     #[serde(other)]
     Unknown,
@@ -222,7 +225,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidJson,
         ErrorCode::InvalidFrame,
         ErrorCode::UnknownType,
@@ -240,6 +243,7 @@ impl ErrorCode {
         ErrorCode::TokenWrongRoom,
         ErrorCode::JoinRefused,
         ErrorCode::SfuRefused,
+        ErrorCode::Unavailable,
         ErrorCode::Unknown,
     ];
 
@@ -263,6 +267,7 @@ impl ErrorCode {
             ErrorCode::TokenWrongRoom => "token-wrong-room",
             ErrorCode::JoinRefused => "join-refused",
             ErrorCode::SfuRefused => "sfu-refused",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

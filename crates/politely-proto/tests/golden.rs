@@ -207,6 +207,7 @@ fn error_codes_are_kebab_case_and_match_their_serde_names() {
         "token-wrong-room",
         "join-refused",
         "sfu-refused",
+        "unavailable",
         "unknown",
     ];
     for (code, name) in ErrorCode::ALL.iter().zip(expected) {

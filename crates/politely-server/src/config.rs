@@ -80,6 +80,37 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// TURN servers handed to clients in `welcome` with short-lived credentials. Default none.
     pub turn: Option<crate::Turn>,
+    /// Several server nodes sharing rooms through Redis: any node takes any client, and a
+    /// room's members may sit on any nodes. Default none: one node, rooms in memory. Needs
+    /// [`crate::Server::bind`], which connects to Redis.
+    pub redis: Option<Redis>,
+}
+
+/// How a node reaches the others (see [`Config::redis`]).
+#[derive(Debug, Clone)]
+pub struct Redis {
+    /// `redis://host:port/db`, or `redis+unix:///path/to/socket`.
+    pub url: String,
+    /// This node's name, unique among the nodes; `None` picks a random one.
+    pub node: Option<String>,
+    /// What every key and channel name starts with, so that several deployments can share
+    /// one Redis. Default `politely:`.
+    pub prefix: String,
+    /// How many recent frames Redis keeps for each peer, from which a node fills a gap in
+    /// what it heard (after its subscription dropped). Default 1024.
+    pub backlog: usize,
+}
+
+impl Redis {
+    /// A node of the deployment on the Redis at `url`, with the default settings.
+    pub fn new(url: impl Into<String>) -> Self {
+        Redis {
+            url: url.into(),
+            node: None,
+            prefix: "politely:".into(),
+            backlog: 1024,
+        }
+    }
 }
 
 /// A TLS configuration from PEM files: the certificate chain (leaf first) and its private key.
@@ -218,6 +249,7 @@ impl Default for Config {
             read_buffer_bytes: 1024,
             tls: None,
             turn: None,
+            redis: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! place), writes the client's queued frames in batches (one write per wake-up, however many
 //! frames are queued), pings, and decides how the connection ends.
 
+use crate::cluster::{Refusal, Relayed};
 use crate::config::JoinRequest;
 use crate::hub::{Batch, Hub, JoinError, Membership, Relay, Take};
 use crate::token::{self, TokenError};
@@ -575,6 +576,30 @@ impl Connection {
         // The same bytes as `ServerMessage::Signal { from, data }.to_json()` (a test holds them
         // equal), written straight into the target's queue.
         let parts = [self.signal_prefix.as_bytes(), data, b"}"];
+        if let Some(cluster) = self.hub.cluster.clone() {
+            let frame = parts.concat();
+            return match cluster.relay(member, to, &frame).await {
+                Relayed::Sent => {
+                    self.relayed += 1;
+                    None
+                }
+                // Removed meanwhile (a slow consumer), or resumed on another connection.
+                Relayed::Gone => Some(End::Close(CloseCode::Replaced)),
+                Relayed::UnknownPeer => {
+                    let message = "no other peer in your room has this id".into();
+                    let to = Some(to.to_owned());
+                    self.refuse(stream, ErrorCode::UnknownPeer, message, to)
+                        .await
+                }
+                Relayed::Unavailable(e) => {
+                    tracing::warn!("redis: relay: {e}");
+                    let message = "the server cannot reach its other nodes now".into();
+                    let to = Some(to.to_owned());
+                    self.refuse(stream, ErrorCode::Unavailable, message, to)
+                        .await
+                }
+            };
+        }
         match self.hub.relay(member, to, parts, shared) {
             Relay::Sent => {
                 self.relayed += 1;
@@ -616,7 +641,18 @@ impl Connection {
         let hub = self.hub.clone();
         // An unknown or expired resume token makes an ordinary join: the welcome says
         // `resumed: false` and carries a new id.
-        if let Some(member) = resume.and_then(|(resume, peers)| {
+        if let Some(cluster) = &hub.cluster {
+            let verified = resume
+                .and_then(|(token, _)| crate::resume::verify(hub.resume_key(), token))
+                .filter(|(claims, _)| claims.room == room);
+            if let Some((claims, tag)) = verified {
+                let waker = self.waker.clone();
+                if let Some(member) = cluster.resume(&hub, &claims, &tag, self.id, waker).await {
+                    self.joined(member);
+                    return None;
+                }
+            }
+        } else if let Some(member) = resume.and_then(|(resume, peers)| {
             hub.resume(room, resume, self.id, self.waker.clone(), peers)
         }) {
             self.joined(member);
@@ -663,6 +699,33 @@ impl Connection {
                     .refuse(stream, ErrorCode::JoinRefused, reason.into(), None)
                     .await;
             }
+        }
+        if let Some(cluster) = &hub.cluster {
+            let joined = cluster
+                .join(&hub, room, self.id, self.waker.clone(), user, sfu)
+                .await;
+            let (code, message) = match joined {
+                Ok(member) => {
+                    self.joined(member);
+                    return None;
+                }
+                Err(Refusal::RoomFull) => (
+                    ErrorCode::RoomFull,
+                    format!("the room has {} peers", hub.config.max_room_size),
+                ),
+                Err(Refusal::SfuTaken) => (
+                    ErrorCode::SfuRefused,
+                    "the room has an SFU already".to_owned(),
+                ),
+                Err(Refusal::Unavailable(e)) => {
+                    tracing::warn!("redis: join: {e}");
+                    (
+                        ErrorCode::Unavailable,
+                        "the server cannot reach its other nodes now".to_owned(),
+                    )
+                }
+            };
+            return self.refuse(stream, code, message.into(), None).await;
         }
         match hub.join(room, self.id, self.waker.clone(), user, sfu) {
             Ok(member) => {
@@ -739,11 +802,22 @@ impl Connection {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let hub = self.hub.clone();
-        if let Some(member) = &self.member {
-            match end {
-                End::Dropped | End::Close(CloseCode::KeepaliveTimeout) => hub.park(member),
-                End::Close(CloseCode::GoingAway) => {}
-                End::ClientClosed(_) | End::Close(_) => hub.leave(member),
+        if let Some(member) = self.member.clone() {
+            match (end, hub.cluster.clone()) {
+                (End::Close(CloseCode::GoingAway), _) => {}
+                (End::Dropped | End::Close(CloseCode::KeepaliveTimeout), Some(cluster)) => {
+                    let hub = hub.clone();
+                    self.hub
+                        .tasks
+                        .spawn(async move { cluster.park(&hub, &member).await });
+                }
+                (End::ClientClosed(_) | End::Close(_), Some(cluster)) => {
+                    self.hub
+                        .tasks
+                        .spawn(async move { cluster.leave(&member).await });
+                }
+                (End::Dropped | End::Close(CloseCode::KeepaliveTimeout), None) => hub.park(&member),
+                (End::ClientClosed(_) | End::Close(_), None) => hub.leave(&member),
             }
         }
         let (code, reason) = match end {

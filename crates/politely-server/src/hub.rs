@@ -4,6 +4,7 @@
 //! path takes only the sender's room lock and the target's outbox lock; the hub lock is for
 //! joining and removing peers.
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::id::{self as ids, IdGenerator, fill_random};
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub(crate) struct Hub {
     started_ms: u64,
     /// Open TCP connections, in total and by client address.
     open: Mutex<OpenConnections>,
+    /// The other nodes, through Redis ([`Config::redis`]); rooms are then kept there.
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// Connections echo data messages instead of reading them as signaling (the WebSocket
     /// conformance cases).
     #[cfg(test)]
@@ -110,6 +113,7 @@ struct Slot {
 }
 
 /// What a connection holds once it has joined.
+#[derive(Clone)]
 pub(crate) struct Membership {
     pub(crate) room: Arc<Room>,
     pub(crate) id: Arc<str>,
@@ -220,7 +224,12 @@ pub(crate) enum Take {
 pub(crate) struct Overflow;
 
 impl Outbox {
-    fn new(config: &Config, metrics: Arc<Metrics>, owner: u64, waker: Arc<Notify>) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        owner: u64,
+        waker: Arc<Notify>,
+    ) -> Self {
         Outbox {
             inner: Mutex::new(OutboxInner {
                 batch: Batch::default(),
@@ -375,7 +384,29 @@ impl Outbox {
         }
     }
 
-    fn close(&self, code: CloseCode) {
+    /// Puts `welcome` before every frame queued, and attaches `connection` (waking the one
+    /// it replaces, if any, so it closes with 4001).
+    pub(crate) fn welcome_first(&self, welcome: &str, connection: u64, waker: Arc<Notify>) {
+        let mut inner = self.lock();
+        let batch = &mut inner.batch;
+        let mut encoded = Vec::with_capacity(welcome.len() + 4 + batch.encoded.len());
+        websocket::write_frame(&mut encoded, Opcode::Text, welcome.as_bytes());
+        let welcome_len = encoded.len();
+        encoded.extend_from_slice(&batch.encoded);
+        batch.encoded = encoded;
+        for (offset, _) in &mut batch.shared {
+            *offset += welcome_len;
+        }
+        inner.frames += 1;
+        inner.bytes += welcome.len();
+        inner.owner = connection;
+        inner.waker.notify_one();
+        inner.waker = waker;
+        inner.waker.notify_one();
+    }
+
+    /// Ends the queue: its connection closes with `code`.
+    pub(crate) fn close(&self, code: CloseCode) {
         let mut inner = self.lock();
         inner.closed = Some(code);
         inner.batch = Batch::default();
@@ -410,6 +441,18 @@ impl OutboxInner {
 }
 
 impl Room {
+    /// A room known by name only: a cluster node keeps its rooms in Redis.
+    pub(crate) fn detached(name: Arc<str>) -> Arc<Room> {
+        Arc::new(Room {
+            name,
+            peers: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Slot>> {
         // Every update of the map is a single insert, remove or field store.
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
@@ -425,7 +468,7 @@ pub(crate) enum JoinError {
 
 /// Whether a peer is polite toward another: toward the room's SFU always, as the SFU never is;
 /// otherwise the lower id is polite.
-fn polite(me: &str, me_sfu: bool, other: &str, other_sfu: bool) -> bool {
+pub(crate) fn polite(me: &str, me_sfu: bool, other: &str, other_sfu: bool) -> bool {
     match (me_sfu, other_sfu) {
         (false, true) => true,
         (true, false) => false,
@@ -504,6 +547,15 @@ impl Hub {
                 key
             }
         };
+        Hub::with(config, resume_key, None)
+    }
+
+    /// A node of a cluster, with the resume key the nodes share.
+    pub(crate) fn clustered(config: Config, resume_key: Vec<u8>, cluster: Arc<Cluster>) -> Self {
+        Hub::with(config, resume_key, Some(cluster))
+    }
+
+    fn with(config: Config, resume_key: Vec<u8>, cluster: Option<Arc<Cluster>>) -> Self {
         Hub {
             config,
             metrics: Arc::default(),
@@ -517,6 +569,7 @@ impl Hub {
             resume_key,
             started_ms: now_ms(),
             open: Mutex::default(),
+            cluster,
             #[cfg(test)]
             echo: false,
         }
@@ -550,6 +603,11 @@ impl Hub {
             address,
             peer,
         })
+    }
+
+    /// The key of resume tokens.
+    pub(crate) fn resume_key(&self) -> &[u8] {
+        &self.resume_key
     }
 
     /// A number for a new connection, unique for the server's life.
@@ -627,7 +685,13 @@ impl Hub {
     }
 
     /// A resume token for `id` in `room`, and its tag.
-    fn issue(&self, room: &str, id: &str, sfu: bool, user: Option<User>) -> (String, Tag) {
+    pub(crate) fn issue(
+        &self,
+        room: &str,
+        id: &str,
+        sfu: bool,
+        user: Option<User>,
+    ) -> (String, Tag) {
         let mut nonce = [0u8; 8];
         fill_random(&mut nonce);
         let claims = Claims {
@@ -801,26 +865,7 @@ impl Hub {
         slot.connection = connection;
         slot.parked = false;
         let outbox = slot.outbox.clone();
-        {
-            let mut inner = outbox.lock();
-            let batch = &mut inner.batch;
-            let mut encoded = Vec::with_capacity(welcome.len() + 4 + batch.encoded.len());
-            websocket::write_frame(&mut encoded, Opcode::Text, welcome.as_bytes());
-            let welcome_len = encoded.len();
-            encoded.extend_from_slice(&batch.encoded);
-            batch.encoded = encoded;
-            for (offset, _) in &mut batch.shared {
-                *offset += welcome_len;
-            }
-            inner.frames += 1;
-            inner.bytes += welcome.len();
-            inner.owner = connection;
-            // Wake the connection this replaces (if it is still around) so it closes with 4001,
-            // and attach the new one.
-            inner.waker.notify_one();
-            inner.waker = waker;
-            inner.waker.notify_one();
-        }
+        outbox.welcome_first(&welcome, connection, waker);
         drop(peers);
         self.metrics.resumes.fetch_add(1, Relaxed);
         tracing::debug!(room = %room_name, %id, kept = kept.len(), "resumed");

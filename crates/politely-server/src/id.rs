@@ -37,7 +37,8 @@ impl IdGenerator {
     }
 }
 
-fn encode(value: u128) -> String {
+/// The 26 characters of a 128-bit id.
+pub(crate) fn encode(value: u128) -> String {
     (0..26)
         .rev()
         .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)

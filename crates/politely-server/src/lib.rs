@@ -34,6 +34,7 @@
 #![cfg_attr(not(test), warn(missing_docs))]
 
 mod assets;
+mod cluster;
 mod config;
 #[cfg(test)]
 mod conformance;
@@ -54,7 +55,7 @@ pub mod websocket;
 #[cfg(not(feature = "internals"))]
 mod websocket;
 
-pub use config::{Config, JoinHook, JoinRequest, RateLimit, Secret, tls_from_pem};
+pub use config::{Config, JoinHook, JoinRequest, RateLimit, Redis, Secret, tls_from_pem};
 pub use turn::Turn;
 
 use axum::Router;
@@ -72,7 +73,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The routes of the server, for mounting in an application of your own. Connections it accepts
-/// end when their clients go; use [`Server`] for a graceful shutdown that closes them.
+/// end when their clients go; use [`Server`] for a graceful shutdown that closes them. It runs
+/// one node: [`Config::redis`] needs [`Server::bind`].
 pub fn app(config: Config) -> Router {
     app_with_metrics(config).0
 }
@@ -144,13 +146,27 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` (port 0 picks a free port; see [`Server::local_addr`]).
+    /// Binds `config.listen` (port 0 picks a free port; see [`Server::local_addr`]). With
+    /// [`Config::redis`], connects to Redis first (an error if it does not answer).
     pub async fn bind(config: Config) -> io::Result<Server> {
-        let listener = TcpListener::bind(config.listen).await?;
+        cluster::check(&config).map_err(io::Error::other)?;
+        let hub = match config.redis.clone() {
+            Some(settings) => {
+                let configured = config.resume_secret.as_ref().map(|s| s.as_bytes().to_vec());
+                let (cluster, key) =
+                    cluster::Cluster::connect(&settings, configured.as_deref()).await?;
+                let hub = Arc::new(Hub::clustered(config, key, cluster.clone()));
+                cluster.start(&hub).await?;
+                tracing::info!(node = cluster.node(), "cluster node on {}", settings.url);
+                hub
+            }
+            None => Arc::new(Hub::new(config)),
+        };
+        let listener = TcpListener::bind(hub.config.listen).await?;
         let local_addr = listener.local_addr()?;
         Ok(Server {
             listener,
-            hub: Arc::new(Hub::new(config)),
+            hub,
             local_addr,
         })
     }

@@ -1,0 +1,824 @@
+//! Several nodes sharing rooms through Redis ([`Config::redis`](crate::Config::redis)).
+//!
+//! Redis holds what the nodes share, and each change is one Lua script, so it is atomic and
+//! every node sees the same order:
+//!
+//! - `{prefix}members:{room}`: peer id → `{"sfu","user"}`, the room's members;
+//! - `{prefix}at:{room}`: peer id → `node/connection` where it is attached, or the same with a
+//!   leading `-` while it is parked (its connection dropped, within its grace period);
+//! - `{prefix}tag:{room}`: peer id → the tag of its current resume token;
+//! - `{prefix}seq:{room}`: peer id → the sequence number of the last frame sent to it;
+//! - `{prefix}parked:{room}`: peer id → that number when it parked;
+//! - `{prefix}inbox:{room}:{peer}`: a stream of the frames sent to the peer, entry `N-1` the
+//!   N-th, trimmed to about [`Redis::backlog`](crate::config::Redis::backlog) entries.
+//!
+//! Everything a peer is sent after its `welcome` (a signal, `peer-joined`, `peer-left`) is
+//! numbered and appended to its inbox in the same script that decides it, then published on
+//! its node's channel `{prefix}node:{node}`. A peer's frames are therefore in one order,
+//! whoever sent them and from whichever node: a `peer-joined` comes before any signal from the
+//! new peer, and nothing from a peer follows its `peer-left` (a signal is only taken from a
+//! member, from the connection it is attached with). A node delivers each peer's frames by
+//! number: a duplicate is dropped, and a gap (a subscription that dropped and came back) is
+//! filled from the inbox before the frame that showed it.
+
+use crate::config::{Config, Redis};
+use crate::hub::{Hub, Membership, Outbox, Overflow, Room, polite};
+use crate::resume::{Claims, Tag};
+use futures_util::StreamExt;
+use politely_proto::{CloseCode, PeerInfo, ServerMessage, User};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// What every script starts with: the room's keys, and `deliver`, which numbers a frame for a
+/// peer, appends it to the peer's inbox and publishes it to the peer's node (a parked peer's
+/// too: its queue there holds what comes meanwhile, as on a single node). ARGV[1] is the
+/// prefix, ARGV[2] the room, ARGV[3] the backlog.
+const PRELUDE: &str = r"
+local prefix, room, backlog = ARGV[1], ARGV[2], ARGV[3]
+local members = prefix .. 'members:' .. room
+local at = prefix .. 'at:' .. room
+local tags = prefix .. 'tag:' .. room
+local seqs = prefix .. 'seq:' .. room
+local function inbox(peer) return prefix .. 'inbox:' .. room .. ':' .. peer end
+local function deliver(peer, frame)
+  local seq = redis.call('HINCRBY', seqs, peer, 1)
+  redis.call('XADD', inbox(peer), 'MAXLEN', '~', backlog, seq .. '-1', 'f', frame)
+  local where = redis.call('HGET', at, peer)
+  if where then
+    if string.sub(where, 1, 1) == '-' then where = string.sub(where, 2) end
+    local node = string.match(where, '^(.*)/[^/]*$')
+    redis.call('PUBLISH', prefix .. 'node:' .. node,
+      'f\n' .. room .. '\n' .. peer .. '\n' .. seq .. '\n' .. frame)
+  end
+end
+";
+
+/// ARGV[4] the new id, [5] where it is attached, [6] its member record, [7] `1` for the SFU
+/// role, [8] the room's size limit, [9] and [10] its `peer-joined` for a member polite and
+/// impolite toward it, [11] its resume tag. Returns `{'full', {}}`, `{'sfu', {}}`, or
+/// `{'ok', members}` (the members before it, as HGETALL gives them).
+const JOIN: &str = r"
+local id, sfu = ARGV[4], ARGV[7] == '1'
+local all = redis.call('HGETALL', members)
+if #all / 2 >= tonumber(ARGV[8]) then return {'full', {}} end
+if sfu then
+  for i = 2, #all, 2 do
+    if cjson.decode(all[i]).sfu then return {'sfu', {}} end
+  end
+end
+for i = 1, #all, 2 do
+  local peer, theirs = all[i], cjson.decode(all[i + 1]).sfu
+  local is_polite
+  if sfu and not theirs then is_polite = true
+  elseif theirs and not sfu then is_polite = false
+  else is_polite = peer < id end
+  deliver(peer, is_polite and ARGV[9] or ARGV[10])
+end
+redis.call('HSET', members, id, ARGV[6])
+redis.call('HSET', at, id, ARGV[5])
+redis.call('HSET', tags, id, ARGV[11])
+return {'ok', all}
+";
+
+/// ARGV[4] the sender, [5] where it is attached, [6] the target, [7] the frame. Returns 1 if
+/// relayed, 0 if the target is no member, -1 if the sender is no longer attached there.
+const SIGNAL: &str = r"
+if redis.call('HGET', at, ARGV[4]) ~= ARGV[5] then return -1 end
+if redis.call('HEXISTS', members, ARGV[6]) == 0 then return 0 end
+deliver(ARGV[6], ARGV[7])
+return 1
+";
+
+/// ARGV[4] the peer, [5] where it must be (attached, or parked with the leading `-`), [6] its
+/// `peer-left`. Removes it and tells the others; returns whether it was there.
+const LEAVE: &str = r"
+local id = ARGV[4]
+if redis.call('HGET', at, id) ~= ARGV[5] then return 0 end
+redis.call('HDEL', members, id)
+redis.call('HDEL', at, id)
+redis.call('HDEL', tags, id)
+redis.call('HDEL', seqs, id)
+redis.call('HDEL', prefix .. 'parked:' .. room, id)
+redis.call('DEL', inbox(id))
+for _, peer in ipairs(redis.call('HKEYS', members)) do deliver(peer, ARGV[6]) end
+return 1
+";
+
+/// ARGV[4] the peer, [5] where it is attached. Parks it, noting the number of the last frame
+/// its node was sent (what follows is in its inbox only); returns whether it was there.
+const PARK: &str = r"
+if redis.call('HGET', at, ARGV[4]) ~= ARGV[5] then return 0 end
+redis.call('HSET', at, ARGV[4], '-' .. ARGV[5])
+redis.call('HSET', prefix .. 'parked:' .. room, ARGV[4], redis.call('HGET', seqs, ARGV[4]) or '0')
+return 1
+";
+
+/// ARGV[4] the peer, [5] the tag of the token it resumes with, [6] where it attaches now, [7]
+/// its new tag. The node it was attached to (if any) hears that it was taken over. Returns
+/// `{'gone', {}, 0}`, `{'stale', {}, 0}`, or `{'ok', members, n}`: frames after the n-th never reached the
+/// peer's old connection (n is the number of the last when it parked, or of the last sent if
+/// it was still attached).
+const RESUME: &str = r"
+local id = ARGV[4]
+local old = redis.call('HGET', at, id)
+if not old then return {'gone', {}, 0} end
+if redis.call('HGET', tags, id) ~= ARGV[5] then return {'stale', {}, 0} end
+redis.call('HSET', at, id, ARGV[6])
+redis.call('HSET', tags, id, ARGV[7])
+local from = redis.call('HGET', seqs, id) or '0'
+if string.sub(old, 1, 1) == '-' then
+  old = string.sub(old, 2)
+  from = redis.call('HGET', prefix .. 'parked:' .. room, id) or from
+end
+redis.call('HDEL', prefix .. 'parked:' .. room, id)
+if old ~= ARGV[6] then
+  local node = string.match(old, '^(.*)/[^/]*$')
+  redis.call('PUBLISH', prefix .. 'node:' .. node, 'x\n' .. room .. '\n' .. id .. '\n0\n' .. old)
+end
+return {'ok', redis.call('HGETALL', members), tonumber(from)}
+";
+
+/// A new peer id's parts: milliseconds and a count, both from Redis, so that ids sort in the
+/// order any node gave them out (the lower id is polite: the first to join). The milliseconds
+/// never go back, even if Redis's clock does.
+const NEW_ID: &str = r"
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ms < last then ms = last end
+redis.call('SET', KEYS[1], ms)
+return {ms, redis.call('INCR', KEYS[2])}
+";
+
+/// A member as Redis keeps it.
+#[derive(Serialize, Deserialize)]
+struct Member {
+    #[serde(default)]
+    sfu: bool,
+    #[serde(default)]
+    user: Option<User>,
+}
+
+/// A peer attached to this node, or parked on it.
+struct Local {
+    outbox: Arc<Outbox>,
+    /// The number of the next frame it is to be sent.
+    next: u64,
+    /// `node/connection`, as Redis has it while attached here.
+    at: String,
+}
+
+type Key = (Arc<str>, Arc<str>);
+
+/// Why a join was refused.
+pub(crate) enum Refusal {
+    RoomFull,
+    SfuTaken,
+    /// Redis did not answer.
+    Unavailable(String),
+}
+
+/// The result of relaying a signal.
+pub(crate) enum Relayed {
+    Sent,
+    UnknownPeer,
+    /// The sender is no longer a member attached here (removed, or resumed elsewhere).
+    Gone,
+    Unavailable(String),
+}
+
+pub(crate) struct Cluster {
+    node: String,
+    prefix: String,
+    backlog: usize,
+    client: redis::Client,
+    redis: ConnectionManager,
+    join: redis::Script,
+    signal: redis::Script,
+    leave: redis::Script,
+    park: redis::Script,
+    resume: redis::Script,
+    new_id: redis::Script,
+    locals: Mutex<HashMap<Key, Local>>,
+    /// The hub, for its configuration, metrics and tasks.
+    hub: Mutex<Weak<Hub>>,
+}
+
+impl Cluster {
+    /// Connects to Redis and agrees on the resume key with the other nodes (the configured
+    /// one, or a random one the first node stored). Returns the cluster and the key.
+    pub(crate) async fn connect(
+        settings: &Redis,
+        configured_key: Option<&[u8]>,
+    ) -> std::io::Result<(Arc<Cluster>, Vec<u8>)> {
+        let io = |e: redis::RedisError| std::io::Error::other(format!("redis: {e}"));
+        let client = redis::Client::open(settings.url.as_str()).map_err(io)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let mut redis = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(io)?;
+        let key = match configured_key {
+            Some(key) => key.to_vec(),
+            None => {
+                let mut fresh = [0u8; 32];
+                crate::id::fill_random(&mut fresh);
+                let name = format!("{}resume-key", settings.prefix);
+                let _: bool = redis::cmd("SET")
+                    .arg(&name)
+                    .arg(&fresh[..])
+                    .arg("NX")
+                    .query_async::<Option<String>>(&mut redis)
+                    .await
+                    .map(|r| r.is_some())
+                    .map_err(io)?;
+                redis::cmd("GET")
+                    .arg(&name)
+                    .query_async::<Vec<u8>>(&mut redis)
+                    .await
+                    .map_err(io)?
+            }
+        };
+        let node = settings.node.clone().unwrap_or_else(|| {
+            let mut random = [0u8; 6];
+            crate::id::fill_random(&mut random);
+            random.iter().map(|b| format!("{b:02x}")).collect()
+        });
+        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        let cluster = Arc::new(Cluster {
+            node,
+            prefix: settings.prefix.clone(),
+            backlog: settings.backlog,
+            client,
+            redis,
+            join: script(JOIN),
+            signal: script(SIGNAL),
+            leave: script(LEAVE),
+            park: script(PARK),
+            resume: script(RESUME),
+            new_id: redis::Script::new(NEW_ID),
+            locals: Mutex::new(HashMap::new()),
+            hub: Mutex::new(Weak::new()),
+        });
+        Ok((cluster, key))
+    }
+
+    /// Starts hearing this node's channel, for `hub`; returns once subscribed.
+    pub(crate) async fn start(self: &Arc<Self>, hub: &Arc<Hub>) -> std::io::Result<()> {
+        *self.lock_hub() = Arc::downgrade(hub);
+        let pubsub = self
+            .subscribe()
+            .await
+            .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+        let cluster = self.clone();
+        let shutdown = hub.shutdown.clone();
+        hub.tasks.spawn(async move {
+            tokio::select! {
+                () = cluster.listen(pubsub) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+        Ok(())
+    }
+
+    /// This node's name.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn channel(&self) -> String {
+        format!("{}node:{}", self.prefix, self.node)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Local>> {
+        // Every update is a single insert, remove or field store.
+        self.locals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_hub(&self) -> MutexGuard<'_, Weak<Hub>> {
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hub(&self) -> Option<Arc<Hub>> {
+        self.lock_hub().upgrade()
+    }
+
+    async fn subscribe(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.channel()).await?;
+        Ok(pubsub)
+    }
+
+    /// Delivers what this node's channel brings, resubscribing whenever the subscription
+    /// drops (Redis restarted, the connection broke) and then filling each local peer's gap
+    /// from its inbox.
+    async fn listen(self: Arc<Self>, first: redis::aio::PubSub) {
+        let mut pubsub = Some(first);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if let Some(subscribed) = pubsub.take() {
+                backoff = Duration::from_millis(50);
+                let mut messages = subscribed.into_on_message();
+                while let Some(message) = messages.next().await {
+                    self.on_message(message.get_payload_bytes()).await;
+                }
+                tracing::warn!(node = %self.node, "redis subscription lost; resubscribing");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            match self.subscribe().await {
+                Ok(subscribed) => {
+                    pubsub = Some(subscribed);
+                    self.catch_up().await;
+                }
+                Err(e) => tracing::debug!(node = %self.node, "redis: {e}"),
+            }
+        }
+    }
+
+    /// One message of this node's channel: `f` (a frame for a local peer) or `x` (a local
+    /// peer was taken over by a connection elsewhere).
+    async fn on_message(&self, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let mut parts = text.splitn(5, '\n');
+        let (Some(kind), Some(room), Some(peer), Some(seq), Some(rest)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return;
+        };
+        let key: Key = (room.into(), peer.into());
+        match kind {
+            "f" => {
+                let Ok(seq) = seq.parse::<u64>() else { return };
+                let next = match self.lock().get(&key) {
+                    Some(local) => local.next,
+                    None => return,
+                };
+                if seq > next {
+                    // Frames went by unheard: fetch them first.
+                    let missing = self.inbox(room, peer, next, Some(seq - 1)).await;
+                    self.deliver(&key, missing);
+                }
+                self.deliver(&key, vec![(seq, rest.to_owned())]);
+            }
+            "x" => {
+                let mut locals = self.lock();
+                if locals.get(&key).is_some_and(|local| local.at == rest) {
+                    let local = locals.remove(&key).expect("the entry found above");
+                    drop(locals);
+                    local.outbox.close(CloseCode::Replaced);
+                    self.gone();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Queues numbered frames for a local peer, in order, skipping any it had.
+    fn deliver(&self, key: &Key, frames: Vec<(u64, String)>) {
+        let mut locals = self.lock();
+        let Some(local) = locals.get_mut(key) else {
+            return;
+        };
+        let mut overflowed = false;
+        for (seq, frame) in frames {
+            if seq < local.next {
+                continue;
+            }
+            local.next = seq + 1;
+            if let Err(Overflow) = local.outbox.push([frame.as_bytes()]) {
+                overflowed = true;
+                break;
+            }
+        }
+        if overflowed {
+            let local = locals.remove(key).expect("the entry found above");
+            drop(locals);
+            local.outbox.close(CloseCode::SlowConsumer);
+            self.gone();
+            if let Some(hub) = self.hub() {
+                hub.metrics.queue_dropped_frames.fetch_add(1, Relaxed);
+                let cluster = hub.cluster.clone().expect("a cluster node's hub");
+                let (room, id) = key.clone();
+                hub.tasks.spawn(async move {
+                    let _ = cluster.remove(&room, &id, &local.at).await;
+                });
+            }
+        }
+    }
+
+    /// After a resubscription: every local peer's frames published meanwhile, from its inbox.
+    async fn catch_up(&self) {
+        let wanted: Vec<(Key, u64)> = self
+            .lock()
+            .iter()
+            .map(|(key, local)| (key.clone(), local.next))
+            .collect();
+        for (key, next) in wanted {
+            let frames = self.inbox(&key.0, &key.1, next, None).await;
+            self.deliver(&key, frames);
+        }
+    }
+
+    /// The frames numbered `from` to `to` (or the last) in a peer's inbox.
+    async fn inbox(
+        &self,
+        room: &str,
+        peer: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Vec<(u64, String)> {
+        let stream = format!("{}inbox:{room}:{peer}", self.prefix);
+        let end = to.map_or_else(|| "+".to_owned(), |to| format!("{to}-1"));
+        let reply: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(format!("{from}-1"))
+            .arg(end)
+            .query_async(&mut self.redis.clone())
+            .await;
+        let Ok(reply) = reply else {
+            return Vec::new();
+        };
+        reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                let seq = entry.id.split('-').next()?.parse().ok()?;
+                let frame: String = entry.get("f")?;
+                Some((seq, frame))
+            })
+            .collect()
+    }
+
+    /// A local peer is no longer here.
+    fn gone(&self) {
+        if let Some(hub) = self.hub() {
+            hub.metrics.peers.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// A new peer id (a ULID, as one node gives), from Redis's clock and counter.
+    async fn next_id(&self) -> redis::RedisResult<String> {
+        let (ms, count): (u64, u64) = self
+            .new_id
+            .key(format!("{}id-ms", self.prefix))
+            .key(format!("{}id-count", self.prefix))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        let mut random = [0u8; 8];
+        crate::id::fill_random(&mut random[3..]);
+        let value = (u128::from(ms & ((1 << 48) - 1)) << 80)
+            | (u128::from(count & ((1 << 40) - 1)) << 40)
+            | u128::from(u64::from_be_bytes(random));
+        Ok(crate::id::encode(value))
+    }
+
+    fn at(&self, connection: u64) -> String {
+        format!("{}/{connection}", self.node)
+    }
+
+    /// Joins `room` as a new peer: its place in Redis, `peer-joined` to every member on every
+    /// node, and its `welcome` first in its queue.
+    pub(crate) async fn join(
+        &self,
+        hub: &Hub,
+        room_name: &str,
+        connection: u64,
+        waker: Arc<Notify>,
+        user: Option<User>,
+        sfu: bool,
+    ) -> Result<Membership, Refusal> {
+        let id: Arc<str> = self
+            .next_id()
+            .await
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?
+            .into();
+        let room: Arc<str> = room_name.into();
+        let key: Key = (room.clone(), id.clone());
+        let at = self.at(connection);
+        let outbox = Arc::new(Outbox::new(
+            &hub.config,
+            hub.metrics.clone(),
+            connection,
+            waker.clone(),
+        ));
+        // Known here before Redis can number a frame for it.
+        self.lock().insert(
+            key.clone(),
+            Local {
+                outbox: outbox.clone(),
+                next: 1,
+                at: at.clone(),
+            },
+        );
+        let (token, tag) = hub.issue(room_name, &id, sfu, user.clone());
+        let joined = |polite: bool| {
+            ServerMessage::PeerJoined {
+                id: Cow::Borrowed(&id),
+                polite,
+                sfu,
+                user: user.clone(),
+            }
+            .to_json()
+        };
+        let record = serde_json::to_string(&Member {
+            sfu,
+            user: user.clone(),
+        })
+        .expect("a member serializes");
+        let reply: redis::RedisResult<(String, Vec<String>)> = self
+            .join
+            .arg(&self.prefix)
+            .arg(room_name)
+            .arg(self.backlog)
+            .arg(&*id)
+            .arg(&at)
+            .arg(record)
+            .arg(if sfu { "1" } else { "0" })
+            .arg(hub.config.max_room_size)
+            .arg(joined(true))
+            .arg(joined(false))
+            .arg(hex(&tag))
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        let refused = match &reply {
+            Ok((status, _)) if status == "ok" => None,
+            Ok((status, _)) if status == "sfu" => Some(Refusal::SfuTaken),
+            Ok(_) => Some(Refusal::RoomFull),
+            Err(e) => Some(Refusal::Unavailable(e.to_string())),
+        };
+        if let Some(refused) = refused {
+            self.lock().remove(&key);
+            return Err(refused);
+        }
+        let (_, members) = reply.expect("checked above");
+        let welcome = welcome(hub, &id, sfu, room_name, &members, &token, false);
+        outbox.welcome_first(&welcome, connection, waker);
+        hub.metrics.peers.fetch_add(1, Relaxed);
+        tracing::debug!(room = %room_name, %id, node = %self.node, "joined");
+        Ok(Membership {
+            room: Room::detached(room),
+            id,
+            outbox,
+            connection,
+        })
+    }
+
+    /// Resumes the id of `token` (checked by the caller) on this node: on the queue this node
+    /// kept for it, or a new one if it was attached elsewhere. `None` if the peer is no longer
+    /// in the room or the token is not its latest.
+    pub(crate) async fn resume(
+        &self,
+        hub: &Hub,
+        claims: &Claims,
+        tag: &Tag,
+        connection: u64,
+        waker: Arc<Notify>,
+    ) -> Option<Membership> {
+        let (room_name, sfu) = (claims.room.as_str(), claims.sfu);
+        let id: Arc<str> = claims.id.as_str().into();
+        let room: Arc<str> = room_name.into();
+        let key: Key = (room.clone(), id.clone());
+        let at = self.at(connection);
+        let (token, new_tag) = hub.issue(room_name, &id, sfu, claims.user.clone());
+        let reply: redis::RedisResult<(String, Vec<String>, u64)> = self
+            .resume
+            .arg(&self.prefix)
+            .arg(room_name)
+            .arg(self.backlog)
+            .arg(&*id)
+            .arg(hex(tag))
+            .arg(&at)
+            .arg(hex(&new_tag))
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        let (members, from) = match reply {
+            Ok((status, members, from)) if status == "ok" => (members, from),
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!("redis: resume: {e}");
+                return None;
+            }
+        };
+        let (outbox, moved) = {
+            let mut locals = self.lock();
+            match locals.get_mut(&key) {
+                // Its queue here kept what came meanwhile.
+                Some(local) => {
+                    local.at = at;
+                    (local.outbox.clone(), false)
+                }
+                None => {
+                    // It was on another node: the frames since it parked come from its inbox
+                    // (what that node had queued but not written when the connection dropped
+                    // is lost), and from here on its frames come to this node.
+                    let outbox = Arc::new(Outbox::new(
+                        &hub.config,
+                        hub.metrics.clone(),
+                        connection,
+                        waker.clone(),
+                    ));
+                    locals.insert(
+                        key.clone(),
+                        Local {
+                            outbox: outbox.clone(),
+                            next: from + 1,
+                            at,
+                        },
+                    );
+                    hub.metrics.peers.fetch_add(1, Relaxed);
+                    (outbox, true)
+                }
+            }
+        };
+        let welcome = welcome(hub, &id, sfu, room_name, &members, &token, true);
+        outbox.welcome_first(&welcome, connection, waker);
+        if moved {
+            let missed = self.inbox(room_name, &id, from + 1, None).await;
+            self.deliver(&key, missed);
+        }
+        hub.metrics.resumes.fetch_add(1, Relaxed);
+        tracing::debug!(room = %room_name, %id, node = %self.node, "resumed");
+        Some(Membership {
+            room: Room::detached(room),
+            id,
+            outbox,
+            connection,
+        })
+    }
+
+    /// Relays `frame` from `from` to `to`, a member of the same room on any node.
+    pub(crate) async fn relay(&self, from: &Membership, to: &str, frame: &[u8]) -> Relayed {
+        if to == &*from.id {
+            return Relayed::UnknownPeer;
+        }
+        let reply: redis::RedisResult<i64> = self
+            .signal
+            .arg(&self.prefix)
+            .arg(from.room.name())
+            .arg(self.backlog)
+            .arg(&*from.id)
+            .arg(self.at(from.connection))
+            .arg(to)
+            .arg(frame)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        match reply {
+            Ok(1) => Relayed::Sent,
+            Ok(0) => Relayed::UnknownPeer,
+            Ok(_) => Relayed::Gone,
+            Err(e) => Relayed::Unavailable(e.to_string()),
+        }
+    }
+
+    /// The peer left for good: the others hear `peer-left` now.
+    pub(crate) async fn leave(&self, member: &Membership) {
+        let at = self.at(member.connection);
+        if self.remove(member.room.name(), &member.id, &at).await {
+            self.forget(member.room.name(), &member.id, &at);
+        }
+    }
+
+    /// The connection dropped: the peer keeps its place for the grace period.
+    pub(crate) async fn park(self: &Arc<Self>, hub: &Arc<Hub>, member: &Membership) {
+        let at = self.at(member.connection);
+        let reply: redis::RedisResult<i64> = self
+            .park
+            .arg(&self.prefix)
+            .arg(member.room.name())
+            .arg(self.backlog)
+            .arg(&*member.id)
+            .arg(&at)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        if !matches!(reply, Ok(1)) {
+            return;
+        }
+        let cluster = self.clone();
+        let grace = hub.config.resume_grace;
+        let shutdown = hub.shutdown.clone();
+        let metrics = hub.metrics.clone();
+        let (room, id) = (member.room.name().to_owned(), member.id.clone());
+        hub.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = shutdown.cancelled() => return,
+            }
+            if cluster.remove(&room, &id, &format!("-{at}")).await {
+                metrics.grace_expired.fetch_add(1, Relaxed);
+                cluster.forget(&room, &id, &at);
+            }
+        });
+    }
+
+    /// Removes `id` from `room` if it is still where `at` says, telling the others.
+    async fn remove(&self, room: &str, id: &str, at: &str) -> bool {
+        let left = ServerMessage::PeerLeft {
+            id: Cow::Borrowed(id),
+        }
+        .to_json();
+        let reply: redis::RedisResult<i64> = self
+            .leave
+            .arg(&self.prefix)
+            .arg(room)
+            .arg(self.backlog)
+            .arg(id)
+            .arg(at)
+            .arg(left)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        match reply {
+            Ok(removed) => removed == 1,
+            Err(e) => {
+                tracing::warn!(%room, %id, "redis: leave: {e}");
+                false
+            }
+        }
+    }
+
+    /// Drops the local queue of a peer removed from Redis, unless another connection of this
+    /// node has it by now.
+    fn forget(&self, room: &str, id: &str, at: &str) {
+        let key: Key = (room.into(), id.into());
+        let mut locals = self.lock();
+        if locals.get(&key).is_some_and(|local| local.at == at) {
+            locals.remove(&key);
+            drop(locals);
+            self.gone();
+        }
+    }
+}
+
+/// A `welcome` for `id` listing `members` (HGETALL order: id, record, ...), in id order.
+fn welcome(
+    hub: &Hub,
+    id: &str,
+    sfu: bool,
+    room: &str,
+    members: &[String],
+    token: &str,
+    resumed: bool,
+) -> String {
+    let mut peers: Vec<PeerInfo<'_>> = members
+        .chunks_exact(2)
+        .filter(|pair| pair[0] != id)
+        .map(|pair| {
+            let member: Member = serde_json::from_str(&pair[1]).unwrap_or(Member {
+                sfu: false,
+                user: None,
+            });
+            PeerInfo {
+                id: Cow::Borrowed(pair[0].as_str()),
+                polite: polite(id, sfu, &pair[0], member.sfu),
+                sfu: member.sfu,
+                user: member.user,
+            }
+        })
+        .collect();
+    peers.sort_by(|a, b| a.id.cmp(&b.id));
+    let (ice_servers, ice_ttl) = crate::hub::ice_servers(&hub.config, id);
+    ServerMessage::Welcome {
+        id: Cow::Borrowed(id),
+        room: Cow::Borrowed(room),
+        peers,
+        resume: token.into(),
+        resumed,
+        version: politely_proto::VERSION,
+        ice_servers,
+        ice_ttl,
+    }
+    .to_json()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a cluster's settings can work: a node name may not hold the separator.
+pub(crate) fn check(config: &Config) -> Result<(), String> {
+    if let Some(redis) = &config.redis
+        && redis
+            .node
+            .as_deref()
+            .is_some_and(|n| n.contains(['/', '\n']) || n.is_empty())
+    {
+        return Err("a node name is not empty and has no '/' or newline".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! Several nodes sharing rooms through a real `redis-server` (started by each test on a unix
+//! socket, without persistence): rooms spread over the nodes, exact frames.
+
+mod util;
+
+use politely_server::{Config, Redis};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use util::{Client, TestServer, error};
+
+/// A `redis-server` of the test's own, on a unix socket in a directory of its own.
+struct RedisServer {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "politely-redis-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server made no socket"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        RedisServer { child, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.dir.join("redis.sock").display())
+    }
+
+    /// A `redis-cli` command against this server; its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.dir.join("redis.sock"))
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn node(redis: &RedisServer, name: &str) -> Config {
+    Config {
+        redis: Some(Redis {
+            node: Some(name.into()),
+            ..Redis::new(redis.url())
+        }),
+        ..util::config()
+    }
+}
+
+/// Three nodes on one Redis, with `config` for each.
+async fn three(redis: &RedisServer, config: impl Fn(Config) -> Config) -> Vec<TestServer> {
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        nodes.push(TestServer::start(config(node(redis, name))).await);
+    }
+    nodes
+}
+
+fn signal(to: &str, data: &str) -> String {
+    format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#)
+}
+
+fn relayed(from: &str, data: &str) -> String {
+    format!(r#"{{"type":"signal","from":"{from}","data":{data}}}"#)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spread_over_three_nodes_relays_in_order_with_presence_everywhere() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| c).await;
+    let (mut a, a_id, welcome) = Client::join(&nodes[0], "spread").await;
+    assert_eq!(welcome["peers"], serde_json::json!([]));
+    let (mut b, b_id, welcome) = Client::join(&nodes[1], "spread").await;
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": a_id, "polite": false}])
+    );
+    assert_eq!(
+        a.text().await,
+        format!(r#"{{"type":"peer-joined","id":"{b_id}","polite":true}}"#)
+    );
+    let (c, c_id, welcome) = Client::join(&nodes[2], "spread").await;
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": a_id, "polite": false}, {"id": b_id, "polite": false}])
+    );
+    for peer in [&mut a, &mut b] {
+        assert_eq!(
+            peer.text().await,
+            format!(r#"{{"type":"peer-joined","id":"{c_id}","polite":true}}"#)
+        );
+    }
+
+    // Every pair, both ways, interleaved: each receiver hears each sender in order.
+    let ids = [a_id.clone(), b_id.clone(), c_id.clone()];
+    let mut clients = [a, b, c];
+    const N: usize = 100;
+    for n in 0..N {
+        for (from, client) in clients.iter_mut().enumerate() {
+            for (to, id) in ids.iter().enumerate() {
+                if to != from {
+                    client.send(&signal(id, &format!(r#"{{"n":{n}}}"#))).await;
+                }
+            }
+        }
+    }
+    for (to, client) in clients.iter_mut().enumerate() {
+        let mut next = [0usize; 3];
+        for _ in 0..2 * N {
+            let frame: Value = client.json().await;
+            assert_eq!(frame["type"], "signal", "{frame}");
+            let from = ids.iter().position(|id| frame["from"] == **id).unwrap();
+            assert_ne!(from, to);
+            assert_eq!(frame["data"]["n"], next[from], "from {from} to {to}");
+            next[from] += 1;
+        }
+        client.expect_silence(Duration::from_millis(100)).await;
+    }
+    // The exact frame, as one node writes it.
+    let [a, b, _] = &mut clients;
+    b.send(&signal(&a_id, r#"{"x":[1,"é"]}"#)).await;
+    assert_eq!(a.text().await, relayed(&b_id, r#"{"x":[1,"é"]}"#));
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_signals_keep_one_order_across_nodes() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| c).await;
+    let (mut a, a_id, _) = Client::join(&nodes[0], "order").await;
+    // B signals A the moment it is welcomed, from another node: A hears B joined first.
+    for round in 0..20 {
+        let (mut b, b_id, _) = Client::join(&nodes[1 + round % 2], "order").await;
+        b.send(&signal(&a_id, r#""hello""#)).await;
+        b.send(&signal(&a_id, r#""bye""#)).await;
+        b.send(r#"{"type":"leave"}"#).await;
+        assert_eq!(
+            a.text().await,
+            format!(r#"{{"type":"peer-joined","id":"{b_id}","polite":true}}"#)
+        );
+        assert_eq!(a.text().await, relayed(&b_id, r#""hello""#));
+        assert_eq!(a.text().await, relayed(&b_id, r#""bye""#));
+        assert_eq!(
+            a.text().await,
+            format!(r#"{{"type":"peer-left","id":"{b_id}"}}"#)
+        );
+        b.expect_close(1000).await;
+        // Gone on every node.
+        a.send(&signal(&b_id, "1")).await;
+        assert_eq!(
+            a.text().await,
+            error_for(
+                "unknown-peer",
+                "no other peer in your room has this id",
+                &b_id
+            )
+        );
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+fn error_for(code: &str, message: &str, peer: &str) -> String {
+    let plain = error(code, message);
+    format!(r#"{},"peer":"{peer}"}}"#, plain.strip_suffix('}').unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_roles_hold_across_nodes() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| Config {
+        max_room_size: 2,
+        ..c
+    })
+    .await;
+    let (_a, _, _) = Client::join(&nodes[0], "small").await;
+    let (_b, _, _) = Client::join(&nodes[1], "small").await;
+    let mut c = Client::connect(&nodes[2]).await;
+    c.send(r#"{"type":"join","room":"small"}"#).await;
+    assert_eq!(c.text().await, error("room-full", "the room has 2 peers"));
+
+    // One SFU per room, whichever node it comes through; everyone is polite toward it.
+    let (mut sfu, sfu_id, _) = {
+        let mut client = Client::connect(&nodes[0]).await;
+        client
+            .send(r#"{"type":"join","room":"sfu","sfu":true}"#)
+            .await;
+        let welcome = client.json().await;
+        let id = welcome["id"].as_str().unwrap().to_owned();
+        (client, id, welcome)
+    };
+    let mut second = Client::connect(&nodes[1]).await;
+    second
+        .send(r#"{"type":"join","room":"sfu","sfu":true}"#)
+        .await;
+    assert_eq!(
+        second.text().await,
+        error("sfu-refused", "the room has an SFU already")
+    );
+    let (_client, client_id, welcome) = Client::join(&nodes[2], "sfu").await;
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": sfu_id, "polite": true, "sfu": true}])
+    );
+    assert_eq!(
+        sfu.text().await,
+        format!(r#"{{"type":"peer-joined","id":"{client_id}","polite":false}}"#)
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_peer_resumes_on_another_node_with_what_was_sent_meanwhile() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| Config {
+        resume_grace: Duration::from_secs(5),
+        ..c
+    })
+    .await;
+    let (mut a, a_id, _) = Client::join(&nodes[0], "r").await;
+    let (b, b_id, welcome) = Client::join(&nodes[1], "r").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    a.text().await; // peer-joined
+    drop(b); // the connection drops: B keeps its place for the grace period
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..5 {
+        a.send(&signal(&b_id, &n.to_string())).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Back through the third node, with its token: the same id, and the five signals.
+    let mut b = Client::rejoin(&nodes[2], "r", &resume).await;
+    let welcome = b.json().await;
+    assert_eq!(welcome["resumed"], true, "{welcome}");
+    assert_eq!(welcome["id"], b_id);
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": a_id, "polite": false}])
+    );
+    for n in 0..5 {
+        assert_eq!(b.text().await, relayed(&a_id, &n.to_string()));
+    }
+    // A never saw B leave, and the call goes on through the new node.
+    a.send(&signal(&b_id, r#""again""#)).await;
+    assert_eq!(b.text().await, relayed(&a_id, r#""again""#));
+    b.send(&signal(&a_id, r#""back""#)).await;
+    assert_eq!(a.text().await, relayed(&b_id, r#""back""#));
+    a.expect_silence(Duration::from_millis(200)).await;
+
+    // Resumed elsewhere while its old connection is still open: the old node closes it
+    // (4001), and its signals are no longer taken.
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    let mut moved = Client::rejoin(&nodes[0], "r", &resume).await;
+    assert_eq!(moved.json().await["resumed"], true);
+    b.expect_close(4001).await;
+    moved.send(&signal(&a_id, r#""moved""#)).await;
+    assert_eq!(a.text().await, relayed(&b_id, r#""moved""#));
+    // An older token is refused: a fresh join with a new id.
+    let mut stale = Client::rejoin(&nodes[1], "r", &resume).await;
+    let welcome = stale.json().await;
+    assert_eq!(welcome["resumed"], false);
+    assert_ne!(welcome["id"], b_id);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_come_back_leaves_once_for_everyone() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| Config {
+        resume_grace: Duration::from_millis(300),
+        ..c
+    })
+    .await;
+    let (mut a, _, _) = Client::join(&nodes[0], "g").await;
+    let (b, b_id, _) = Client::join(&nodes[1], "g").await;
+    let (mut c, _, _) = Client::join(&nodes[2], "g").await;
+    a.text().await; // peer-joined b
+    a.text().await; // peer-joined c
+    drop(b);
+    let left = format!(r#"{{"type":"peer-left","id":"{b_id}"}}"#);
+    assert_eq!(a.text().await, left);
+    assert_eq!(c.text().await, left);
+    a.expect_silence(Duration::from_millis(500)).await;
+    c.expect_silence(Duration::from_millis(10)).await;
+    assert_eq!(redis.cli(&["HLEN", "politely:members:g"]).trim(), "2");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_subscription_dropped_fills_the_gap_from_the_inbox() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| c).await;
+    let (mut a, a_id, _) = Client::join(&nodes[0], "gap").await;
+    let (mut b, b_id, _) = Client::join(&nodes[1], "gap").await;
+    a.text().await; // peer-joined
+    // Every node's subscription is cut (as when Redis restarts); signals sent meanwhile are
+    // numbered and kept in the inbox, and arrive in order once the nodes are back.
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.trim(), "3", "three subscriptions");
+    for n in 0..50 {
+        b.send(&signal(&a_id, &n.to_string())).await;
+        a.send(&signal(&b_id, &n.to_string())).await;
+    }
+    for n in 0..50 {
+        assert_eq!(a.text().await, relayed(&b_id, &n.to_string()));
+        assert_eq!(b.text().await, relayed(&a_id, &n.to_string()));
+    }
+    a.expect_silence(Duration::from_millis(100)).await;
+    b.expect_silence(Duration::from_millis(10)).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
