@@ -30,7 +30,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -46,14 +46,14 @@ local at = prefix .. 'at:' .. room
 local tags = prefix .. 'tag:' .. room
 local seqs = prefix .. 'seq:' .. room
 local function inbox(peer) return prefix .. 'inbox:' .. room .. ':' .. peer end
+local function node_of(where) return string.match(where, '^-?(.*)/[^/]*$') end
+local function entry(id) return room .. '\n' .. id end
 local function deliver(peer, frame)
   local seq = redis.call('HINCRBY', seqs, peer, 1)
   redis.call('XADD', inbox(peer), 'MAXLEN', '~', backlog, seq .. '-1', 'f', frame)
   local where = redis.call('HGET', at, peer)
   if where then
-    if string.sub(where, 1, 1) == '-' then where = string.sub(where, 2) end
-    local node = string.match(where, '^(.*)/[^/]*$')
-    redis.call('PUBLISH', prefix .. 'node:' .. node,
+    redis.call('PUBLISH', prefix .. 'node:' .. node_of(where),
       'f\n' .. room .. '\n' .. peer .. '\n' .. seq .. '\n' .. frame)
   end
 end
@@ -83,6 +83,7 @@ end
 redis.call('HSET', members, id, ARGV[6])
 redis.call('HSET', at, id, ARGV[5])
 redis.call('HSET', tags, id, ARGV[11])
+redis.call('SADD', prefix .. 'peers:' .. node_of(ARGV[5]), entry(id))
 return {'ok', all}
 ";
 
@@ -100,6 +101,8 @@ return 1
 const LEAVE: &str = r"
 local id = ARGV[4]
 if redis.call('HGET', at, id) ~= ARGV[5] then return 0 end
+redis.call('SREM', prefix .. 'peers:' .. node_of(ARGV[5]), entry(id))
+redis.call('ZREM', prefix .. 'expiring', entry(id) .. '\n' .. ARGV[5])
 redis.call('HDEL', members, id)
 redis.call('HDEL', at, id)
 redis.call('HDEL', tags, id)
@@ -110,13 +113,44 @@ for _, peer in ipairs(redis.call('HKEYS', members)) do deliver(peer, ARGV[6]) en
 return 1
 ";
 
-/// ARGV[4] the peer, [5] where it is attached. Parks it, noting the number of the last frame
-/// its node was sent (what follows is in its inbox only); returns whether it was there.
+/// ARGV[4] the peer, [5] where it is attached, [6] the grace period in ms. Parks it, noting
+/// the number of the last frame sent to it, and lists it in `expiring` until the grace period
+/// ends (any node then removes it); returns whether it was there.
 const PARK: &str = r"
 if redis.call('HGET', at, ARGV[4]) ~= ARGV[5] then return 0 end
 redis.call('HSET', at, ARGV[4], '-' .. ARGV[5])
 redis.call('HSET', prefix .. 'parked:' .. room, ARGV[4], redis.call('HGET', seqs, ARGV[4]) or '0')
+local now = redis.call('TIME')
+local deadline = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[6])
+redis.call('ZADD', prefix .. 'expiring', deadline, entry(ARGV[4]) .. '\n-' .. ARGV[5])
 return 1
+";
+
+/// KEYS: none. ARGV[1] the prefix, [2] a node that stopped beating, [3] the grace period in
+/// ms. Parks every peer still attached to that node, as if its connection had dropped (they
+/// leave after the grace period unless they resume elsewhere), and forgets the node. Returns
+/// how many it parked; none if the node beats again.
+const REAP: &str = r"
+local prefix, dead, grace = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if redis.call('EXISTS', prefix .. 'alive:' .. dead) == 1 then return 0 end
+local now = redis.call('TIME')
+local deadline = now[1] * 1000 + math.floor(now[2] / 1000) + grace
+local parked = 0
+for _, item in ipairs(redis.call('SMEMBERS', prefix .. 'peers:' .. dead)) do
+  local room, id = string.match(item, '^(.*)\n([^\n]*)$')
+  local at = prefix .. 'at:' .. room
+  local where = redis.call('HGET', at, id)
+  if where and string.sub(where, 1, 1) ~= '-' and string.match(where, '^(.*)/[^/]*$') == dead then
+    redis.call('HSET', at, id, '-' .. where)
+    redis.call('HSET', prefix .. 'parked:' .. room, id,
+      redis.call('HGET', prefix .. 'seq:' .. room, id) or '0')
+    redis.call('ZADD', prefix .. 'expiring', deadline, item .. '\n-' .. where)
+    parked = parked + 1
+  end
+end
+redis.call('DEL', prefix .. 'peers:' .. dead)
+redis.call('SREM', prefix .. 'nodes', dead)
+return parked
 ";
 
 /// ARGV[4] the peer, [5] the tag of the token it resumes with, [6] where it attaches now, [7]
@@ -137,9 +171,12 @@ if string.sub(old, 1, 1) == '-' then
   from = redis.call('HGET', prefix .. 'parked:' .. room, id) or from
 end
 redis.call('HDEL', prefix .. 'parked:' .. room, id)
+redis.call('ZREM', prefix .. 'expiring', entry(id) .. '\n-' .. old)
+redis.call('SREM', prefix .. 'peers:' .. node_of(old), entry(id))
+redis.call('SADD', prefix .. 'peers:' .. node_of(ARGV[6]), entry(id))
 if old ~= ARGV[6] then
-  local node = string.match(old, '^(.*)/[^/]*$')
-  redis.call('PUBLISH', prefix .. 'node:' .. node, 'x\n' .. room .. '\n' .. id .. '\n0\n' .. old)
+  redis.call('PUBLISH', prefix .. 'node:' .. node_of(old),
+    'x\n' .. room .. '\n' .. id .. '\n0\n' .. old)
 end
 return {'ok', redis.call('HGETALL', members), tonumber(from)}
 ";
@@ -155,6 +192,11 @@ if ms < last then ms = last end
 redis.call('SET', KEYS[1], ms)
 return {ms, redis.call('INCR', KEYS[2])}
 ";
+
+/// How often a node says it is alive (and removes peers whose grace period ended).
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a node may be silent before another parks its peers.
+const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A member as Redis keeps it.
 #[derive(Serialize, Deserialize)]
@@ -205,6 +247,9 @@ pub(crate) struct Cluster {
     park: redis::Script,
     resume: redis::Script,
     new_id: redis::Script,
+    reap: redis::Script,
+    /// Redis answered this node's last heartbeat.
+    reachable: AtomicBool,
     locals: Mutex<HashMap<Key, Local>>,
     /// The hub, for its configuration, metrics and tasks.
     hub: Mutex<Weak<Hub>>,
@@ -249,11 +294,14 @@ impl Cluster {
                     .map_err(io)?
             }
         };
-        let node = settings.node.clone().unwrap_or_else(|| {
-            let mut random = [0u8; 6];
-            crate::id::fill_random(&mut random);
-            random.iter().map(|b| format!("{b:02x}")).collect()
-        });
+        // A restarted process is another node: what its last run left attached is reaped.
+        let mut random = [0u8; 4];
+        crate::id::fill_random(&mut random);
+        let run = hex(&random);
+        let node = match &settings.node {
+            Some(name) => format!("{name}-{run}"),
+            None => run,
+        };
         let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
         let cluster = Arc::new(Cluster {
             node,
@@ -267,6 +315,8 @@ impl Cluster {
             park: script(PARK),
             resume: script(RESUME),
             new_id: redis::Script::new(NEW_ID),
+            reap: redis::Script::new(REAP),
+            reachable: AtomicBool::new(true),
             locals: Mutex::new(HashMap::new()),
             hub: Mutex::new(Weak::new()),
         });
@@ -280,6 +330,7 @@ impl Cluster {
             .subscribe()
             .await
             .map_err(|e| std::io::Error::other(format!("redis: {e}")))?;
+        self.beat().await;
         let cluster = self.clone();
         let shutdown = hub.shutdown.clone();
         hub.tasks.spawn(async move {
@@ -288,7 +339,138 @@ impl Cluster {
                 () = shutdown.cancelled() => {}
             }
         });
+        let cluster = self.clone();
+        let shutdown = hub.shutdown.clone();
+        let grace = hub.config.resume_grace;
+        hub.tasks.spawn(async move {
+            tokio::select! {
+                () = cluster.keep_alive(grace) => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
         Ok(())
+    }
+
+    /// Whether Redis answered this node's last heartbeat.
+    pub(crate) fn reachable(&self) -> bool {
+        self.reachable.load(Relaxed)
+    }
+
+    /// One heartbeat: this node is alive for [`NODE_TIMEOUT`].
+    async fn beat(&self) {
+        let mut redis = self.redis.clone();
+        let beat: redis::RedisResult<()> = redis::pipe()
+            .cmd("SET")
+            .arg(format!("{}alive:{}", self.prefix, self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_TIMEOUT.as_millis() as u64)
+            .ignore()
+            .cmd("SADD")
+            .arg(format!("{}nodes", self.prefix))
+            .arg(&self.node)
+            .ignore()
+            .query_async(&mut redis)
+            .await;
+        if let Err(e) = &beat {
+            tracing::warn!(node = %self.node, "redis: heartbeat: {e}");
+        }
+        self.reachable.store(beat.is_ok(), Relaxed);
+    }
+
+    /// Every [`HEARTBEAT`]: a heartbeat, the peers of nodes whose heartbeat expired parked, and
+    /// parked peers whose grace period ended removed. Nothing is reaped until Redis has
+    /// answered this node promptly for [`NODE_TIMEOUT`]: after Redis paused, every node's
+    /// heartbeat may have expired, and each gets that long to beat again.
+    async fn keep_alive(self: Arc<Self>, grace: Duration) {
+        let mut steady_since: Option<tokio::time::Instant> = None;
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let started = tokio::time::Instant::now();
+            self.beat().await;
+            if !self.reachable() || started.elapsed() > HEARTBEAT {
+                steady_since = None;
+                continue;
+            }
+            let steady = *steady_since.get_or_insert(started);
+            if steady.elapsed() >= NODE_TIMEOUT {
+                self.reap(grace).await;
+            }
+            self.expire().await;
+        }
+    }
+
+    /// Parks the peers of nodes whose heartbeat expired.
+    async fn reap(&self, grace: Duration) {
+        let mut redis = self.redis.clone();
+        let nodes: Vec<String> = match redis::cmd("SMEMBERS")
+            .arg(format!("{}nodes", self.prefix))
+            .query_async(&mut redis)
+            .await
+        {
+            Ok(nodes) => nodes,
+            Err(_) => return,
+        };
+        for node in nodes.into_iter().filter(|n| *n != self.node) {
+            // The script checks the heartbeat itself, atomically with the parking.
+            let parked: redis::RedisResult<u64> = self
+                .reap
+                .arg(&self.prefix)
+                .arg(&node)
+                .arg(grace.as_millis() as u64)
+                .invoke_async(&mut redis)
+                .await;
+            match parked {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(node = %self.node, dead = %node, parked = n, "reaped a silent node")
+                }
+                Err(e) => tracing::warn!("redis: reap: {e}"),
+            }
+        }
+    }
+
+    /// Removes the parked peers whose grace period ended (on any node: the first to get
+    /// there does it, once).
+    async fn expire(&self) {
+        let mut redis = self.redis.clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let key = format!("{}expiring", self.prefix);
+        let due: Vec<String> = match redis::cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(100)
+            .query_async(&mut redis)
+            .await
+        {
+            Ok(due) => due,
+            Err(_) => return,
+        };
+        for item in due {
+            let mut parts = item.splitn(3, '\n');
+            let (Some(room), Some(id), Some(parked)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if self.remove(room, id, parked).await {
+                if let Some(hub) = self.hub() {
+                    hub.metrics.grace_expired.fetch_add(1, Relaxed);
+                }
+                self.forget(room, id, parked.trim_start_matches('-'));
+            }
+            let _: redis::RedisResult<()> = redis::cmd("ZREM")
+                .arg(&key)
+                .arg(&item)
+                .query_async(&mut redis)
+                .await;
+        }
     }
 
     /// This node's name.
@@ -696,7 +878,7 @@ impl Cluster {
     }
 
     /// The connection dropped: the peer keeps its place for the grace period.
-    pub(crate) async fn park(self: &Arc<Self>, hub: &Arc<Hub>, member: &Membership) {
+    pub(crate) async fn park(&self, hub: &Hub, member: &Membership) {
         let at = self.at(member.connection);
         let reply: redis::RedisResult<i64> = self
             .park
@@ -705,26 +887,12 @@ impl Cluster {
             .arg(self.backlog)
             .arg(&*member.id)
             .arg(&at)
+            .arg(hub.config.resume_grace.as_millis() as u64)
             .invoke_async(&mut self.redis.clone())
             .await;
-        if !matches!(reply, Ok(1)) {
-            return;
+        if let Err(e) = reply {
+            tracing::warn!("redis: park: {e}");
         }
-        let cluster = self.clone();
-        let grace = hub.config.resume_grace;
-        let shutdown = hub.shutdown.clone();
-        let metrics = hub.metrics.clone();
-        let (room, id) = (member.room.name().to_owned(), member.id.clone());
-        hub.tasks.spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(grace) => {}
-                () = shutdown.cancelled() => return,
-            }
-            if cluster.remove(&room, &id, &format!("-{at}")).await {
-                metrics.grace_expired.fetch_add(1, Relaxed);
-                cluster.forget(&room, &id, &at);
-            }
-        });
     }
 
     /// Removes `id` from `room` if it is still where `at` says, telling the others.

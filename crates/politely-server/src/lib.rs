@@ -22,7 +22,8 @@
 //! # }
 //! ```
 //!
-//! Routes: `GET /ws` (the WebSocket), `GET /health`, `GET /metrics` (Prometheus text).
+//! Routes: `GET /ws` (the WebSocket), `GET /health`, `GET /ready` (503 while a node of several
+//! cannot reach Redis), `GET /metrics` (Prometheus text).
 //!
 //! Each connection is one task. WebSocket requests are recognised from their first bytes and
 //! handled on the raw TCP socket with the server's own framing; everything else
@@ -131,6 +132,7 @@ fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route(politely_proto::WS_PATH, get(upgrade))
         .route("/health", get(health))
+        .route("/ready", get(readiness))
         .route("/metrics", get(metrics))
         .route("/", get(assets::index))
         .route("/politely.js", get(assets::client))
@@ -347,14 +349,35 @@ async fn upgrade(State(hub): State<Arc<Hub>>, request: Request) -> Response {
     handshake::upgrade_in_router(hub, request, admission)
 }
 
+/// Whether this node can serve joins: always for one node; for a node of several, while
+/// Redis answers its heartbeats.
+fn ready(hub: &Hub) -> bool {
+    hub.cluster.as_ref().is_none_or(|c| c.reachable())
+}
+
 async fn health(State(hub): State<Arc<Hub>>) -> Response {
+    let status = if ready(&hub) { "ok" } else { "degraded" };
     let body = format!(
-        "{{\"status\":\"ok\",\"version\":{},\"connections\":{},\"rooms\":{}}}\n",
+        "{{\"status\":\"{status}\",\"version\":{},\"connections\":{},\"rooms\":{}}}\n",
         politely_proto::VERSION,
         hub.metrics.connections.load(Relaxed),
         hub.metrics.rooms.load(Relaxed),
     );
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `200 ready`, or `503` while a node of several cannot reach Redis (a load balancer then
+/// sends new clients elsewhere).
+async fn readiness(State(hub): State<Arc<Hub>>) -> Response {
+    if ready(&hub) {
+        "ready\n".into_response()
+    } else {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "redis does not answer\n",
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {

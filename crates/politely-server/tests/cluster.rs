@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use util::{Client, TestServer, error};
+use util::{Client, Frame, TestServer, error};
 
 /// A `redis-server` of the test's own, on a unix socket in a directory of its own.
 struct RedisServer {
@@ -350,6 +350,121 @@ async fn a_node_whose_subscription_dropped_fills_the_gap_from_the_inbox() {
     }
     a.expect_silence(Duration::from_millis(100)).await;
     b.expect_silence(Duration::from_millis(10)).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_leaves_its_peers_to_resume_elsewhere_or_to_leave_once() {
+    let redis = RedisServer::start();
+    let mut nodes = three(&redis, |c| Config {
+        resume_grace: Duration::from_millis(500),
+        ..c
+    })
+    .await;
+    let (mut a, _, _) = Client::join(&nodes[0], "dead").await;
+    let (mut c, _, _) = Client::join(&nodes[2], "dead").await;
+    let (_gone, gone_id, _) = Client::join(&nodes[1], "dead").await;
+    let (_moving, moving_id, welcome) = Client::join(&nodes[1], "dead").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    for peer in [&mut a, &mut c] {
+        peer.json().await; // peer-joined gone
+        peer.json().await; // peer-joined moving
+    }
+    a.json().await; // peer-joined c
+    // Node b stops beating (its process goes; its peers' places stay in Redis).
+    let started = std::time::Instant::now();
+    nodes.remove(1).shutdown().await;
+    // One of its peers comes back through node c at once, the other never does.
+    let mut moving = Client::rejoin(&nodes[1], "dead", &resume).await;
+    assert_eq!(moving.json().await["resumed"], true);
+    let left = format!(r#"{{"type":"peer-left","id":"{gone_id}"}}"#);
+    match a.next_within(Duration::from_secs(10)).await {
+        Some(Frame::Text(text)) => assert_eq!(text, left),
+        other => panic!("expected {left}, got {other:?}"),
+    }
+    let reaped = started.elapsed();
+    assert_eq!(c.text().await, left);
+    assert_eq!(moving.text().await, left);
+    // Within the node timeout (2 s), the grace period (0.5 s) and two heartbeats (0.5 s
+    // each), and only once.
+    assert!(reaped < Duration::from_secs(4), "{reaped:?}");
+    eprintln!("reaped after {reaped:?}");
+    a.expect_silence(Duration::from_millis(1500)).await;
+    c.expect_silence(Duration::from_millis(10)).await;
+    assert_eq!(redis.cli(&["HLEN", "politely:members:dead"]).trim(), "3");
+    a.send(&signal(&moving_id, r#""still here""#)).await;
+    assert_eq!(moving.json().await["data"], "still here");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_pause_degrades_the_nodes_and_then_nothing_is_lost_or_reaped() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| Config {
+        resume_grace: Duration::from_millis(500),
+        ..c
+    })
+    .await;
+    let (mut a, a_id, _) = Client::join(&nodes[0], "pause").await;
+    let (mut b, b_id, _) = Client::join(&nodes[1], "pause").await;
+    a.text().await; // peer-joined
+    assert_eq!(nodes[0].get("/ready").await.0, 200);
+    // Redis stops answering for 3 s (SIGSTOP): the nodes say so, sockets stay open.
+    let pid = redis.child.id().to_string();
+    let signal_redis = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal_redis("-STOP");
+    let paused = std::time::Instant::now();
+    b.send(&signal(&a_id, r#""during""#)).await;
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let (status, body) = nodes[0].get("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        nodes[1]
+            .get("/health")
+            .await
+            .1
+            .contains(r#""status":"degraded""#)
+    );
+    signal_redis("-CONT");
+    // The signal sent during the pause is answered `unavailable`, or arrives late; the next
+    // ones arrive, and no node was taken for dead.
+    let failed = match b.next_within(Duration::from_secs(5)).await {
+        Some(Frame::Text(text)) => {
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(frame["code"], "unavailable", "{frame}");
+            assert_eq!(frame["peer"], a_id.as_str(), "{frame}");
+            true
+        }
+        None => false,
+        other => panic!("{other:?}"),
+    };
+    if !failed {
+        assert_eq!(a.text().await, relayed(&b_id, r#""during""#));
+    }
+    eprintln!("the signal sent during the pause: failed {failed}");
+    b.send(&signal(&a_id, r#""after""#)).await;
+    assert_eq!(a.text().await, relayed(&b_id, r#""after""#));
+    eprintln!(
+        "relaying again {:?} after the pause began",
+        paused.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    a.send(&signal(&b_id, r#""later""#)).await;
+    assert_eq!(b.text().await, relayed(&a_id, r#""later""#));
+    a.expect_silence(Duration::from_millis(100)).await;
+    assert_eq!(nodes[0].get("/ready").await.0, 200);
     for node in nodes {
         node.shutdown().await;
     }
