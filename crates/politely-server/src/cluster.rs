@@ -181,6 +181,24 @@ end
 return {'ok', redis.call('HGETALL', members), tonumber(from)}
 ";
 
+/// After Redis lost its data: ARGV[4] a peer this node had, [5] where (a leading `-` if
+/// parked), [6] its record, [7] its tag, [8] the number of its last frame, [9] its grace
+/// period in ms if parked. Registers it as it was.
+const REGISTER: &str = r"
+local id, where = ARGV[4], ARGV[5]
+redis.call('HSET', members, id, ARGV[6])
+redis.call('HSET', at, id, where)
+redis.call('HSET', tags, id, ARGV[7])
+redis.call('HSET', seqs, id, ARGV[8])
+redis.call('SADD', prefix .. 'peers:' .. node_of(where), entry(id))
+if string.sub(where, 1, 1) == '-' then
+  redis.call('HSET', prefix .. 'parked:' .. room, id, ARGV[8])
+  local now = redis.call('TIME')
+  local deadline = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[9])
+  redis.call('ZADD', prefix .. 'expiring', deadline, entry(id) .. '\n' .. where)
+end
+";
+
 /// A new peer id's parts: milliseconds and a count, both from Redis, so that ids sort in the
 /// order any node gave them out (the lower id is polite: the first to join). The milliseconds
 /// never go back, even if Redis's clock does.
@@ -214,6 +232,12 @@ struct Local {
     next: u64,
     /// `node/connection`, as Redis has it while attached here.
     at: String,
+    /// Its member record and the tag of its latest resume token, as Redis has them: what
+    /// this node registers again if Redis loses its data.
+    record: String,
+    tag: String,
+    /// Its connection dropped (Redis has `at` with a leading `-`).
+    parked: bool,
 }
 
 type Key = (Arc<str>, Arc<str>);
@@ -248,6 +272,7 @@ pub(crate) struct Cluster {
     resume: redis::Script,
     new_id: redis::Script,
     reap: redis::Script,
+    register: redis::Script,
     /// Redis answered this node's last heartbeat.
     reachable: AtomicBool,
     locals: Mutex<HashMap<Key, Local>>,
@@ -298,6 +323,14 @@ impl Cluster {
         let mut random = [0u8; 4];
         crate::id::fill_random(&mut random);
         let run = hex(&random);
+        // Its absence later tells that Redis lost its data.
+        redis::cmd("SET")
+            .arg(format!("{}epoch", settings.prefix))
+            .arg(1)
+            .arg("NX")
+            .query_async::<Option<String>>(&mut redis)
+            .await
+            .map_err(io)?;
         let node = match &settings.node {
             Some(name) => format!("{name}-{run}"),
             None => run,
@@ -316,6 +349,7 @@ impl Cluster {
             resume: script(RESUME),
             new_id: redis::Script::new(NEW_ID),
             reap: redis::Script::new(REAP),
+            register: script(REGISTER),
             reachable: AtomicBool::new(true),
             locals: Mutex::new(HashMap::new()),
             hub: Mutex::new(Weak::new()),
@@ -356,10 +390,11 @@ impl Cluster {
         self.reachable.load(Relaxed)
     }
 
-    /// One heartbeat: this node is alive for [`NODE_TIMEOUT`].
+    /// One heartbeat: this node is alive for [`NODE_TIMEOUT`]. If Redis lost its data since
+    /// the last (restarted without persistence), this node registers its peers again.
     async fn beat(&self) {
         let mut redis = self.redis.clone();
-        let beat: redis::RedisResult<()> = redis::pipe()
+        let beat: redis::RedisResult<(Option<String>,)> = redis::pipe()
             .cmd("SET")
             .arg(format!("{}alive:{}", self.prefix, self.node))
             .arg(1)
@@ -370,12 +405,75 @@ impl Cluster {
             .arg(format!("{}nodes", self.prefix))
             .arg(&self.node)
             .ignore()
+            .cmd("GET")
+            .arg(format!("{}epoch", self.prefix))
             .query_async(&mut redis)
             .await;
-        if let Err(e) = &beat {
-            tracing::warn!(node = %self.node, "redis: heartbeat: {e}");
+        match &beat {
+            Ok((None,)) => self.register_again().await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node = %self.node, "redis: heartbeat: {e}"),
         }
         self.reachable.store(beat.is_ok(), Relaxed);
+    }
+
+    /// Redis lost its data: the resume key the nodes share, and this node's peers as they
+    /// were (the others never saw them leave, so nobody is told anything). Their frames are
+    /// numbered on from where they were; what was in their inboxes is gone.
+    async fn register_again(&self) {
+        let Some(hub) = self.hub() else { return };
+        let mut redis = self.redis.clone();
+        let _: redis::RedisResult<()> = redis::pipe()
+            .cmd("SET")
+            .arg(format!("{}resume-key", self.prefix))
+            .arg(hub.resume_key())
+            .arg("NX")
+            .ignore()
+            .cmd("SET")
+            .arg(format!("{}epoch", self.prefix))
+            .arg(1)
+            .ignore()
+            .query_async(&mut redis)
+            .await;
+        let peers: Vec<(Key, String, String, String, bool, u64)> = self
+            .lock()
+            .iter()
+            .map(|(key, l)| {
+                let at = if l.parked {
+                    format!("-{}", l.at)
+                } else {
+                    l.at.clone()
+                };
+                (
+                    key.clone(),
+                    at,
+                    l.record.clone(),
+                    l.tag.clone(),
+                    l.parked,
+                    l.next - 1,
+                )
+            })
+            .collect();
+        let grace = hub.config.resume_grace.as_millis() as u64;
+        for ((room, id), at, record, tag, parked, seq) in &peers {
+            let done: redis::RedisResult<()> = self
+                .register
+                .arg(&self.prefix)
+                .arg(&**room)
+                .arg(self.backlog)
+                .arg(&**id)
+                .arg(at)
+                .arg(record)
+                .arg(tag)
+                .arg(*seq)
+                .arg(if *parked { grace } else { 0 })
+                .invoke_async(&mut redis)
+                .await;
+            if let Err(e) = done {
+                tracing::warn!("redis: register again: {e}");
+            }
+        }
+        tracing::warn!(node = %self.node, peers = peers.len(), "redis had lost its data; registered this node's peers again");
     }
 
     /// Every [`HEARTBEAT`]: a heartbeat, the peers of nodes whose heartbeat expired parked, and
@@ -700,6 +798,12 @@ impl Cluster {
             connection,
             waker.clone(),
         ));
+        let (token, tag) = hub.issue(room_name, &id, sfu, user.clone());
+        let record = serde_json::to_string(&Member {
+            sfu,
+            user: user.clone(),
+        })
+        .expect("a member serializes");
         // Known here before Redis can number a frame for it.
         self.lock().insert(
             key.clone(),
@@ -707,9 +811,11 @@ impl Cluster {
                 outbox: outbox.clone(),
                 next: 1,
                 at: at.clone(),
+                record: record.clone(),
+                tag: hex(&tag),
+                parked: false,
             },
         );
-        let (token, tag) = hub.issue(room_name, &id, sfu, user.clone());
         let joined = |polite: bool| {
             ServerMessage::PeerJoined {
                 id: Cow::Borrowed(&id),
@@ -719,11 +825,6 @@ impl Cluster {
             }
             .to_json()
         };
-        let record = serde_json::to_string(&Member {
-            sfu,
-            user: user.clone(),
-        })
-        .expect("a member serializes");
         let reply: redis::RedisResult<(String, Vec<String>)> = self
             .join
             .arg(&self.prefix)
@@ -804,6 +905,8 @@ impl Cluster {
                 // Its queue here kept what came meanwhile.
                 Some(local) => {
                     local.at = at;
+                    local.tag = hex(&new_tag);
+                    local.parked = false;
                     (local.outbox.clone(), false)
                 }
                 None => {
@@ -822,6 +925,13 @@ impl Cluster {
                             outbox: outbox.clone(),
                             next: from + 1,
                             at,
+                            record: serde_json::to_string(&Member {
+                                sfu,
+                                user: claims.user.clone(),
+                            })
+                            .expect("a member serializes"),
+                            tag: hex(&new_tag),
+                            parked: false,
                         },
                     );
                     hub.metrics.peers.fetch_add(1, Relaxed);
@@ -890,8 +1000,15 @@ impl Cluster {
             .arg(hub.config.resume_grace.as_millis() as u64)
             .invoke_async(&mut self.redis.clone())
             .await;
-        if let Err(e) = reply {
-            tracing::warn!("redis: park: {e}");
+        match reply {
+            Ok(1) => {
+                let key: Key = (member.room.name().into(), member.id.clone());
+                if let Some(local) = self.lock().get_mut(&key).filter(|l| l.at == at) {
+                    local.parked = true;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("redis: park: {e}"),
         }
     }
 

@@ -26,13 +26,27 @@ impl RedisServer {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let child = RedisServer::spawn(&dir);
+        RedisServer { child, dir }
+    }
+
+    /// Kills it (SIGKILL) and starts another on the same socket: without persistence, the
+    /// new one has no data.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = RedisServer::spawn(&self.dir);
+    }
+
+    fn spawn(dir: &std::path::Path) -> Child {
         let socket = dir.join("redis.sock");
+        let _ = std::fs::remove_file(&socket);
         let child = Command::new("redis-server")
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
             .arg(&socket)
             .arg("--dir")
-            .arg(&dir)
+            .arg(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -45,7 +59,7 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        RedisServer { child, dir }
+        child
     }
 
     fn url(&self) -> String {
@@ -465,6 +479,55 @@ async fn a_redis_pause_degrades_the_nodes_and_then_nothing_is_lost_or_reaped() {
     assert_eq!(b.text().await, relayed(&a_id, r#""later""#));
     a.expect_silence(Duration::from_millis(100)).await;
     assert_eq!(nodes[0].get("/ready").await.0, 200);
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_lost_its_data_the_nodes_register_their_peers_again() {
+    let mut redis = RedisServer::start();
+    let nodes = three(&redis, |c| c).await;
+    let (mut a, a_id, _) = Client::join(&nodes[0], "lost").await;
+    let (mut b, b_id, welcome) = Client::join(&nodes[1], "lost").await;
+    let b_resume = welcome["resume"].as_str().unwrap().to_owned();
+    a.text().await; // peer-joined
+    // Redis is killed and comes back empty (no persistence).
+    redis.restart();
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    while redis.cli(&["HLEN", "politely:members:lost"]).trim() != "2" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the members were not registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("registered again {:?} after the restart", started.elapsed());
+    // The room is as it was: signals both ways, a newcomer sees both, nobody left.
+    a.send(&signal(&b_id, r#""after""#)).await;
+    assert_eq!(b.text().await, relayed(&a_id, r#""after""#));
+    b.send(&signal(&a_id, r#""too""#)).await;
+    assert_eq!(a.text().await, relayed(&b_id, r#""too""#));
+    let (_c, c_id, welcome) = Client::join(&nodes[2], "lost").await;
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": a_id, "polite": false}, {"id": b_id, "polite": false}])
+    );
+    for peer in [&mut a, &mut b] {
+        assert_eq!(
+            peer.text().await,
+            format!(r#"{{"type":"peer-joined","id":"{c_id}","polite":true}}"#)
+        );
+    }
+    // Tokens given before still resume (the nodes put their shared key back).
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut b = Client::rejoin(&nodes[2], "lost", &b_resume).await;
+    let welcome = b.json().await;
+    assert_eq!(welcome["resumed"], true, "{welcome}");
+    assert_eq!(welcome["id"], b_id);
+    a.expect_silence(Duration::from_millis(200)).await;
     for node in nodes {
         node.shutdown().await;
     }
