@@ -273,6 +273,8 @@ pub(crate) struct Cluster {
     new_id: redis::Script,
     reap: redis::Script,
     register: redis::Script,
+    /// The name of Redis's data this node registered its peers in.
+    epoch: Mutex<String>,
     /// Redis answered this node's last heartbeat.
     reachable: AtomicBool,
     locals: Mutex<HashMap<Key, Local>>,
@@ -323,12 +325,10 @@ impl Cluster {
         let mut random = [0u8; 4];
         crate::id::fill_random(&mut random);
         let run = hex(&random);
-        // Its absence later tells that Redis lost its data.
-        redis::cmd("SET")
-            .arg(format!("{}epoch", settings.prefix))
-            .arg(1)
-            .arg("NX")
-            .query_async::<Option<String>>(&mut redis)
+        // Redis's data as the nodes know it: the first node names it, and a node that finds
+        // it gone (Redis lost its data) or renamed (another node found it gone) registers
+        // its peers again.
+        let epoch = Cluster::epoch(&mut redis, &settings.prefix, &run)
             .await
             .map_err(io)?;
         let node = match &settings.node {
@@ -350,6 +350,7 @@ impl Cluster {
             new_id: redis::Script::new(NEW_ID),
             reap: redis::Script::new(REAP),
             register: script(REGISTER),
+            epoch: Mutex::new(epoch),
             reachable: AtomicBool::new(true),
             locals: Mutex::new(HashMap::new()),
             hub: Mutex::new(Weak::new()),
@@ -410,11 +411,35 @@ impl Cluster {
             .query_async(&mut redis)
             .await;
         match &beat {
-            Ok((None,)) => self.register_again().await,
-            Ok(_) => {}
+            Ok((current,)) => {
+                let known = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if current.as_ref() != Some(&known) {
+                    self.register_again().await;
+                }
+            }
             Err(e) => tracing::warn!(node = %self.node, "redis: heartbeat: {e}"),
         }
         self.reachable.store(beat.is_ok(), Relaxed);
+    }
+
+    /// The name of Redis's data: the one there, or `proposed` if there is none.
+    async fn epoch(
+        redis: &mut ConnectionManager,
+        prefix: &str,
+        proposed: &str,
+    ) -> redis::RedisResult<String> {
+        let key = format!("{prefix}epoch");
+        let (epoch,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(proposed)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async(redis)
+            .await?;
+        Ok(epoch)
     }
 
     /// Redis lost its data: the resume key the nodes share, and this node's peers as they
@@ -423,18 +448,21 @@ impl Cluster {
     async fn register_again(&self) {
         let Some(hub) = self.hub() else { return };
         let mut redis = self.redis.clone();
-        let _: redis::RedisResult<()> = redis::pipe()
-            .cmd("SET")
+        let _: redis::RedisResult<()> = redis::cmd("SET")
             .arg(format!("{}resume-key", self.prefix))
             .arg(hub.resume_key())
             .arg("NX")
-            .ignore()
-            .cmd("SET")
-            .arg(format!("{}epoch", self.prefix))
-            .arg(1)
-            .ignore()
             .query_async(&mut redis)
             .await;
+        let mut random = [0u8; 4];
+        crate::id::fill_random(&mut random);
+        match Cluster::epoch(&mut redis, &self.prefix, &hex(&random)).await {
+            Ok(epoch) => *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch,
+            Err(e) => {
+                tracing::warn!("redis: register again: {e}");
+                return;
+            }
+        }
         let peers: Vec<(Key, String, String, String, bool, u64)> = self
             .lock()
             .iter()
@@ -454,6 +482,7 @@ impl Cluster {
                 )
             })
             .collect();
+        hub.metrics.cluster_registered_again.fetch_add(1, Relaxed);
         let grace = hub.config.resume_grace.as_millis() as u64;
         for ((room, id), at, record, tag, parked, seq) in &peers {
             let done: redis::RedisResult<()> = self
@@ -523,7 +552,10 @@ impl Cluster {
             match parked {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::warn!(node = %self.node, dead = %node, parked = n, "reaped a silent node")
+                    if let Some(hub) = self.hub() {
+                        hub.metrics.cluster_reaped.fetch_add(n, Relaxed);
+                    }
+                    tracing::warn!(node = %self.node, dead = %node, parked = n, "reaped a silent node");
                 }
                 Err(e) => tracing::warn!("redis: reap: {e}"),
             }
@@ -653,7 +685,14 @@ impl Cluster {
                 if seq > next {
                     // Frames went by unheard: fetch them first.
                     let missing = self.inbox(room, peer, next, Some(seq - 1)).await;
+                    if let Some(hub) = self.hub() {
+                        let n = missing.len() as u64;
+                        hub.metrics.cluster_gap_frames.fetch_add(n, Relaxed);
+                    }
                     self.deliver(&key, missing);
+                }
+                if let Some(hub) = self.hub() {
+                    hub.metrics.cluster_delivered.fetch_add(1, Relaxed);
                 }
                 self.deliver(&key, vec![(seq, rest.to_owned())]);
             }
@@ -679,6 +718,9 @@ impl Cluster {
         let mut overflowed = false;
         for (seq, frame) in frames {
             if seq < local.next {
+                if let Some(hub) = self.hub() {
+                    hub.metrics.cluster_duplicates.fetch_add(1, Relaxed);
+                }
                 continue;
             }
             local.next = seq + 1;
@@ -712,6 +754,10 @@ impl Cluster {
             .collect();
         for (key, next) in wanted {
             let frames = self.inbox(&key.0, &key.1, next, None).await;
+            if let Some(hub) = self.hub() {
+                let n = frames.len() as u64;
+                hub.metrics.cluster_gap_frames.fetch_add(n, Relaxed);
+            }
             self.deliver(&key, frames);
         }
     }
@@ -726,12 +772,14 @@ impl Cluster {
     ) -> Vec<(u64, String)> {
         let stream = format!("{}inbox:{room}:{peer}", self.prefix);
         let end = to.map_or_else(|| "+".to_owned(), |to| format!("{to}-1"));
+        let started = std::time::Instant::now();
         let reply: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
             .arg(&stream)
             .arg(format!("{from}-1"))
             .arg(end)
             .query_async(&mut self.redis.clone())
             .await;
+        self.timed(started, &reply);
         let Ok(reply) = reply else {
             return Vec::new();
         };
@@ -767,6 +815,19 @@ impl Cluster {
             | (u128::from(count & ((1 << 40) - 1)) << 40)
             | u128::from(u64::from_be_bytes(random));
         Ok(crate::id::encode(value))
+    }
+
+    /// Counts a call to Redis that took from `started` until now, and whether it failed.
+    fn timed<T>(&self, started: std::time::Instant, result: &redis::RedisResult<T>) {
+        if let Some(hub) = self.hub() {
+            let metrics = &hub.metrics;
+            metrics.redis_calls.fetch_add(1, Relaxed);
+            let micros = started.elapsed().as_micros() as u64;
+            metrics.redis_micros.fetch_add(micros, Relaxed);
+            if result.is_err() {
+                metrics.redis_errors.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     fn at(&self, connection: u64) -> String {
@@ -825,6 +886,7 @@ impl Cluster {
             }
             .to_json()
         };
+        let started = std::time::Instant::now();
         let reply: redis::RedisResult<(String, Vec<String>)> = self
             .join
             .arg(&self.prefix)
@@ -840,6 +902,7 @@ impl Cluster {
             .arg(hex(&tag))
             .invoke_async(&mut self.redis.clone())
             .await;
+        self.timed(started, &reply);
         let refused = match &reply {
             Ok((status, _)) if status == "ok" => None,
             Ok((status, _)) if status == "sfu" => Some(Refusal::SfuTaken),
@@ -880,6 +943,7 @@ impl Cluster {
         let key: Key = (room.clone(), id.clone());
         let at = self.at(connection);
         let (token, new_tag) = hub.issue(room_name, &id, sfu, claims.user.clone());
+        let started = std::time::Instant::now();
         let reply: redis::RedisResult<(String, Vec<String>, u64)> = self
             .resume
             .arg(&self.prefix)
@@ -891,6 +955,7 @@ impl Cluster {
             .arg(hex(&new_tag))
             .invoke_async(&mut self.redis.clone())
             .await;
+        self.timed(started, &reply);
         let (members, from) = match reply {
             Ok((status, members, from)) if status == "ok" => (members, from),
             Ok(_) => return None,
@@ -960,6 +1025,7 @@ impl Cluster {
         if to == &*from.id {
             return Relayed::UnknownPeer;
         }
+        let started = std::time::Instant::now();
         let reply: redis::RedisResult<i64> = self
             .signal
             .arg(&self.prefix)
@@ -971,6 +1037,7 @@ impl Cluster {
             .arg(frame)
             .invoke_async(&mut self.redis.clone())
             .await;
+        self.timed(started, &reply);
         match reply {
             Ok(1) => Relayed::Sent,
             Ok(0) => Relayed::UnknownPeer,
@@ -990,6 +1057,7 @@ impl Cluster {
     /// The connection dropped: the peer keeps its place for the grace period.
     pub(crate) async fn park(&self, hub: &Hub, member: &Membership) {
         let at = self.at(member.connection);
+        let started = std::time::Instant::now();
         let reply: redis::RedisResult<i64> = self
             .park
             .arg(&self.prefix)
@@ -1000,6 +1068,7 @@ impl Cluster {
             .arg(hub.config.resume_grace.as_millis() as u64)
             .invoke_async(&mut self.redis.clone())
             .await;
+        self.timed(started, &reply);
         match reply {
             Ok(1) => {
                 let key: Key = (member.room.name().into(), member.id.clone());
@@ -1018,6 +1087,7 @@ impl Cluster {
             id: Cow::Borrowed(id),
         }
         .to_json();
+        let started = std::time::Instant::now();
         let reply: redis::RedisResult<i64> = self
             .leave
             .arg(&self.prefix)
@@ -1028,6 +1098,7 @@ impl Cluster {
             .arg(left)
             .invoke_async(&mut self.redis.clone())
             .await;
+        self.timed(started, &reply);
         match reply {
             Ok(removed) => removed == 1,
             Err(e) => {

@@ -23,6 +23,18 @@ pub(crate) struct Metrics {
     pub(crate) queued_bytes: AtomicUsize,
     /// Frames that found the queued-bytes budget spent (each disconnected its target).
     pub(crate) queue_budget_refused: AtomicU64,
+    /// A node of several (see `cluster`): frames this node's channel brought for its peers,
+    /// frames fetched from inboxes to fill gaps, duplicates dropped, peers of dead nodes this
+    /// node parked, times it registered its peers again, and its calls to Redis (count, total
+    /// microseconds, failures).
+    pub(crate) cluster_delivered: AtomicU64,
+    pub(crate) cluster_gap_frames: AtomicU64,
+    pub(crate) cluster_duplicates: AtomicU64,
+    pub(crate) cluster_reaped: AtomicU64,
+    pub(crate) cluster_registered_again: AtomicU64,
+    pub(crate) redis_calls: AtomicU64,
+    pub(crate) redis_micros: AtomicU64,
+    pub(crate) redis_errors: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     closes: [AtomicU64; CloseCode::ALL.len()],
 }
@@ -118,6 +130,57 @@ impl Metrics {
             "counter",
             "Frames refused because the server-wide send-queue budget was spent (the target was disconnected as a slow consumer).",
             c(&self.queue_budget_refused),
+        );
+        metric(
+            "cluster_delivered_total",
+            "counter",
+            "Frames this node's Redis channel brought for its peers (several nodes only).",
+            c(&self.cluster_delivered),
+        );
+        metric(
+            "cluster_gap_frames_total",
+            "counter",
+            "Frames fetched from peers' inboxes in Redis to fill a gap in what this node heard.",
+            c(&self.cluster_gap_frames),
+        );
+        metric(
+            "cluster_duplicates_total",
+            "counter",
+            "Frames this node had delivered already, dropped.",
+            c(&self.cluster_duplicates),
+        );
+        metric(
+            "cluster_reaped_total",
+            "counter",
+            "Peers of nodes that stopped beating, parked by this node.",
+            c(&self.cluster_reaped),
+        );
+        metric(
+            "cluster_registered_again_total",
+            "counter",
+            "Times this node registered its peers again after Redis lost its data.",
+            c(&self.cluster_registered_again),
+        );
+        metric(
+            "redis_errors_total",
+            "counter",
+            "This node's calls to Redis that failed (no answer, or an error).",
+            c(&self.redis_errors),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP politely_redis_call_seconds This node's calls to Redis (scripts and commands), answered or failed."
+        );
+        let _ = writeln!(out, "# TYPE politely_redis_call_seconds summary");
+        let _ = writeln!(
+            out,
+            "politely_redis_call_seconds_sum {}",
+            self.redis_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "politely_redis_call_seconds_count {}",
+            self.redis_calls.load(Relaxed)
         );
         let _ = writeln!(
             out,

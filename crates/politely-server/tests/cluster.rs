@@ -364,6 +364,13 @@ async fn a_node_whose_subscription_dropped_fills_the_gap_from_the_inbox() {
     }
     a.expect_silence(Duration::from_millis(100)).await;
     b.expect_silence(Duration::from_millis(10)).await;
+    // The 100 came from the inboxes (none was delivered twice).
+    let mut fetched = 0.0;
+    for node in &nodes[..2] {
+        fetched += node.metric("politely_cluster_gap_frames_total").await;
+        assert_eq!(node.metric("politely_cluster_duplicates_total").await, 0.0);
+    }
+    assert_eq!(fetched, 100.0);
     for node in nodes {
         node.shutdown().await;
     }
@@ -410,6 +417,12 @@ async fn a_node_that_stops_leaves_its_peers_to_resume_elsewhere_or_to_leave_once
     assert_eq!(redis.cli(&["HLEN", "politely:members:dead"]).trim(), "3");
     a.send(&signal(&moving_id, r#""still here""#)).await;
     assert_eq!(moving.json().await["data"], "still here");
+    let reaped = nodes[0].metric("politely_cluster_reaped_total").await
+        + nodes[1].metric("politely_cluster_reaped_total").await;
+    assert_eq!(
+        reaped, 1.0,
+        "one peer was still attached to the stopped node"
+    );
     for node in nodes {
         node.shutdown().await;
     }
@@ -504,6 +517,16 @@ async fn after_redis_lost_its_data_the_nodes_register_their_peers_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("registered again {:?} after the restart", started.elapsed());
+    // Each node noticed (once).
+    for node in &nodes {
+        while node.metric("politely_cluster_registered_again_total").await < 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a node did not notice"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     // The room is as it was: signals both ways, a newcomer sees both, nobody left.
     a.send(&signal(&b_id, r#""after""#)).await;
     assert_eq!(b.text().await, relayed(&a_id, r#""after""#));
@@ -528,6 +551,10 @@ async fn after_redis_lost_its_data_the_nodes_register_their_peers_again() {
     assert_eq!(welcome["resumed"], true, "{welcome}");
     assert_eq!(welcome["id"], b_id);
     a.expect_silence(Duration::from_millis(200)).await;
+    for node in &nodes {
+        let again = node.metric("politely_cluster_registered_again_total").await;
+        assert_eq!(again, 1.0);
+    }
     for node in nodes {
         node.shutdown().await;
     }
