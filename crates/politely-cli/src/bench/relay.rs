@@ -21,9 +21,14 @@ use tokio::time::Instant;
 
 #[derive(Args, Debug)]
 pub(crate) struct RelayArgs {
-    /// The server, e.g. ws://127.0.0.1:8080 (loopback only).
+    /// The server, e.g. ws://127.0.0.1:8080 (loopback only). Repeated: nodes of one cluster
+    /// (`serve --redis`), and each pair's two clients join different nodes (pair n joins
+    /// nodes n and n + 1), unless --same-node.
+    #[arg(long, required = true)]
+    url: Vec<String>,
+    /// With several --url: both clients of a pair join the same node (pair n: node n).
     #[arg(long)]
-    url: String,
+    same_node: bool,
     /// Pairs of clients, each pair in its own room (1 to 5,000).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=5000))]
     pairs: u64,
@@ -40,9 +45,13 @@ pub(crate) struct RelayArgs {
     /// Frames in flight per direction per pair.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     window: u64,
-    /// The server's pid, to report its CPU time per relayed frame (it must run on this machine).
+    /// The server's pid, to report its CPU time per relayed frame (it must run on this
+    /// machine). Repeated for the nodes of a cluster: their CPU time is added up.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
+    /// The pid of the Redis the nodes share, to report its CPU time per relayed frame.
+    #[arg(long)]
+    redis_pid: Option<u32>,
     /// Generator threads, each with its share of the pairs; 0 means one per CPU.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -163,7 +172,11 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
         "--warmup must be in [0, 60]"
     );
     let warmup = Duration::from_secs_f64(args.warmup);
-    let url = ws_url(&args.url)?;
+    let urls = args
+        .url
+        .iter()
+        .map(|url| ws_url(url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     system::raise_open_files_limit();
     let threads = match args.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -183,7 +196,8 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
         let pairs: Vec<u64> = (0..args.pairs)
             .filter(|pair| *pair as usize % threads == thread)
             .collect();
-        let (url, barrier, start_at) = (url.clone(), barrier.clone(), start_at.clone());
+        let (urls, barrier, start_at) = (urls.clone(), barrier.clone(), start_at.clone());
+        let same_node = args.same_node;
         let (size, window) = (args.size as usize, args.window);
         handles.push(std::thread::spawn(
             move || -> anyhow::Result<Vec<PairResult>> {
@@ -193,10 +207,14 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
                 runtime.block_on(async move {
                     let mut joins = Vec::new();
                     for pair in pairs {
-                        let (url, room) = (url.clone(), format!("bench-relay-{run_id}-{pair}"));
+                        let room = format!("bench-relay-{run_id}-{pair}");
+                        let n = urls.len();
+                        let first = pair as usize % n;
+                        let second = if same_node { first } else { (first + 1) % n };
+                        let (a_url, b_url) = (urls[first].clone(), urls[second].clone());
                         joins.push(tokio::spawn(async move {
-                            let a = Client::join(&url, &room).await?;
-                            let b = Client::join(&url, &room).await?;
+                            let a = Client::join(&a_url, &room).await?;
+                            let b = Client::join(&b_url, &room).await?;
                             anyhow::Ok((a, b))
                         }));
                     }
@@ -235,10 +253,22 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
     barrier.wait();
     std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
     let started = Instant::now();
-    let cpu_before = args.server_pid.and_then(system::cpu_nanos);
+    // The nodes' CPU time added up; unknown if any cannot be read.
+    let servers = || -> Option<u64> {
+        if args.server_pid.is_empty() {
+            return None;
+        }
+        args.server_pid
+            .iter()
+            .map(|pid| system::cpu_nanos(*pid))
+            .sum()
+    };
+    let cpu_before = servers();
+    let redis_before = args.redis_pid.and_then(system::cpu_nanos);
     let own_before = system::cpu_nanos(std::process::id());
     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-    let cpu_after = args.server_pid.and_then(system::cpu_nanos);
+    let cpu_after = servers();
+    let redis_after = args.redis_pid.and_then(system::cpu_nanos);
     let own_after = system::cpu_nanos(std::process::id());
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -271,9 +301,14 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
     let in_window = total.in_window;
     let lost = total.sent - total.received;
     let percentile = |p: f64| total.latencies.percentile(p) as f64 / 1000.0;
+    let placement = match (urls.len(), args.same_node) {
+        (1, _) => String::new(),
+        (n, true) => format!(", {n} nodes, both clients of a pair on one"),
+        (n, false) => format!(", {n} nodes, the clients of a pair on two"),
+    };
     println!(
         "relay: {} pairs, {}-byte frames, window {} per direction, {:.1} s after {:.1} s of \
-         warm-up, {threads} generator threads",
+         warm-up, {threads} generator threads{placement}",
         args.pairs, args.size, args.window, elapsed, args.warmup
     );
     println!(
@@ -307,10 +342,16 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<ExitCode> {
         );
         true
     };
-    if let Some(pid) = args.server_pid
-        && !cpu("server CPU", cpu_before, cpu_after)
+    if !args.server_pid.is_empty() && !cpu("server CPU", cpu_before, cpu_after) {
+        println!(
+            "server CPU: unknown (cannot read /proc of {:?})",
+            args.server_pid
+        );
+    }
+    if let Some(pid) = args.redis_pid
+        && !cpu("redis CPU", redis_before, redis_after)
     {
-        println!("server CPU: unknown (cannot read /proc/{pid})");
+        println!("redis CPU: unknown (cannot read /proc/{pid})");
     }
     cpu("generator CPU", own_before, own_after);
     let clean = lost == 0 && total.duplicated_or_reordered == 0;
