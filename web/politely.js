@@ -158,6 +158,9 @@ export class Politely extends EventTarget {
     this.sfu = null; // the room's SFU, when it has one: every connection goes to it alone
     this.tracks = []; // what the SFU says we may subscribe to
     this._resume = null;
+    // The signal, peer-joined and peer-left frames received under our id, which a resume
+    // tells (a server of several nodes sends the rest again).
+    this._received = 0;
     this._peers = new Map();
     this._intents = [];
     this._backlog = [];
@@ -233,7 +236,8 @@ export class Politely extends EventTarget {
         // A resume names the peers we are connected with: a server restarted since keeps
         // their places for them.
         const peers = resume ? [...this._peers.keys()] : undefined;
-        ws.send(JSON.stringify({ type: "join", room: this.room, token: this.options.token, resume: resume ?? undefined, peers }));
+        const received = resume ? this._received : undefined;
+        ws.send(JSON.stringify({ type: "join", room: this.room, token: this.options.token, resume: resume ?? undefined, peers, received }));
       };
       ws.onmessage = ({ data }) => {
         const msg = parse(data);
@@ -280,6 +284,7 @@ export class Politely extends EventTarget {
 
   _welcomed(msg, first) {
     this._resume = msg.resume;
+    if (!msg.resumed) this._received = 0;
     this._iceServers(msg);
     this.state = "open";
     const listed = Array.isArray(msg.peers) ? msg.peers : [];
@@ -338,8 +343,9 @@ export class Politely extends EventTarget {
         await this._connect(this._resume, false);
         return;
       } catch (e) {
-        // A refusal (room full, bad token) will not go away by retrying.
-        if (e.code) return this._end(`the server refused to take us back: ${e.message}`);
+        // A refusal (room full, bad token) will not go away by retrying; a server that cannot
+        // reach its other nodes now may take us back later.
+        if (e.code && e.code !== "unavailable") return this._end(`the server refused to take us back: ${e.message}`);
       }
       if (this.state !== "reconnecting") return;
       if (Date.now() + delay > deadline) return this._end("could not reconnect in time");
@@ -350,6 +356,7 @@ export class Politely extends EventTarget {
 
   _frame(text) {
     const msg = parse(text);
+    if (msg?.type === "signal" || msg?.type === "peer-joined" || msg?.type === "peer-left") this._received++;
     switch (msg?.type) {
       case "peer-joined":
         if (typeof msg.id !== "string") return;

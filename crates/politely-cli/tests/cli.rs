@@ -547,6 +547,142 @@ fn three_serve_processes_share_a_room_through_redis() {
     }
 }
 
+/// A load balancer on 127.0.0.1: each new TCP connection goes to the next backend that
+/// accepts it, round robin (a dead one is skipped).
+fn round_robin(backends: Vec<String>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut next = 0;
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let upstream = (0..backends.len()).find_map(|i| {
+                let backend = &backends[(next + i) % backends.len()];
+                std::net::TcpStream::connect(backend).ok().map(|s| (i, s))
+            });
+            let Some((i, upstream)) = upstream else {
+                continue;
+            };
+            next = (next + i + 1) % backends.len();
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                (upstream, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    format!("ws://{addr}")
+}
+
+/// A node killed (SIGKILL) under two `join` processes in glare rounds: the one it served
+/// comes back through the load balancer on another node with its id; nobody saw it leave,
+/// and they chat and renegotiate at once afterwards.
+#[test]
+fn a_node_killed_mid_call_and_its_client_resumes_on_another() {
+    let redis = RedisProcess::start();
+    let mut nodes: Vec<Served> = ["a", "b", "c"]
+        .iter()
+        .map(|node| Served::start(&["--redis", &redis.url(), "--node-id", node], &[]))
+        .collect();
+    let balancer = round_robin(nodes.iter().map(|n| n.addr.clone()).collect());
+    // Round robin: the first joins node a, the second node b.
+    let mut a = Joined::start(&balancer, "chaos");
+    let a_id = a
+        .status("joined chaos as ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut b = Joined::start(&balancer, "chaos");
+    let b_id = b
+        .status("joined chaos as ")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    a.say("hello");
+    assert_eq!(b.hear(), format!("{a_id}: hello"));
+    b.status("channel chat open");
+    for _ in 0..5 {
+        a.say("/glare");
+        b.say("/glare");
+    }
+    let killed = std::time::Instant::now();
+    let node_a = nodes.remove(0);
+    drop(node_a); // SIGKILL
+    let back = a.status("signaling back as ");
+    let resumed_after = killed.elapsed();
+    assert_eq!(
+        back,
+        format!("politely: signaling back as {a_id} (resumed: true)")
+    );
+    eprintln!("resumed {resumed_after:?} after the node was killed");
+    for _ in 0..5 {
+        a.say("/glare");
+        b.say("/glare");
+    }
+    b.say("after");
+    assert_eq!(a.hear(), format!("{b_id}: after"));
+    a.say("and after");
+    assert_eq!(b.hear(), format!("{a_id}: and after"));
+    // B never heard A leave, nor its connection replaced.
+    let said: Vec<String> = b.stderr.try_iter().collect();
+    assert!(
+        !said
+            .iter()
+            .any(|l| l.contains(" left") || l.contains("replaced")),
+        "{said:?}"
+    );
+    // The renegotiations settled as both asked: each transceiver's negotiated direction is
+    // its own direction with the other side's reversed.
+    let (sa, sb) = (settled_state(&mut a), settled_state(&mut b));
+    let ours = |state: &serde_json::Value| -> Vec<(String, String, String)> {
+        let mut all: Vec<_> = state["transceivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let text = |key: &str| t[key].as_str().unwrap_or("none").to_owned();
+                (text("mid"), text("direction"), text("currentDirection"))
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    // Nothing was lost on the way: no watchdog had to make up for a signal.
+    assert_eq!(sa["notes"], serde_json::json!([]), "{sa}");
+    assert_eq!(sb["notes"], serde_json::json!([]), "{sb}");
+    let (ta, tb) = (ours(&sa), ours(&sb));
+    assert_eq!(ta.len(), 4, "{sa}");
+    let flags = |d: &str| {
+        (
+            d == "sendrecv" || d == "sendonly",
+            d == "sendrecv" || d == "recvonly",
+        )
+    };
+    let name = |(send, recv): (bool, bool)| match (send, recv) {
+        (true, true) => "sendrecv",
+        (true, false) => "sendonly",
+        (false, true) => "recvonly",
+        (false, false) => "inactive",
+    };
+    for ((mid, da, ca), (mid_b, db, cb)) in ta.iter().zip(&tb) {
+        assert_eq!(mid, mid_b);
+        let ((sa_, ra), (sb_, rb)) = (flags(da), flags(db));
+        assert_eq!(ca, name((sa_ && rb, ra && sb_)), "mid {mid}: {sa} {sb}");
+        assert_eq!(cb, name((sb_ && ra, rb && sa_)), "mid {mid}: {sa} {sb}");
+    }
+    a.say("/quit");
+    a.status("left");
+    // Now it does.
+    let left = b.status(" left");
+    assert_eq!(left, format!("politely: {a_id} left"));
+}
+
 /// `serve --tls-cert --tls-key` and `join wss://… --ca`: a certificate generated here, the
 /// server terminating TLS, two clients that trust it chatting; one that does not is refused.
 #[test]

@@ -30,6 +30,12 @@ pub enum ClientMessage<'a> {
         /// since it issued the token keeps their places for them (they are resuming too).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         peers: Vec<Cow<'a, str>>,
+        /// With `resume`: how many `signal`, `peer-joined` and `peer-left` frames this client
+        /// has received under its id. A node of several (a server with Redis) sends the ones
+        /// after these again from the peer's backlog, so nothing its old node had queued is
+        /// lost.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        received: Option<u64>,
     },
     /// Relay `data` to one peer of the same room.
     Signal {
@@ -471,6 +477,8 @@ struct ClientEnvelope<'a> {
     sfu: bool,
     #[serde(default)]
     peers: Option<Vec<Cow<'a, str>>>,
+    #[serde(default)]
+    received: Option<u64>,
     #[serde(default, borrow, deserialize_with = "borrowed")]
     to: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -491,6 +499,7 @@ impl<'a> ClientMessage<'a> {
                 resume: env.resume,
                 sfu: env.sfu,
                 peers: env.peers.unwrap_or_default(),
+                received: env.received,
             },
             "signal" => ClientMessage::Signal {
                 to: env.to.ok_or_else(|| FrameError::missing("signal", "to"))?,

@@ -31,6 +31,7 @@ fn client_frames() {
             resume: None,
             sfu: false,
             peers: vec![],
+            received: None,
         },
         r#"{"type":"join","room":"lobby"}"#,
     );
@@ -41,6 +42,7 @@ fn client_frames() {
             resume: None,
             sfu: true,
             peers: vec![],
+            received: None,
         },
         r#"{"type":"join","room":"lobby","sfu":true}"#,
     );
@@ -51,6 +53,7 @@ fn client_frames() {
             resume: Some("01J.ab".into()),
             sfu: false,
             peers: vec![],
+            received: None,
         },
         r#"{"type":"join","room":"lobby","token":"t.s","resume":"01J.ab"}"#,
     );
@@ -61,8 +64,20 @@ fn client_frames() {
             resume: Some("01J.ab".into()),
             sfu: false,
             peers: vec!["01JA".into(), "01JC".into()],
+            received: None,
         },
         r#"{"type":"join","room":"lobby","resume":"01J.ab","peers":["01JA","01JC"]}"#,
+    );
+    client(
+        ClientMessage::Join {
+            room: "lobby".into(),
+            token: None,
+            resume: Some("01J.ab".into()),
+            sfu: false,
+            peers: vec![],
+            received: Some(17),
+        },
+        r#"{"type":"join","room":"lobby","resume":"01J.ab","received":17}"#,
     );
     client(
         ClientMessage::signal("01JB", raw(r#"{"connectionId":"c","bye":true}"#)),

@@ -155,14 +155,14 @@ return parked
 
 /// ARGV[4] the peer, [5] the tag of the token it resumes with, [6] where it attaches now, [7]
 /// its new tag. The node it was attached to (if any) hears that it was taken over. Returns
-/// `{'gone', {}, 0}`, `{'stale', {}, 0}`, or `{'ok', members, n}`: frames after the n-th never reached the
-/// peer's old connection (n is the number of the last when it parked, or of the last sent if
-/// it was still attached).
+/// `{'gone', {}, 0, 0}`, `{'stale', {}, 0, 0}`, or `{'ok', members, n, last}`: frames after the
+/// n-th never reached the peer's old connection (n is the number of the last when it parked,
+/// or of the last sent if it was still attached), and `last` is the last frame's number.
 const RESUME: &str = r"
 local id = ARGV[4]
 local old = redis.call('HGET', at, id)
-if not old then return {'gone', {}, 0} end
-if redis.call('HGET', tags, id) ~= ARGV[5] then return {'stale', {}, 0} end
+if not old then return {'gone', {}, 0, 0} end
+if redis.call('HGET', tags, id) ~= ARGV[5] then return {'stale', {}, 0, 0} end
 redis.call('HSET', at, id, ARGV[6])
 redis.call('HSET', tags, id, ARGV[7])
 local from = redis.call('HGET', seqs, id) or '0'
@@ -178,7 +178,8 @@ if old ~= ARGV[6] then
   redis.call('PUBLISH', prefix .. 'node:' .. node_of(old),
     'x\n' .. room .. '\n' .. id .. '\n0\n' .. old)
 end
-return {'ok', redis.call('HGETALL', members), tonumber(from)}
+return {'ok', redis.call('HGETALL', members), tonumber(from),
+  tonumber(redis.call('HGET', seqs, id) or '0')}
 ";
 
 /// After Redis lost its data: ARGV[4] a peer this node had, [5] where (a leading `-` if
@@ -934,6 +935,7 @@ impl Cluster {
         hub: &Hub,
         claims: &Claims,
         tag: &Tag,
+        received: Option<u64>,
         connection: u64,
         waker: Arc<Notify>,
     ) -> Option<Membership> {
@@ -944,7 +946,7 @@ impl Cluster {
         let at = self.at(connection);
         let (token, new_tag) = hub.issue(room_name, &id, sfu, claims.user.clone());
         let started = std::time::Instant::now();
-        let reply: redis::RedisResult<(String, Vec<String>, u64)> = self
+        let reply: redis::RedisResult<(String, Vec<String>, u64, u64)> = self
             .resume
             .arg(&self.prefix)
             .arg(room_name)
@@ -956,23 +958,34 @@ impl Cluster {
             .invoke_async(&mut self.redis.clone())
             .await;
         self.timed(started, &reply);
-        let (members, from) = match reply {
-            Ok((status, members, from)) if status == "ok" => (members, from),
+        let (members, from, last) = match reply {
+            Ok((status, members, from, last)) if status == "ok" => (members, from, last),
             Ok(_) => return None,
             Err(e) => {
                 tracing::warn!("redis: resume: {e}");
                 return None;
             }
         };
+        // What the client says it has is what counts: the rest comes from its inbox (a queue
+        // here may hold frames already written to the old connection, or miss some).
+        let from = received.map_or(from, |received| received.min(last));
         let (outbox, moved) = {
             let mut locals = self.lock();
             match locals.get_mut(&key) {
                 // Its queue here kept what came meanwhile.
-                Some(local) => {
+                Some(local) if received.is_none() => {
                     local.at = at;
                     local.tag = hex(&new_tag);
                     local.parked = false;
                     (local.outbox.clone(), false)
+                }
+                Some(local) => {
+                    local.at = at;
+                    local.tag = hex(&new_tag);
+                    local.parked = false;
+                    local.next = from + 1;
+                    local.outbox.clear();
+                    (local.outbox.clone(), true)
                 }
                 None => {
                     // It was on another node: the frames since it parked come from its inbox

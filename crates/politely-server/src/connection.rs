@@ -100,6 +100,15 @@ struct Connection {
     full_limits: bool,
 }
 
+/// A `join` with a `resume` token, and what comes with it.
+struct Resuming<'a> {
+    token: &'a str,
+    /// The peers the client is connected with.
+    peers: &'a [Cow<'a, str>],
+    /// How many frames it received under its id.
+    received: Option<u64>,
+}
+
 /// The largest message a connection may send before it has joined; a larger one ends it (1009).
 /// A `join` with the longest room name and a generous token fits many times over, and a client
 /// that has not joined cannot make the server hold a signal-sized buffer.
@@ -500,8 +509,13 @@ impl Connection {
                 resume,
                 sfu,
                 peers,
+                received,
             } => {
-                let resume = resume.as_deref().map(|token| (token, &peers[..]));
+                let resume = resume.as_deref().map(|token| Resuming {
+                    token,
+                    peers: &peers,
+                    received,
+                });
                 self.join(stream, &room, token.as_deref(), resume, sfu)
                     .await
             }
@@ -620,7 +634,7 @@ impl Connection {
         stream: &mut S,
         room: &str,
         token: Option<&str>,
-        resume: Option<(&str, &[Cow<'_, str>])>,
+        resume: Option<Resuming<'_>>,
         sfu: bool,
     ) -> Option<End>
     where
@@ -642,19 +656,24 @@ impl Connection {
         // An unknown or expired resume token makes an ordinary join: the welcome says
         // `resumed: false` and carries a new id.
         if let Some(cluster) = &hub.cluster {
+            let received = resume.as_ref().and_then(|r| r.received);
             let verified = resume
-                .and_then(|(token, _)| crate::resume::verify(hub.resume_key(), token))
+                .as_ref()
+                .and_then(|r| crate::resume::verify(hub.resume_key(), r.token))
                 .filter(|(claims, _)| claims.room == room);
             if let Some((claims, tag)) = verified {
                 let waker = self.waker.clone();
-                if let Some(member) = cluster.resume(&hub, &claims, &tag, self.id, waker).await {
+                let resumed = cluster
+                    .resume(&hub, &claims, &tag, received, self.id, waker)
+                    .await;
+                if let Some(member) = resumed {
                     self.joined(member);
                     return None;
                 }
             }
-        } else if let Some(member) = resume.and_then(|(resume, peers)| {
-            hub.resume(room, resume, self.id, self.waker.clone(), peers)
-        }) {
+        } else if let Some(member) =
+            resume.and_then(|r| hub.resume(room, r.token, self.id, self.waker.clone(), r.peers))
+        {
             self.joined(member);
             return None;
         }

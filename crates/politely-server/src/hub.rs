@@ -405,6 +405,15 @@ impl Outbox {
         inner.waker.notify_one();
     }
 
+    /// Drops every frame queued (a resume replays them from elsewhere).
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.batch = Batch::default();
+        inner.frames = 0;
+        inner.bytes = 0;
+        self.release(&mut inner);
+    }
+
     /// Ends the queue: its connection closes with `code`.
     pub(crate) fn close(&self, code: CloseCode) {
         let mut inner = self.lock();

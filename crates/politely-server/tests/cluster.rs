@@ -559,3 +559,38 @@ async fn after_redis_lost_its_data_the_nodes_register_their_peers_again() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_that_says_what_it_received_gets_the_rest_again() {
+    let redis = RedisServer::start();
+    let nodes = three(&redis, |c| c).await;
+    let (mut a, a_id, _) = Client::join(&nodes[0], "count").await;
+    let (mut b, b_id, welcome) = Client::join(&nodes[1], "count").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    a.text().await; // peer-joined
+    for n in 1..=3 {
+        a.send(&signal(&b_id, &n.to_string())).await;
+        assert_eq!(b.text().await, relayed(&a_id, &n.to_string()));
+    }
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 4..=5 {
+        a.send(&signal(&b_id, &n.to_string())).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // It says it got only the first: the second to the fifth come again, once, in order.
+    let mut b = Client::connect(&nodes[2]).await;
+    b.send(&format!(
+        r#"{{"type":"join","room":"count","resume":"{resume}","received":1}}"#
+    ))
+    .await;
+    let welcome = b.json().await;
+    assert_eq!(welcome["resumed"], true, "{welcome}");
+    for n in 2..=5 {
+        assert_eq!(b.text().await, relayed(&a_id, &n.to_string()));
+    }
+    b.expect_silence(Duration::from_millis(200)).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

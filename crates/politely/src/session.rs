@@ -170,6 +170,7 @@ impl Session {
             ws: Some(ws),
             id: welcome.id.clone(),
             resume: welcome.resume.clone(),
+            received: 0,
             members: Vec::new(),
             peers: BTreeMap::new(),
             out_tx,
@@ -281,6 +282,9 @@ struct SessionTask {
     ws: Option<Ws>,
     id: String,
     resume: String,
+    /// The `signal`, `peer-joined` and `peer-left` frames received under our id, which a
+    /// resume tells (a server of several nodes sends the rest again).
+    received: u64,
     /// The room's other peers, as the server last told.
     members: Vec<Member>,
     peers: BTreeMap<String, PeerEntry>,
@@ -418,6 +422,14 @@ impl SessionTask {
                 return None;
             }
         };
+        if matches!(
+            message,
+            ServerMessage::Signal { .. }
+                | ServerMessage::PeerJoined { .. }
+                | ServerMessage::PeerLeft { .. }
+        ) {
+            self.received += 1;
+        }
         match message {
             ServerMessage::Signal { from, data } => {
                 if self.members.iter().any(|m| m.sfu && *m.id == *from)
@@ -603,6 +615,7 @@ impl SessionTask {
             let resume = Resume {
                 token: self.resume.clone(),
                 peers: self.peers.keys().cloned().collect(),
+                received: self.received,
             };
             let attempt = connect(
                 &url,
@@ -665,6 +678,7 @@ impl SessionTask {
             // A new id: every relationship starts over, and what was queued for the old
             // ones is moot.
             self.backlog.clear();
+            self.received = 0;
             let ids: Vec<String> = self.peers.keys().cloned().collect();
             for id in ids {
                 self.remove_peer(&id).await;
@@ -822,6 +836,7 @@ pub(crate) fn tls_connector(trusted: &[Vec<u8>]) -> Result<Option<Connector>, Er
 pub(crate) struct Resume {
     pub(crate) token: String,
     pub(crate) peers: Vec<String>,
+    pub(crate) received: u64,
 }
 
 /// Opens the WebSocket (over TLS for `wss://`, with `tls` if given), sends `join` (as the
@@ -855,6 +870,7 @@ pub(crate) async fn connect(
             peers: resume.map_or_else(Vec::new, |r| {
                 r.peers.iter().map(|p| p.as_str().into()).collect()
             }),
+            received: resume.map(|r| r.received),
         };
         ws.send(WsMessage::text(join.to_json()))
             .await
@@ -888,6 +904,12 @@ pub(crate) async fn connect(
                             ice_ttl,
                         };
                         return Ok((ws, welcome));
+                    }
+                    // A server that cannot reach its other nodes now may take us later.
+                    Ok(ServerMessage::Error { code, message, .. })
+                        if code == politely_proto::ErrorCode::Unavailable =>
+                    {
+                        return Err(Error::Signaling(format!("{code}: {message}")));
                     }
                     Ok(ServerMessage::Error { code, message, .. }) => {
                         return Err(Error::Refused {

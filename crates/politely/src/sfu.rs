@@ -103,6 +103,7 @@ impl Sfu {
             room_name: room.to_owned(),
             id: id.clone(),
             resume: welcome.resume.clone(),
+            received: 0,
             backlog: VecDeque::new(),
             config,
             certificate,
@@ -198,6 +199,9 @@ struct SfuTask {
     id: Arc<Mutex<String>>,
     /// The latest welcome's resume token.
     resume: String,
+    /// The `signal`, `peer-joined` and `peer-left` frames received under our id (see the
+    /// session's).
+    received: u64,
     /// Signal frames not sent yet (while the signaling connection is down).
     backlog: VecDeque<String>,
     config: SfuConfig,
@@ -274,6 +278,7 @@ impl SfuTask {
                     let resume = crate::session::Resume {
                         token: self.resume.clone(),
                         peers: self.room.clients().map(str::to_owned).collect(),
+                        received: self.received,
                     };
                     let timeout = self.config.join_timeout.min(self.config.reconnect_for);
                     let tls = self.tls.clone();
@@ -334,6 +339,7 @@ impl SfuTask {
             // Nothing the old id had to say reaches anyone now.
             while self.room.poll_output().is_some() {}
             self.backlog.clear();
+            self.received = 0;
         }
         *self.id.lock().expect("never poisoned") = welcome.id;
         self.resume = welcome.resume;
@@ -411,6 +417,14 @@ impl SfuTask {
                 return;
             }
         };
+        if matches!(
+            message,
+            ServerMessage::Signal { .. }
+                | ServerMessage::PeerJoined { .. }
+                | ServerMessage::PeerLeft { .. }
+        ) {
+            self.received += 1;
+        }
         match message {
             ServerMessage::Signal { from, data } => {
                 let value: serde_json::Value = match serde_json::from_str(data.get()) {

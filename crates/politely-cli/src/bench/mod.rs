@@ -83,6 +83,7 @@ async fn join(url: &str, room: &str, read_buffer: usize) -> anyhow::Result<(Sock
         resume: None,
         sfu: false,
         peers: Vec::new(),
+        received: None,
     };
     ws.send(Message::text(join.to_json())).await?;
     loop {

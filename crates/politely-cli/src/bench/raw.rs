@@ -85,6 +85,7 @@ impl Client {
             resume: None,
             sfu: false,
             peers: Vec::new(),
+            received: None,
         };
         client.push_text(join.to_json().as_bytes());
         client.flush().await?;
