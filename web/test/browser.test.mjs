@@ -23,6 +23,7 @@ import {
   joinDemo,
   launchChromium,
   openPage,
+  startRedis,
   startServer,
   summary,
   until,
@@ -133,6 +134,27 @@ for (const [nativeFirst, title] of [[true, "the native peer joining first"], [fa
       rounds: ROUNDS,
     }));
 }
+
+// Two nodes of a cluster on one Redis: the page signals through one, the native peer through
+// the other, through the same steps.
+test("Chromium and a native peer on different nodes of a cluster (--redis)", async () => {
+  const redis = await startRedis();
+  const [one, two] = [await startServer(["--redis", redis.url]), await startServer(["--redis", redis.url])];
+  try {
+    await browserAndNative({
+      server: two,
+      open: () => openPage(browser, one.origin),
+      browser: "Chromium",
+      name: room("cluster"),
+      nativeFirst: false,
+      rounds: Math.min(ROUNDS, 50),
+    });
+  } finally {
+    await one.stop();
+    await two.stop();
+    await redis.stop();
+  }
+});
 
 // A page written with the W3C/MDN pattern as it stands in the spec, and a signaler of ten
 // lines for politely's protocol: nothing of politely.js.

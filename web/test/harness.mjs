@@ -2,7 +2,9 @@
 // `politely join` peers driven over stdin.
 
 import { spawn } from "node:child_process";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -44,6 +46,26 @@ class Lines {
       this.waiters.push(waiter);
     });
   }
+}
+
+/** A `redis-server` of the test's own on a unix socket, without persistence: its `url` for
+ * `politely serve --redis`, and `stop()`. */
+export async function startRedis() {
+  const dir = mkdtempSync(join(tmpdir(), "politely-redis-"));
+  const socket = join(dir, "redis.sock");
+  const child = spawn("redis-server", ["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket", socket, "--dir", dir], {
+    stdio: "ignore",
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  await until(() => existsSync(socket), { what: "redis-server's socket" });
+  return {
+    url: `redis+unix://${socket}`,
+    async stop() {
+      child.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** `politely serve` on 127.0.0.1 with a port of its choosing; `args` and `env` add to it. */

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# The browser tests: installs what they need (Debian's chromium, firefox-esr, coturn, nftables,
-# iptables, openssl and python3; playwright-core and puppeteer-core from npm), builds the
+# The browser tests: installs what they need (Debian's chromium, firefox-esr, coturn,
+# redis-server, nftables, iptables, openssl and python3; playwright-core and puppeteer-core from
+# npm), builds the
 # politely binary, and runs the tests in network namespaces of their own (loopback only, or a
 # veth pair that exists only inside the namespace).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=0
-for tool in chromium firefox-esr turnserver nft iptables openssl python3; do
+for tool in chromium firefox-esr turnserver redis-server nft iptables openssl python3; do
   command -v "$tool" >/dev/null || missing=1
 done
 if [ "$missing" = 1 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    chromium firefox-esr coturn nftables iptables openssl python3 >/dev/null
+    chromium firefox-esr coturn redis-server nftables iptables openssl python3 >/dev/null
 fi
 npm ci --no-audit --no-fund --silent
 cargo build --release -p politely-cli --quiet
