@@ -570,6 +570,17 @@ struct ServerEnvelope<'a> {
 }
 
 impl<'a> ServerMessage<'a> {
+    /// Whether a client counts this frame in a resuming `join`'s `received`: a `signal`, a
+    /// `peer-joined` or a `peer-left` (what a server of several nodes numbers for each peer).
+    pub fn counts_as_received(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::Signal { .. }
+                | ServerMessage::PeerJoined { .. }
+                | ServerMessage::PeerLeft { .. }
+        )
+    }
+
     /// Parses a server frame. Clients should ignore frames whose type they do not know
     /// ([`ErrorCode::UnknownType`]): a newer server may send more.
     pub fn from_json(text: &'a str) -> Result<Self, FrameError> {

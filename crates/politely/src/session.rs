@@ -422,12 +422,7 @@ impl SessionTask {
                 return None;
             }
         };
-        if matches!(
-            message,
-            ServerMessage::Signal { .. }
-                | ServerMessage::PeerJoined { .. }
-                | ServerMessage::PeerLeft { .. }
-        ) {
+        if message.counts_as_received() {
             self.received += 1;
         }
         match message {
@@ -755,6 +750,18 @@ impl SessionTask {
                 reason: "".into(),
             }))
             .await;
+        // Read on until the server's close: a socket closed with frames unread is reset, and
+        // a reset can lose the `leave` still waiting in the server's receive queue, which the
+        // server then takes for a dropped connection (the others would hear we left only
+        // after the resume grace period).
+        let drained = async {
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_close() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
     }
 }
 

@@ -322,6 +322,16 @@ impl SfuTask {
                 .send(WsMessage::text(ClientMessage::Leave.to_json()))
                 .await;
             let _ = ws.close(None).await;
+            // Until the server's close, so the `leave` is not lost to a reset (see the
+            // session's `leave`).
+            let drained = async {
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_close() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drained).await;
         }
         result
     }
@@ -417,12 +427,7 @@ impl SfuTask {
                 return;
             }
         };
-        if matches!(
-            message,
-            ServerMessage::Signal { .. }
-                | ServerMessage::PeerJoined { .. }
-                | ServerMessage::PeerLeft { .. }
-        ) {
+        if message.counts_as_received() {
             self.received += 1;
         }
         match message {
