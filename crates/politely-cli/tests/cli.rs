@@ -799,7 +799,9 @@ fn a_script_is_the_same_for_a_seed_and_runs_in_the_simulator_as_the_model_says()
     );
 }
 
-/// `/state` of the connection toward the only peer, once it is settled: the end state.
+/// `/state` of the connection toward the only peer, once it is settled: the end state. A
+/// channel opens a few round trips after the connection does (the SCTP association and the
+/// channel's open message come after DTLS), so settled includes no channel still connecting.
 fn settled_state(joined: &mut Joined) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -808,7 +810,10 @@ fn settled_state(joined: &mut Joined) -> serde_json::Value {
         joined.status("state end");
         let json = line.strip_prefix("politely: state ").unwrap();
         let state: serde_json::Value = serde_json::from_str(json).unwrap();
-        if state["busy"] == false && state["connectionState"] == "connected" {
+        let connecting = state["channels"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["readyState"] == "connecting"));
+        if state["busy"] == false && state["connectionState"] == "connected" && !connecting {
             return state;
         }
         assert!(
