@@ -10,7 +10,9 @@
 //! - `{prefix}seq:{room}`: peer id → the sequence number of the last frame sent to it;
 //! - `{prefix}parked:{room}`: peer id → that number when it parked;
 //! - `{prefix}inbox:{room}:{peer}`: a stream of the frames sent to the peer, entry `N-1` the
-//!   N-th, trimmed to about [`Redis::backlog`](crate::config::Redis::backlog) entries.
+//!   N-th, trimmed to about [`Redis::backlog`](crate::config::Redis::backlog) entries;
+//! - `{prefix}rooms`: the rooms with members, which every node reports as
+//!   `politely_cluster_rooms`.
 //!
 //! Everything a peer is sent after its `welcome` (a signal, `peer-joined`, `peer-left`) is
 //! numbered and appended to its inbox in the same script that decides it, then published on
@@ -23,6 +25,7 @@
 
 use crate::config::{Config, Redis};
 use crate::hub::{Hub, Membership, Outbox, Overflow, Room, polite};
+use crate::metrics::Metrics;
 use crate::resume::{Claims, Tag};
 use futures_util::StreamExt;
 use politely_proto::{CloseCode, PeerInfo, ServerMessage, User};
@@ -38,9 +41,21 @@ use tokio::sync::Notify;
 /// What every script starts with: the room's keys, and `deliver`, which numbers a frame for a
 /// peer, appends it to the peer's inbox and publishes it to the peer's node (a parked peer's
 /// too: its queue there holds what comes meanwhile, as on a single node). ARGV[1] is the
-/// prefix, ARGV[2] the room, ARGV[3] the backlog.
+/// prefix, ARGV[2] the room, ARGV[3] the backlog, and the last the name of Redis's data the
+/// node registered its peers in: if Redis's is another (it lost its data since), the script
+/// answers the error `EPOCH` and changes nothing, and the node registers its peers again.
+/// `young()` is whether Redis lost its data less than [`NODE_TIMEOUT`] ago: other nodes may
+/// not have registered their peers yet, so a peer missing may only be missing for now.
 const PRELUDE: &str = r"
 local prefix, room, backlog = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', prefix .. 'epoch') ~= ARGV[#ARGV] then
+  return redis.error_reply('EPOCH Redis lost its data since this node registered')
+end
+local function young()
+  local now = redis.call('TIME')
+  local lost = tonumber(redis.call('GET', prefix .. 'epoch-at') or '0')
+  return now[1] * 1000 + math.floor(now[2] / 1000) - lost < NODE_TIMEOUT_MS
+end
 local members = prefix .. 'members:' .. room
 local at = prefix .. 'at:' .. room
 local tags = prefix .. 'tag:' .. room
@@ -61,10 +76,12 @@ end
 
 /// ARGV[4] the new id, [5] where it is attached, [6] its member record, [7] `1` for the SFU
 /// role, [8] the room's size limit, [9] and [10] its `peer-joined` for a member polite and
-/// impolite toward it, [11] its resume tag. Returns `{'full', {}}`, `{'sfu', {}}`, or
-/// `{'ok', members}` (the members before it, as HGETALL gives them).
+/// impolite toward it, [11] its resume tag. Returns `{'full', {}}`, `{'sfu', {}}`,
+/// `{'young', {}}` (try again shortly: the room may not be whole yet), or `{'ok', members}`
+/// (the members before it, as HGETALL gives them).
 const JOIN: &str = r"
 local id, sfu = ARGV[4], ARGV[7] == '1'
+if young() then return {'young', {}} end
 local all = redis.call('HGETALL', members)
 if #all / 2 >= tonumber(ARGV[8]) then return {'full', {}} end
 if sfu then
@@ -83,15 +100,20 @@ end
 redis.call('HSET', members, id, ARGV[6])
 redis.call('HSET', at, id, ARGV[5])
 redis.call('HSET', tags, id, ARGV[11])
+redis.call('SADD', prefix .. 'rooms', room)
 redis.call('SADD', prefix .. 'peers:' .. node_of(ARGV[5]), entry(id))
 return {'ok', all}
 ";
 
 /// ARGV[4] the sender, [5] where it is attached, [6] the target, [7] the frame. Returns 1 if
-/// relayed, 0 if the target is no member, -1 if the sender is no longer attached there.
+/// relayed, 0 if the target is no member, -1 if the sender is no longer attached there, -2 if
+/// the target is no member for now (try again shortly).
 const SIGNAL: &str = r"
 if redis.call('HGET', at, ARGV[4]) ~= ARGV[5] then return -1 end
-if redis.call('HEXISTS', members, ARGV[6]) == 0 then return 0 end
+if redis.call('HEXISTS', members, ARGV[6]) == 0 then
+  if young() then return -2 end
+  return 0
+end
 deliver(ARGV[6], ARGV[7])
 return 1
 ";
@@ -109,6 +131,7 @@ redis.call('HDEL', tags, id)
 redis.call('HDEL', seqs, id)
 redis.call('HDEL', prefix .. 'parked:' .. room, id)
 redis.call('DEL', inbox(id))
+if redis.call('HLEN', members) == 0 then redis.call('SREM', prefix .. 'rooms', room) end
 for _, peer in ipairs(redis.call('HKEYS', members)) do deliver(peer, ARGV[6]) end
 return 1
 ";
@@ -155,13 +178,17 @@ return parked
 
 /// ARGV[4] the peer, [5] the tag of the token it resumes with, [6] where it attaches now, [7]
 /// its new tag. The node it was attached to (if any) hears that it was taken over. Returns
-/// `{'gone', {}, 0, 0}`, `{'stale', {}, 0, 0}`, or `{'ok', members, n, last}`: frames after the
+/// `{'gone', {}, 0, 0}`, `{'young', {}, 0, 0}` (gone for now), `{'stale', {}, 0, 0}`, or
+/// `{'ok', members, n, last}`: frames after the
 /// n-th never reached the peer's old connection (n is the number of the last when it parked,
 /// or of the last sent if it was still attached), and `last` is the last frame's number.
 const RESUME: &str = r"
 local id = ARGV[4]
 local old = redis.call('HGET', at, id)
-if not old then return {'gone', {}, 0, 0} end
+if not old then
+  if young() then return {'young', {}, 0, 0} end
+  return {'gone', {}, 0, 0}
+end
 if redis.call('HGET', tags, id) ~= ARGV[5] then return {'stale', {}, 0, 0} end
 redis.call('HSET', at, id, ARGV[6])
 redis.call('HSET', tags, id, ARGV[7])
@@ -188,6 +215,7 @@ return {'ok', redis.call('HGETALL', members), tonumber(from),
 const REGISTER: &str = r"
 local id, where = ARGV[4], ARGV[5]
 redis.call('HSET', members, id, ARGV[6])
+redis.call('SADD', prefix .. 'rooms', room)
 redis.call('HSET', at, id, where)
 redis.call('HSET', tags, id, ARGV[7])
 redis.call('HSET', seqs, id, ARGV[8])
@@ -210,6 +238,18 @@ local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ms < last then ms = last end
 redis.call('SET', KEYS[1], ms)
 return {ms, redis.call('INCR', KEYS[2])}
+";
+
+/// KEYS[1] the name of Redis's data, KEYS[2] when it was found lost. ARGV[1] a name for it,
+/// taken if there is none, ARGV[2] `1` if a node found it lost (the first to say so notes
+/// when). Returns the name.
+const EPOCH: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+if ARGV[2] == '1' then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], now[1] * 1000 + math.floor(now[2] / 1000), 'NX')
+end
+return redis.call('GET', KEYS[1])
 ";
 
 /// How often a node says it is alive (and removes peers whose grace period ended).
@@ -242,6 +282,59 @@ struct Local {
 }
 
 type Key = (Arc<str>, Arc<str>);
+
+/// The peers attached to this node or parked on it, and how many each room has here: the
+/// node's `politely_rooms` counts the rooms with any.
+#[derive(Default)]
+struct Locals {
+    peers: HashMap<Key, Local>,
+    rooms: HashMap<Arc<str>, usize>,
+    /// The hub's, once it started.
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Locals {
+    fn get(&self, key: &Key) -> Option<&Local> {
+        self.peers.get(key)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Local> {
+        self.peers.get_mut(key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Key, &Local)> {
+        self.peers.iter()
+    }
+
+    fn insert(&mut self, key: Key, local: Local) {
+        let room = key.0.clone();
+        if self.peers.insert(key, local).is_none() {
+            let count = self.rooms.entry(room).or_default();
+            *count += 1;
+            if *count == 1 {
+                self.count_rooms(1);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Local> {
+        let local = self.peers.remove(key)?;
+        if let Some(count) = self.rooms.get_mut(&key.0) {
+            *count -= 1;
+            if *count == 0 {
+                self.rooms.remove(&key.0);
+                self.count_rooms(-1);
+            }
+        }
+        Some(local)
+    }
+
+    fn count_rooms(&self, change: i64) {
+        if let Some(metrics) = &self.metrics {
+            metrics.rooms.fetch_add(change, Relaxed);
+        }
+    }
+}
 
 /// Why a join was refused.
 pub(crate) enum Refusal {
@@ -276,9 +369,11 @@ pub(crate) struct Cluster {
     register: redis::Script,
     /// The name of Redis's data this node registered its peers in.
     epoch: Mutex<String>,
+    /// Held while this node registers its peers again.
+    registering: tokio::sync::Mutex<()>,
     /// Redis answered this node's last heartbeat.
     reachable: AtomicBool,
-    locals: Mutex<HashMap<Key, Local>>,
+    locals: Mutex<Locals>,
     /// The hub, for its configuration, metrics and tasks.
     hub: Mutex<Weak<Hub>>,
 }
@@ -329,14 +424,15 @@ impl Cluster {
         // Redis's data as the nodes know it: the first node names it, and a node that finds
         // it gone (Redis lost its data) or renamed (another node found it gone) registers
         // its peers again.
-        let epoch = Cluster::epoch(&mut redis, &settings.prefix, &run)
+        let epoch = Cluster::epoch(&mut redis, &settings.prefix, &run, false)
             .await
             .map_err(io)?;
         let node = match &settings.node {
             Some(name) => format!("{name}-{run}"),
             None => run,
         };
-        let script = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
+        let prelude = PRELUDE.replace("NODE_TIMEOUT_MS", &NODE_TIMEOUT.as_millis().to_string());
+        let script = |body: &str| redis::Script::new(&format!("{prelude}{body}"));
         let cluster = Arc::new(Cluster {
             node,
             prefix: settings.prefix.clone(),
@@ -352,8 +448,9 @@ impl Cluster {
             reap: redis::Script::new(REAP),
             register: script(REGISTER),
             epoch: Mutex::new(epoch),
+            registering: tokio::sync::Mutex::new(()),
             reachable: AtomicBool::new(true),
-            locals: Mutex::new(HashMap::new()),
+            locals: Mutex::new(Locals::default()),
             hub: Mutex::new(Weak::new()),
         });
         Ok((cluster, key))
@@ -362,6 +459,13 @@ impl Cluster {
     /// Starts hearing this node's channel, for `hub`; returns once subscribed.
     pub(crate) async fn start(self: &Arc<Self>, hub: &Arc<Hub>) -> std::io::Result<()> {
         *self.lock_hub() = Arc::downgrade(hub);
+        {
+            let mut locals = self.lock();
+            hub.metrics
+                .rooms
+                .fetch_add(locals.rooms.len() as i64, Relaxed);
+            locals.metrics = Some(hub.metrics.clone());
+        }
         let pubsub = self
             .subscribe()
             .await
@@ -385,6 +489,21 @@ impl Cluster {
             }
         });
         Ok(())
+    }
+
+    /// The rooms with members on any node, as Redis counts them; `None` if it does not
+    /// answer within half a second.
+    pub(crate) async fn rooms(&self) -> Option<u64> {
+        let mut redis = self.redis.clone();
+        let mut scard = redis::cmd("SCARD");
+        scard.arg(format!("{}rooms", self.prefix));
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            scard.query_async::<u64>(&mut redis),
+        )
+        .await
+        .ok()?
+        .ok()
     }
 
     /// Whether Redis answered this node's last heartbeat.
@@ -413,9 +532,8 @@ impl Cluster {
             .await;
         match &beat {
             Ok((current,)) => {
-                let known = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if current.as_ref() != Some(&known) {
-                    self.register_again().await;
+                if current.as_ref() != Some(&self.epoch_name()) {
+                    self.ensure_registered().await;
                 }
             }
             Err(e) => tracing::warn!(node = %self.node, "redis: heartbeat: {e}"),
@@ -423,24 +541,73 @@ impl Cluster {
         self.reachable.store(beat.is_ok(), Relaxed);
     }
 
-    /// The name of Redis's data: the one there, or `proposed` if there is none.
+    /// The name of Redis's data: the one there, or `proposed` if there is none. `lost`: this
+    /// node found the data lost (the first to say so starts the window of `young()`).
     async fn epoch(
         redis: &mut ConnectionManager,
         prefix: &str,
         proposed: &str,
+        lost: bool,
     ) -> redis::RedisResult<String> {
-        let key = format!("{prefix}epoch");
-        let (epoch,): (String,) = redis::pipe()
-            .cmd("SET")
-            .arg(&key)
+        redis::Script::new(EPOCH)
+            .key(format!("{prefix}epoch"))
+            .key(format!("{prefix}epoch-at"))
             .arg(proposed)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(&key)
-            .query_async(redis)
-            .await?;
-        Ok(epoch)
+            .arg(if lost { "1" } else { "0" })
+            .invoke_async(redis)
+            .await
+    }
+
+    fn epoch_name(&self) -> String {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Registers this node's peers again unless Redis's data is the one they are in (another
+    /// task of this node may have just done it).
+    async fn ensure_registered(&self) {
+        let _one = self.registering.lock().await;
+        let current: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(format!("{}epoch", self.prefix))
+            .query_async(&mut self.redis.clone())
+            .await;
+        match current {
+            Ok(Some(current)) if current == self.epoch_name() => {}
+            Ok(_) => self.register_again().await,
+            Err(e) => tracing::warn!("redis: register again: {e}"),
+        }
+    }
+
+    /// Runs `script` with the prefix, the arguments `args` adds, and the name of Redis's data.
+    /// If Redis lost its data since this node registered its peers, registers them again and
+    /// runs it once more. A script that answers `young` (a member may be missing for now) is
+    /// run again every 50 ms until it answers otherwise (the window lasts [`NODE_TIMEOUT`]).
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        args: impl Fn(&mut redis::ScriptInvocation<'_>),
+        young: impl Fn(&T) -> bool,
+    ) -> redis::RedisResult<T> {
+        let mut registered = false;
+        let deadline = tokio::time::Instant::now() + NODE_TIMEOUT + HEARTBEAT;
+        loop {
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(&self.prefix);
+            args(&mut invocation);
+            invocation.arg(self.epoch_name());
+            let started = std::time::Instant::now();
+            let reply = invocation.invoke_async(&mut self.redis.clone()).await;
+            self.timed(started, &reply);
+            match reply {
+                Err(e) if !registered && e.code() == Some("EPOCH") => {
+                    registered = true;
+                    self.ensure_registered().await;
+                }
+                Ok(reply) if young(&reply) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                reply => return reply,
+            }
+        }
     }
 
     /// Redis lost its data: the resume key the nodes share, and this node's peers as they
@@ -457,7 +624,7 @@ impl Cluster {
             .await;
         let mut random = [0u8; 4];
         crate::id::fill_random(&mut random);
-        match Cluster::epoch(&mut redis, &self.prefix, &hex(&random)).await {
+        match Cluster::epoch(&mut redis, &self.prefix, &hex(&random), true).await {
             Ok(epoch) => *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch,
             Err(e) => {
                 tracing::warn!("redis: register again: {e}");
@@ -497,6 +664,7 @@ impl Cluster {
                 .arg(tag)
                 .arg(*seq)
                 .arg(if *parked { grace } else { 0 })
+                .arg(self.epoch_name())
                 .invoke_async(&mut redis)
                 .await;
             if let Err(e) = done {
@@ -613,7 +781,7 @@ impl Cluster {
         format!("{}node:{}", self.prefix, self.node)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Local>> {
+    fn lock(&self) -> MutexGuard<'_, Locals> {
         // Every update is a single insert, remove or field store.
         self.locals.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -887,26 +1055,31 @@ impl Cluster {
             }
             .to_json()
         };
-        let started = std::time::Instant::now();
+        let (polite, impolite, tag_hex) = (joined(true), joined(false), hex(&tag));
         let reply: redis::RedisResult<(String, Vec<String>)> = self
-            .join
-            .arg(&self.prefix)
-            .arg(room_name)
-            .arg(self.backlog)
-            .arg(&*id)
-            .arg(&at)
-            .arg(record)
-            .arg(if sfu { "1" } else { "0" })
-            .arg(hub.config.max_room_size)
-            .arg(joined(true))
-            .arg(joined(false))
-            .arg(hex(&tag))
-            .invoke_async(&mut self.redis.clone())
+            .run(
+                &self.join,
+                |call| {
+                    call.arg(room_name)
+                        .arg(self.backlog)
+                        .arg(&*id)
+                        .arg(&at)
+                        .arg(&record)
+                        .arg(if sfu { "1" } else { "0" })
+                        .arg(hub.config.max_room_size)
+                        .arg(&polite)
+                        .arg(&impolite)
+                        .arg(&tag_hex);
+                },
+                |(status, _)| status == "young",
+            )
             .await;
-        self.timed(started, &reply);
         let refused = match &reply {
             Ok((status, _)) if status == "ok" => None,
             Ok((status, _)) if status == "sfu" => Some(Refusal::SfuTaken),
+            Ok((status, _)) if status == "young" => Some(Refusal::Unavailable(
+                "Redis lost its data and the nodes are registering their peers again".into(),
+            )),
             Ok(_) => Some(Refusal::RoomFull),
             Err(e) => Some(Refusal::Unavailable(e.to_string())),
         };
@@ -929,7 +1102,8 @@ impl Cluster {
 
     /// Resumes the id of `token` (checked by the caller) on this node: on the queue this node
     /// kept for it, or a new one if it was attached elsewhere. `None` if the peer is no longer
-    /// in the room or the token is not its latest.
+    /// in the room or the token is not its latest; an error if Redis does not answer (or
+    /// lost its data and may not have the peer yet), for the client to try again.
     pub(crate) async fn resume(
         &self,
         hub: &Hub,
@@ -938,32 +1112,37 @@ impl Cluster {
         received: Option<u64>,
         connection: u64,
         waker: Arc<Notify>,
-    ) -> Option<Membership> {
+    ) -> Result<Option<Membership>, String> {
         let (room_name, sfu) = (claims.room.as_str(), claims.sfu);
         let id: Arc<str> = claims.id.as_str().into();
         let room: Arc<str> = room_name.into();
         let key: Key = (room.clone(), id.clone());
         let at = self.at(connection);
         let (token, new_tag) = hub.issue(room_name, &id, sfu, claims.user.clone());
-        let started = std::time::Instant::now();
+        let (old_tag, new_tag_hex) = (hex(tag), hex(&new_tag));
         let reply: redis::RedisResult<(String, Vec<String>, u64, u64)> = self
-            .resume
-            .arg(&self.prefix)
-            .arg(room_name)
-            .arg(self.backlog)
-            .arg(&*id)
-            .arg(hex(tag))
-            .arg(&at)
-            .arg(hex(&new_tag))
-            .invoke_async(&mut self.redis.clone())
+            .run(
+                &self.resume,
+                |call| {
+                    call.arg(room_name)
+                        .arg(self.backlog)
+                        .arg(&*id)
+                        .arg(&old_tag)
+                        .arg(&at)
+                        .arg(&new_tag_hex);
+                },
+                |(status, ..): &(String, Vec<String>, u64, u64)| status == "young",
+            )
             .await;
-        self.timed(started, &reply);
         let (members, from, last) = match reply {
             Ok((status, members, from, last)) if status == "ok" => (members, from, last),
-            Ok(_) => return None,
+            Ok((status, ..)) if status == "young" => {
+                return Err("Redis lost its data and the nodes are registering their peers".into());
+            }
+            Ok(_) => return Ok(None),
             Err(e) => {
                 tracing::warn!("redis: resume: {e}");
-                return None;
+                return Err(e.to_string());
             }
         };
         // What the client says it has is what counts: the rest comes from its inbox (a queue
@@ -1025,12 +1204,12 @@ impl Cluster {
         }
         hub.metrics.resumes.fetch_add(1, Relaxed);
         tracing::debug!(room = %room_name, %id, node = %self.node, "resumed");
-        Some(Membership {
+        Ok(Some(Membership {
             room: Room::detached(room),
             id,
             outbox,
             connection,
-        })
+        }))
     }
 
     /// Relays `frame` from `from` to `to`, a member of the same room on any node.
@@ -1038,22 +1217,24 @@ impl Cluster {
         if to == &*from.id {
             return Relayed::UnknownPeer;
         }
-        let started = std::time::Instant::now();
+        let at = self.at(from.connection);
         let reply: redis::RedisResult<i64> = self
-            .signal
-            .arg(&self.prefix)
-            .arg(from.room.name())
-            .arg(self.backlog)
-            .arg(&*from.id)
-            .arg(self.at(from.connection))
-            .arg(to)
-            .arg(frame)
-            .invoke_async(&mut self.redis.clone())
+            .run(
+                &self.signal,
+                |call| {
+                    call.arg(from.room.name())
+                        .arg(self.backlog)
+                        .arg(&*from.id)
+                        .arg(&at)
+                        .arg(to)
+                        .arg(frame);
+                },
+                |status| *status == -2,
+            )
             .await;
-        self.timed(started, &reply);
         match reply {
             Ok(1) => Relayed::Sent,
-            Ok(0) => Relayed::UnknownPeer,
+            Ok(0 | -2) => Relayed::UnknownPeer,
             Ok(_) => Relayed::Gone,
             Err(e) => Relayed::Unavailable(e.to_string()),
         }
@@ -1070,18 +1251,20 @@ impl Cluster {
     /// The connection dropped: the peer keeps its place for the grace period.
     pub(crate) async fn park(&self, hub: &Hub, member: &Membership) {
         let at = self.at(member.connection);
-        let started = std::time::Instant::now();
+        let grace = hub.config.resume_grace.as_millis() as u64;
         let reply: redis::RedisResult<i64> = self
-            .park
-            .arg(&self.prefix)
-            .arg(member.room.name())
-            .arg(self.backlog)
-            .arg(&*member.id)
-            .arg(&at)
-            .arg(hub.config.resume_grace.as_millis() as u64)
-            .invoke_async(&mut self.redis.clone())
+            .run(
+                &self.park,
+                |call| {
+                    call.arg(member.room.name())
+                        .arg(self.backlog)
+                        .arg(&*member.id)
+                        .arg(&at)
+                        .arg(grace);
+                },
+                |_| false,
+            )
             .await;
-        self.timed(started, &reply);
         match reply {
             Ok(1) => {
                 let key: Key = (member.room.name().into(), member.id.clone());
@@ -1100,18 +1283,15 @@ impl Cluster {
             id: Cow::Borrowed(id),
         }
         .to_json();
-        let started = std::time::Instant::now();
         let reply: redis::RedisResult<i64> = self
-            .leave
-            .arg(&self.prefix)
-            .arg(room)
-            .arg(self.backlog)
-            .arg(id)
-            .arg(at)
-            .arg(left)
-            .invoke_async(&mut self.redis.clone())
+            .run(
+                &self.leave,
+                |call| {
+                    call.arg(room).arg(self.backlog).arg(id).arg(at).arg(&left);
+                },
+                |_| false,
+            )
             .await;
-        self.timed(started, &reply);
         match reply {
             Ok(removed) => removed == 1,
             Err(e) => {

@@ -666,9 +666,20 @@ impl Connection {
                 let resumed = cluster
                     .resume(&hub, &claims, &tag, received, self.id, waker)
                     .await;
-                if let Some(member) = resumed {
-                    self.joined(member);
-                    return None;
+                match resumed {
+                    Ok(Some(member)) => {
+                        self.joined(member);
+                        return None;
+                    }
+                    Ok(None) => {}
+                    // Not a new id: the client tries again and keeps its own.
+                    Err(e) => {
+                        tracing::warn!("redis: resume: {e}");
+                        let message = "the server cannot reach its other nodes now".into();
+                        return self
+                            .refuse(stream, ErrorCode::Unavailable, message, None)
+                            .await;
+                    }
                 }
             }
         } else if let Some(member) =

@@ -381,9 +381,17 @@ async fn readiness(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        hub.metrics.render(),
-    )
-        .into_response()
+    let mut text = hub.metrics.render();
+    // A node of several also reports the rooms of all of them (absent while Redis is away).
+    if let Some(rooms) = match &hub.cluster {
+        Some(cluster) => cluster.rooms().await,
+        None => None,
+    } {
+        text.push_str(
+            "# HELP politely_cluster_rooms Rooms with at least one peer on any node (from Redis).\n\
+             # TYPE politely_cluster_rooms gauge\n",
+        );
+        text.push_str(&format!("politely_cluster_rooms {rooms}\n"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -80,7 +80,7 @@ impl Metrics {
         metric(
             "rooms",
             "gauge",
-            "Rooms with at least one peer.",
+            "Rooms with at least one peer (on a node of several: one of this node's).",
             g(&self.rooms),
         );
         metric(
