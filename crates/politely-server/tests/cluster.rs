@@ -5,86 +5,9 @@ mod util;
 
 use politely_server::{Config, Redis};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use util::redis::RedisServer;
 use util::{Client, Frame, TestServer, error};
-
-/// A `redis-server` of the test's own, on a unix socket in a directory of its own.
-struct RedisServer {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "politely-redis-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = RedisServer::spawn(&dir);
-        RedisServer { child, dir }
-    }
-
-    /// Kills it (SIGKILL) and starts another on the same socket: without persistence, the
-    /// new one has no data.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = RedisServer::spawn(&self.dir);
-    }
-
-    fn spawn(dir: &std::path::Path) -> Child {
-        let socket = dir.join("redis.sock");
-        let _ = std::fs::remove_file(&socket);
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package; .ci/run installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server made no socket"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.dir.join("redis.sock").display())
-    }
-
-    /// A `redis-cli` command against this server; its output.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .arg("-s")
-            .arg(self.dir.join("redis.sock"))
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn node(redis: &RedisServer, name: &str) -> Config {
     Config {
@@ -444,7 +367,7 @@ async fn a_redis_pause_degrades_the_nodes_and_then_nothing_is_lost_or_reaped() {
     let pid = redis.child.id().to_string();
     let signal_redis = |sig: &str| {
         assert!(
-            Command::new("kill")
+            std::process::Command::new("kill")
                 .args([sig, &pid])
                 .status()
                 .unwrap()
@@ -555,6 +478,88 @@ async fn after_redis_lost_its_data_the_nodes_register_their_peers_again() {
         let again = node.metric("politely_cluster_registered_again_total").await;
         assert_eq!(again, 1.0);
     }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// Sends a signal as a client does: again if it is answered `unavailable` (Redis was away).
+async fn send_until_taken(client: &mut Client, frame: &str) {
+    for _ in 0..20 {
+        client.send(frame).await;
+        match client.next_within(Duration::from_millis(300)).await {
+            None => return,
+            Some(Frame::Text(text)) if text.contains(r#""unavailable""#) => continue,
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("never taken");
+}
+
+/// Joins as a client does: again if the join is answered `unavailable`.
+async fn join_until_taken(node: &TestServer, room: &str) -> (Client, String, Value) {
+    for _ in 0..20 {
+        let mut client = Client::connect(node).await;
+        client
+            .send(&format!(r#"{{"type":"join","room":"{room}"}}"#))
+            .await;
+        let reply = client.json().await;
+        if reply["code"] == "unavailable" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(reply["type"], "welcome", "{reply}");
+        let id = reply["id"].as_str().unwrap().to_owned();
+        return (client, id, reply);
+    }
+    panic!("never joined");
+}
+
+/// The moment Redis comes back empty, before any node's heartbeat noticed: a signal is
+/// relayed once (its node registers first, and waits for the target's node to), a newcomer's
+/// welcome lists everyone (joins wait until every node had time to register), a resume gets
+/// its id back, and nobody is closed or told anything else. (A call in flight when Redis
+/// died is answered `unavailable`, and the client sends it again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_after_redis_lost_its_data_nothing_sent_is_lost_and_no_one_is_missed() {
+    let mut redis = RedisServer::start();
+    let nodes = three(&redis, |c| c).await;
+    let (mut a, a_id, _) = Client::join(&nodes[0], "moment").await;
+    let (mut b, b_id, welcome) = Client::join(&nodes[1], "moment").await;
+    let b_resume = welcome["resume"].as_str().unwrap().to_owned();
+    a.text().await; // peer-joined
+    redis.restart();
+    send_until_taken(&mut a, &signal(&b_id, r#""at once""#)).await;
+    let (c, c_id, welcome) = join_until_taken(&nodes[2], "moment").await;
+    assert_eq!(
+        welcome["peers"],
+        serde_json::json!([{"id": a_id, "polite": false}, {"id": b_id, "polite": false}])
+    );
+    assert_eq!(b.text().await, relayed(&a_id, r#""at once""#));
+    let joined = format!(r#"{{"type":"peer-joined","id":"{c_id}","polite":true}}"#);
+    assert_eq!(a.text().await, joined);
+    assert_eq!(b.text().await, joined);
+    // Again, and B's connection drops: B resumes on C's node.
+    drop(b);
+    redis.restart();
+    let mut resumed = None;
+    for _ in 0..20 {
+        let mut b = Client::rejoin(&nodes[2], "moment", &b_resume).await;
+        let reply = b.json().await;
+        if reply["code"] != "unavailable" {
+            assert_eq!(reply["resumed"], true, "{reply}");
+            assert_eq!(reply["id"], b_id);
+            resumed = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut b = resumed.expect("resumed");
+    send_until_taken(&mut a, &signal(&b_id, r#""again""#)).await;
+    assert_eq!(b.text().await, relayed(&a_id, r#""again""#));
+    a.expect_silence(Duration::from_millis(300)).await;
+    b.expect_silence(Duration::from_millis(100)).await;
+    drop(c);
     for node in nodes {
         node.shutdown().await;
     }

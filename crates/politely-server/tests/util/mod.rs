@@ -1,7 +1,14 @@
 //! A test client and server harness: servers bind 127.0.0.1:0 and tests learn the address
 //! before connecting; clients read exact frames with a timeout.
+//!
+//! With `POLITELY_TEST_NODES=3` in the environment, a [`TestServer`] is three nodes sharing a
+//! `redis-server` of their own, behind a round-robin balancer: each new TCP connection goes to
+//! the next node, so the members of a room sit on different nodes. The server contract tests
+//! run so in `.ci/run`.
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod redis;
 
 use futures_util::{SinkExt, StreamExt};
 use politely_server::websocket::{self, Opcode, Reader, Role};
@@ -24,10 +31,62 @@ pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// Set when this is several nodes behind a balancer (`addr` is the balancer's).
+    cluster: Option<Cluster>,
+}
+
+/// Nodes sharing a Redis, and the balancer in front of them.
+struct Cluster {
+    nodes: Vec<TestServer>,
+    balancer: JoinHandle<()>,
+    redis: redis::RedisServer,
+}
+
+/// How many nodes a [`TestServer`] is: `POLITELY_TEST_NODES`, default 1.
+pub fn nodes() -> usize {
+    std::env::var("POLITELY_TEST_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
 }
 
 impl TestServer {
-    pub async fn start(mut config: Config) -> TestServer {
+    /// One server with `config`, or, with `POLITELY_TEST_NODES` over 1 and no Redis in
+    /// `config`, that many nodes with it behind a round-robin balancer.
+    pub async fn start(config: Config) -> TestServer {
+        let n = nodes();
+        if n < 2 || config.redis.is_some() {
+            return TestServer::start_one(config).await;
+        }
+        let redis = redis::RedisServer::start();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let config = Config {
+                redis: Some(politely_server::Redis {
+                    node: Some(format!("n{i}")),
+                    ..politely_server::Redis::new(redis.url())
+                }),
+                ..config.clone()
+            };
+            nodes.push(TestServer::start_one(config).await);
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let targets = nodes.iter().map(|node| node.addr).collect();
+        let balancer = tokio::spawn(balance(listener, targets));
+        TestServer {
+            addr,
+            stop: None,
+            task: None,
+            cluster: Some(Cluster {
+                nodes,
+                balancer,
+                redis,
+            }),
+        }
+    }
+
+    async fn start_one(mut config: Config) -> TestServer {
         config.listen = "127.0.0.1:0".parse().unwrap();
         let server = Server::bind(config).await.expect("bind 127.0.0.1:0");
         let addr = server.local_addr();
@@ -39,6 +98,7 @@ impl TestServer {
             addr,
             stop: Some(stop),
             task: Some(task),
+            cluster: None,
         }
     }
 
@@ -46,8 +106,15 @@ impl TestServer {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// Stops the server and waits for `serve` to return.
+    /// Stops the server (every node) and waits for `serve` to return.
     pub async fn shutdown(mut self) {
+        if let Some(cluster) = self.cluster.take() {
+            for node in cluster.nodes {
+                Box::pin(node.shutdown()).await;
+            }
+            cluster.balancer.abort();
+            return;
+        }
         let _ = self.stop.take().unwrap().send(());
         let task = self.task.take().unwrap();
         tokio::time::timeout(Duration::from_secs(10), task)
@@ -69,8 +136,20 @@ impl TestServer {
         (status, body)
     }
 
-    /// The value of one metric line, e.g. `politely_errors_total{code="rate-limited"}`.
+    /// The value of one metric line, e.g. `politely_errors_total{code="rate-limited"}`; of
+    /// several nodes, the sum of theirs (a room's members on several nodes count once in
+    /// `politely_rooms` each; there the cluster's count, `politely_cluster_rooms`, is read).
     pub async fn metric(&self, name: &str) -> f64 {
+        if let Some(cluster) = &self.cluster {
+            if name == "politely_rooms" {
+                return Box::pin(cluster.nodes[0].metric("politely_cluster_rooms")).await;
+            }
+            let mut sum = 0.0;
+            for node in &cluster.nodes {
+                sum += Box::pin(node.metric(name)).await;
+            }
+            return sum;
+        }
         let (_, body) = self.get("/metrics").await;
         body.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
@@ -96,6 +175,25 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Hands each connection to the next of `nodes` in turn and copies both ways until either
+/// side closes.
+async fn balance(listener: tokio::net::TcpListener, nodes: Vec<SocketAddr>) {
+    for next in 0.. {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let node = nodes[next % nodes.len()];
+        tokio::spawn(async move {
+            let Ok(mut upstream) = TcpStream::connect(node).await else {
+                return;
+            };
+            let _ = client.set_nodelay(true);
+            let _ = upstream.set_nodelay(true);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
     }
 }
 
