@@ -80,7 +80,7 @@ pub(crate) struct Round {
 }
 
 /// What a pair does with the events its rounds pass over.
-pub(crate) type OnEvent = Box<dyn FnMut(Side, &SessionEvent) + Send>;
+pub(crate) type OnEvent = Box<dyn FnMut(Side, &SessionEvent) + Send + Sync>;
 
 /// Two sessions in one room, each with its handle to the other.
 pub(crate) struct Pair {
@@ -234,6 +234,10 @@ impl Pair {
                     && a.mids == b.mids
                     && a.mids.len() == expected_mids
                 {
+                    // Settled is only right if each side negotiated what both asked for.
+                    if let Some(wrong) = directions_not_as_asked(&a, &b) {
+                        bail!("round {} settled with {wrong}", self.rounds);
+                    }
                     let glare = a.counters.rollbacks + a.counters.ignored_offers
                         > before_a.counters.rollbacks + before_a.counters.ignored_offers
                         || b.counters.rollbacks + b.counters.ignored_offers
@@ -252,6 +256,31 @@ impl Pair {
     pub(crate) async fn leave(self) {
         tokio::join!(self.a.leave(), self.b.leave());
     }
+}
+
+/// The first transceiver whose negotiated direction at either end is not what the two
+/// applications asked for: A's preferred direction and B's, seen from A, intersected.
+pub(crate) fn directions_not_as_asked(a: &PeerStats, b: &PeerStats) -> Option<String> {
+    for (ours, theirs, side) in [(a, b, "A"), (b, a, "B")] {
+        for t in &ours.transceivers {
+            let Some(mid) = &t.mid else { continue };
+            let Some(other) = theirs
+                .transceivers
+                .iter()
+                .find(|o| o.mid.as_ref() == Some(mid))
+            else {
+                return Some(format!("mid {mid} at {side} only"));
+            };
+            let asked = t.direction.intersect(other.direction.reverse());
+            if t.current_direction != Some(asked) {
+                return Some(format!(
+                    "mid {mid} at {side} negotiated {:?}, asked {asked:?} ({:?} here, {:?} there)",
+                    t.current_direction, t.direction, other.direction
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// One side's part of a round: the change, and a channel labelled `label` if given.

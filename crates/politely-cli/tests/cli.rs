@@ -578,6 +578,55 @@ fn round_robin(backends: Vec<String>) -> String {
     format!("ws://{addr}")
 }
 
+/// `bench chaos`: each fault in a short run of 20 pairs over three `serve --redis` processes
+/// and a `redis-server` of the bench's own. The bench checks every frame against what was sent
+/// and every client's view of its room against the truth, and exits 1 on any difference; with
+/// the node killed, three pairs of native peers in glare rounds across nodes must settle every
+/// round with the directions both asked for.
+#[test]
+fn chaos_runs_end_with_every_frame_accounted_for_and_every_view_true() {
+    let base = ["bench", "chaos", "--pairs", "20", "--seconds", "1"];
+    let run = |more: &[&str]| -> String {
+        let args: Vec<&str> = base.iter().chain(more).copied().collect();
+        succeeded(&politely(&args))
+    };
+    let text = run(&[
+        "--fault",
+        "node-kill",
+        "--grace",
+        "1",
+        "--stay-away",
+        "0.25",
+        "--native-pairs",
+        "3",
+    ]);
+    assert!(
+        text.contains("resumed after the node was killed: "),
+        "{text}"
+    );
+    assert!(text.contains("native pairs: 3, "), "{text}");
+    // 20 pairs over 3 nodes put 14 clients on the first node; a quarter of them stay away.
+    assert!(text.contains("heard leaving: 3,"), "{text}");
+    assert!(
+        text.contains("rooms left after every client left: 0"),
+        "{text}"
+    );
+    let text = run(&["--fault", "redis-stop", "--stop-seconds", "3"]);
+    assert!(text.contains("relaying after Redis came back"), "{text}");
+    assert!(text.contains("duplicated or out of order: 0"), "{text}");
+    for more in [
+        &["--fault", "redis-kill", "--append-only"][..],
+        &["--fault", "redis-kill"],
+    ] {
+        let text = run(more);
+        assert!(text.contains("relaying after Redis came back"), "{text}");
+        assert!(
+            text.contains("clients whose view of their room is wrong at the end: 0"),
+            "{text}"
+        );
+    }
+}
+
 /// A node killed (SIGKILL) under two `join` processes in glare rounds: the one it served
 /// comes back through the load balancer on another node with its id; nobody saw it leave,
 /// and they chat and renegotiate at once afterwards.

@@ -12,6 +12,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 mod attack;
 mod broadcast;
+mod chaos;
 mod idle;
 mod native;
 mod raw;
@@ -35,6 +36,9 @@ pub(crate) enum BenchCommand {
     /// An SFU room (`politely serve --sfu` in a child process): publish to first packet at
     /// every subscriber, churn rounds, the SFU's CPU per forwarded packet.
     Sfu(sfu::SfuArgs),
+    /// A cluster (nodes on a Redis of its own) with a fault mid-run: a node killed, Redis
+    /// stopped or killed; what clients received checked against what was sent.
+    Chaos(chaos::ChaosArgs),
 }
 
 pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
@@ -45,6 +49,7 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Glare(args) => native::glare(args),
         BenchCommand::Attack(args) => attack::run(args),
         BenchCommand::Sfu(args) => sfu::run(args),
+        BenchCommand::Chaos(args) => chaos::run(args),
     }
 }
 
