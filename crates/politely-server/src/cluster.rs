@@ -33,7 +33,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -95,7 +95,10 @@ for i = 1, #all, 2 do
   if sfu and not theirs then is_polite = true
   elseif theirs and not sfu then is_polite = false
   else is_polite = peer < id end
-  deliver(peer, is_polite and ARGV[9] or ARGV[10])
+  -- (Not to a place kept after a restart: its welcome will list the room as it is.)
+  if redis.call('HEXISTS', tags, peer) == 1 then
+    deliver(peer, is_polite and ARGV[9] or ARGV[10])
+  end
 end
 redis.call('HSET', members, id, ARGV[6])
 redis.call('HSET', at, id, ARGV[5])
@@ -132,7 +135,9 @@ redis.call('HDEL', seqs, id)
 redis.call('HDEL', prefix .. 'parked:' .. room, id)
 redis.call('DEL', inbox(id))
 if redis.call('HLEN', members) == 0 then redis.call('SREM', prefix .. 'rooms', room) end
-for _, peer in ipairs(redis.call('HKEYS', members)) do deliver(peer, ARGV[6]) end
+for _, peer in ipairs(redis.call('HKEYS', members)) do
+  if redis.call('HEXISTS', tags, peer) == 1 then deliver(peer, ARGV[6]) end
+end
 return 1
 ";
 
@@ -177,19 +182,83 @@ return parked
 ";
 
 /// ARGV[4] the peer, [5] the tag of the token it resumes with, [6] where it attaches now, [7]
-/// its new tag. The node it was attached to (if any) hears that it was taken over. Returns
-/// `{'gone', {}, 0, 0}`, `{'young', {}, 0, 0}` (gone for now), `{'stale', {}, 0, 0}`, or
-/// `{'ok', members, n, last}`: frames after the
-/// n-th never reached the peer's old connection (n is the number of the last when it parked,
-/// or of the last sent if it was still attached), and `last` is the last frame's number.
+/// its new tag, [8] `1` if the token is older than Redis's data (issued before the nodes all
+/// restarted with Redis's data lost), [9] its member record from the token, [10] the room's
+/// size limit, [11] and [12] its `peer-joined` for a member polite and impolite toward it,
+/// [13] the grace period in ms, then up to the last: for each peer the client says it is
+/// connected with, its id and its `peer-joined` for a member polite and impolite toward it.
+///
+/// The node it was attached to (if any) hears that it was taken over. Returns
+/// `{'gone', {}, 0, 0}`, `{'young', {}, 0, 0}` (gone for now), `{'stale', {}, 0, 0}`,
+/// `{'ok', members, n, last}`: frames after the n-th never reached the peer's old connection
+/// (n is the number of the last when it parked, or of the last sent if it was still
+/// attached), and `last` is the last frame's number; or `{'restored', members, n, last}` for
+/// an old token: as on a restarted single server, the peer gets its place back (announced to
+/// the room) and the peers it names get places kept for the grace period (announced to the
+/// others; each leaves if it does not resume in time), or it takes a place kept for it. Its
+/// frames are numbered anew then, so what it says it received does not count.
 const RESUME: &str = r"
-local id = ARGV[4]
+local id, old_token = ARGV[4], ARGV[8] == '1'
+local record, limit = ARGV[9], tonumber(ARGV[10])
 local old = redis.call('HGET', at, id)
+-- Tells the members (but `id`, and places kept, whose welcomes will list the room as it is)
+-- that `peer` is there.
+local function announce(peer, sfu, polite_frame, impolite_frame)
+  for _, member in ipairs(redis.call('HKEYS', members)) do
+    if member ~= id and member ~= peer and redis.call('HEXISTS', tags, member) == 1 then
+      local theirs = cjson.decode(redis.call('HGET', members, member)).sfu
+      local is_polite
+      if sfu and not theirs then is_polite = true
+      elseif theirs and not sfu then is_polite = false
+      else is_polite = member < peer end
+      deliver(member, is_polite and polite_frame or impolite_frame)
+    end
+  end
+end
+local status = 'ok'
 if not old then
   if young() then return {'young', {}, 0, 0} end
-  return {'gone', {}, 0, 0}
+  if not old_token then return {'gone', {}, 0, 0} end
+  local sfu = cjson.decode(record).sfu
+  local all = redis.call('HGETALL', members)
+  if #all / 2 >= limit then return {'gone', {}, 0, 0} end
+  if sfu then
+    for i = 2, #all, 2 do
+      if cjson.decode(all[i]).sfu then return {'gone', {}, 0, 0} end
+    end
+  end
+  announce(id, sfu, ARGV[11], ARGV[12])
+  redis.call('HSET', members, id, record)
+  redis.call('SADD', prefix .. 'rooms', room)
+  redis.call('HSET', seqs, id, 0)
+  local now = redis.call('TIME')
+  local deadline = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[13])
+  for i = 14, #ARGV - 3, 3 do
+    local other = ARGV[i]
+    if redis.call('HEXISTS', members, other) == 0 and redis.call('HLEN', members) < limit then
+      announce(other, false, ARGV[i + 1], ARGV[i + 2])
+      redis.call('HSET', members, other, '{}')
+      redis.call('HSET', at, other, '-kept/0')
+      redis.call('HSET', seqs, other, 0)
+      redis.call('HSET', prefix .. 'parked:' .. room, other, 0)
+      redis.call('ZADD', prefix .. 'expiring', deadline, entry(other) .. '\n-kept/0')
+    end
+  end
+  old = '-kept/0'
+  status = 'restored'
+elseif not redis.call('HGET', tags, id) then
+  -- A place kept for it after a restart: only an old token takes it, with its role.
+  if not old_token then return {'stale', {}, 0, 0} end
+  -- It was announced with no role and no user; the token may have them.
+  local mine = cjson.decode(record)
+  redis.call('HSET', members, id, record)
+  if mine.sfu or (mine.user ~= nil and mine.user ~= cjson.null) then
+    announce(id, mine.sfu, ARGV[11], ARGV[12])
+  end
+  status = 'restored'
+elseif redis.call('HGET', tags, id) ~= ARGV[5] then
+  return {'stale', {}, 0, 0}
 end
-if redis.call('HGET', tags, id) ~= ARGV[5] then return {'stale', {}, 0, 0} end
 redis.call('HSET', at, id, ARGV[6])
 redis.call('HSET', tags, id, ARGV[7])
 local from = redis.call('HGET', seqs, id) or '0'
@@ -205,7 +274,7 @@ if old ~= ARGV[6] then
   redis.call('PUBLISH', prefix .. 'node:' .. node_of(old),
     'x\n' .. room .. '\n' .. id .. '\n0\n' .. old)
 end
-return {'ok', redis.call('HGETALL', members), tonumber(from),
+return {status, redis.call('HGETALL', members), tonumber(from),
   tonumber(redis.call('HGET', seqs, id) or '0')}
 ";
 
@@ -240,16 +309,15 @@ redis.call('SET', KEYS[1], ms)
 return {ms, redis.call('INCR', KEYS[2])}
 ";
 
-/// KEYS[1] the name of Redis's data, KEYS[2] when it was found lost. ARGV[1] a name for it,
-/// taken if there is none, ARGV[2] `1` if a node found it lost (the first to say so notes
-/// when). Returns the name.
+/// KEYS[1] the name of Redis's data, KEYS[2] when it was found lost, KEYS[3] when it was
+/// named. ARGV[1] a name for it, taken if there is none, ARGV[2] `1` if a node found it lost
+/// (the first to say so notes when). Returns the name and when it was named.
 const EPOCH: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-if ARGV[2] == '1' then
-  local now = redis.call('TIME')
-  redis.call('SET', KEYS[2], now[1] * 1000 + math.floor(now[2] / 1000), 'NX')
-end
-return redis.call('GET', KEYS[1])
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then redis.call('SET', KEYS[3], ms) end
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], ms, 'NX') end
+return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[3]) or '0')}
 ";
 
 /// How often a node says it is alive (and removes peers whose grace period ended).
@@ -369,6 +437,9 @@ pub(crate) struct Cluster {
     register: redis::Script,
     /// The name of Redis's data this node registered its peers in.
     epoch: Mutex<String>,
+    /// When that data was named (ms since the Unix epoch, Redis's clock): a resume token
+    /// issued before comes from before every node restarted with Redis's data lost.
+    born: AtomicU64,
     /// Held while this node registers its peers again.
     registering: tokio::sync::Mutex<()>,
     /// Redis answered this node's last heartbeat.
@@ -424,7 +495,7 @@ impl Cluster {
         // Redis's data as the nodes know it: the first node names it, and a node that finds
         // it gone (Redis lost its data) or renamed (another node found it gone) registers
         // its peers again.
-        let epoch = Cluster::epoch(&mut redis, &settings.prefix, &run, false)
+        let (epoch, born) = Cluster::epoch(&mut redis, &settings.prefix, &run, false)
             .await
             .map_err(io)?;
         let node = match &settings.node {
@@ -448,6 +519,7 @@ impl Cluster {
             reap: redis::Script::new(REAP),
             register: script(REGISTER),
             epoch: Mutex::new(epoch),
+            born: AtomicU64::new(born),
             registering: tokio::sync::Mutex::new(()),
             reachable: AtomicBool::new(true),
             locals: Mutex::new(Locals::default()),
@@ -548,10 +620,11 @@ impl Cluster {
         prefix: &str,
         proposed: &str,
         lost: bool,
-    ) -> redis::RedisResult<String> {
+    ) -> redis::RedisResult<(String, u64)> {
         redis::Script::new(EPOCH)
             .key(format!("{prefix}epoch"))
             .key(format!("{prefix}epoch-at"))
+            .key(format!("{prefix}epoch-born"))
             .arg(proposed)
             .arg(if lost { "1" } else { "0" })
             .invoke_async(redis)
@@ -625,7 +698,10 @@ impl Cluster {
         let mut random = [0u8; 4];
         crate::id::fill_random(&mut random);
         match Cluster::epoch(&mut redis, &self.prefix, &hex(&random), true).await {
-            Ok(epoch) => *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch,
+            Ok((epoch, born)) => {
+                *self.epoch.lock().unwrap_or_else(|e| e.into_inner()) = epoch;
+                self.born.store(born, Relaxed);
+            }
             Err(e) => {
                 tracing::warn!("redis: register again: {e}");
                 return;
@@ -1110,6 +1186,7 @@ impl Cluster {
         claims: &Claims,
         tag: &Tag,
         received: Option<u64>,
+        claimed: &[Cow<'_, str>],
         connection: u64,
         waker: Arc<Notify>,
     ) -> Result<Option<Membership>, String> {
@@ -1120,6 +1197,44 @@ impl Cluster {
         let at = self.at(connection);
         let (token, new_tag) = hub.issue(room_name, &id, sfu, claims.user.clone());
         let (old_tag, new_tag_hex) = (hex(tag), hex(&new_tag));
+        // A token from before Redis's data (every node restarted and Redis lost its data):
+        // as on a restarted single server, not older than the configured age.
+        let max_age = u64::try_from(hub.config.resume_max_age.as_millis()).unwrap_or(u64::MAX);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let old_token =
+            claims.iat < self.born.load(Relaxed) && now.saturating_sub(claims.iat) <= max_age;
+        let record = serde_json::to_string(&Member {
+            sfu,
+            user: claims.user.clone(),
+        })
+        .expect("a member serializes");
+        let joined = |peer: &str, sfu: bool, user: Option<User>, polite: bool| {
+            ServerMessage::PeerJoined {
+                id: Cow::Borrowed(peer),
+                polite,
+                sfu,
+                user,
+            }
+            .to_json()
+        };
+        let mine = (
+            joined(&id, sfu, claims.user.clone(), true),
+            joined(&id, sfu, claims.user.clone(), false),
+        );
+        let kept: Vec<(&str, String, String)> = claimed
+            .iter()
+            .filter(|peer| old_token && crate::id::is_valid(peer) && ***peer != *id)
+            .map(|peer| {
+                let (polite, impolite) = (
+                    joined(peer, false, None, true),
+                    joined(peer, false, None, false),
+                );
+                (&**peer, polite, impolite)
+            })
+            .collect();
+        let grace = hub.config.resume_grace.as_millis() as u64;
         let reply: redis::RedisResult<(String, Vec<String>, u64, u64)> = self
             .run(
                 &self.resume,
@@ -1129,13 +1244,25 @@ impl Cluster {
                         .arg(&*id)
                         .arg(&old_tag)
                         .arg(&at)
-                        .arg(&new_tag_hex);
+                        .arg(&new_tag_hex)
+                        .arg(if old_token { "1" } else { "0" })
+                        .arg(&record)
+                        .arg(hub.config.max_room_size)
+                        .arg(&mine.0)
+                        .arg(&mine.1)
+                        .arg(grace);
+                    for (peer, polite, impolite) in &kept {
+                        call.arg(*peer).arg(polite).arg(impolite);
+                    }
                 },
                 |(status, ..): &(String, Vec<String>, u64, u64)| status == "young",
             )
             .await;
-        let (members, from, last) = match reply {
-            Ok((status, members, from, last)) if status == "ok" => (members, from, last),
+        let (members, from, last, restored) = match reply {
+            Ok((status, members, from, last)) if status == "ok" => (members, from, last, false),
+            Ok((status, members, from, last)) if status == "restored" => {
+                (members, from, last, true)
+            }
             Ok((status, ..)) if status == "young" => {
                 return Err("Redis lost its data and the nodes are registering their peers".into());
             }
@@ -1146,7 +1273,9 @@ impl Cluster {
             }
         };
         // What the client says it has is what counts: the rest comes from its inbox (a queue
-        // here may hold frames already written to the old connection, or miss some).
+        // here may hold frames already written to the old connection, or miss some). A
+        // restored place numbers its frames anew: what the client counted was before.
+        let received = received.filter(|_| !restored);
         let from = received.map_or(from, |received| received.min(last));
         let (outbox, moved) = {
             let mut locals = self.lock();

@@ -657,6 +657,7 @@ impl Connection {
         // `resumed: false` and carries a new id.
         if let Some(cluster) = &hub.cluster {
             let received = resume.as_ref().and_then(|r| r.received);
+            let claimed = resume.as_ref().map_or(&[][..], |r| r.peers);
             let verified = resume
                 .as_ref()
                 .and_then(|r| crate::resume::verify(hub.resume_key(), r.token))
@@ -664,7 +665,7 @@ impl Connection {
             if let Some((claims, tag)) = verified {
                 let waker = self.waker.clone();
                 let resumed = cluster
-                    .resume(&hub, &claims, &tag, received, self.id, waker)
+                    .resume(&hub, &claims, &tag, received, claimed, self.id, waker)
                     .await;
                 match resumed {
                     Ok(Some(member)) => {

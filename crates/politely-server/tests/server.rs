@@ -552,13 +552,6 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
 /// period ends): the calls between them survive the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_gives_ids_back_and_keeps_places_for_the_peers_named() {
-    if util::nodes() > 1 {
-        // Several nodes keep their peers through a restart of any of them in Redis; a restart
-        // of every node *and* Redis's data does not rebuild a room from resume tokens (not
-        // built; docs/deployment.md says so).
-        eprintln!("not run on {} nodes", util::nodes());
-        return;
-    }
     let with_secret = || Config {
         resume_secret: Some(Secret::new("resume key")),
         resume_grace: Duration::from_millis(800),
@@ -655,13 +648,6 @@ async fn a_restarted_server_gives_ids_back_and_keeps_places_for_the_peers_named(
 /// the role; when the SFU resumes, its token says it is the SFU and the others hear it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_place_takes_the_sfu_role_from_the_resuming_token() {
-    if util::nodes() > 1 {
-        // Several nodes keep their peers through a restart of any of them in Redis; a restart
-        // of every node *and* Redis's data does not rebuild a room from resume tokens (not
-        // built; docs/deployment.md says so).
-        eprintln!("not run on {} nodes", util::nodes());
-        return;
-    }
     let with_secret = || Config {
         resume_secret: Some(Secret::new("resume key")),
         ..config()
