@@ -412,6 +412,16 @@ pub(crate) enum Refusal {
     Unavailable(String),
 }
 
+/// A client resuming with a verified token.
+pub(crate) struct Returning<'a> {
+    pub(crate) claims: &'a Claims,
+    pub(crate) tag: &'a Tag,
+    /// How many frames it says it received under its id.
+    pub(crate) received: Option<u64>,
+    /// The peers it says it is connected with.
+    pub(crate) peers: &'a [Cow<'a, str>],
+}
+
 /// The result of relaying a signal.
 pub(crate) enum Relayed {
     Sent,
@@ -1183,13 +1193,16 @@ impl Cluster {
     pub(crate) async fn resume(
         &self,
         hub: &Hub,
-        claims: &Claims,
-        tag: &Tag,
-        received: Option<u64>,
-        claimed: &[Cow<'_, str>],
+        returning: Returning<'_>,
         connection: u64,
         waker: Arc<Notify>,
     ) -> Result<Option<Membership>, String> {
+        let Returning {
+            claims,
+            tag,
+            received,
+            peers: claimed,
+        } = returning;
         let (room_name, sfu) = (claims.room.as_str(), claims.sfu);
         let id: Arc<str> = claims.id.as_str().into();
         let room: Arc<str> = room_name.into();

@@ -2,7 +2,7 @@
 //! place), writes the client's queued frames in batches (one write per wake-up, however many
 //! frames are queued), pings, and decides how the connection ends.
 
-use crate::cluster::{Refusal, Relayed};
+use crate::cluster::{Refusal, Relayed, Returning};
 use crate::config::JoinRequest;
 use crate::hub::{Batch, Hub, JoinError, Membership, Relay, Take};
 use crate::token::{self, TokenError};
@@ -665,7 +665,17 @@ impl Connection {
             if let Some((claims, tag)) = verified {
                 let waker = self.waker.clone();
                 let resumed = cluster
-                    .resume(&hub, &claims, &tag, received, claimed, self.id, waker)
+                    .resume(
+                        &hub,
+                        Returning {
+                            claims: &claims,
+                            tag: &tag,
+                            received,
+                            peers: claimed,
+                        },
+                        self.id,
+                        waker,
+                    )
                     .await;
                 match resumed {
                     Ok(Some(member)) => {
