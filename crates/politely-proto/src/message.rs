@@ -70,6 +70,14 @@ pub enum ServerMessage<'a> {
         resume: Cow<'a, str>,
         /// Whether this `join` resumed an earlier connection's id (and queued frames follow).
         resumed: bool,
+        /// With `resumed`: how many text frames the client sent under this id after its
+        /// first `welcome` the server took, counted up to the last `signal` that reached the
+        /// room. The frames after those never did (they were in flight when the connection
+        /// dropped, or written to a node that died): the client sends them again, and counts
+        /// on from this number. Absent when the server does not know (a place it restored
+        /// after a restart, or Redis lost it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        taken: Option<u64>,
         /// The protocol version the server speaks ([`crate::VERSION`]).
         version: u32,
         /// STUN and TURN servers for this client's peer connections, with credentials made for
@@ -546,6 +554,8 @@ struct ServerEnvelope<'a> {
     #[serde(default)]
     resumed: bool,
     #[serde(default)]
+    taken: Option<u64>,
+    #[serde(default)]
     version: Option<u32>,
     #[serde(default)]
     polite: Option<bool>,
@@ -599,6 +609,7 @@ impl<'a> ServerMessage<'a> {
                 peers: env.peers.unwrap_or_default(),
                 resume: env.resume.unwrap_or_default(),
                 resumed: env.resumed,
+                taken: env.taken,
                 version: env.version.unwrap_or(crate::VERSION),
                 ice_servers: env.ice_servers.unwrap_or_default(),
                 ice_ttl: env.ice_ttl,

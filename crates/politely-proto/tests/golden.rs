@@ -114,6 +114,7 @@ fn server_frames() {
             ],
             resume: "01JB.00ff".into(),
             resumed: false,
+            taken: None,
             version: 1,
             ice_servers: Vec::new(),
             ice_ttl: None,
@@ -131,12 +132,13 @@ fn server_frames() {
             room: "lobby".into(),
             peers: Vec::new(),
             resume: "01JB.00ff".into(),
-            resumed: false,
+            resumed: true,
+            taken: Some(7),
             version: 1,
             ice_servers: vec![turn.clone()],
             ice_ttl: Some(3600),
         },
-        r#"{"type":"welcome","id":"01JB","room":"lobby","peers":[],"resume":"01JB.00ff","resumed":false,"version":1,"iceServers":[{"urls":["turn:turn.example.org:3478?transport=udp"],"username":"1767225600:01JB","credential":"bWFjIGluIGJhc2U2NA=="}],"iceTtl":3600}"#,
+        r#"{"type":"welcome","id":"01JB","room":"lobby","peers":[],"resume":"01JB.00ff","resumed":true,"taken":7,"version":1,"iceServers":[{"urls":["turn:turn.example.org:3478?transport=udp"],"username":"1767225600:01JB","credential":"bWFjIGluIGJhc2U2NA=="}],"iceTtl":3600}"#,
     );
     server(
         ServerMessage::IceServers {

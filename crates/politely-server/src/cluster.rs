@@ -12,7 +12,10 @@
 //! - `{prefix}inbox:{room}:{peer}`: a stream of the frames sent to the peer, entry `N-1` the
 //!   N-th, trimmed to about [`Redis::backlog`](crate::config::Redis::backlog) entries;
 //! - `{prefix}rooms`: the rooms with members, which every node reports as
-//!   `politely_cluster_rooms`.
+//!   `politely_cluster_rooms`;
+//! - `{prefix}taken:{room}`: peer id → how many text frames its connections took from it
+//!   since its `welcome`, up to its last signal (a resumed `welcome` tells the client, which
+//!   sends the rest again: what it wrote to a node that died).
 //!
 //! Everything a peer is sent after its `welcome` (a signal, `peer-joined`, `peer-left`) is
 //! numbered and appended to its inbox in the same script that decides it, then published on
@@ -103,16 +106,22 @@ end
 redis.call('HSET', members, id, ARGV[6])
 redis.call('HSET', at, id, ARGV[5])
 redis.call('HSET', tags, id, ARGV[11])
+redis.call('HSET', prefix .. 'taken:' .. room, id, 0)
 redis.call('SADD', prefix .. 'rooms', room)
 redis.call('SADD', prefix .. 'peers:' .. node_of(ARGV[5]), entry(id))
 return {'ok', all}
 ";
 
-/// ARGV[4] the sender, [5] where it is attached, [6] the target, [7] the frame. Returns 1 if
-/// relayed, 0 if the target is no member, -1 if the sender is no longer attached there, -2 if
-/// the target is no member for now (try again shortly).
+/// ARGV[4] the sender, [5] where it is attached, [6] the target, [7] the frame, [8] how many
+/// text frames the sender's connections took from it under its id, this one included.
+/// Returns 1 if relayed, 0 if the target is no member, -1 if the sender is no longer attached
+/// there, -2 if the target is no member for now (try again shortly).
 const SIGNAL: &str = r"
 if redis.call('HGET', at, ARGV[4]) ~= ARGV[5] then return -1 end
+local taken = prefix .. 'taken:' .. room
+if tonumber(redis.call('HGET', taken, ARGV[4]) or '0') < tonumber(ARGV[8]) then
+  redis.call('HSET', taken, ARGV[4], ARGV[8])
+end
 if redis.call('HEXISTS', members, ARGV[6]) == 0 then
   if young() then return -2 end
   return 0
@@ -133,6 +142,7 @@ redis.call('HDEL', at, id)
 redis.call('HDEL', tags, id)
 redis.call('HDEL', seqs, id)
 redis.call('HDEL', prefix .. 'parked:' .. room, id)
+redis.call('HDEL', prefix .. 'taken:' .. room, id)
 redis.call('DEL', inbox(id))
 if redis.call('HLEN', members) == 0 then redis.call('SREM', prefix .. 'rooms', room) end
 for _, peer in ipairs(redis.call('HKEYS', members)) do
@@ -189,7 +199,7 @@ return parked
 /// connected with, its id and its `peer-joined` for a member polite and impolite toward it.
 ///
 /// The node it was attached to (if any) hears that it was taken over. Returns
-/// `{'gone', {}, 0, 0}`, `{'young', {}, 0, 0}` (gone for now), `{'stale', {}, 0, 0}`,
+/// `{'gone', ...}`, `{'young', ...}` (gone for now), `{'stale', ...}`,
 /// `{'ok', members, n, last}`: frames after the n-th never reached the peer's old connection
 /// (n is the number of the last when it parked, or of the last sent if it was still
 /// attached), and `last` is the last frame's number; or `{'restored', members, n, last}` for
@@ -217,14 +227,14 @@ local function announce(peer, sfu, polite_frame, impolite_frame)
 end
 local status = 'ok'
 if not old then
-  if young() then return {'young', {}, 0, 0} end
-  if not old_token then return {'gone', {}, 0, 0} end
+  if young() then return {'young', {}, 0, 0, -1} end
+  if not old_token then return {'gone', {}, 0, 0, -1} end
   local sfu = cjson.decode(record).sfu
   local all = redis.call('HGETALL', members)
-  if #all / 2 >= limit then return {'gone', {}, 0, 0} end
+  if #all / 2 >= limit then return {'gone', {}, 0, 0, -1} end
   if sfu then
     for i = 2, #all, 2 do
-      if cjson.decode(all[i]).sfu then return {'gone', {}, 0, 0} end
+      if cjson.decode(all[i]).sfu then return {'gone', {}, 0, 0, -1} end
     end
   end
   announce(id, sfu, ARGV[11], ARGV[12])
@@ -248,7 +258,7 @@ if not old then
   status = 'restored'
 elseif not redis.call('HGET', tags, id) then
   -- A place kept for it after a restart: only an old token takes it, with its role.
-  if not old_token then return {'stale', {}, 0, 0} end
+  if not old_token then return {'stale', {}, 0, 0, -1} end
   -- It was announced with no role and no user; the token may have them.
   local mine = cjson.decode(record)
   redis.call('HSET', members, id, record)
@@ -257,7 +267,7 @@ elseif not redis.call('HGET', tags, id) then
   end
   status = 'restored'
 elseif redis.call('HGET', tags, id) ~= ARGV[5] then
-  return {'stale', {}, 0, 0}
+  return {'stale', {}, 0, 0, -1}
 end
 redis.call('HSET', at, id, ARGV[6])
 redis.call('HSET', tags, id, ARGV[7])
@@ -274,8 +284,14 @@ if old ~= ARGV[6] then
   redis.call('PUBLISH', prefix .. 'node:' .. node_of(old),
     'x\n' .. room .. '\n' .. id .. '\n0\n' .. old)
 end
+-- What it sent before: how much of it was taken (-1: not known, Redis lost it or the place
+-- is new).
+local taken = -1
+if status == 'ok' then
+  taken = tonumber(redis.call('HGET', prefix .. 'taken:' .. room, id) or '-1')
+end
 return {status, redis.call('HGETALL', members), tonumber(from),
-  tonumber(redis.call('HGET', seqs, id) or '0')}
+  tonumber(redis.call('HGET', seqs, id) or '0'), taken}
 ";
 
 /// After Redis lost its data: ARGV[4] a peer this node had, [5] where (a leading `-` if
@@ -1174,7 +1190,7 @@ impl Cluster {
             return Err(refused);
         }
         let (_, members) = reply.expect("checked above");
-        let welcome = welcome(hub, &id, sfu, room_name, &members, &token, false);
+        let welcome = welcome(hub, &id, sfu, room_name, &members, &token, (false, None));
         outbox.welcome_first(&welcome, connection, waker);
         hub.metrics.peers.fetch_add(1, Relaxed);
         tracing::debug!(room = %room_name, %id, node = %self.node, "joined");
@@ -1183,6 +1199,7 @@ impl Cluster {
             id,
             outbox,
             connection,
+            taken: 0,
         })
     }
 
@@ -1248,7 +1265,7 @@ impl Cluster {
             })
             .collect();
         let grace = hub.config.resume_grace.as_millis() as u64;
-        let reply: redis::RedisResult<(String, Vec<String>, u64, u64)> = self
+        let reply: redis::RedisResult<(String, Vec<String>, u64, u64, i64)> = self
             .run(
                 &self.resume,
                 |call| {
@@ -1268,13 +1285,15 @@ impl Cluster {
                         call.arg(*peer).arg(polite).arg(impolite);
                     }
                 },
-                |(status, ..): &(String, Vec<String>, u64, u64)| status == "young",
+                |(status, ..): &(String, Vec<String>, u64, u64, i64)| status == "young",
             )
             .await;
-        let (members, from, last, restored) = match reply {
-            Ok((status, members, from, last)) if status == "ok" => (members, from, last, false),
-            Ok((status, members, from, last)) if status == "restored" => {
-                (members, from, last, true)
+        let (members, from, last, restored, taken) = match reply {
+            Ok((status, members, from, last, taken)) if status == "ok" => {
+                (members, from, last, false, u64::try_from(taken).ok())
+            }
+            Ok((status, members, from, last, _)) if status == "restored" => {
+                (members, from, last, true, None)
             }
             Ok((status, ..)) if status == "young" => {
                 return Err("Redis lost its data and the nodes are registering their peers".into());
@@ -1338,7 +1357,7 @@ impl Cluster {
                 }
             }
         };
-        let welcome = welcome(hub, &id, sfu, room_name, &members, &token, true);
+        let welcome = welcome(hub, &id, sfu, room_name, &members, &token, (true, taken));
         outbox.welcome_first(&welcome, connection, waker);
         if moved {
             let missed = self.inbox(room_name, &id, from + 1, None).await;
@@ -1351,11 +1370,19 @@ impl Cluster {
             id,
             outbox,
             connection,
+            taken: taken.unwrap_or(0),
         }))
     }
 
-    /// Relays `frame` from `from` to `to`, a member of the same room on any node.
-    pub(crate) async fn relay(&self, from: &Membership, to: &str, frame: &[u8]) -> Relayed {
+    /// Relays `frame` from `from` to `to`, a member of the same room on any node. `from`'s
+    /// connection has taken `taken` text frames from it under its id (this one included).
+    pub(crate) async fn relay(
+        &self,
+        from: &Membership,
+        to: &str,
+        frame: &[u8],
+        taken: u64,
+    ) -> Relayed {
         if to == &*from.id {
             return Relayed::UnknownPeer;
         }
@@ -1369,7 +1396,8 @@ impl Cluster {
                         .arg(&*from.id)
                         .arg(&at)
                         .arg(to)
-                        .arg(frame);
+                        .arg(frame)
+                        .arg(taken);
                 },
                 |status| *status == -2,
             )
@@ -1464,7 +1492,7 @@ fn welcome(
     room: &str,
     members: &[String],
     token: &str,
-    resumed: bool,
+    (resumed, taken): (bool, Option<u64>),
 ) -> String {
     let mut peers: Vec<PeerInfo<'_>> = members
         .chunks_exact(2)
@@ -1490,6 +1518,7 @@ fn welcome(
         peers,
         resume: token.into(),
         resumed,
+        taken,
         version: politely_proto::VERSION,
         ice_servers,
         ice_ttl,

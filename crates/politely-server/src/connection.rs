@@ -93,6 +93,9 @@ struct Connection {
     /// per read, not per frame).
     received: u64,
     relayed: u64,
+    /// Text frames taken from the peer under its id since its `welcome` (all its connections),
+    /// which its signals carry to the room: a resumed `welcome` tells the client.
+    taken: u64,
     /// The payload of the last ping of this read, answered once the read's frames are handled:
     /// a burst of pings costs one pong, as RFC 6455 §5.5.3 allows.
     pong: Option<Vec<u8>>,
@@ -156,6 +159,7 @@ where
         signal_prefix: String::new(),
         received: 0,
         relayed: 0,
+        taken: 0,
         pong: None,
         full_limits: false,
         hub,
@@ -200,6 +204,7 @@ impl Connection {
 
     fn joined(&mut self, member: Membership) {
         self.signal_prefix = signal_prefix(&member.id);
+        self.taken = member.taken;
         self.member = Some(member);
     }
 
@@ -453,6 +458,9 @@ impl Connection {
         }
         if matches!(message, Message::Text(_)) {
             self.received += 1;
+            if self.member.is_some() {
+                self.taken += 1;
+            }
         }
         // Every frame but a close (and one over the size limit, refused anyway) takes a token:
         // pings and pongs cost the server as much as signals.
@@ -592,7 +600,7 @@ impl Connection {
         let parts = [self.signal_prefix.as_bytes(), data, b"}"];
         if let Some(cluster) = self.hub.cluster.clone() {
             let frame = parts.concat();
-            return match cluster.relay(member, to, &frame).await {
+            return match cluster.relay(member, to, &frame, self.taken).await {
                 Relayed::Sent => {
                     self.relayed += 1;
                     None
@@ -614,11 +622,13 @@ impl Connection {
                 }
             };
         }
-        match self.hub.relay(member, to, parts, shared) {
+        match self.hub.relay(member, to, parts, shared, self.taken) {
             Relay::Sent => {
                 self.relayed += 1;
                 None
             }
+            // Resumed on another connection: this one is stale.
+            Relay::Gone => Some(End::Close(CloseCode::Replaced)),
             Relay::TargetEvicted => None,
             Relay::UnknownPeer => {
                 let message = "no other peer in your room has this id".into();

@@ -110,6 +110,10 @@ struct Slot {
     user: Option<User>,
     /// The peer is the room's SFU.
     sfu: bool,
+    /// How many text frames its connections took from it since its `welcome`, counted up to
+    /// its last signal that reached the room (a resumed `welcome` says so, and the client
+    /// sends what came after again).
+    taken: u64,
 }
 
 /// What a connection holds once it has joined.
@@ -119,6 +123,9 @@ pub(crate) struct Membership {
     pub(crate) id: Arc<str>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) connection: u64,
+    /// The text frames taken from the peer under its id before this connection: where the
+    /// connection's count starts.
+    pub(crate) taken: u64,
 }
 
 /// Frames on their way to a socket, as the bytes that go on it: WebSocket frames encoded as
@@ -492,6 +499,8 @@ pub(crate) enum Relay {
     /// The target's queue was full: the frame was dropped and the target disconnected (the
     /// sender sees `peer-left`).
     TargetEvicted,
+    /// The sender's id is no longer this connection's (it resumed on another).
+    Gone,
 }
 
 /// The `welcome` for `id`, listing the room's other peers in id order.
@@ -502,7 +511,7 @@ fn welcome(
     room: &str,
     peers: &BTreeMap<Arc<str>, Slot>,
     resume: &str,
-    resumed: bool,
+    (resumed, taken): (bool, Option<u64>),
 ) -> String {
     let (ice_servers, ice_ttl) = ice_servers(config, id);
     ServerMessage::Welcome {
@@ -520,6 +529,7 @@ fn welcome(
             .collect(),
         resume: resume.into(),
         resumed,
+        taken,
         version: politely_proto::VERSION,
         ice_servers,
         ice_ttl,
@@ -662,7 +672,15 @@ impl Hub {
                 connection,
                 waker,
             ));
-            let welcome = welcome(&self.config, &id, sfu, room_name, &peers, &resume, false);
+            let welcome = welcome(
+                &self.config,
+                &id,
+                sfu,
+                room_name,
+                &peers,
+                &resume,
+                (false, None),
+            );
             // The welcome is queued before anyone can learn the new id, so it comes first.
             let _ = outbox.push([welcome.as_bytes()]);
             self.announce(peers.iter(), &id, sfu, user.clone(), &mut overflowed);
@@ -675,6 +693,7 @@ impl Hub {
                     parked: false,
                     user,
                     sfu,
+                    taken: 0,
                 },
             );
             self.metrics.peers.fetch_add(1, Relaxed);
@@ -684,6 +703,7 @@ impl Hub {
                 id,
                 outbox,
                 connection,
+                taken: 0,
             }
         };
         tracing::debug!(room = %room_name, id = %membership.id, "joined");
@@ -823,6 +843,7 @@ impl Hub {
                         parked: false,
                         user: claims.user.clone(),
                         sfu: claims.sfu,
+                        taken: 0,
                     },
                 );
                 self.metrics.peers.fetch_add(1, Relaxed);
@@ -857,6 +878,7 @@ impl Hub {
                         parked: true,
                         user: None,
                         sfu: false,
+                        taken: 0,
                     },
                 );
                 self.metrics.peers.fetch_add(1, Relaxed);
@@ -866,8 +888,19 @@ impl Hub {
         drop(state);
         let slot = &peers[&id];
         let (sfu, user) = (slot.sfu, slot.user.clone());
+        // What this server took from it, unless its place is new here (what it sent before
+        // went to a server that is gone).
+        let taken = slot.resume_tag.is_some().then_some(slot.taken);
         let (token, tag) = self.issue(room_name, &id, sfu, user);
-        let welcome = welcome(&self.config, &id, sfu, room_name, &peers, &token, true);
+        let welcome = welcome(
+            &self.config,
+            &id,
+            sfu,
+            room_name,
+            &peers,
+            &token,
+            (true, taken),
+        );
         // The lookup above found the slot and nothing released the lock since.
         let slot = peers.get_mut(&id).expect("the slot found above");
         slot.resume_tag = Some(tag);
@@ -889,6 +922,7 @@ impl Hub {
             id,
             outbox,
             connection,
+            taken: taken.unwrap_or(0),
         })
     }
 
@@ -921,18 +955,28 @@ impl Hub {
 
     /// Relays a frame made of `parts` to `to`, another peer of the sender's room; `shared` is
     /// the middle part kept from its read, if it was large enough to share.
+    /// Relays a signal from `from`, whose connection has taken `taken` text frames from it
+    /// under its id (this one included).
     pub(crate) fn relay(
         &self,
         from: &Membership,
         to: &str,
         parts: [&[u8]; 3],
         shared: Option<Shared>,
+        taken: u64,
     ) -> Relay {
-        if to == &*from.id {
-            return Relay::UnknownPeer;
-        }
         let overflowed = {
-            let peers = from.room.lock();
+            let mut peers = from.room.lock();
+            // Only the connection that has the id speaks for it; it counts what it took.
+            match peers.get_mut(&*from.id) {
+                Some(slot) if slot.connection == from.connection => {
+                    slot.taken = slot.taken.max(taken);
+                }
+                _ => return Relay::Gone,
+            }
+            if to == &*from.id {
+                return Relay::UnknownPeer;
+            }
             let Some((peer, slot)) = peers.get_key_value(to) else {
                 return Relay::UnknownPeer;
             };

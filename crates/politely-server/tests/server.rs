@@ -21,8 +21,10 @@ fn welcome_text(
         .iter()
         .map(|(id, polite)| format!(r#"{{"id":"{id}","polite":{polite}}}"#))
         .collect();
+    // A resumed welcome says how many frames were taken (none in these tests).
+    let taken = if resumed { r#","taken":0"# } else { "" };
     format!(
-        r#"{{"type":"welcome","id":"{id}","room":"{room}","peers":[{}],"resume":"{resume}","resumed":{resumed},"version":1}}"#,
+        r#"{{"type":"welcome","id":"{id}","room":"{room}","peers":[{}],"resume":"{resume}","resumed":{resumed}{taken},"version":1}}"#,
         peers.join(",")
     )
 }
@@ -550,6 +552,50 @@ async fn a_dropped_peer_resumes_its_id_and_queued_frames_within_the_grace_period
 /// A server restarted with the same resume secret gives a peer its id back from the token
 /// alone, and keeps the places of the peers it names until they resume too (or their grace
 /// period ends): the calls between them survive the restart.
+/// A resumed welcome says how many text frames the server took from the peer since its
+/// welcome, counted up to its last signal (relayed or refused); the count goes on from there on
+/// the new connection, and a signal from a connection whose id was resumed is not relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_welcome_says_how_many_frames_were_taken() {
+    let server = TestServer::start(config()).await;
+    let (mut a, _, welcome) = Client::join(&server, "t").await;
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    let (mut b, b_id, _) = Client::join(&server, "t").await;
+    a.json().await; // peer-joined
+    let to_b = |data: &str| format!(r#"{{"type":"signal","to":"{b_id}","data":{data}}}"#);
+    for n in 1..=3 {
+        a.send(&to_b(&n.to_string())).await;
+        b.json().await;
+    }
+    a.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(a.json().await["type"], "pong");
+    let nobody = r#"{"type":"signal","to":"01JD3Q5ZB8M1XW2C6T0N4H9F7E","data":0}"#;
+    a.send(nobody).await;
+    assert_eq!(a.json().await["code"], "unknown-peer");
+    // After the last signal: not counted until another signal comes.
+    a.send(r#"{"type":"ping"}"#).await;
+    assert_eq!(a.json().await["type"], "pong");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut a = Client::rejoin(&server, "t", &resume).await;
+    let welcome = a.json().await;
+    assert_eq!(welcome["resumed"], true, "{welcome}");
+    assert_eq!(welcome["taken"], 5, "{welcome}");
+    // The client counts on from 5: its sixth frame.
+    a.send(&to_b("4")).await;
+    assert_eq!(b.json().await["data"], 4);
+    let resume = welcome["resume"].as_str().unwrap().to_owned();
+    // Resumed while this connection is still open: what it sends now is not relayed.
+    let mut again = Client::rejoin(&server, "t", &resume).await;
+    let welcome = again.json().await;
+    assert_eq!(welcome["taken"], 6, "{welcome}");
+    // (The server may have closed it already: the write may fail.)
+    let _ = futures_util::SinkExt::send(&mut a.ws, Message::text(to_b("5"))).await;
+    a.expect_close(4001).await;
+    b.expect_silence(Duration::from_millis(200)).await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_gives_ids_back_and_keeps_places_for_the_peers_named() {
     let with_secret = || Config {
