@@ -161,6 +161,11 @@ export class Politely extends EventTarget {
     // The signal, peer-joined and peer-left frames received under our id, which a resume
     // tells (a server of several nodes sends the rest again).
     this._received = 0;
+    // The text frames written under our id since its first welcome, and the last of them: a
+    // resume says how many the server took, and the rest (in flight when the connection
+    // dropped, or written to a node that died) go again.
+    this._written = 0;
+    this._unconfirmed = [];
     this._peers = new Map();
     this._intents = [];
     this._backlog = [];
@@ -284,7 +289,11 @@ export class Politely extends EventTarget {
 
   _welcomed(msg, first) {
     this._resume = msg.resume;
-    if (!msg.resumed) this._received = 0;
+    if (!msg.resumed) {
+      this._received = 0;
+      this._written = 0;
+      this._unconfirmed = [];
+    }
     this._iceServers(msg);
     this.state = "open";
     const listed = Array.isArray(msg.peers) ? msg.peers : [];
@@ -293,7 +302,7 @@ export class Politely extends EventTarget {
       this._emit("joined", { id: this.id, room: this.room, peers: listed.map((p) => p.id) });
     } else if (msg.resumed) {
       for (const id of [...this._peers.keys()]) if (!listed.some((p) => p.id === id)) this._removePeer(id);
-      for (const frame of this._backlog.splice(0)) this._ws.send(frame);
+      for (const frame of [...this._notTaken(msg.taken), ...this._backlog.splice(0)]) this._write(frame);
       // What waited for the signaling gets a full watchdog period again.
       const now = performance.now();
       for (const { conn } of this._peers.values()) {
@@ -407,11 +416,33 @@ export class Politely extends EventTarget {
     return [...(o.iceServers ?? o.rtcConfig?.iceServers ?? []), ...this._serverIce];
   }
 
+  /** Writes a frame under our id, and keeps it until a resume says it was taken. */
+  _write(frame) {
+    this._ws.send(frame);
+    this._written += 1;
+    if (this._unconfirmed.length >= BACKLOG) this._unconfirmed.shift();
+    this._unconfirmed.push(frame);
+  }
+
+  /** The frames written after the `taken` first ones, which the server never had; the count
+   * goes back to `taken`. Without a number (the server does not know) it starts over. */
+  _notTaken(taken) {
+    const frames = this._unconfirmed;
+    this._unconfirmed = [];
+    if (typeof taken !== "number") {
+      this._written = 0;
+      return [];
+    }
+    const first = this._written + 1 - frames.length;
+    this._written = taken;
+    return frames.filter((_, i) => first + i > taken);
+  }
+
   _send(peer, conn, data) {
     conn.sent = true;
     const frame = JSON.stringify({ type: "signal", to: peer.id, data: { connectionId: conn.id, ...data } });
     if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) {
-      this._ws.send(frame);
+      this._write(frame);
     } else if (this.state === "reconnecting") {
       if (this._backlog.length >= BACKLOG) this._backlog.shift();
       this._backlog.push(frame);
@@ -427,12 +458,12 @@ export class Politely extends EventTarget {
         this._lost("nothing heard from the server", null);
       } else if (now - this._lastPing >= this.options.pingInterval) {
         this._lastPing = now;
-        this._ws.send(JSON.stringify({ type: "ping" }));
+        this._write(JSON.stringify({ type: "ping" }));
       }
       if (this._iceRefreshAt !== null && now >= this._iceRefreshAt) {
         // Asked once; the answer schedules the next.
         this._iceRefreshAt = null;
-        this._ws.send(JSON.stringify({ type: "ice-servers" }));
+        this._write(JSON.stringify({ type: "ice-servers" }));
       }
     }
     // Without signaling no negotiation can progress; the clocks restart on the resume.
@@ -494,7 +525,7 @@ export class Politely extends EventTarget {
     if (this.sfu === null) throw new Error("the room has no SFU");
     const frame = JSON.stringify({ type: "signal", to: this.sfu, data: { room } });
     if (this.state === "open" && this._ws?.readyState === WebSocket.OPEN) {
-      this._ws.send(frame);
+      this._write(frame);
     } else if (this.state === "reconnecting") {
       if (this._backlog.length >= BACKLOG) this._backlog.shift();
       this._backlog.push(frame);

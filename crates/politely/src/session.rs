@@ -171,6 +171,7 @@ impl Session {
             id: welcome.id.clone(),
             resume: welcome.resume.clone(),
             received: 0,
+            unconfirmed: Unconfirmed::default(),
             members: Vec::new(),
             peers: BTreeMap::new(),
             out_tx,
@@ -285,6 +286,8 @@ struct SessionTask {
     /// The `signal`, `peer-joined` and `peer-left` frames received under our id, which a
     /// resume tells (a server of several nodes sends the rest again).
     received: u64,
+    /// What we wrote that a resume may say the server never took.
+    unconfirmed: Unconfirmed,
     /// The room's other peers, as the server last told.
     members: Vec<Member>,
     peers: BTreeMap<String, PeerEntry>,
@@ -347,7 +350,7 @@ impl SessionTask {
     /// session stops (`Ok`).
     async fn serve(&mut self, mut ws: Ws) -> Result<Stop, String> {
         while let Some(frame) = self.backlog.pop_front() {
-            if let Err(e) = ws.feed(WsMessage::text(frame)).await {
+            if let Err(e) = ws.feed(WsMessage::text(self.wrote(frame))).await {
                 return Err(e.to_string());
             }
         }
@@ -357,6 +360,7 @@ impl SessionTask {
                 command = self.commands.recv() => match command {
                     Some(SessionCommand::Room(message)) => {
                         if let Some(frame) = self.room_frame(&message) {
+                            let frame = self.wrote(frame);
                             ws.send(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
                         }
                     }
@@ -376,17 +380,19 @@ impl SessionTask {
                 () = sleep_until(self.ice_refresh), if self.ice_refresh.is_some() => {
                     // Asked once; the answer schedules the next.
                     self.ice_refresh = None;
-                    let ask = ClientMessage::IceServers.to_json();
+                    let ask = self.wrote(ClientMessage::IceServers.to_json());
                     ws.send(WsMessage::text(ask)).await.map_err(|e| e.to_string())?;
                 }
                 outgoing = self.out_rx.recv() => {
                     // The task holds a sender itself, so the queue never ends.
                     let Some(outgoing) = outgoing else { continue };
                     let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                    let frame = self.wrote(frame);
                     ws.feed(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
                     // Whatever else is ready goes out with the same flush.
                     while let Ok(outgoing) = self.out_rx.try_recv() {
                         let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                        let frame = self.wrote(frame);
                         ws.feed(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
                     }
                     ws.flush().await.map_err(|e| e.to_string())?;
@@ -665,15 +671,33 @@ impl SessionTask {
         }
     }
 
+    /// Counts a frame about to be written, and keeps it until a resume says it was taken.
+    fn wrote(&mut self, frame: String) -> String {
+        self.unconfirmed.wrote(&frame);
+        frame
+    }
+
     /// Brings the peers in line with a new welcome.
     async fn welcomed_again(&mut self, welcome: Welcome) {
         self.resume = welcome.resume;
         self.set_ice_servers(welcome.ice_servers, welcome.ice_ttl);
-        if !welcome.resumed {
+        if welcome.resumed {
+            let again = self.unconfirmed.resumed(welcome.taken);
+            if !again.is_empty() {
+                tracing::info!(
+                    frames = again.len(),
+                    "sending again what the server never took"
+                );
+            }
+            for frame in again.into_iter().rev() {
+                self.backlog.push_front(frame);
+            }
+        } else {
             // A new id: every relationship starts over, and what was queued for the old
             // ones is moot.
             self.backlog.clear();
             self.received = 0;
+            self.unconfirmed = Unconfirmed::default();
             let ids: Vec<String> = self.peers.keys().cloned().collect();
             for id in ids {
                 self.remove_peer(&id).await;
@@ -774,12 +798,52 @@ fn keep(backlog: &mut VecDeque<String>, outgoing: Outgoing) {
     backlog.push_back(ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json());
 }
 
+/// The text frames written under an id since its first `welcome`, and the last of them (up
+/// to [`BACKLOG`]): a resume says how many the server took, and the rest (in flight when the
+/// connection dropped, or written to a node that died) go again.
+#[derive(Default)]
+pub(crate) struct Unconfirmed {
+    written: u64,
+    frames: VecDeque<String>,
+}
+
+impl Unconfirmed {
+    pub(crate) fn wrote(&mut self, frame: &str) {
+        self.written += 1;
+        if self.frames.len() == BACKLOG {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(frame.to_owned());
+    }
+
+    /// A resume said the server took `taken` of our frames: the ones after, to send again
+    /// first (counted when written). Without a number (the server does not know) nothing can
+    /// be told apart, and the count starts over, as the server's does.
+    pub(crate) fn resumed(&mut self, taken: Option<u64>) -> Vec<String> {
+        let frames = std::mem::take(&mut self.frames);
+        let Some(taken) = taken else {
+            self.written = 0;
+            return Vec::new();
+        };
+        let first = self.written + 1 - frames.len() as u64;
+        self.written = taken;
+        frames
+            .into_iter()
+            .zip(first..)
+            .filter(|(_, n)| *n > taken)
+            .map(|(frame, _)| frame)
+            .collect()
+    }
+}
+
 /// What a `welcome` tells.
 pub(crate) struct Welcome {
     pub(crate) id: String,
     pub(crate) peers: Vec<Member>,
     pub(crate) resume: String,
     pub(crate) resumed: bool,
+    /// With `resumed`: how many of our frames the server took.
+    pub(crate) taken: Option<u64>,
     /// STUN and TURN servers for this client, and how long their credentials last (s).
     pub(crate) ice_servers: Vec<IceServer>,
     pub(crate) ice_ttl: Option<u64>,
@@ -890,6 +954,7 @@ pub(crate) async fn connect(
                         peers,
                         resume,
                         resumed,
+                        taken,
                         ice_servers,
                         ice_ttl,
                         ..
@@ -907,6 +972,7 @@ pub(crate) async fn connect(
                                 .collect(),
                             resume: resume.into_owned(),
                             resumed,
+                            taken,
                             ice_servers: ice_servers.into_iter().map(ice_server).collect(),
                             ice_ttl,
                         };
@@ -947,5 +1013,38 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wrote(unconfirmed: &mut Unconfirmed, frames: std::ops::RangeInclusive<u64>) {
+        for n in frames {
+            unconfirmed.wrote(&n.to_string());
+        }
+    }
+
+    #[test]
+    fn a_resume_gives_back_what_the_server_never_took_and_counts_on_from_there() {
+        let mut unconfirmed = Unconfirmed::default();
+        wrote(&mut unconfirmed, 1..=5);
+        assert_eq!(unconfirmed.resumed(Some(3)), ["4", "5"]);
+        // Written again as the sixth frame on: the server's count is ours.
+        wrote(&mut unconfirmed, 4..=5);
+        assert_eq!(unconfirmed.resumed(Some(5)), Vec::<String>::new());
+        wrote(&mut unconfirmed, 6..=6);
+        assert_eq!(unconfirmed.resumed(Some(5)), ["6"]);
+        // A server that does not know: nothing again, and the count starts over.
+        assert_eq!(unconfirmed.resumed(None), Vec::<String>::new());
+        wrote(&mut unconfirmed, 1..=2);
+        assert_eq!(unconfirmed.resumed(Some(1)), ["2"]);
+        // More than are kept went missing: what is kept goes again.
+        let mut unconfirmed = Unconfirmed::default();
+        wrote(&mut unconfirmed, 1..=(BACKLOG as u64 + 10));
+        let again = unconfirmed.resumed(Some(2));
+        assert_eq!(again.len(), BACKLOG);
+        assert_eq!(again[0], "11");
     }
 }

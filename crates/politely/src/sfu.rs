@@ -11,7 +11,7 @@
 
 use crate::config::PeerConfig;
 use crate::error::Error;
-use crate::session::{Member, Welcome, Ws, connect};
+use crate::session::{Member, Unconfirmed, Welcome, Ws, connect};
 use futures_util::{SinkExt, StreamExt};
 use politely_core::{Certificate, Role};
 use politely_proto::{ClientMessage, ServerMessage};
@@ -104,6 +104,7 @@ impl Sfu {
             id: id.clone(),
             resume: welcome.resume.clone(),
             received: 0,
+            unconfirmed: Unconfirmed::default(),
             backlog: VecDeque::new(),
             config,
             certificate,
@@ -202,6 +203,8 @@ struct SfuTask {
     /// The `signal`, `peer-joined` and `peer-left` frames received under our id (see the
     /// session's).
     received: u64,
+    /// What we wrote that a resume may say the server never took.
+    unconfirmed: Unconfirmed,
     /// Signal frames not sent yet (while the signaling connection is down).
     backlog: VecDeque<String>,
     config: SfuConfig,
@@ -350,6 +353,12 @@ impl SfuTask {
             while self.room.poll_output().is_some() {}
             self.backlog.clear();
             self.received = 0;
+            self.unconfirmed = Unconfirmed::default();
+        } else {
+            // What the server never took (written to a node that died) goes first.
+            for frame in self.unconfirmed.resumed(welcome.taken).into_iter().rev() {
+                self.backlog.push_front(frame);
+            }
         }
         *self.id.lock().expect("never poisoned") = welcome.id;
         self.resume = welcome.resume;
@@ -412,6 +421,7 @@ impl SfuTask {
             ws.feed(WsMessage::text(frame.clone()))
                 .await
                 .map_err(|e| Error::Signaling(e.to_string()))?;
+            self.unconfirmed.wrote(frame);
             self.backlog.pop_front();
         }
         ws.flush()
