@@ -6,13 +6,16 @@
 // (transceivers) and by restarting ICE from both sides at once, and chat: every message must
 // arrive, in order. Chromium with a native peer, and two native peers. Then a path change: the
 // address the call runs on goes away, and the call must carry on over the one left. Last, the
-// signaling server is killed mid-call and started again.
+// signaling server is killed mid-call and started again, and a page's signaling connection is
+// cut with its offer still on the way.
 //
 // Delay and reordering too: this kernel has no netem qdisc, so the datagrams go through a
 // netfilter queue to netdelay.py, which gives each back after 50 ms ± 20 ms.
 
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
+import net from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createInterface } from "node:readline";
 import { after, afterEach, before, test } from "node:test";
 import {
@@ -23,6 +26,7 @@ import {
   messagesFrom,
   nativeConverged,
   nativeDirections,
+  pageDirections,
   restartIce,
   same,
   selectedPair,
@@ -304,6 +308,75 @@ test("a path change: the address the call runs on goes away, the call goes on ov
     assert.equal(await native.quit(), 0);
     await page.context().close();
     ip("link", "del", "veth0");
+  }
+});
+
+/** A TCP proxy on 127.0.0.1 to `target` (`host:port`) that can swallow what clients send
+ * (`swallow`) and cut every connection at once (`cut()`), as a connection that dies with
+ * frames on the way does. */
+async function startProxy(target) {
+  const [host, port] = [target.slice(0, target.lastIndexOf(":")), Number(target.slice(target.lastIndexOf(":") + 1))];
+  const sockets = new Set();
+  const proxy = {
+    swallow: false,
+    cut() {
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+    },
+  };
+  const listener = net.createServer((client) => {
+    const upstream = net.connect(port, host);
+    sockets.add(client);
+    sockets.add(upstream);
+    client.on("data", (data) => proxy.swallow || upstream.write(data));
+    upstream.on("data", (data) => client.write(data));
+    const end = () => {
+      for (const socket of [client, upstream]) {
+        socket.destroy();
+        sockets.delete(socket);
+      }
+    };
+    for (const socket of [client, upstream]) socket.on("close", end).on("error", end);
+  });
+  await new Promise((resolve) => listener.listen(0, "127.0.0.1", resolve));
+  proxy.origin = `http://127.0.0.1:${listener.address().port}`;
+  proxy.close = () => {
+    proxy.cut();
+    listener.close();
+  };
+  return proxy;
+}
+
+test("an offer cut off on its way to the server goes again after the resume, with no watchdog", async () => {
+  const proxy = await startProxy(server.addr);
+  const page = await openPage(browser, proxy.origin);
+  const pageId = await joinDemo(page, "swallowed");
+  const native = new Native(server.ws, "swallowed");
+  try {
+    const nativeId = await native.id();
+    const check = () => nativeConverged(page, pageId, native, nativeId);
+    const before = await settle(check, "connected");
+    // The page renegotiates; its offer reaches the proxy and goes no further.
+    proxy.swallow = true;
+    await page.evaluate(() => window.politely.glare());
+    await until(async () => (await check()).sb.counters.offers > before.sb.counters.offers, { what: "the page's offer" });
+    await sleep(200);
+    // Its connection dies; the page resumes, and the welcome says what the server took.
+    proxy.swallow = false;
+    proxy.cut();
+    const s = await settle(async () => {
+      const c = await check();
+      return { ...c, ok: c.ok && c.sn.counters.answers > before.sn.counters.answers };
+    }, "the offer's round, after the resume");
+    assert.equal(s.sb.counters.watchdog, before.sb.counters.watchdog, "the page's watchdog did not act");
+    assert.equal(s.sn.counters.watchdog, before.sn.counters.watchdog, "the native peer's watchdog did not act");
+    const wrong = directionsNotAsAsked(await pageDirections(page, nativeId), await nativeDirections(native, pageId));
+    assert.deepEqual(wrong, []);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    assert.equal(await native.quit(), 0);
+    await page.context().close();
+    proxy.close();
   }
 });
 

@@ -605,6 +605,9 @@ fn chaos_runs_end_with_every_frame_accounted_for_and_every_view_true() {
         "{text}"
     );
     assert!(text.contains("native pairs: 3, "), "{text}");
+    // What a client wrote to the node as it died went again after its resume: no
+    // renegotiation waited for the watchdog.
+    assert!(text.contains("; watchdog firings 0;"), "{text}");
     // 20 pairs over 3 nodes put 14 clients on the first node; a quarter of them stay away.
     assert!(text.contains("heard leaving: 3,"), "{text}");
     assert!(

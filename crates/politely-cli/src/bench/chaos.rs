@@ -93,6 +93,8 @@ struct Report {
     unavailable: u64,
     /// `unknown-peer` errors it was sent (a signal that crossed its partner's leave).
     unknown_peer: u64,
+    /// Signals it sent again after a resume, which the server had not taken.
+    sent_again: u64,
     /// Since the fault: when each resume was welcomed.
     resumed: Vec<Duration>,
     /// Since the fault: when it heard its partner leave.
@@ -199,6 +201,10 @@ async fn client(
     let mut token = String::new();
     let mut partner: Option<String> = None;
     let mut received = 0u64;
+    // Frames written under the id since the welcome, and the last of them until a resume
+    // says how many the server took.
+    let mut written = 0u64;
+    let mut unconfirmed: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut told_joined = false;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,6 +224,11 @@ async fn client(
                 report.sent += 1;
                 let data = format!(r#"{{"n":{},"t":{}}}"#, report.sent, timeline.micros(now));
                 let frame = format!(r#"{{"type":"signal","to":"{to}","data":{data}}}"#);
+                written += 1;
+                if unconfirmed.len() == 1024 {
+                    unconfirmed.pop_front();
+                }
+                unconfirmed.push_back(frame.clone());
                 ws.send(Message::text(frame)).await.is_err()
             }
             message = ws.next() => match message {
@@ -320,7 +331,7 @@ async fn client(
                 return report;
             }
             match resume(&nodes, &room, &token, received).await {
-                Ok((socket, welcome_id, new_token, peers)) => {
+                Ok((socket, welcome_id, new_token, peers, taken)) => {
                     if id.as_deref() != Some(&*welcome_id) {
                         report
                             .faults
@@ -334,6 +345,27 @@ async fn client(
                     }
                     token = new_token;
                     ws = socket;
+                    // What the server never took goes again (written to the node that died).
+                    let Some(taken) = taken else {
+                        report
+                            .faults
+                            .push("resumed without the count of frames taken".into());
+                        return report;
+                    };
+                    let first = written + 1 - unconfirmed.len() as u64;
+                    let again: Vec<String> = std::mem::take(&mut unconfirmed)
+                        .into_iter()
+                        .zip(first..)
+                        .filter(|(_, n)| *n > taken)
+                        .map(|(frame, _)| frame)
+                        .collect();
+                    written = taken;
+                    report.sent_again += again.len() as u64;
+                    for frame in again {
+                        written += 1;
+                        unconfirmed.push_back(frame.clone());
+                        let _ = ws.send(Message::text(frame)).await;
+                    }
                     let since = timeline.fault.get().map(|f| f.elapsed());
                     report.resumed.push(since.unwrap_or_default());
                     break;
@@ -362,14 +394,14 @@ async fn client(
     report
 }
 
-/// A resuming join; the socket, the id, the new token and the room's peers, once welcomed
-/// with `resumed`.
+/// A resuming join: the socket, the id, the new token, the room's peers and how many of its
+/// frames the server took, once welcomed with `resumed`.
 async fn resume(
     nodes: &Nodes,
     room: &str,
     token: &str,
     received: u64,
-) -> anyhow::Result<(Socket, String, String, Vec<String>)> {
+) -> anyhow::Result<(Socket, String, String, Vec<String>, Option<u64>)> {
     let mut ws = nodes.connect().await?;
     let join = ClientMessage::Join {
         room: room.into(),
@@ -390,12 +422,13 @@ async fn resume(
                 resume,
                 resumed,
                 peers,
+                taken,
                 ..
             } => {
                 anyhow::ensure!(resumed, "welcomed as a new peer");
                 let (id, resume) = (id.into_owned(), resume.into_owned());
                 let peers = peers.iter().map(|p| p.id.to_string()).collect();
-                return Ok((ws, id, resume, peers));
+                return Ok((ws, id, resume, peers, taken));
             }
             ServerMessage::Error { code, message, .. } => bail!("{code}: {message}"),
             _ => continue,
@@ -835,6 +868,7 @@ fn judge(args: &ChaosArgs, reports: &[Report], timeline: &Timeline) -> Verdict {
     let mut verdict = Verdict::default();
     let grace = Duration::from_secs_f64(args.grace);
     let (mut missing_told, mut missing_dead_node, mut unexplained, mut told) = (0, 0, 0, 0);
+    let (mut died_with_node, mut sent_again) = (0, 0);
     let mut disorder = 0;
     let mut sent = 0;
     let mut faults = Vec::new();
@@ -851,6 +885,7 @@ fn judge(args: &ChaosArgs, reports: &[Report], timeline: &Timeline) -> Verdict {
             faults.push(format!("client {i}: {fault}"));
         }
         sent += report.sent;
+        sent_again += report.sent_again;
         disorder += report.disorder;
         // Only a partner that left may be unknown.
         if report.unknown_peer > 0 && !partner.stayed_away {
@@ -870,8 +905,13 @@ fn judge(args: &ChaosArgs, reports: &[Report], timeline: &Timeline) -> Verdict {
         for (low, high) in gaps {
             let len = high - low + 1;
             if args.fault == Fault::NodeKill && partner.losses.contains(&high) {
-                // The tail of what the partner wrote to the node that died.
-                missing_dead_node += len;
+                // The tail of what the partner wrote to the node that died: gone with it if
+                // the partner never came back; otherwise it should have been sent again.
+                if partner.stayed_away {
+                    died_with_node += len;
+                } else {
+                    missing_dead_node += len;
+                }
             } else {
                 unexplained_here += len;
             }
@@ -939,9 +979,9 @@ fn judge(args: &ChaosArgs, reports: &[Report], timeline: &Timeline) -> Verdict {
         verdict.failures.extend(details);
     }
     verdict.check(
-        unexplained == 0 || lost_with_redis,
+        (unexplained == 0 || lost_with_redis) && missing_dead_node == 0,
         format!(
-            "missing: {missing_told} of the {told} refused as unavailable, {missing_dead_node} written to the dead node, {unexplained} with no such reason{}",
+            "missing: {missing_told} of the {told} refused as unavailable, {died_with_node} sent by clients that died with their node, {missing_dead_node} written to the dead node by clients that came back (after a resume they send again what the server never took: {sent_again}), {unexplained} with no such reason{}",
             if lost_with_redis {
                 " (lost with Redis's data: it ran without persistence)"
             } else {
@@ -1052,16 +1092,23 @@ mod tests {
         // ... unless its sender was told `unavailable`.
         reports[0].unavailable = 1;
         assert_eq!(failures("redis-stop", &reports), Vec::<String>::new());
-        // The tail of what a client wrote to a node that died.
+        // The tail of what a client wrote to a node that died: gone with a client that never
+        // came back, but one that resumed sends it again.
         let mut reports = pair();
         reports[1].highest = 7;
         assert!(fails("node-kill", &reports));
         reports[0].losses.push(10);
-        reports[0].resumed.push(Duration::from_millis(5));
+        reports[0].stayed_away = true;
+        reports[1].partner_present = false;
+        reports[1].partner_left.push(Duration::from_secs(3));
         assert_eq!(failures("node-kill", &reports), Vec::<String>::new());
-        // A lost tail that is not where the sender lost its connection.
-        reports[0].losses[0] = 9;
+        reports[0].stayed_away = false;
+        reports[1].partner_present = true;
+        reports[1].partner_left.clear();
+        reports[0].resumed.push(Duration::from_millis(5));
         assert!(fails("node-kill", &reports));
+        reports[1].highest = 10;
+        assert_eq!(failures("node-kill", &reports), Vec::<String>::new());
         // Duplicates, a wrong view of the room, a frame the protocol does not allow.
         let mut reports = pair();
         reports[0].disorder = 1;
