@@ -458,9 +458,11 @@ impl Connection {
         }
         if matches!(message, Message::Text(_)) {
             self.received += 1;
-            if self.member.is_some() {
-                self.taken += 1;
-            }
+        }
+        // Every text frame the client wrote counts, refused ones (over the size limit, over
+        // the rate) too: its count and this one must agree.
+        if matches!(message, Message::Text(_) | Message::TooLarge(_)) && self.member.is_some() {
+            self.taken += 1;
         }
         // Every frame but a close (and one over the size limit, refused anyway) takes a token:
         // pings and pongs cost the server as much as signals.

@@ -954,9 +954,8 @@ impl Hub {
     }
 
     /// Relays a frame made of `parts` to `to`, another peer of the sender's room; `shared` is
-    /// the middle part kept from its read, if it was large enough to share.
-    /// Relays a signal from `from`, whose connection has taken `taken` text frames from it
-    /// under its id (this one included).
+    /// the middle part kept from its read, if it was large enough to share. `from`'s
+    /// connection has taken `taken` text frames from it under its id (this one included).
     pub(crate) fn relay(
         &self,
         from: &Membership,

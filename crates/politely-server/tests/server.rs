@@ -569,6 +569,10 @@ async fn a_resumed_welcome_says_how_many_frames_were_taken() {
     }
     a.send(r#"{"type":"ping"}"#).await;
     assert_eq!(a.json().await["type"], "pong");
+    // A frame over the size limit is refused, and counted: the client counted it.
+    a.send(&to_b(&format!("\"{}\"", "x".repeat(300 * 1024))))
+        .await;
+    assert_eq!(a.json().await["code"], "frame-too-large");
     let nobody = r#"{"type":"signal","to":"01JD3Q5ZB8M1XW2C6T0N4H9F7E","data":0}"#;
     a.send(nobody).await;
     assert_eq!(a.json().await["code"], "unknown-peer");
@@ -580,15 +584,15 @@ async fn a_resumed_welcome_says_how_many_frames_were_taken() {
     let mut a = Client::rejoin(&server, "t", &resume).await;
     let welcome = a.json().await;
     assert_eq!(welcome["resumed"], true, "{welcome}");
-    assert_eq!(welcome["taken"], 5, "{welcome}");
-    // The client counts on from 5: its sixth frame.
+    assert_eq!(welcome["taken"], 6, "{welcome}");
+    // The client counts on from 6: its seventh frame.
     a.send(&to_b("4")).await;
     assert_eq!(b.json().await["data"], 4);
     let resume = welcome["resume"].as_str().unwrap().to_owned();
     // Resumed while this connection is still open: what it sends now is not relayed.
     let mut again = Client::rejoin(&server, "t", &resume).await;
     let welcome = again.json().await;
-    assert_eq!(welcome["taken"], 6, "{welcome}");
+    assert_eq!(welcome["taken"], 7, "{welcome}");
     // (The server may have closed it already: the write may fail.)
     let _ = futures_util::SinkExt::send(&mut a.ws, Message::text(to_b("5"))).await;
     a.expect_close(4001).await;
