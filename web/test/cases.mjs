@@ -244,7 +244,12 @@ export async function browserAndNative({ server, open, browser, name, nativeFirs
       // offerer controls); Firefox keeps the role it had, and the native side follows it.
       const roles = { page: pageRole, native: s.sn.iceControlling ? "controlling" : "controlled" };
       assert.notEqual(roles.page, roles.native, `ICE roles after a restart from the ${side}: ${JSON.stringify(roles)}`);
-      if (browser === "Chromium") {
+      // When the other side made an offer of its own meanwhile (an exchange still on its way
+      // from the rounds above), that offer may win and carry the new credentials: then its
+      // offerer controls, and only the check above applies.
+      const other = side === "native" ? offers(s.sb) - offers(before.sb) : s.sn.counters.offers - before.sn.counters.offers;
+      if (other > 0) console.log(`# the ${side === "native" ? "page" : "native peer"} offered during the restart from the ${side}: ${JSON.stringify(roles)}`);
+      if (browser === "Chromium" && other === 0) {
         assert.deepEqual(
           roles,
           side === "native" ? { page: "controlled", native: "controlling" } : { page: "controlling", native: "controlled" },

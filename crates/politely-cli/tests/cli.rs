@@ -327,6 +327,33 @@ fn native_benchmarks_report_and_fail_nothing() {
     assert!(text.contains("failures: 0"), "{text}");
 }
 
+#[test]
+fn the_sfu_benchmark_delivers_every_track_in_both_modes() {
+    for gate in [None, Some("500")] {
+        let mut args = vec![
+            "bench",
+            "sfu",
+            "--clients",
+            "4",
+            "--rounds",
+            "3",
+            "--churn",
+            "5",
+            "--stream-secs",
+            "1",
+        ];
+        args.extend(gate.iter().flat_map(|ms| ["--gate", ms]));
+        let out = politely(&args);
+        let text = succeeded(&out);
+        // Every subscriber got every publish and every churn round's tracks, and the broadcast
+        // reached every subscriber.
+        assert!(text.contains("(n=9, 3 rounds"), "{text}");
+        assert!(text.contains("churn: 5 rounds, 0 failed"), "{text}");
+        assert!(text.contains("broadcast 1 -> 3: "), "{text}");
+        assert!(!text.contains("received nothing"), "{text}");
+    }
+}
+
 /// `politely join` with its stdin, stdout and stderr piped; lines arrive on channels.
 struct Joined {
     child: std::process::Child,

@@ -280,6 +280,8 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
     let before_stream = *integrity.lock().expect("never poisoned");
     // The broadcast: client 0 streams to everyone, nothing renegotiates while it is timed.
     let mut stream = None;
+    // Subscribers the broadcast never reached within the timeout.
+    let mut unreached = 0;
     if args.stream_secs > 0 {
         let (track, writer) = publish(
             &handles[0].0,
@@ -301,6 +303,7 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
                 Ok(None) | Err(_) => break,
             }
         }
+        unreached = waiting;
         let packets_before = integrity.lock().expect("never poisoned").packets;
         let cpu_before = cpu_nanos(pid);
         let t0 = Instant::now();
@@ -377,6 +380,13 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
         Some(_) => println!("broadcast: no packets or CPU unknown"),
         None => {}
     }
+    if unreached > 0 {
+        println!(
+            "broadcast: {unreached} of {} subscribers received nothing",
+            handles.len() - 1
+        );
+    }
+    let mut broadcast_failed = unreached > 0 || matches!(stream, Some((_, _, 0)));
     if let Some(bin) = &args.rtc_broadcast {
         let example = super::broadcast::run(
             bin,
@@ -408,12 +418,15 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
             }
             _ => println!("  CPU unknown or nothing received"),
         }
+        broadcast_failed |= example.packets == 0;
     }
-    Ok(if failed_rounds == 0 && churn_failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if failed_rounds == 0 && churn_failed == 0 && !broadcast_failed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 async fn wait_for_sfu(session: &mut Session) -> anyhow::Result<PeerHandle> {
