@@ -25,6 +25,7 @@ if [ ! -x "$bin" ]; then
     src=$(ls -d "$registry"/*/rtc-0.21.1 | head -n1)
   fi
   rm -rf "$work/rtc"
+  mkdir -p "$work"
   cp -r "$src" "$work/rtc"
   # Its own workspace, not politely's (it sits below politely's root).
   printf '\n[workspace]\n' >> "$work/rtc/Cargo.toml"
