@@ -102,6 +102,20 @@ function extmapConflict(local, remote) {
 const KEEPS_EXTENSION_IDS = typeof navigator !== "undefined" && /Chrom(e|ium)\//.test(navigator.userAgent);
 
 /** 16 hex digits, like the native engine's; getRandomValues also works outside secure contexts. */
+/** The server's WebSocket URL from what the application gave (see `join`). */
+export function serverUrl(url) {
+  const base = typeof location === "undefined" ? undefined : location.href;
+  const parsed = new URL(url, base);
+  if (parsed.protocol === "http:") parsed.protocol = "ws:";
+  if (parsed.protocol === "https:") parsed.protocol = "wss:";
+  if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+    throw new TypeError(`a politely server is reached over ws:// or wss://, not ${parsed.protocol}//`);
+  }
+  if (parsed.pathname === "" || parsed.pathname === "/") parsed.pathname = "/ws";
+  parsed.hash = "";
+  return parsed.href;
+}
+
 function randomId() {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -206,10 +220,13 @@ export class Politely extends EventTarget {
 
   // ------------------------------------------------------------------ signaling connection
 
-  /** Connects, joins `room` and resolves once welcomed; rejects if the server refuses. */
+  /** Connects, joins `room` and resolves once welcomed; rejects if the server refuses.
+   * `url` is the server's: `ws://host:port` and `ws://host:port/ws` are the same (a URL
+   * with no path gets `/ws`), `http(s)://` is taken as `ws(s)://`, and a relative one
+   * (`"/ws"`) is resolved against the page. */
   async join(url, room) {
     if (this.state !== "new") throw new Error("join() can be called once per client");
-    this.url = url;
+    this.url = serverUrl(url);
     this.room = room;
     this.state = "joining";
     try {

@@ -22,6 +22,7 @@
 
 #![cfg_attr(not(test), warn(missing_docs))]
 
+mod address;
 mod envelope;
 mod message;
 pub mod room;
@@ -41,6 +42,8 @@ pub const SUBPROTOCOL: &str = "politely.v1";
 
 /// The path of the WebSocket endpoint.
 pub const WS_PATH: &str = "/ws";
+
+pub use address::{Url, UrlError, server_url};
 
 /// Whether `room` is an acceptable room name: 1 to 128 bytes of UTF-8 without control
 /// characters.

@@ -55,25 +55,20 @@ pub(crate) fn run(command: &BenchCommand) -> anyhow::Result<ExitCode> {
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The WebSocket URL: `ws://host:port` gets the protocol's path.
+/// The server's WebSocket URL (`ws://host:port` gets the protocol's path), refused unless
+/// it is plain `ws://` on loopback.
 fn ws_url(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| anyhow::anyhow!("the benchmarks speak plain ws:// on loopback: {url}"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.split_once(']') {
-        Some((v6, _)) => &authority[..=v6.len()],
-        None => authority.split(':').next().unwrap_or_default(),
-    };
+    let parsed = politely_proto::server_url(url)?;
     anyhow::ensure!(
-        matches!(host, "localhost" | "[::1]") || host.starts_with("127."),
-        "the benchmarks only load servers on loopback, not {host}"
+        parsed.scheme() == "ws",
+        "the benchmarks speak plain ws:// on loopback: {url}"
     );
-    Ok(if rest.contains('/') {
-        url.to_owned()
-    } else {
-        format!("{url}{}", politely_proto::WS_PATH)
-    })
+    anyhow::ensure!(
+        crate::join::loopback_of_url(parsed.as_str()).is_some(),
+        "the benchmarks only load servers on loopback, not {}",
+        parsed.host_str().unwrap_or_default()
+    );
+    Ok(parsed.into())
 }
 
 /// Connects and joins `room`; returns the socket and the id from the welcome.

@@ -18,20 +18,23 @@ pub(crate) struct Client {
     mask_state: u32,
 }
 
-/// The `host:port` and path of a `ws://` URL already checked by `ws_url`.
-fn split_url(url: &str) -> (&str, &str) {
-    let rest = url.strip_prefix("ws://").unwrap_or(url);
-    match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    }
+/// The `host:port` and the path (with its query) of a server URL.
+fn split_url(url: &str) -> anyhow::Result<(String, String)> {
+    let url = politely_proto::server_url(url)?;
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let path = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    Ok((format!("{host}:{port}"), path))
 }
 
 impl Client {
     /// Connects and completes the opening handshake.
     pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
-        let (authority, path) = split_url(url);
-        let tcp = TcpStream::connect(authority).await?;
+        let (authority, path) = split_url(url)?;
+        let tcp = TcpStream::connect(&authority).await?;
         tcp.set_nodelay(true)?;
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce)?;
@@ -195,7 +198,15 @@ mod tests {
 
     #[test]
     fn urls_split_into_authority_and_path() {
-        assert_eq!(split_url("ws://127.0.0.1:80/ws"), ("127.0.0.1:80", "/ws"));
-        assert_eq!(split_url("ws://[::1]:80"), ("[::1]:80", "/"));
+        let split = |url| split_url(url).unwrap();
+        assert_eq!(
+            split("ws://127.0.0.1:81/ws"),
+            ("127.0.0.1:81".into(), "/ws".into())
+        );
+        assert_eq!(split("ws://[::1]:81"), ("[::1]:81".into(), "/ws".into()));
+        assert_eq!(
+            split("ws://localhost"),
+            ("localhost:80".into(), "/ws".into())
+        );
     }
 }
