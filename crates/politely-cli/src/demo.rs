@@ -18,13 +18,13 @@ pub(crate) struct DemoArgs {
     /// under glare, and each prints what it receives.
     #[arg(long)]
     sfu: bool,
-    /// Log filter (tracing's env-filter syntax), to stderr.
-    #[arg(long, env = "POLITELY_LOG", default_value = "warn")]
-    log: String,
+    /// Logging (warnings by default).
+    #[command(flatten)]
+    log: crate::LogArgs,
 }
 
 pub(crate) fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logs(&args.log)?;
+    args.log.init("warn")?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

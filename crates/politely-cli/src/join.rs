@@ -72,14 +72,17 @@ pub(crate) struct JoinArgs {
     /// or by the signaling server), and no peer learns this machine's addresses.
     #[arg(long)]
     relay_only: bool,
+    /// Logging (warnings by default).
+    #[command(flatten)]
+    log: crate::LogArgs,
 }
 
 /// Lines typed before any chat is open wait here, up to this many.
 const HELD_LINES: usize = 1000;
 
 pub(crate) fn run(args: &JoinArgs) -> anyhow::Result<ExitCode> {
-    // Logs go to stderr with the status lines, filtered by RUST_LOG (warnings by default).
-    crate::init_logs(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))?;
+    // Logs go to stderr with the status lines (warnings by default).
+    args.log.init("warn")?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -266,6 +269,9 @@ async fn join(args: &JoinArgs) -> anyhow::Result<ExitCode> {
                         PeerEvent::Error(e) => {
                             status(format_args!("{peer}: {e}"));
                             scripts.entry(peer).or_default().notes.push(e.to_string());
+                        }
+                        PeerEvent::StartFailed(e) => {
+                            status(format_args!("{peer}: the connection could not start: {e}"))
                         }
                         _ => {}
                     },
@@ -602,21 +608,12 @@ async fn open_chat(peer: &PeerHandle, chats: &mut BTreeMap<String, DataChannel>)
 }
 
 /// The loopback address a URL's host is on (`::1` for `[::1]`, `127.0.0.1` for `127.x` and
-/// `localhost`), or `None` for any other host.
+/// `localhost`), or `None` for any other host (or no URL).
 pub(crate) fn loopback_of_url(url: &str) -> Option<IpAddr> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    if host == "localhost" {
-        return Some(IpAddr::from([127, 0, 0, 1]));
-    }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) if ip.is_loopback() => Some(IpAddr::from([127, 0, 0, 1])),
-        Ok(IpAddr::V6(ip)) if ip.is_loopback() => Some(IpAddr::V6(ip)),
-        _ => None,
+    match politely_proto::server_url(url).ok()?.host()? {
+        url::Host::Domain(name) => (name == "localhost").then(|| IpAddr::from([127, 0, 0, 1])),
+        url::Host::Ipv4(ip) => ip.is_loopback().then(|| IpAddr::from([127, 0, 0, 1])),
+        url::Host::Ipv6(ip) => ip.is_loopback().then_some(IpAddr::V6(ip)),
     }
 }
 

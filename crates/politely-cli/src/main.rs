@@ -80,13 +80,47 @@ fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where the logs go (stderr) and what they say: the options every long-running command has.
+#[derive(clap::Args, Debug, Clone)]
+struct LogArgs {
+    /// Log filter (tracing's env-filter syntax, e.g. `debug` or `politely=debug,rtc=warn`).
+    /// Without it: POLITELY_LOG, then RUST_LOG, then the command's default.
+    #[arg(long, env = "POLITELY_LOG")]
+    log: Option<String>,
+    /// `text` for people, `json` for a log pipeline (one object per line).
+    #[arg(long, env = "POLITELY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogArgs {
+    /// Starts logging to stderr, with `default` as the filter when none is given.
+    fn init(&self, default: &str) -> anyhow::Result<()> {
+        let filter = match &self.log {
+            Some(filter) => filter.clone(),
+            None => std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_owned()),
+        };
+        init_logs(&filter, self.log_format)
+    }
+}
+
 /// Logs to stderr, filtered by `filter` (tracing's env-filter syntax); the `log` records of
 /// the engine and rtc are included.
-fn init_logs(filter: &str) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+fn init_logs(filter: &str, format: LogFormat) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter)?)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     Ok(())
 }
 

@@ -94,9 +94,9 @@ pub(crate) struct ServeArgs {
     /// Worker threads; 0 means one per CPU.
     #[arg(long, env = "POLITELY_THREADS", default_value_t = 0)]
     threads: usize,
-    /// Log filter (tracing's env-filter syntax), e.g. `debug` to log every join and leave.
-    #[arg(long, env = "POLITELY_LOG", default_value = "info")]
-    log: String,
+    /// Logging (`info` by default; `debug` logs every join and leave).
+    #[command(flatten)]
+    log: crate::LogArgs,
     /// Run an SFU in this process for every room: it joins as a room's first client does,
     /// every client then connects to it alone, and it leaves when the room empties.
     #[arg(long, env = "POLITELY_SFU")]
@@ -196,10 +196,7 @@ impl ServeArgs {
 }
 
 pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
-        .with_writer(std::io::stderr)
-        .init();
+    args.log.init("info")?;
     if let Some(parent) = args.exit_with_parent {
         // An orphan is adopted by another process: the parent that started us has gone.
         std::thread::spawn(move || {
@@ -249,30 +246,29 @@ pub(crate) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             sfu.peer.bind = crate::sfu::bind(&args.sfu_bind, &url);
             tokio::spawn(crate::sfu::per_room(joins, url, sfu, sfu_token));
         }
+        // Listening for SIGTERM and SIGINT before saying we listen: a supervisor may stop us
+        // as soon as it reads the line.
+        let shutdown = shutdown_signal()?;
         tracing::info!(%addr, auth, open_files = files, "politely serve: {scheme}://{addr}/ws");
         // The one line on stdout, for scripts (and tests) that start the server on port 0.
         println!("listening on {addr}");
-        server.serve(shutdown_signal()).await?;
+        server.serve(shutdown).await?;
         tracing::info!("stopped");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM; both are caught from the call on.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-    }
+    })
 }
 
 #[derive(Args, Debug)]

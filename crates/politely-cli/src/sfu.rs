@@ -30,10 +30,13 @@ pub(crate) struct SfuArgs {
     /// Forward nothing to a client until it subscribes (the default is every track).
     #[arg(long)]
     subscribe_none: bool,
+    /// Logging (`info` by default).
+    #[command(flatten)]
+    log: crate::LogArgs,
 }
 
 pub(crate) fn run(args: &SfuArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logs(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))?;
+    args.log.init("info")?;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -98,7 +98,7 @@ fn run_one(args: &SimArgs, seed: u64) -> Outcome {
 pub(crate) fn run(args: &SimArgs) -> anyhow::Result<ExitCode> {
     // Silent unless asked: a failing seed is replayed with RUST_LOG to read what happened.
     if let Ok(filter) = std::env::var("RUST_LOG") {
-        crate::init_logs(&filter)?;
+        crate::init_logs(&filter, crate::LogFormat::Text)?;
     }
     if let Some(path) = &args.script {
         return crate::script::run_in_sim(path, args.model);

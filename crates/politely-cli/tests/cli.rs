@@ -327,6 +327,76 @@ fn native_benchmarks_report_and_fail_nothing() {
     assert!(text.contains("failures: 0"), "{text}");
 }
 
+/// `politely serve`'s stderr from start to SIGTERM, with `envs` (and no other log setting).
+fn serve_logs(args: &[&str], envs: &[(&str, &str)]) -> String {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_politely"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("POLITELY_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("POLITELY_LOG_FORMAT")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("politely serve starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
+#[test]
+fn logs_follow_rust_log_and_come_as_json_when_asked() {
+    // RUST_LOG is read when POLITELY_LOG is not set: `error` silences serve's `info` lines.
+    let quiet = serve_logs(&[], &[("RUST_LOG", "error")]);
+    assert_eq!(quiet, "", "RUST_LOG=error still logged");
+    // POLITELY_LOG comes first, and `--log-format json` writes one object per line.
+    let json = serve_logs(
+        &["--log-format", "json"],
+        &[("RUST_LOG", "error"), ("POLITELY_LOG", "info")],
+    );
+    let lines: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("politely serve"))),
+        "{json}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "SIGTERM: shutting down"),
+        "{json}"
+    );
+    // The default without either: serve's `info`, as text.
+    let text = serve_logs(&[], &[]);
+    assert!(
+        text.contains(" INFO ") && text.contains("SIGTERM: shutting down"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_sfu_benchmark_delivers_every_track_in_both_modes() {
     for gate in [None, Some("500")] {
@@ -832,9 +902,14 @@ fn relay_only_clients_chat_through_the_turn_server_the_signaling_server_hands_ou
     let mut c = Joined::start_with(&ws, "relayed", &["--relay-only"]);
     c.status("joined relayed as ");
     let mut d = Joined::start_with(&ws, "relayed", &["--relay-only"]);
-    // (The connections with the room's peers start before the join returns.)
-    d.status("relay-only and no TURN server gave an allocation");
+    // The connection with c gathers in its own task, after the join returns, and says why
+    // it cannot start.
     d.status("joined relayed as ");
+    let failed = d.status("the connection could not start");
+    assert!(
+        failed.contains("relay-only and no TURN server gave an allocation"),
+        "{failed}"
+    );
     d.say("/quit");
     assert!(d.child.wait().unwrap().success());
     c.say("/quit");
