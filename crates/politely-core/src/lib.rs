@@ -74,6 +74,8 @@ mod error;
 mod event;
 mod media;
 mod negotiation_needed;
+// The seeded generator the engine and the simulator share: not API.
+#[doc(hidden)]
 pub mod rng;
 mod sdp;
 mod signaling;

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use politely_core::{ChannelId, Origin};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use tokio::sync::{Mutex, Notify, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 const CONNECTING: u8 = 0;
 const OPEN: u8 = 1;
@@ -37,6 +37,8 @@ pub(crate) struct ChannelShared {
     pub(crate) label: String,
     pub(crate) origin: Origin,
     state: AtomicU8,
+    /// The application called `close`.
+    closing: AtomicBool,
     buffered: AtomicUsize,
     high_water: usize,
     /// Woken on every change of state or buffered amount.
@@ -58,6 +60,7 @@ impl ChannelShared {
             label,
             origin,
             state: AtomicU8::new(CONNECTING),
+            closing: AtomicBool::new(false),
             buffered: AtomicUsize::new(0),
             high_water,
             changed: Notify::new(),
@@ -69,6 +72,17 @@ impl ChannelShared {
         let state = if open { OPEN } else { CONNECTING };
         self.state.store(state, Ordering::Release);
         self.changed.notify_waiters();
+    }
+
+    /// The application closed the channel (W3C `closing`, until the driver says `CLOSED`).
+    fn set_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Closed, or closing at the application's request: sends and waits for opening fail.
+    fn refuses_sends(&self) -> bool {
+        self.state() == CLOSED || self.closing.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_closed(&self) {
@@ -146,9 +160,11 @@ impl DataChannel {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            if self.shared.refuses_sends() {
+                return Err(Error::Closed);
+            }
             match self.shared.state() {
                 OPEN => return Ok(()),
-                CLOSED => return Err(Error::Closed),
                 _ => changed.await,
             }
         }
@@ -170,24 +186,40 @@ impl DataChannel {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            if self.shared.refuses_sends() {
+                return Err(Error::Closed);
+            }
             match self.shared.state() {
-                CLOSED => return Err(Error::Closed),
                 OPEN if self.buffered_amount() <= self.shared.high_water => break,
                 _ => changed.await,
             }
         }
         let len = data.len();
-        self.commands
+        let (reply, result) = oneshot::channel();
+        // Counted before the driver sees the message, whose next count replaces this one.
+        self.shared.buffered.fetch_add(len, Ordering::AcqRel);
+        let sent = self
+            .commands
             .send(Command::Send {
                 channel: self.shared.id,
                 data,
                 text,
+                reply,
             })
-            .await
-            .map_err(|_| Error::Closed)?;
-        // Counted at once, so a burst of sends sees its own bytes before the driver's pass.
-        self.shared.buffered.fetch_add(len, Ordering::AcqRel);
-        Ok(())
+            .await;
+        let result = match sent {
+            Ok(()) => result.await.unwrap_or(Err(Error::Closed)),
+            Err(_) => Err(Error::Closed),
+        };
+        if result.is_err() {
+            let _ = self
+                .shared
+                .buffered
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    Some(b.saturating_sub(len))
+                });
+        }
+        result
     }
 
     /// The next message, with [`Delivery::PerChannel`](crate::Delivery::PerChannel); `None`
@@ -198,8 +230,10 @@ impl DataChannel {
         inbox.lock().await.recv().await
     }
 
-    /// Closes the channel at both ends.
+    /// Closes the channel at both ends. Sends fail with [`Error::Closed`] from this call on.
     pub async fn close(&self) {
+        // From now on sends fail with `Closed`, as a W3C channel in `closing` throws.
+        self.shared.set_closing();
         // A closed driver has closed the channel already.
         let _ = self
             .commands

@@ -46,6 +46,7 @@ pub(crate) enum Command {
         channel: ChannelId,
         data: Bytes,
         text: bool,
+        reply: oneshot::Sender<Result<(), Error>>,
     },
     CloseChannel(ChannelId),
     AddTransceiver {
@@ -104,6 +105,13 @@ pub(crate) enum Command {
 pub(crate) struct Outgoing {
     pub(crate) to: Arc<str>,
     pub(crate) signal: Signal,
+}
+
+impl Outgoing {
+    /// The server's `signal` frame that carries it.
+    pub(crate) fn frame(&self) -> String {
+        politely_proto::ClientMessage::signal(&*self.to, self.signal.to_raw()).to_json()
+    }
 }
 
 /// Where a driver's events go: the [`Peer`](crate::Peer)'s own queue, or the session's queue
@@ -541,11 +549,13 @@ impl<E: Send + 'static> Driver<E> {
                 channel,
                 data,
                 text,
+                reply,
             } => {
-                if let Err(e) = self.engine.send(channel, &data, text) {
+                let result = self.engine.send(channel, &data, text);
+                if let Err(e) = &result {
                     tracing::debug!(peer = %self.remote, %channel, "send failed: {e}");
-                    self.push_event(PeerEvent::Error(e));
                 }
+                let _ = reply.send(result.map_err(Error::from));
             }
             Command::CloseChannel(id) => {
                 let result = self.engine.close_data_channel(id);

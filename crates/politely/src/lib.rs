@@ -1,7 +1,9 @@
-//! politely: WebRTC negotiation for Rust that never breaks.
+//! politely: WebRTC negotiation for Rust that holds under glare.
 //!
 //! Either peer may (re)negotiate at any moment; when both do at once ("glare"), the W3C
-//! *perfect negotiation* pattern resolves it, with the same code on both ends. This crate runs
+//! *perfect negotiation* pattern resolves it, with the same code on both ends. When an
+//! exchange still stalls (a lost signal, a dead transport), a watchdog restarts ICE or
+//! replaces the connection, and says so ([`PeerEvent::Watchdog`]). This crate runs
 //! [`politely_core`]'s sans-I/O engine on tokio: UDP sockets, timers, candidate gathering, and
 //! a client for the politely signaling server.
 //!
@@ -14,13 +16,17 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), politely::Error> {
-//! use politely::{PeerEvent, Session, SessionConfig, SessionEvent};
+//! use politely::{ChannelOptions, PeerEvent, Session, SessionConfig, SessionEvent};
 //!
 //! let mut session = Session::join("ws://127.0.0.1:8080", "lobby", SessionConfig::loopback()).await?;
 //! while let Some(event) = session.next_event().await {
 //!     match event {
 //!         SessionEvent::PeerJoined(peer) => {
-//!             peer.create_data_channel("chat", Default::default()).await?;
+//!             // Both ends create "chat" with the same negotiated id: one channel between
+//!             // them, whoever is first. (Without an id, each end's channel is its own, and
+//!             // each end also sees the other's open.)
+//!             let options = ChannelOptions { negotiated: Some(0), ..Default::default() };
+//!             peer.create_data_channel("chat", options).await?;
 //!         }
 //!         SessionEvent::Peer { event: PeerEvent::ChannelOpen(channel), .. } => {
 //!             channel.send_text("hello").await?;
@@ -67,10 +73,12 @@ pub use config::{
 };
 pub use error::Error;
 pub use peer::{Peer, PeerEvent, PeerHandle, PeerStats};
+pub use politely_core::Error as EngineError;
 pub use politely_core::{
-    ChannelId, ChannelInfo, ChannelOptions, ConnectionState, Counters, Direction, HeaderExtension,
-    MediaKind, MediaPacket, Origin, Recovery, ReplaceReason, Role, Signal, SignalingState,
-    TrackLabel, TransceiverId, TransceiverInfo, WatchdogCause,
+    ApiError, ChannelId, ChannelInfo, ChannelOptions, ConfigError, ConnectionId, ConnectionState,
+    Counters, Direction, HeaderExtension, MediaKind, MediaPacket, Origin, PeerError, Recovery,
+    ReplaceReason, Role, Signal, SignalingState, TrackLabel, TransceiverId, TransceiverInfo,
+    WatchdogCause,
 };
 pub use politely_proto::room::{AvailableTrack, RoomMessage, Source, TrackKind};
 pub use politely_proto::{ErrorCode, User};

@@ -84,8 +84,11 @@ pub enum PeerEvent {
         /// What the engine did.
         recovery: Recovery,
     },
-    /// An error the pattern does not expect: a malformed message from the peer, a failed send.
+    /// An error the pattern does not expect: a malformed message from the peer.
     Error(politely_core::Error),
+    /// The connection could not start: its sockets could not be bound, or gathering failed
+    /// (with a relay-only policy, no TURN server gave an allocation). `Closed` follows.
+    StartFailed(Error),
     /// The connection ended; its handle refuses further calls.
     Closed {
         /// True if the remote peer closed it (or left).
@@ -346,7 +349,8 @@ pub(crate) struct Spawned {
     pub(crate) task: JoinHandle<()>,
 }
 
-/// Binds the sockets, builds the engine and spawns its driver.
+/// Binds the sockets, gathers, builds the engine and spawns its driver; an error in any of
+/// these is returned.
 pub(crate) async fn spawn<E: Send + 'static>(
     role: Role,
     remote: Arc<str>,
@@ -356,6 +360,49 @@ pub(crate) async fn spawn<E: Send + 'static>(
     events: EventSink<E>,
 ) -> Result<Spawned, Error> {
     let gathered = crate::gather::gather(config).await?;
+    let engine = engine(role, config, certificate, &gathered)?;
+    let start = async move { Ok((engine, gathered)) };
+    Ok(launch(
+        remote,
+        config.clone(),
+        signals_out,
+        events,
+        start,
+        None,
+    ))
+}
+
+/// Returns the handle at once and does the rest in the connection's own task, so that the
+/// caller (a session serving other peers) never waits for gathering: STUN and TURN servers
+/// may take `stun_timeout` each to answer. Calls on the handle wait until the engine runs. If
+/// the connection cannot start, its events are [`PeerEvent::StartFailed`] and
+/// [`PeerEvent::Closed`]. Nothing is reported before `go` is sent (or dropped): the owner
+/// announces the peer first.
+pub(crate) fn spawn_gathering<E: Send + 'static>(
+    role: Role,
+    remote: Arc<str>,
+    config: PeerConfig,
+    certificate: Option<Certificate>,
+    signals_out: mpsc::Sender<Outgoing>,
+    events: EventSink<E>,
+) -> (Spawned, oneshot::Sender<()>) {
+    let start_config = config.clone();
+    let start = async move {
+        let gathered = crate::gather::gather(&start_config).await?;
+        let engine = engine(role, &start_config, certificate, &gathered)?;
+        Ok((engine, gathered))
+    };
+    let (go, ready) = oneshot::channel();
+    let spawned = launch(remote, config, signals_out, events, start, Some(ready));
+    (spawned, go)
+}
+
+fn engine(
+    role: Role,
+    config: &PeerConfig,
+    certificate: Option<Certificate>,
+    gathered: &crate::gather::Gathered,
+) -> Result<Engine, Error> {
     let mut engine_config = politely_core::Config::new(role, gathered.local_addrs.clone());
     engine_config.reflexive_addrs = gathered.reflexive.clone();
     engine_config.relay_addrs = gathered.relay_addrs();
@@ -366,30 +413,73 @@ pub(crate) async fn spawn<E: Send + 'static>(
     engine_config.ice_check_interval = config.ice_check_interval;
     engine_config.negotiation = config.negotiation;
     engine_config.certificate = certificate;
-    let engine = Engine::new(engine_config, Instant::now())?;
+    Ok(Engine::new(engine_config, Instant::now())?)
+}
+
+/// The handle and queues of a connection whose driver runs once `start` has made its engine
+/// (and `ready` has come, if given).
+fn launch<E: Send + 'static>(
+    remote: Arc<str>,
+    config: PeerConfig,
+    signals_out: mpsc::Sender<Outgoing>,
+    events: EventSink<E>,
+    start: impl std::future::Future<Output = Result<(Engine, crate::gather::Gathered), Error>>
+    + Send
+    + 'static,
+    ready: Option<oneshot::Receiver<()>>,
+) -> Spawned {
     let (commands_tx, commands_rx) = mpsc::channel(SIGNAL_QUEUE);
     let (signals_tx, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
-    let driver = Driver::new(
-        engine,
-        remote.clone(),
-        gathered,
-        config,
-        commands_rx,
-        commands_tx.downgrade(),
-        signals_rx,
-        signals_out,
-        events,
-    );
-    let task = tokio::spawn(driver.run());
-    Ok(Spawned {
+    let self_commands = commands_tx.downgrade();
+    let id = remote.clone();
+    let task = tokio::spawn(async move {
+        let ready = async move {
+            if let Some(ready) = ready {
+                let _ = ready.await;
+            }
+        };
+        let (started, ()) = tokio::join!(start, ready);
+        match started {
+            Ok((engine, gathered)) => {
+                Driver::new(
+                    engine,
+                    remote,
+                    gathered,
+                    &config,
+                    commands_rx,
+                    self_commands,
+                    signals_rx,
+                    signals_out,
+                    events,
+                )
+                .run()
+                .await
+            }
+            Err(e) => {
+                tracing::error!(peer = %remote, "the connection could not start: {e}");
+                // Calls on the handle fail from now on.
+                drop(commands_rx);
+                let wrap = events.wrap;
+                for event in [
+                    PeerEvent::StartFailed(e),
+                    PeerEvent::Closed { by_remote: false },
+                ] {
+                    if events.sender.send(wrap(&remote, event)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Spawned {
         handle: PeerHandle {
-            id: remote,
+            id,
             commands: commands_tx,
             user: None,
         },
         signals: signals_tx,
         task,
-    })
+    }
 }
 
 /// A peer connection over a signaling channel you bring: any [`Sink`] and [`Stream`] of

@@ -87,7 +87,48 @@ pub enum SessionEvent {
 /// What the session task and the [`Session`] share.
 struct Shared {
     id: Mutex<String>,
+    /// The handles of [`Peers`], for [`Session::peers`]; written by `Peers` alone.
     peers: Mutex<BTreeMap<String, PeerHandle>>,
+}
+
+/// The session task's peer connections. Every change goes through here, which keeps the
+/// handles the [`Session`] reads in step.
+struct Peers {
+    entries: BTreeMap<String, PeerEntry>,
+    shared: Arc<Shared>,
+}
+
+impl Peers {
+    fn handles(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerHandle>> {
+        self.shared.peers.lock().expect("never poisoned")
+    }
+
+    fn insert(&mut self, id: String, entry: PeerEntry) {
+        self.handles().insert(id.clone(), entry.handle.clone());
+        self.entries.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<PeerEntry> {
+        self.handles().remove(id);
+        self.entries.remove(id)
+    }
+
+    fn take_all(&mut self) -> BTreeMap<String, PeerEntry> {
+        self.handles().clear();
+        std::mem::take(&mut self.entries)
+    }
+
+    fn get(&self, id: &str) -> Option<&PeerEntry> {
+        self.entries.get(id)
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
 }
 
 enum SessionCommand {
@@ -101,13 +142,15 @@ enum SessionCommand {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), politely::Error> {
-/// use politely::{PeerEvent, Session, SessionConfig, SessionEvent};
+/// use politely::{ChannelOptions, PeerEvent, Session, SessionConfig, SessionEvent};
 ///
 /// let mut session = Session::join("ws://127.0.0.1:8080", "lobby", SessionConfig::loopback()).await?;
 /// while let Some(event) = session.next_event().await {
 ///     match event {
 ///         SessionEvent::PeerJoined(peer) => {
-///             let chat = peer.create_data_channel("chat", Default::default()).await?;
+///             // One channel between the two ends: both create it with this id.
+///             let options = ChannelOptions { negotiated: Some(0), ..Default::default() };
+///             let chat = peer.create_data_channel("chat", options).await?;
 ///             tokio::spawn(async move {
 ///                 if chat.opened().await.is_ok() {
 ///                     let _ = chat.send_text("hello").await;
@@ -134,11 +177,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects to the server at `url` (`ws://host:port`; the protocol's path `/ws` is added
-    /// when the URL has none), joins `room`, and starts a connection with every peer there.
+    /// Connects to the server at `url` (`ws://host:port` or `wss://`; the protocol's path
+    /// `/ws` is added when the URL has no path), joins `room`, and starts a connection with every peer there.
     /// Returns once the server has welcomed us.
     pub async fn join(url: &str, room: &str, config: SessionConfig) -> Result<Session, Error> {
-        let url = ws_url(url);
+        let url = ws_url(url)?;
         let tls = tls_connector(&config.trusted_certificates)?;
         let (ws, welcome) = connect(
             &url,
@@ -173,7 +216,10 @@ impl Session {
             received: 0,
             unconfirmed: Unconfirmed::default(),
             members: Vec::new(),
-            peers: BTreeMap::new(),
+            peers: Peers {
+                entries: BTreeMap::new(),
+                shared: shared.clone(),
+            },
             out_tx,
             out_rx,
             backlog: VecDeque::new(),
@@ -185,13 +231,16 @@ impl Session {
         };
         task.members = welcome.peers;
         task.set_ice_servers(welcome.ice_servers, welcome.ice_ttl);
-        task.sync_peers().await;
+        // Connections start now (`peers()` lists them once we return); their `PeerJoined`
+        // events are queued by the task, so an event queue smaller than the room never
+        // blocks `join`.
+        let joined = task.start_wanted();
         Ok(Session {
             room: room.to_owned(),
             shared,
             commands: commands_tx,
             events: events_rx,
-            task: Some(tokio::spawn(task.run())),
+            task: Some(tokio::spawn(task.run(joined))),
         })
     }
 
@@ -267,6 +316,9 @@ impl fmt::Debug for Session {
     }
 }
 
+/// A connection just started, and what lets it report events once it is announced.
+type Started = (PeerHandle, oneshot::Sender<()>);
+
 struct PeerEntry {
     handle: PeerHandle,
     signals: mpsc::Sender<Signal>,
@@ -290,7 +342,7 @@ struct SessionTask {
     unconfirmed: Unconfirmed,
     /// The room's other peers, as the server last told.
     members: Vec<Member>,
-    peers: BTreeMap<String, PeerEntry>,
+    peers: Peers,
     out_tx: mpsc::Sender<Outgoing>,
     out_rx: mpsc::Receiver<Outgoing>,
     backlog: VecDeque<String>,
@@ -312,7 +364,10 @@ enum Stop {
 }
 
 impl SessionTask {
-    async fn run(mut self) {
+    async fn run(mut self, joined: Vec<Started>) {
+        for started in joined {
+            self.announce(started).await;
+        }
         let stop = loop {
             match self.ws.take() {
                 Some(ws) => match self.serve(ws).await {
@@ -337,10 +392,9 @@ impl SessionTask {
             }
             Stop::Ended(reason) => {
                 tracing::warn!(room = %self.room, "session ended: {reason}");
-                for (_, entry) in std::mem::take(&mut self.peers) {
+                for (_, entry) in self.peers.take_all() {
                     let _ = entry.handle.commands.send(Command::Abort).await;
                 }
-                self.shared.peers.lock().expect("never poisoned").clear();
                 self.emit(SessionEvent::Ended { reason }).await;
             }
         }
@@ -386,12 +440,12 @@ impl SessionTask {
                 outgoing = self.out_rx.recv() => {
                     // The task holds a sender itself, so the queue never ends.
                     let Some(outgoing) = outgoing else { continue };
-                    let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                    let frame = outgoing.frame();
                     let frame = self.wrote(frame);
                     ws.feed(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
                     // Whatever else is ready goes out with the same flush.
                     while let Ok(outgoing) = self.out_rx.try_recv() {
-                        let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                        let frame = outgoing.frame();
                         let frame = self.wrote(frame);
                         ws.feed(WsMessage::text(frame)).await.map_err(|e| e.to_string())?;
                     }
@@ -449,7 +503,7 @@ impl SessionTask {
                     }
                     return None;
                 }
-                let Some(entry) = self.peers.get(&*from) else {
+                let Some(entry) = self.peers.get(&from) else {
                     tracing::debug!(%from, "signal from a peer we do not know");
                     return None;
                 };
@@ -513,25 +567,46 @@ impl SessionTask {
     /// Connects to the peers the room calls for: its SFU alone when it has one, every other
     /// peer otherwise.
     async fn sync_peers(&mut self) {
-        let sfu = self.members.iter().find(|m| m.sfu).map(|m| m.id.clone());
-        let wanted: Vec<Member> = self
-            .members
-            .iter()
-            .filter(|m| sfu.as_ref().is_none_or(|sfu| m.id == *sfu))
-            .cloned()
-            .collect();
-        let unwanted: Vec<String> = self
+        let wanted = self.wanted();
+        let unwanted = self
             .peers
-            .keys()
-            .filter(|id| !wanted.iter().any(|m| m.id == **id))
-            .cloned()
-            .collect();
+            .ids()
+            .into_iter()
+            .filter(|id| !wanted.iter().any(|m| m.id == *id));
         for id in unwanted {
             self.remove_peer(&id).await;
         }
-        for m in wanted {
-            self.add_peer(m.id, m.polite, m.user).await;
+        for started in self.start_wanted() {
+            self.announce(started).await;
         }
+    }
+
+    /// `PeerJoined`, then the connection may report its own events.
+    async fn announce(&self, (handle, go): Started) {
+        self.emit(SessionEvent::PeerJoined(handle)).await;
+        let _ = go.send(());
+    }
+
+    /// The members the room calls for a connection with.
+    fn wanted(&self) -> Vec<Member> {
+        let sfu = self.members.iter().find(|m| m.sfu).map(|m| m.id.clone());
+        self.members
+            .iter()
+            .filter(|m| sfu.as_ref().is_none_or(|sfu| m.id == *sfu))
+            .cloned()
+            .collect()
+    }
+
+    /// Starts a connection with each wanted member we have none with, and returns them, to
+    /// be announced.
+    fn start_wanted(&mut self) -> Vec<Started> {
+        let mut started = Vec::new();
+        for m in self.wanted() {
+            if !self.peers.contains(&m.id) {
+                started.push(self.add_peer(m.id, m.polite, m.user));
+            }
+        }
+        started
     }
 
     /// A room message as a `signal` frame to the SFU, if the room has one.
@@ -540,17 +615,15 @@ impl SessionTask {
         Some(ClientMessage::signal(&*sfu.id, message.to_raw()).to_json())
     }
 
-    async fn add_peer(&mut self, id: String, polite: bool, user: Option<User>) {
-        if self.peers.contains_key(&id) {
-            return;
-        }
+    /// Starts a connection with a peer: at once, its gathering runs in its own task.
+    fn add_peer(&mut self, id: String, polite: bool, user: Option<User>) -> Started {
         let role = if polite { Role::Polite } else { Role::Impolite };
         let mut config = self.config.peer.clone();
         config.ice_servers.extend(self.server_ice.iter().cloned());
-        let spawned = peer::spawn(
+        let (mut spawned, go) = peer::spawn_gathering(
             role,
             Arc::from(id.as_str()),
-            &config,
+            config,
             Some(self.certificate.clone()),
             self.out_tx.clone(),
             EventSink {
@@ -560,36 +633,24 @@ impl SessionTask {
                     event,
                 },
             },
-        )
-        .await;
-        match spawned {
-            Ok(mut spawned) => {
-                spawned.handle.user = user.map(Arc::new);
-                self.shared
-                    .peers
-                    .lock()
-                    .expect("never poisoned")
-                    .insert(id.clone(), spawned.handle.clone());
-                self.emit(SessionEvent::PeerJoined(spawned.handle.clone()))
-                    .await;
-                self.peers.insert(
-                    id,
-                    PeerEntry {
-                        handle: spawned.handle,
-                        signals: spawned.signals,
-                        task: spawned.task,
-                    },
-                );
-            }
-            Err(e) => tracing::error!(peer = %id, "cannot start a connection: {e}"),
-        }
+        );
+        spawned.handle.user = user.map(Arc::new);
+        let handle = spawned.handle.clone();
+        self.peers.insert(
+            id,
+            PeerEntry {
+                handle: spawned.handle,
+                signals: spawned.signals,
+                task: spawned.task,
+            },
+        );
+        (handle, go)
     }
 
     async fn remove_peer(&mut self, id: &str) {
         let Some(entry) = self.peers.remove(id) else {
             return;
         };
-        self.shared.peers.lock().expect("never poisoned").remove(id);
         let _ = entry.handle.commands.send(Command::Abort).await;
         self.emit(SessionEvent::PeerLeft {
             peer: id.to_owned(),
@@ -615,7 +676,7 @@ impl SessionTask {
             );
             let resume = Resume {
                 token: self.resume.clone(),
-                peers: self.peers.keys().cloned().collect(),
+                peers: self.peers.ids(),
                 received: self.received,
             };
             let attempt = connect(
@@ -698,8 +759,7 @@ impl SessionTask {
             self.backlog.clear();
             self.received = 0;
             self.unconfirmed = Unconfirmed::default();
-            let ids: Vec<String> = self.peers.keys().cloned().collect();
-            for id in ids {
+            for id in self.peers.ids() {
                 self.remove_peer(&id).await;
             }
             self.id = welcome.id.clone();
@@ -731,8 +791,7 @@ impl SessionTask {
 
     /// Says `bye` to every peer, lets the byes out, then sends `leave`.
     async fn leave(&mut self) {
-        let peers = std::mem::take(&mut self.peers);
-        self.shared.peers.lock().expect("never poisoned").clear();
+        let peers = self.peers.take_all();
         for entry in peers.values() {
             let _ = entry.handle.commands.send(Command::Close).await;
         }
@@ -749,7 +808,7 @@ impl SessionTask {
                 tokio::select! {
                     _ = &mut all => break,
                     Some(outgoing) = self.out_rx.recv() => {
-                        let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+                        let frame = outgoing.frame();
                         if ws.feed(WsMessage::text(frame)).await.is_err() {
                             break;
                         }
@@ -759,7 +818,7 @@ impl SessionTask {
             }
         }
         while let Ok(outgoing) = self.out_rx.try_recv() {
-            let frame = ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json();
+            let frame = outgoing.frame();
             let _ = ws.feed(WsMessage::text(frame)).await;
         }
         for task in &tasks {
@@ -795,7 +854,7 @@ fn keep(backlog: &mut VecDeque<String>, outgoing: Outgoing) {
         tracing::warn!("signaling backlog full; dropping its oldest signal");
         backlog.pop_front();
     }
-    backlog.push_back(ClientMessage::signal(&*outgoing.to, outgoing.signal.to_raw()).to_json());
+    backlog.push_back(outgoing.frame());
 }
 
 /// The text frames written under an id since its first `welcome`, and the last of them (up
@@ -869,14 +928,12 @@ pub(crate) struct Member {
     pub(crate) sfu: bool,
 }
 
-/// `ws://host:port` gets the protocol's path.
-pub(crate) fn ws_url(url: &str) -> String {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    if after_scheme.contains('/') {
-        url.to_owned()
-    } else {
-        format!("{url}{}", politely_proto::WS_PATH)
-    }
+/// The server's WebSocket URL ([`politely_proto::server_url`]: `ws://host:port` and
+/// `ws://host:port/ws` are the same server).
+pub(crate) fn ws_url(url: &str) -> Result<String, Error> {
+    politely_proto::server_url(url)
+        .map(String::from)
+        .map_err(|e| Error::Signaling(e.to_string()))
 }
 
 /// The TLS client for `wss://` servers: the webpki roots, and `trusted` (DER) beside them.

@@ -79,7 +79,7 @@ pub struct Sfu {
 impl Sfu {
     /// Joins `room` on the server at `url` as its SFU. Returns once welcomed.
     pub async fn join(url: &str, room: &str, config: SfuConfig) -> Result<Sfu, Error> {
-        let url = crate::session::ws_url(url);
+        let url = crate::session::ws_url(url)?;
         let tls = crate::session::tls_connector(&config.trusted_certificates)?;
         let (ws, welcome) = connect(
             &url,

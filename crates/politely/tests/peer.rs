@@ -7,7 +7,6 @@ mod util;
 use politely::{
     IceServer, IceTransportPolicy, Peer, PeerConfig, PeerEvent, ReplaceReason, Role, Signal,
 };
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -163,40 +162,9 @@ async fn a_remote_restart_replaces_the_connection() {
     b.close().await;
 }
 
-/// A STUN server of one method: every binding request is answered with the source address.
-async fn stun_responder() -> SocketAddr {
-    use rtc::stun::message::{BINDING_SUCCESS, Message};
-    use rtc::stun::xoraddr::XorMappedAddress;
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 1500];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let mut request = Message::new();
-            request.raw = buf[..n].to_vec();
-            if request.decode().is_err() {
-                continue;
-            }
-            let mut response = Message::new();
-            response
-                .build(&[
-                    Box::new(request.clone()),
-                    Box::new(BINDING_SUCCESS),
-                    Box::new(XorMappedAddress {
-                        ip: from.ip(),
-                        port: from.port(),
-                    }),
-                ])
-                .unwrap();
-            let _ = socket.send_to(&response.raw, from).await;
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_reflexive_candidates_come_from_the_stun_server() {
-    let stun = stun_responder().await;
+    let stun = util::StunServer::start().await.addr;
     let (to_a, to_b): (Route, Route) = Default::default();
     let (end_a, tx_a, sent_by_a) = end(to_b.clone());
     let (end_b, tx_b, _) = end(to_a.clone());

@@ -233,3 +233,54 @@ impl CutProxy {
 mod coturn;
 #[allow(unused_imports)]
 pub use coturn::{Coturn, TURN_SECRET};
+
+/// A STUN server of one method on loopback: every binding request is answered with the
+/// source address, until it is told to fall silent (as a server that went away does).
+pub struct StunServer {
+    pub addr: SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StunServer {
+    pub async fn start() -> StunServer {
+        use rtc::stun::message::{BINDING_SUCCESS, Message};
+        use rtc::stun::xoraddr::XorMappedAddress;
+        use std::sync::atomic::Ordering;
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quiet = silent.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                if quiet.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let mut request = Message::new();
+                request.raw = buf[..n].to_vec();
+                if request.decode().is_err() {
+                    continue;
+                }
+                let mut response = Message::new();
+                response
+                    .build(&[
+                        Box::new(request.clone()),
+                        Box::new(BINDING_SUCCESS),
+                        Box::new(XorMappedAddress {
+                            ip: from.ip(),
+                            port: from.port(),
+                        }),
+                    ])
+                    .unwrap();
+                let _ = socket.send_to(&response.raw, from).await;
+            }
+        });
+        StunServer { addr, silent }
+    }
+
+    /// From now on no request is answered.
+    pub fn fall_silent(&self) {
+        self.silent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
