@@ -1,4 +1,5 @@
 //! The browser client and the demo page, embedded in the binary and served beside `/ws`.
+//! `assets/` links to `web/` in the repository; a packaged crate carries the files themselves.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -7,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 pub(crate) async fn index() -> Response {
     page(
         "text/html; charset=utf-8",
-        include_str!("../../../web/index.html"),
+        include_str!("../assets/index.html"),
     )
 }
 
@@ -15,7 +16,7 @@ pub(crate) async fn index() -> Response {
 pub(crate) async fn client() -> Response {
     page(
         "text/javascript; charset=utf-8",
-        include_str!("../../../web/politely.js"),
+        include_str!("../assets/politely.js"),
     )
 }
 
@@ -23,7 +24,7 @@ pub(crate) async fn client() -> Response {
 pub(crate) async fn demo() -> Response {
     page(
         "text/javascript; charset=utf-8",
-        include_str!("../../../web/demo.js"),
+        include_str!("../assets/demo.js"),
     )
 }
 
