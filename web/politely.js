@@ -9,7 +9,7 @@
 //   const client = new Politely({ iceServers: [] });
 //   client.on("message", ({ peer, label, data }) => console.log(`${peer}: ${data}`));
 //   client.createDataChannel(null, "chat");          // null: every peer, now and later
-//   await client.join("ws://127.0.0.1:8080/ws", "lobby");
+//   await client.join("ws://127.0.0.1:8080", "lobby");     // "/ws" is added when there is no path
 //   client.send("chat", "hello");
 //
 // Methods that take a peer id as their first argument act on that peer only, or on every peer
@@ -1325,7 +1325,8 @@ export class Politely extends EventTarget {
     for (const peer of this._targets(peerId)) if (!peer.conn.closed) peer.conn.pc.restartIce();
   }
 
-  /** Makes a change that needs an offer on every connection in the same task, so that a peer
+  /** Not API (absent from politely.d.ts): the demo page's and the tests' glare button.
+   * Makes a change that needs an offer on every connection in the same task, so that a peer
    * doing the same at the same moment collides with us everywhere. `kind`: "audio" | "video"
    * (a transceiver), "restart" (an ICE restart), or nothing: as `politely join`'s `/glare`,
    * an audio then a video transceiver, then flips of their directions, so that any number of

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The browser tests: installs what they need (Debian's chromium, firefox-esr, coturn,
-# redis-server, nftables, iptables, openssl and python3; playwright-core and puppeteer-core from
-# npm), builds the
+# redis-server, nftables, iptables, openssl and python3; playwright-core, puppeteer-core and
+# typescript from npm), checks politely.js's type declarations, builds the
 # politely binary, and runs the tests in network namespaces of their own (loopback only, or a
 # veth pair that exists only inside the namespace).
 set -euo pipefail
@@ -17,6 +17,8 @@ if [ "$missing" = 1 ]; then
     chromium firefox-esr coturn redis-server nftables iptables openssl python3 >/dev/null
 fi
 npm ci --no-audit --no-fund --silent
+# politely.js's type declarations: the documented uses compile, the wrong ones do not.
+npx tsc -p tsconfig.json
 cargo build --release -p politely-cli --quiet
 
 # Only loopback: Chromium and every peer can reach nothing but this machine. The test files
