@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the politely crate's examples that end by themselves, and fails if one fails. Each
 # starts its own signaling server on 127.0.0.1 (the `browser` example runs until Ctrl-C and
-# is only built). The release profile: file_transfer moves 32 MiB.
+# is only built). The release profile: file_transfer moves 8 MiB.
 #
 #   bash scripts/run-examples.sh
 set -euo pipefail
