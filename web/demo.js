@@ -33,7 +33,7 @@ const hooks = {
   call,
   hangup,
   share,
-  glare: (kind) => client?.provokeGlare(kind),
+  glare: (kind) => provokeGlare(kind),
   restart: () => client?.restartIce(null),
   tiles: () => [...document.querySelectorAll("#videos .tile span")].map((s) => s.textContent),
 };
@@ -366,6 +366,39 @@ async function share() {
   note("sharing a screen");
 }
 
+// ---------------------------------------------------------------- glare on purpose
+
+/** How many transceivers the glare button adds on a connection before it flips their
+ * directions instead (so any number of rounds keeps the descriptions the same size). */
+const GLARE_TRANSCEIVERS = 2;
+const glareRounds = new Map(); // peer id -> rounds of direction flips so far
+
+/** The glare button (and the tests' `politely.glare`): one change that needs an offer on every
+ * connection, made in one task, so that a peer doing the same at the same moment collides with
+ * us everywhere. `kind`: "audio" | "video" (a transceiver), "restart" (an ICE restart), or
+ * nothing: as `politely join`'s `/glare`, an audio then a video transceiver, then flips of their
+ * directions. Only transceivers the page added itself change, never the call's tracks. */
+function provokeGlare(kind) {
+  if (!client) return;
+  for (const { id } of client.peers()) {
+    if (kind === "restart") {
+      client.restartIce(id);
+    } else if (kind) {
+      client.addTransceiver(id, kind, { direction: "sendrecv" });
+    } else {
+      const ours = client.transceivers(id);
+      if (ours.length < GLARE_TRANSCEIVERS) {
+        client.addTransceiver(id, ours.length === 0 ? "audio" : "video", { direction: "sendrecv" });
+      } else {
+        const round = (glareRounds.get(id) ?? 0) + 1;
+        glareRounds.set(id, round);
+        const t = ours[round % ours.length];
+        t.direction = t.direction === "sendrecv" ? "recvonly" : "sendrecv";
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- controls
 
 $("join-form").addEventListener("submit", (e) => {
@@ -384,7 +417,7 @@ $("call").addEventListener("click", call);
 $("hangup").addEventListener("click", hangup);
 $("share").addEventListener("click", share);
 $("glare").addEventListener("click", () => {
-  client?.provokeGlare();
+  provokeGlare();
   note("glare: a renegotiation started on every connection at once");
 });
 $("restart").addEventListener("click", () => {

@@ -154,6 +154,9 @@ export class Politely extends EventTarget {
   addTrack(peerId: PeerTarget, track: MediaStreamTrack, ...streams: MediaStream[]): (RTCRtpSender | undefined)[];
   removeTrack(peerId: PeerTarget, track: MediaStreamTrack): void;
   addTransceiver(peerId: PeerTarget, trackOrKind: MediaStreamTrack | "audio" | "video", init?: RTCRtpTransceiverInit): (RTCRtpTransceiver | undefined)[];
+  /** The transceivers `addTransceiver` made on the current connection with a peer, oldest
+   * first, stopped ones left out (a replacement connection has new ones). */
+  transceivers(peerId: string): RTCRtpTransceiver[];
   /** SFU rooms: sends `track` to the SFU, saying what it shows. */
   publish(track: MediaStreamTrack, options?: { source?: "media" | "screen" }): RTCRtpSender | undefined;
   unpublish(track: MediaStreamTrack): void;

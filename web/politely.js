@@ -46,8 +46,6 @@ const BACKLOG = 1024;
 const STASH = 64;
 /** Connection ids remembered per peer, so that late messages for them are recognised. */
 const RETIRED = 32;
-/** How many transceivers `provokeGlare()` adds before it flips directions instead. */
-const GLARE_TRANSCEIVERS = 2;
 /** Messages per peer and label held until our channel opens. */
 const HELD = 1000;
 /**
@@ -1224,7 +1222,7 @@ export class Politely extends EventTarget {
           return pc.addTrack(intent.track, ...intent.streams);
         case "transceiver": {
           const t = pc.addTransceiver(intent.trackOrKind, intent.init);
-          if (intent.glare) (conn.glare ??= new Set()).add(t);
+          (conn.made ??= []).push(t);
           return t;
         }
       }
@@ -1266,9 +1264,19 @@ export class Politely extends EventTarget {
     }
   }
 
-  /** Adds a transceiver (a kind or a track) toward one peer or every peer. */
+  /** Adds a transceiver (a kind or a track) toward one peer or every peer. Returns the
+   * transceivers made now; `transceivers(peer)` finds them (and their successors on a
+   * replacement connection) later. */
   addTransceiver(peerId, trackOrKind, init = {}) {
     return this._intend(peerId, { kind: "transceiver", trackOrKind, init: { ...init } });
+  }
+
+  /** The transceivers `addTransceiver` made on the current connection with a peer, oldest
+   * first, stopped ones left out. A replaced connection gets new ones, made from the same
+   * calls: look them up again rather than keeping them. */
+  transceivers(peerId) {
+    const conn = this._peers.get(peerId)?.conn;
+    return !conn || conn.closed ? [] : (conn.made ?? []).filter((t) => !t.stopped);
   }
 
   /** SFU rooms: says what `track` shows ("media" or "screen") and sends it to the SFU.
@@ -1323,34 +1331,6 @@ export class Politely extends EventTarget {
   /** Restarts ICE with one peer or every peer (W3C restartIce: it persists until satisfied). */
   restartIce(peerId) {
     for (const peer of this._targets(peerId)) if (!peer.conn.closed) peer.conn.pc.restartIce();
-  }
-
-  /** Not API (absent from politely.d.ts): the demo page's and the tests' glare button.
-   * Makes a change that needs an offer on every connection in the same task, so that a peer
-   * doing the same at the same moment collides with us everywhere. `kind`: "audio" | "video"
-   * (a transceiver), "restart" (an ICE restart), or nothing: as `politely join`'s `/glare`,
-   * an audio then a video transceiver, then flips of their directions, so that any number of
-   * rounds keeps the connection the same size. */
-  provokeGlare(kind) {
-    for (const peer of [...this._peers.values()]) {
-      if (kind === "restart") {
-        this.restartIce(peer.id);
-      } else if (kind) {
-        this.addTransceiver(peer.id, kind, { direction: "sendrecv" });
-      } else {
-        const conn = peer.conn;
-        // Only transceivers made here change: the application's own tracks are left alone.
-        const ours = conn.closed ? [] : conn.pc.getTransceivers().filter((t) => conn.glare?.has(t) && !t.stopped);
-        if (ours.length < GLARE_TRANSCEIVERS) {
-          const kind = ours.length === 0 ? "audio" : "video";
-          this._intend(peer.id, { kind: "transceiver", trackOrKind: kind, init: { direction: "sendrecv" }, glare: true });
-        } else {
-          peer.glares = (peer.glares ?? 0) + 1;
-          const t = ours[peer.glares % ours.length];
-          t.direction = t.direction === "sendrecv" ? "recvonly" : "sendrecv";
-        }
-      }
-    }
   }
 
   /** Sends on `label` to every peer; returns how many peers it went (or is held) for. */

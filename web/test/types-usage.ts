@@ -13,6 +13,8 @@ export async function documented(camera: MediaStream): Promise<void> {
   client.addTrack(null, camera.getVideoTracks()[0], camera);
   await client.join(serverUrl("ws://127.0.0.1:8080"), "lobby");
   const sent: number = client.send("chat", "hello");
+  client.addTransceiver("p", "audio", { direction: "sendrecv" });
+  for (const t of client.transceivers("p")) t.direction = "recvonly";
   const stats: Record<string, PeerStats> = client.stats();
   const detail: PolitelyEvents["watchdog"] = { peer: "p", cause: "answer-timeout", recovery: "new-connection" };
   console.log(sent, stats, detail, client.state === "open", client.peers()[0]?.connectionState);
