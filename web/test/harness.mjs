@@ -2,7 +2,7 @@
 // `politely join` peers driven over stdin.
 
 import { spawn } from "node:child_process";
-import { createWriteStream, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -328,6 +328,13 @@ export function percentile(sorted, q) {
 }
 
 export function summary(name, times) {
+  // POLITELY_SAMPLES_DIR: every timed series also as JSON, in the shape of the benchmarks'
+  // `--json` (scripts/plot.mjs draws either).
+  if (process.env.POLITELY_SAMPLES_DIR) {
+    const file = join(process.env.POLITELY_SAMPLES_DIR, `${name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "").toLowerCase()}.json`);
+    const samples = times.map((t) => Math.round(t * 1000) / 1000);
+    writeFileSync(file, JSON.stringify({ bench: "browser", command: "bash web/test/run.sh", at: Math.floor(Date.now() / 1000), series: [{ name, unit: "ms", samples }] }, null, 1) + "\n");
+  }
   const sorted = [...times].sort((a, b) => a - b);
   const f = (x) => x.toFixed(1);
   return `${name}: n=${sorted.length}  p50 ${f(percentile(sorted, 0.5))} ms  p99 ${f(percentile(sorted, 0.99))} ms  max ${f(sorted.at(-1) ?? 0)} ms`;

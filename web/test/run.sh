@@ -26,7 +26,7 @@ cargo build --release -p politely-cli --quiet
 # privacy mode, faults (loss, a path change, a server restart), the SFU room test, then 20
 # differential scripts.
 files=("$@")
-[ ${#files[@]} -gt 0 ] || files=(client.test.mjs browser.test.mjs tls.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs privacy.test.mjs faults.test.mjs sfu.test.mjs differential.test.mjs)
+[ ${#files[@]} -gt 0 ] || files=(client.test.mjs plot.test.mjs browser.test.mjs tls.test.mjs turn.test.mjs firefox.test.mjs ipv6.test.mjs privacy.test.mjs faults.test.mjs sfu.test.mjs differential.test.mjs)
 loopback=()
 ipv6=()
 privacy=()

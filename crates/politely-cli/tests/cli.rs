@@ -314,7 +314,15 @@ fn native_benchmarks_report_and_fail_nothing() {
     let out = politely(&["bench", "connect", "--count", "3"]);
     let text = succeeded(&out);
     assert!(text.contains("join to first echoed message: n=3"), "{text}");
-    let out = politely(&["bench", "glare", "--rounds", "20"]);
+    let json = std::env::temp_dir().join(format!("politely-glare-{}.json", std::process::id()));
+    let out = politely(&[
+        "bench",
+        "glare",
+        "--rounds",
+        "20",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     let text = succeeded(&out);
     assert!(
         text.contains("glare round, live connection: n=20"),
@@ -325,6 +333,36 @@ fn native_benchmarks_report_and_fail_nothing() {
         "{text}"
     );
     assert!(text.contains("failures: 0"), "{text}");
+    // `--json`: the samples behind those lines, for scripts/plot.mjs.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert_eq!(written["bench"], "glare");
+    let command = written["command"].as_str().unwrap();
+    assert!(
+        command.contains("bench glare --rounds 20 --json"),
+        "{command}"
+    );
+    let series = written["series"].as_array().unwrap();
+    let names: Vec<&str> = series.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "glare round, live connection",
+            "glare round, fresh connections"
+        ]
+    );
+    for s in series {
+        let samples = s["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 20, "{s}");
+        // Each is a round's time in milliseconds: more than nothing, less than the 10 s a round may take.
+        assert!(
+            samples.iter().all(
+                |x| (0.0..10_000.0).contains(&x.as_f64().unwrap()) && x.as_f64().unwrap() > 0.0
+            ),
+            "{s}"
+        );
+    }
 }
 
 /// `politely serve`'s stderr from start to SIGTERM, with `envs` (and no other log setting).

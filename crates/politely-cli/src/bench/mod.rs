@@ -17,6 +17,7 @@ mod idle;
 mod native;
 mod raw;
 mod relay;
+mod samples;
 mod sfu;
 
 #[derive(Subcommand, Debug)]

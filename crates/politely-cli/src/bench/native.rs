@@ -1,6 +1,7 @@
 //! `politely bench connect` and `politely bench glare`: native peers through a politely server
 //! on loopback (an embedded one unless `--url` names another).
 
+use super::samples::{JsonArg, Samples};
 use crate::native::{self, Change, Embedded, Pair, ms, percentile};
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
@@ -16,6 +17,8 @@ pub(crate) struct ConnectArgs {
     /// A politely server on loopback (ws://127.0.0.1:PORT); by default one runs in-process.
     #[arg(long)]
     url: Option<String>,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 #[derive(Args, Debug)]
@@ -33,6 +36,8 @@ pub(crate) struct GlareArgs {
     /// A politely server on loopback (ws://127.0.0.1:PORT); by default one runs in-process.
     #[arg(long)]
     url: Option<String>,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -60,13 +65,14 @@ async fn server(url: Option<&str>) -> anyhow::Result<(String, Option<Embedded>)>
     }
 }
 
-fn report(what: &str, times: &mut [Duration]) {
+fn report(what: &str, times: &[Duration]) {
+    let mut times = times.to_vec();
     times.sort();
     println!(
         "{what}: n={}  p50 {:.2} ms  p99 {:.2} ms  min {:.2} ms  max {:.2} ms",
         times.len(),
-        ms(percentile(times, 0.5)),
-        ms(percentile(times, 0.99)),
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
         ms(times.first().copied().unwrap_or_default()),
         ms(times.last().copied().unwrap_or_default()),
     );
@@ -82,7 +88,10 @@ pub(crate) fn connect(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("connection {}", i + 1))?;
             times.push(elapsed);
         }
-        report("join to first echoed message", &mut times);
+        report("join to first echoed message", &times);
+        let mut samples = Samples::new("connect");
+        samples.add("join to first echoed message", &times);
+        samples.write(&args.json)?;
         if let Some(server) = embedded {
             server.stop().await?;
         }
@@ -142,6 +151,7 @@ pub(crate) fn glare(args: &GlareArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let (url, embedded) = server(args.url.as_deref()).await?;
         let mut failures = 0;
+        let mut samples = Samples::new("glare");
         let tag = std::process::id();
         if matches!(args.mode, Mode::Live | Mode::Both) {
             let mut pair = Pair::join(&url, &format!("glare-live-{tag}")).await?;
@@ -164,7 +174,8 @@ pub(crate) fn glare(args: &GlareArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             let (a, b) = pair.stats().await?;
-            report("glare round, live connection", &mut times);
+            report("glare round, live connection", &times);
+            samples.add("glare round, live connection", &times);
             println!(
                 "  glare in {glare} of {} rounds; rollbacks {}, ignored offers {}, offers {}, watchdog firings {}",
                 times.len(),
@@ -201,10 +212,12 @@ pub(crate) fn glare(args: &GlareArgs) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            report("glare round, fresh connections", &mut times);
+            report("glare round, fresh connections", &times);
+            samples.add("glare round, fresh connections", &times);
             println!("  glare in {glare} of {} rounds", times.len());
         }
         println!("failures: {failures}");
+        samples.write(&args.json)?;
         if let Some(server) = embedded {
             server.stop().await?;
         }

@@ -53,6 +53,8 @@ pub(crate) struct SfuArgs {
     /// only in a namespace whose one interface is loopback (scripts/bench-sfu-rtc-broadcast.sh).
     #[arg(long, value_name = "PATH")]
     rtc_broadcast: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    json: super::samples::JsonArg,
 }
 
 /// What a client's event task reports.
@@ -327,6 +329,19 @@ async fn bench(args: &SfuArgs, server: &mut Server) -> anyhow::Result<ExitCode> 
         "{} clients, {gate}, signaling latency {} ms one way",
         args.clients, args.latency_ms
     );
+    let mut samples = super::samples::Samples::new("sfu");
+    samples.add(
+        format!(
+            "publish -> first packet at each subscriber, {} clients, {gate}",
+            args.clients
+        ),
+        &latencies,
+    );
+    samples.add(
+        format!("churn round, {} clients, {gate}", args.clients),
+        &churn_times,
+    );
+    samples.write(&args.json)?;
     if !latencies.is_empty() {
         latencies.sort();
         println!(
