@@ -85,3 +85,13 @@ pub use politely_proto::{ErrorCode, User};
 pub use politely_sfu::{RoomConfig, RoomCounters};
 pub use session::{Session, SessionEvent};
 pub use sfu::{Sfu, SfuConfig};
+
+/// The README's and the guide's Rust examples, compiled as doc tests (`cargo test --doc`); the
+/// files sit outside the package, so only a workspace build reads them.
+#[cfg(doctest)]
+mod documentation {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../../docs/guide/rust.md")]
+    struct RustGuide;
+}
