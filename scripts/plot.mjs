@@ -6,6 +6,11 @@
 //   node scripts/plot.mjs --title "Join to first echoed message" --out connect.svg connect.json
 //   node scripts/plot.mjs --out glare.svg "glare.json#live" "Chromium=chromium.json"
 //
+//   node scripts/plot.mjs --phases --out connect-phases.svg "before=old.json" "now=connect.json"
+//
+// With `--phases`, each input is one stacked bar of the series a benchmark wrote as phases of
+// a whole (`"phase": true`): the mean of each phase, so that they add up to the mean total.
+//
 // An input is [LABEL=]FILE[#TEXT]: `#TEXT` keeps only the file's series whose names contain
 // TEXT; LABEL names the series kept (a prefix when more than one is kept). `--log` draws the
 // time axis on a log scale; `--max MS` cuts it.
@@ -40,7 +45,7 @@ export function load(inputs) {
       }
       if (s.samples.length === 0) continue;
       const name = label === null ? s.name : kept.length === 1 ? label : `${label}: ${s.name}`;
-      out.push({ label: name, samples: [...s.samples].sort((a, b) => a - b), command: data.command ?? basename(file) });
+      out.push({ label: name, name: s.name, file: label ?? basename(file), phase: s.phase === true, samples: [...s.samples].sort((a, b) => a - b), command: data.command ?? basename(file) });
     }
   }
   return out;
@@ -124,11 +129,64 @@ export function draw(series, { title = "", log = false, max = null, note = "" } 
   return parts.join("\n") + "\n";
 }
 
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** The SVG text for stacked bars: `bars` = [{label, phases: [{name, samples sorted}]}]. */
+export function drawPhases(bars, { title = "", note = "" } = {}) {
+  if (bars.length === 0 || bars.some((b) => b.phases.length === 0)) throw new Error("nothing to draw: an input has no phases");
+  const names = bars[0].phases.map((p) => p.name);
+  const rowH = 34;
+  const plotTop = M.top + 10;
+  const plotH = rowH * bars.length;
+  const legendTop = plotTop + plotH + 44;
+  const height = legendTop + 18 * names.length + 10;
+  const left = 150;
+  const pw = W - left - M.right;
+  const total = Math.max(...bars.map((b) => b.phases.reduce((a, p) => a + mean(p.samples), 0)));
+  const xTicks = ticks(total, 8);
+  const xMax = xTicks.at(-1);
+  const x = (v) => left + (pw * v) / xMax;
+  const parts = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" font-family="sans-serif" font-size="12">`);
+  parts.push(`<rect width="${W}" height="${height}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(title)}</text>`);
+  if (note) parts.push(`<text x="${left}" y="${plotTop - 4}" fill="#666" font-size="10">${esc(note)}</text>`);
+  for (const t of xTicks) {
+    parts.push(`<line x1="${x(t).toFixed(1)}" y1="${plotTop}" x2="${x(t).toFixed(1)}" y2="${plotTop + plotH}" stroke="#e5e5e5"/>`);
+    parts.push(`<text x="${x(t).toFixed(1)}" y="${plotTop + plotH + 16}" text-anchor="middle">${t}</text>`);
+  }
+  parts.push(`<text x="${left + pw / 2}" y="${plotTop + plotH + 34}" text-anchor="middle">milliseconds, mean of each phase</text>`);
+  bars.forEach((bar, i) => {
+    const y = plotTop + i * rowH + 6;
+    const sum = bar.phases.reduce((a, p) => a + mean(p.samples), 0);
+    parts.push(`<text x="${left - 8}" y="${y + 15}" text-anchor="end">${esc(bar.label)}</text>`);
+    let at = 0;
+    bar.phases.forEach((p, k) => {
+      const w = mean(p.samples);
+      parts.push(`<rect x="${x(at).toFixed(1)}" y="${y}" width="${Math.max(0, x(at + w) - x(at)).toFixed(1)}" height="${rowH - 12}" fill="${COLORS[k % COLORS.length]}" data-phase="${esc(p.name)}" data-mean="${w.toFixed(3)}"/>`);
+      at += w;
+    });
+    parts.push(`<text x="${(x(sum) + 4).toFixed(1)}" y="${y + 15}" fill="#222">${num(sum)} ms</text>`);
+  });
+  names.forEach((name, k) => {
+    const ly = legendTop + k * 18;
+    const stats = bars.map((b) => {
+      const p = b.phases.find((q) => q.name === name);
+      return p ? `${num(mean(p.samples))} (p50 ${num(percentile(p.samples, 0.5))}, p99 ${num(percentile(p.samples, 0.99))})` : "-";
+    });
+    parts.push(`<rect x="${M.left}" y="${ly - 10}" width="12" height="12" fill="${COLORS[k % COLORS.length]}"/>`);
+    parts.push(`<text x="${M.left + 18}" y="${ly}" fill="#222">${esc(name)}: ${esc(stats.join(" / "))} ms</text>`);
+  });
+  parts.push("</svg>");
+  return parts.join("\n") + "\n";
+}
+
 function main(argv) {
-  const opts = { inputs: [], log: false, max: null, title: "", out: null, note: "" };
+  const opts = { inputs: [], log: false, phases: false, max: null, title: "", out: null, note: "" };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--log") opts.log = true;
+    else if (a === "--phases") opts.phases = true;
     else if (["--title", "--out", "--max", "--note"].includes(a)) {
       if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
       opts[a.slice(2)] = argv[++i];
@@ -136,9 +194,21 @@ function main(argv) {
     else opts.inputs.push(a);
   }
   if (opts.inputs.length === 0 || !opts.out) {
-    throw new Error("usage: plot.mjs --out FILE.svg [--title T] [--log] [--max MS] [--note T] [LABEL=]FILE.json[#SERIES]...");
+    throw new Error("usage: plot.mjs --out FILE.svg [--title T] [--log | --phases] [--max MS] [--note T] [LABEL=]FILE.json[#SERIES]...");
   }
-  const series = load(opts.inputs);
+  if (opts.phases) {
+    const bars = opts.inputs.map((input) => {
+      const phases = load([input]).filter((s) => s.phase);
+      return { label: phases[0]?.file ?? input, phases };
+    });
+    writeFileSync(opts.out, drawPhases(bars, { title: opts.title, note: opts.note }));
+    for (const bar of bars) {
+      const parts = bar.phases.map((p) => `${p.name} ${num(mean(p.samples))}`);
+      console.log(`${bar.label}: ${parts.join(", ")} ms (means)`);
+    }
+    return;
+  }
+  const series = load(opts.inputs).filter((s) => !s.phase);
   const svg = draw(series, { title: opts.title, log: opts.log, max: opts.max === null ? null : Number(opts.max), note: opts.note });
   writeFileSync(opts.out, svg);
   for (const s of series) {

@@ -54,3 +54,31 @@ test("plot.mjs refuses samples that are not numbers, and an empty selection", ()
   assert.equal(none.status, 1);
   assert.match(none.stderr, /nothing to draw/);
 });
+
+test("plot.mjs --phases stacks the mean of each phase, one bar per input", () => {
+  const dir = mkdtempSync(join(tmpdir(), "plot-"));
+  const file = (name, a, b) => {
+    const path = join(dir, name);
+    writeFileSync(path, JSON.stringify({ bench: "connect", series: [
+      { name: "total", unit: "ms", samples: a.map((x, i) => x + b[i]) },
+      { name: "signaling", unit: "ms", phase: true, samples: a },
+      { name: "transport", unit: "ms", phase: true, samples: b },
+    ] }));
+    return path;
+  };
+  const before = file("before.json", [1, 3], [6, 10]); // means 2 and 8: 10 ms
+  const after = file("after.json", [1, 1], [2, 2]); // means 1 and 2: 3 ms
+  const out = join(dir, "phases.svg");
+  const printed = execFileSync("node", [script, "--phases", "--out", out, `before=${before}`, `after=${after}`], { encoding: "utf8" });
+  assert.match(printed, /before: signaling 2\.00, transport 8\.00 ms \(means\)/);
+  const svg = readFileSync(out, "utf8");
+  const rects = [...svg.matchAll(/<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"[^>]*data-phase="([^"]*)" data-mean="([\d.]+)"/g)]
+    .map((m) => ({ x: Number(m[1]), width: Number(m[2]), phase: m[3], mean: Number(m[4]) }));
+  assert.deepEqual(rects.map((r) => [r.phase, r.mean]), [["signaling", 2], ["transport", 8], ["signaling", 1], ["transport", 2]]);
+  // Widths in proportion to the means, each phase starting where the one before ends.
+  const scale = rects[0].width / 2;
+  for (const r of rects) assert.ok(Math.abs(r.width - r.mean * scale) < 0.2, `${r.phase} ${r.width}`);
+  assert.ok(Math.abs(rects[1].x - (rects[0].x + rects[0].width)) < 0.2);
+  assert.ok(svg.includes(">10.0 ms<") && svg.includes(">3.00 ms<"), "each bar's total");
+  assert.ok(!svg.includes(">total<"), "the whole is not a phase");
+});

@@ -70,13 +70,62 @@ pub(crate) enum Change {
 }
 
 /// The outcome of one round.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Round {
     pub(crate) elapsed: Duration,
     /// When it converged.
     pub(crate) finished: Instant,
     /// Whether the offers collided (a rollback or an ignored offer happened).
     pub(crate) glare: bool,
+    /// The round by [`GLARE_PHASES`], from the two engines' timelines.
+    pub(crate) phases: Vec<Duration>,
+}
+
+/// The steps of a glare round on a live connection, in the order they come when the offers
+/// collide: the impolite side's offer wins, the polite side rolls its own back, answers, and
+/// offers its change again once stable.
+pub(crate) const GLARE_PHASES: [&str; 6] = [
+    "to the impolite offer sent",
+    "offer across; polite answers",
+    "answer across",
+    "polite's offer across",
+    "answer back (settled)",
+    "seen settled (the bench)",
+];
+
+/// Splits `start..end` at `milestones` (in the order they should come): each phase lasts from
+/// the latest milestone before it to its own, or nothing if its milestone came earlier (or is
+/// missing); the last phase ends at `end`.
+pub(crate) fn phases(
+    start: Instant,
+    milestones: &[Option<Instant>],
+    end: Instant,
+) -> Vec<Duration> {
+    let mut last = start;
+    let mut out = Vec::new();
+    for milestone in milestones.iter().copied().chain([Some(end)]) {
+        let at = milestone.unwrap_or(last).max(last).min(end);
+        out.push(at - last);
+        last = at;
+    }
+    out
+}
+
+/// A round's phases ([`GLARE_PHASES`]) from the two sides' stats at its end.
+fn glare_phases(start: Instant, a: &PeerStats, b: &PeerStats, end: Instant) -> Vec<Duration> {
+    let (impolite, polite) = if a.polite {
+        (&b.timeline, &a.timeline)
+    } else {
+        (&a.timeline, &b.timeline)
+    };
+    let milestones = [
+        impolite.last_offer_sent,
+        polite.last_answer_sent,
+        impolite.last_answer_received,
+        impolite.last_offer_received,
+        polite.last_answer_received,
+    ];
+    phases(start, &milestones, end)
 }
 
 /// What a pair does with the events its rounds pass over.
@@ -247,6 +296,7 @@ impl Pair {
                         elapsed: finished - start,
                         finished,
                         glare,
+                        phases: glare_phases(start, &a, &b, finished),
                     });
                 }
             }

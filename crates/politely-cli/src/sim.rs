@@ -76,6 +76,7 @@ fn run_one(args: &SimArgs, seed: u64) -> Outcome {
         config.packet_latency = Duration::from_millis(ms);
     }
     config.gate = args.gate.map(Duration::from_millis);
+    config.trace = args.trace;
     let peers = config.peers;
     let start = Instant::now();
     let mut sim = Sim::with_scenario(config, &scenario);

@@ -258,3 +258,58 @@ pub struct Counters {
     /// answered when this side is idle, ignored otherwise.
     pub offers_without_lease: u64,
 }
+
+/// When the current connection went through each step of its setup, and of its latest
+/// exchange, on the clock the engine is given (`None`: not yet). Read with
+/// [`Engine::timeline`](crate::Engine::timeline) to see where connection and negotiation time
+/// goes; a replacement connection starts a new one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timeline {
+    /// The connection was made (the engine created, or a replacement begun).
+    pub created: Option<std::time::Instant>,
+    /// This side sent the connection's first offer.
+    pub first_offer_sent: Option<std::time::Instant>,
+    /// A remote offer was first applied.
+    pub first_offer_received: Option<std::time::Instant>,
+    /// The first exchange completed (back to stable).
+    pub first_negotiated: Option<std::time::Instant>,
+    /// ICE first reached connected (a pair of candidates works).
+    pub ice_connected: Option<std::time::Instant>,
+    /// The transport first reached connected: ICE and the DTLS handshake.
+    pub connected: Option<std::time::Instant>,
+    /// The SCTP association was first known up.
+    pub sctp_up: Option<std::time::Instant>,
+    /// The first of the application's data channels opened.
+    pub channel_open: Option<std::time::Instant>,
+    /// The first message arrived on one of the application's data channels.
+    pub first_message: Option<std::time::Instant>,
+    /// This side last sent an offer.
+    pub last_offer_sent: Option<std::time::Instant>,
+    /// A remote offer was last applied.
+    pub last_offer_received: Option<std::time::Instant>,
+    /// This side last rolled back its offer (the polite side of a glare).
+    pub last_rollback: Option<std::time::Instant>,
+    /// This side last sent an answer.
+    pub last_answer_sent: Option<std::time::Instant>,
+    /// A remote answer was last applied.
+    pub last_answer_received: Option<std::time::Instant>,
+    /// An exchange last completed.
+    pub last_negotiated: Option<std::time::Instant>,
+}
+
+impl Timeline {
+    pub(crate) fn new(now: std::time::Instant) -> Self {
+        Self {
+            created: Some(now),
+            ..Self::default()
+        }
+    }
+}
+
+/// Sets a first-time mark once.
+pub(crate) fn mark(slot: &mut Option<std::time::Instant>, now: std::time::Instant) {
+    if slot.is_none() {
+        *slot = Some(now);
+    }
+}

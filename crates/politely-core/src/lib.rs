@@ -84,7 +84,7 @@ pub use config::{Certificate, Config, IceServer, IceTransportPolicy, Negotiation
 pub use engine::{Engine, Output, Transmit};
 pub use error::{ApiError, ConfigError, Error, PeerError};
 pub use event::{
-    ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
+    ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, Timeline, WatchdogCause,
 };
 pub use media::{
     ChannelId, ChannelInfo, ChannelOptions, Direction, HeaderExtension, MediaKind, MediaPacket,

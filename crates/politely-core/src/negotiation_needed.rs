@@ -7,15 +7,15 @@
 //! decides whether an offer is made, so it is exact by the spec, step by step.
 
 use crate::media::{Direction, TrackLabel};
-use crate::sdp;
+use crate::sdp::Sections;
 
 /// The current (last stable) descriptions.
 pub(crate) struct Current<'a> {
-    /// The current local description's SDP, and whether it is an answer.
-    pub(crate) local: &'a str,
+    /// The current local description's m-sections, and whether it is an answer.
+    pub(crate) local: &'a Sections,
     pub(crate) local_is_answer: bool,
-    /// The current remote description's SDP.
-    pub(crate) remote: &'a str,
+    /// The current remote description's m-sections.
+    pub(crate) remote: &'a Sections,
 }
 
 /// One transceiver as the check sees it.
@@ -43,7 +43,7 @@ pub(crate) fn check(
         return has_channels || !transceivers.is_empty();
     };
     // Step 4: a data channel exists and no m-section for data was negotiated.
-    if has_channels && !current.local.contains("\nm=application") {
+    if has_channels && !current.local.has_data() {
         return true;
     }
     for t in transceivers {
@@ -52,11 +52,11 @@ pub(crate) fn check(
         let Some(mid) = t.mid else {
             return true;
         };
-        let Some(local) = sdp::section_direction(current.local, mid) else {
+        let Some(local) = current.local.direction(mid) else {
             return true;
         };
         // A rejected m-section stops its transceiver (JSEP 5.10); step 5.1 skips stopped ones.
-        if sdp::section_rejected(current.local, mid) {
+        if current.local.rejected(mid) {
             continue;
         }
         // Step 5.3.1: a sending direction must carry the track's msid (W3C compares the
@@ -64,7 +64,7 @@ pub(crate) fn check(
         // and the remote must learn it).
         if t.direction.sends()
             && let Some(label) = t.stream
-            && sdp::section_msid(current.local, mid)
+            && current.local.msid(mid)
                 != Some((label.stream_id.as_str(), Some(label.track_id.as_str())))
         {
             return true;
@@ -72,15 +72,14 @@ pub(crate) fn check(
         if current.local_is_answer {
             // Step 5.3.3: the answer's direction must be [[Direction]] intersected with the
             // reverse of the offered direction.
-            let offered =
-                sdp::section_direction(current.remote, mid).unwrap_or(Direction::Inactive);
+            let offered = current.remote.direction(mid).unwrap_or(Direction::Inactive);
             if local != t.direction.intersect(offered.reverse()) {
                 return true;
             }
         } else {
             // Step 5.3.2: as offerer, neither the offer nor the (reversed) answer matches
             // [[Direction]].
-            let answered = sdp::section_direction(current.remote, mid).map(Direction::reverse);
+            let answered = current.remote.direction(mid).map(Direction::reverse);
             if local != t.direction && answered != Some(t.direction) {
                 return true;
             }
@@ -203,6 +202,7 @@ mod tests {
         for &(label, is_answer, local, remote, wanted, needed) in table {
             let local = desc(&[section("0", local, None)]);
             let remote = desc(&[section("0", remote, None)]);
+            let (local, remote) = (Sections::parse(&local), Sections::parse(&remote));
             let current = Current {
                 local: &local,
                 local_is_answer: is_answer,
@@ -221,6 +221,7 @@ mod tests {
     fn unassociated_msid_and_data() {
         let local = desc(&[section("0", SendRecv, Some("s1"))]);
         let remote = desc(&[section("0", SendRecv, None)]);
+        let (local, remote) = (Sections::parse(&local), Sections::parse(&remote));
         let current = Current {
             local: &local,
             local_is_answer: false,

@@ -54,24 +54,7 @@ pub(crate) fn mids(sdp: &str) -> Vec<String> {
         .collect()
 }
 
-/// W3C `currentDirection`: the direction negotiated by the last completed exchange, the
-/// answer's for the answerer and its reverse for the offerer. Read from the SDP rather than
-/// from rtc's `current_direction()`, which reports `inactive` for a transceiver created by a
-/// remote recvonly offer while rtc's answer for it says `sendonly` (a local bookkeeping choice
-/// so that `add_track` can reuse it); the SDP is what both ends agreed on.
-pub(crate) fn negotiated_direction(
-    local: &str,
-    local_is_answer: bool,
-    remote: &str,
-    mid: &str,
-) -> Option<Direction> {
-    if local_is_answer {
-        section_direction(local, mid)
-    } else {
-        section_direction(remote, mid).map(Direction::reverse)
-    }
-}
-
+#[cfg(test)]
 /// The lines of the m-section with this mid, its `m=` line first.
 fn section<'a>(sdp: &'a str, mid: &str) -> Option<Vec<&'a str>> {
     let mut lines = Vec::new();
@@ -91,12 +74,19 @@ fn section<'a>(sdp: &'a str, mid: &str) -> Option<Vec<&'a str>> {
     found.then_some(lines)
 }
 
+#[cfg(test)]
 /// The direction attribute of the m-section with this mid (sendrecv when absent, inactive when
 /// the section is rejected).
 pub(crate) fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
     let lines = section(sdp, mid)?;
-    if rejected(&lines) {
-        return Some(Direction::Inactive);
+    Some(direction_of(&lines))
+}
+
+/// The direction of an m-section (its lines, `m=` first): its attribute, sendrecv when absent,
+/// inactive when the section is rejected.
+fn direction_of(lines: &[&str]) -> Direction {
+    if rejected(lines) {
+        return Direction::Inactive;
     }
     let direction = lines.iter().find_map(|line| match *line {
         "a=sendrecv" => Some(Direction::SendRecv),
@@ -105,9 +95,103 @@ pub(crate) fn section_direction(sdp: &str, mid: &str) -> Option<Direction> {
         "a=inactive" => Some(Direction::Inactive),
         _ => None,
     });
-    Some(direction.unwrap_or(Direction::SendRecv))
+    direction.unwrap_or(Direction::SendRecv)
 }
 
+/// What the engine reads of each m-section of a description, read in one pass. The engine
+/// asks a current description the same questions for every transceiver at every step (the
+/// negotiation-needed check, `transceivers()`, directions after an exchange); asked of the
+/// text, each answer rescans it, which made a description of 21 m-sections cost milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Sections {
+    /// In m-line order.
+    sections: Vec<Section>,
+    /// Whether a data (`m=application`) section is there.
+    has_data: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Section {
+    mid: String,
+    /// The direction attribute (sendrecv when absent), inactive when rejected.
+    direction: Direction,
+    rejected: bool,
+    /// The `a=msid` stream id, and track id if given.
+    msid: Option<(String, Option<String>)>,
+}
+
+impl Sections {
+    pub(crate) fn parse(sdp: &str) -> Self {
+        let mut out = Self {
+            has_data: sdp.contains("\nm=application"),
+            ..Self::default()
+        };
+        let mut lines: Vec<&str> = Vec::new();
+        let mut flush = |lines: &mut Vec<&str>| {
+            let mid = lines.iter().find_map(|line| line.strip_prefix("a=mid:"));
+            if let (Some(mid), Some(first)) = (mid, lines.first())
+                && first.starts_with("m=")
+            {
+                let msid = lines
+                    .iter()
+                    .find_map(|line| line.strip_prefix("a=msid:"))
+                    .and_then(|value| {
+                        let mut words = value.split_whitespace();
+                        Some((words.next()?.to_owned(), words.next().map(str::to_owned)))
+                    });
+                out.sections.push(Section {
+                    mid: mid.to_owned(),
+                    direction: direction_of(lines),
+                    rejected: rejected(lines),
+                    msid,
+                });
+            }
+            lines.clear();
+        };
+        for line in sdp.lines().map(str::trim_end) {
+            if line.starts_with("m=") {
+                flush(&mut lines);
+            }
+            lines.push(line);
+        }
+        flush(&mut lines);
+        out
+    }
+
+    fn get(&self, mid: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.mid == mid)
+    }
+
+    /// The mids, in m-line order.
+    pub(crate) fn mids(&self) -> impl Iterator<Item = &str> {
+        self.sections.iter().map(|s| s.mid.as_str())
+    }
+
+    /// The direction of the m-section with this mid: its attribute (sendrecv when absent),
+    /// inactive when the section is rejected.
+    pub(crate) fn direction(&self, mid: &str) -> Option<Direction> {
+        self.get(mid).map(|s| s.direction)
+    }
+
+    /// Whether the m-section with this mid is rejected (port 0 without `a=bundle-only`).
+    pub(crate) fn rejected(&self, mid: &str) -> bool {
+        self.get(mid).is_some_and(|s| s.rejected)
+    }
+
+    /// The stream and track ids of the `a=msid` line of the m-section with this mid; the track
+    /// id is optional in the grammar (RFC 8830 §2).
+    pub(crate) fn msid(&self, mid: &str) -> Option<(&str, Option<&str>)> {
+        let (stream, track) = self.get(mid)?.msid.as_ref()?;
+        Some((stream.as_str(), track.as_deref()))
+    }
+
+    /// Whether the description has a data section.
+    pub(crate) fn has_data(&self) -> bool {
+        self.has_data
+    }
+}
+
+#[cfg(test)]
 /// Whether the m-section with this mid is rejected.
 pub(crate) fn section_rejected(sdp: &str, mid: &str) -> bool {
     section(sdp, mid).is_some_and(|lines| rejected(&lines))
@@ -124,6 +208,7 @@ fn rejected(lines: &[&str]) -> bool {
     port == Some("0") && !lines.contains(&"a=bundle-only")
 }
 
+#[cfg(test)]
 /// The stream and track ids of the `a=msid` line of the m-section with this mid; the track id
 /// is optional in the grammar (RFC 8830 §2).
 pub(crate) fn section_msid<'a>(sdp: &'a str, mid: &str) -> Option<(&'a str, Option<&'a str>)> {
@@ -243,6 +328,44 @@ mod tests {
         assert!(!section_rejected(&bundle_only, "0"));
         let recvonly = SDP.replace("a=sendrecv", "a=recvonly");
         assert_eq!(section_direction(&recvonly, "0"), Some(Direction::RecvOnly));
+    }
+
+    /// The index reads every section as the functions on the text do.
+    #[test]
+    fn sections_read_as_the_text_does() {
+        let rejected = SDP.replace("m=audio 9", "m=audio 0");
+        let bundle_only = rejected.replace("a=mid:0\r\n", "a=mid:0\r\na=bundle-only\r\n");
+        let cases = [
+            SDP.to_owned(),
+            rejected,
+            bundle_only,
+            SDP.replace("a=sendrecv", "a=inactive"),
+            SDP.replace("a=msid:s1 t1", "a=msid:s1"),
+            SDP.replace(
+                "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
+                "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\n",
+            ),
+            // LF line ends, as some peers write.
+            SDP.replace("\r\n", "\n"),
+        ];
+        for sdp in &cases {
+            let index = Sections::parse(sdp);
+            assert_eq!(index.mids().collect::<Vec<_>>(), mids(sdp), "{sdp}");
+            assert_eq!(index.has_data(), sdp.contains("\nm=application"), "{sdp}");
+            for mid in ["0", "1", "2"] {
+                assert_eq!(
+                    index.direction(mid),
+                    section_direction(sdp, mid),
+                    "{mid} in {sdp}"
+                );
+                assert_eq!(
+                    index.rejected(mid),
+                    section_rejected(sdp, mid),
+                    "{mid} in {sdp}"
+                );
+                assert_eq!(index.msid(mid), section_msid(sdp, mid), "{mid} in {sdp}");
+            }
+        }
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct SimConfig {
     /// The negotiation gate: the polite end of each pair asks for a lease of this length
     /// before it renegotiates (`Negotiation::Gate`); the impolite end keeps the gate.
     pub gate: Option<Duration>,
+    /// Record the negotiation-level trace (`Sim::trace`, and its hash in the verdict). Off,
+    /// a run skips formatting it: `politely sim` turns it off unless asked for `--trace`.
+    pub trace: bool,
 }
 
 impl Default for SimConfig {
@@ -76,6 +79,7 @@ impl Default for SimConfig {
             watchdog_timeout: Duration::from_secs(5),
             time_limit: Duration::from_secs(120),
             gate: None,
+            trace: true,
         }
     }
 }
@@ -384,7 +388,7 @@ impl Sim {
         signal: Signal,
     ) -> Result<(), politely_core::PeerError> {
         let now = self.now;
-        self.record(peer, remote, format!("injected {}", describe(&signal)));
+        self.record(peer, remote, || format!("injected {}", describe(&signal)));
         let handled = self
             .link_mut(peer, remote)
             .engine
@@ -400,7 +404,7 @@ impl Sim {
     }
 
     fn apply(&mut self, peer: usize, remote: usize, action: Action) {
-        self.record(peer, remote, format!("action {action:?}"));
+        self.record(peer, remote, || format!("action {action:?}"));
         if action == Action::Restart {
             // The peer restarts: a brand-new engine with a new connection id, which opens a
             // channel again as the application would after a reload.
@@ -610,7 +614,7 @@ impl Sim {
                 return;
             }
         };
-        self.record(to, from, format!("recv {}", describe(&signal)));
+        self.record(to, from, || format!("recv {}", describe(&signal)));
         let now = self.now;
         let result = self.engine(to, from).handle_signal(now, signal);
         if let Err(e) = result {
@@ -631,7 +635,7 @@ impl Sim {
     }
 
     fn send_signal(&mut self, from: usize, to: usize, signal: Signal) {
-        self.record(from, to, format!("send {}", describe(&signal)));
+        self.record(from, to, || format!("send {}", describe(&signal)));
         let fate = match self.interceptor.as_mut() {
             Some(f) => f(from, to, &signal),
             None => Fate::Deliver,
@@ -644,7 +648,7 @@ impl Sim {
         let mut at = self.now + self.config.signal_latency + jitter;
         let copies = match fate {
             Fate::Drop => {
-                self.record(from, to, "signal dropped in flight".into());
+                self.record(from, to, || "signal dropped in flight".into());
                 return;
             }
             Fate::Duplicate => 2,
@@ -697,19 +701,22 @@ impl Sim {
         self.link_mut(peer, remote).events.push((at, event.clone()));
         match &event {
             Event::Media(p) => {
-                let line = format!("media {} seq {}", p.transceiver, p.sequence_number);
-                self.record(peer, remote, line);
+                let (transceiver, sequence) = (p.transceiver, p.sequence_number);
+                self.record(peer, remote, || {
+                    format!("media {transceiver} seq {sequence}")
+                });
             }
             Event::Message { data, .. } => {
-                let text = String::from_utf8_lossy(data).into_owned();
-                self.record(peer, remote, format!("message {text:?}"));
+                self.record(peer, remote, || {
+                    format!("message {:?}", String::from_utf8_lossy(data))
+                });
             }
             Event::Error(e) => {
                 let e = e.to_string();
-                self.record(peer, remote, format!("ERROR {e}"));
+                self.record(peer, remote, || format!("ERROR {e}"));
                 self.fail(Failure::Surfaced(peer, remote, e));
             }
-            _ => self.record(peer, remote, format!("{event:?}")),
+            _ => self.record(peer, remote, || format!("{event:?}")),
         }
         if matches!(
             event,
@@ -752,10 +759,13 @@ impl Sim {
         }
     }
 
-    fn record(&mut self, peer: usize, remote: usize, line: String) {
+    fn record(&mut self, peer: usize, remote: usize, line: impl FnOnce() -> String) {
+        if !self.config.trace {
+            return;
+        }
         let ms = self.elapsed().as_secs_f64() * 1000.0;
         self.trace
-            .push(format!("{ms:10.3} p{peer}>p{remote} {line}"));
+            .push(format!("{ms:10.3} p{peer}>p{remote} {}", line()));
     }
 
     pub(crate) fn fail(&mut self, failure: Failure) {

@@ -237,7 +237,20 @@ impl<E: Send + 'static> Driver<E> {
                 () = sleep_until(timeout), if timeout.is_some() => Wake::Timeout,
             };
             match wake {
-                Wake::Command(Some(command)) => self.command(command),
+                Wake::Command(Some(command)) => {
+                    // The engine stamps what a change starts (an offer, in its timeline) with
+                    // the time it was last told: tell it the time now. Not for the commands
+                    // that carry data, which come in streams and start no negotiation.
+                    if !matches!(
+                        command,
+                        Command::Send { .. }
+                            | Command::WriteSample { .. }
+                            | Command::WriteRtp { .. }
+                    ) {
+                        self.engine.handle_timeout(Instant::now());
+                    }
+                    self.command(command);
+                }
                 // Every handle is gone: nobody can use this connection any more.
                 Wake::Command(None) => self.engine.close(),
                 Wake::Delivered => {}

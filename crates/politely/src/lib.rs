@@ -77,8 +77,8 @@ pub use politely_core::Error as EngineError;
 pub use politely_core::{
     ApiError, ChannelId, ChannelInfo, ChannelOptions, ConfigError, ConnectionId, ConnectionState,
     Counters, Direction, HeaderExtension, MediaKind, MediaPacket, Origin, PeerError, Recovery,
-    ReplaceReason, Role, Signal, SignalingState, TrackLabel, TransceiverId, TransceiverInfo,
-    WatchdogCause,
+    ReplaceReason, Role, Signal, SignalingState, Timeline, TrackLabel, TransceiverId,
+    TransceiverInfo, WatchdogCause,
 };
 pub use politely_proto::room::{AvailableTrack, RoomMessage, Source, TrackKind};
 pub use politely_proto::{ErrorCode, User};

@@ -9,7 +9,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use politely_core::{
     Certificate, ChannelInfo, ChannelOptions, ConnectionId, ConnectionState, Counters, Direction,
     Engine, MediaKind, MediaPacket, Recovery, ReplaceReason, Role, Signal, SignalingState,
-    TrackLabel, TransceiverId, TransceiverInfo, WatchdogCause,
+    Timeline, TrackLabel, TransceiverId, TransceiverInfo, WatchdogCause,
 };
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -122,6 +122,9 @@ pub struct PeerStats {
     pub transceivers: Vec<TransceiverInfo>,
     /// Negotiation counters.
     pub counters: Counters,
+    /// When the current connection reached each step of its setup and of its latest exchange
+    /// (where connection time goes; `politely bench connect` prints it by phase).
+    pub timeline: Timeline,
 }
 
 impl PeerStats {
@@ -138,6 +141,7 @@ impl PeerStats {
             channels: engine.channels(),
             transceivers: engine.transceivers(),
             counters: engine.counters(),
+            timeline: engine.timeline(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! on loopback (an embedded one unless `--url` names another).
 
 use super::samples::{JsonArg, Samples};
-use crate::native::{self, Change, Embedded, Pair, ms, percentile};
+use crate::native::{self, Change, Embedded, GLARE_PHASES, Pair, ms, percentile, phases};
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use politely::{PeerEvent, Session, SessionConfig, SessionEvent};
@@ -78,19 +78,43 @@ fn report(what: &str, times: &[Duration]) {
     );
 }
 
+/// The steps of a connect, in order, as `connect_once` times them from the joining side (B):
+/// each phase ends at its milestone, or at the previous one when it was reached earlier.
+const CONNECT_PHASES: [&str; 8] = [
+    "join: WebSocket and welcome",
+    "to the first offer sent",
+    "offer to answer applied",
+    "to ICE connected",
+    "to DTLS done (connected)",
+    "to SCTP association up",
+    "to the channel open",
+    "message and its echo",
+];
+
 pub(crate) fn connect(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let (url, embedded) = server(args.url.as_deref()).await?;
         let mut times = Vec::new();
+        let mut phases: Vec<Vec<Duration>> = vec![Vec::new(); CONNECT_PHASES.len()];
         for i in 0..args.count {
-            let elapsed = connect_once(&url, &format!("connect-{}-{i}", std::process::id()))
+            let timed = connect_once(&url, &format!("connect-{}-{i}", std::process::id()))
                 .await
                 .with_context(|| format!("connection {}", i + 1))?;
-            times.push(elapsed);
+            times.push(timed.total);
+            for (all, phase) in phases.iter_mut().zip(timed.phases) {
+                all.push(phase);
+            }
         }
         report("join to first echoed message", &times);
+        println!("  by phase (the engine's timeline; p50 and p99 of each, so they do not add up):");
+        for (name, phase) in CONNECT_PHASES.iter().zip(&phases) {
+            report_phase(name, phase);
+        }
         let mut samples = Samples::new("connect");
         samples.add("join to first echoed message", &times);
+        for (name, phase) in CONNECT_PHASES.iter().zip(&phases) {
+            samples.add_phase(*name, phase);
+        }
         samples.write(&args.json)?;
         if let Some(server) = embedded {
             server.stop().await?;
@@ -99,12 +123,29 @@ pub(crate) fn connect(args: &ConnectArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn report_phase(what: &str, times: &[Duration]) {
+    let mut times = times.to_vec();
+    times.sort();
+    println!(
+        "    {what:<28} p50 {:6.2} ms  p99 {:6.2} ms",
+        ms(percentile(&times, 0.5)),
+        ms(percentile(&times, 0.99)),
+    );
+}
+
+/// One connect: its total and its phases (`CONNECT_PHASES`).
+struct Connected {
+    total: Duration,
+    phases: Vec<Duration>,
+}
+
 /// A is in the room; B joins, opens a channel and sends; A echoes. Timed from B's join to
 /// B's receipt of the echo.
-async fn connect_once(url: &str, room: &str) -> anyhow::Result<Duration> {
+async fn connect_once(url: &str, room: &str) -> anyhow::Result<Connected> {
     let mut a = Session::join(url, room, SessionConfig::loopback()).await?;
     let start = Instant::now();
     let mut b = Session::join(url, room, SessionConfig::loopback()).await?;
+    let joined = Instant::now();
     let to_a = b
         .peers()
         .into_iter()
@@ -143,8 +184,36 @@ async fn connect_once(url: &str, room: &str) -> anyhow::Result<Duration> {
             _ => {}
         }
     };
+    let end = start + elapsed;
+    let at_b = to_a.stats().await?.timeline;
+    let at_a = match a.peers().into_iter().next() {
+        Some(to_b) => to_b.stats().await?.timeline,
+        None => bail!("B is not among A's peers"),
+    };
     tokio::join!(a.leave(), b.leave());
-    Ok(elapsed)
+    let first_offer = [at_a.first_offer_sent, at_b.first_offer_sent]
+        .into_iter()
+        .flatten()
+        .min();
+    // The offerer's first exchange completes when the answer is applied.
+    let answered = if at_b.first_offer_sent == first_offer {
+        at_b.first_negotiated
+    } else {
+        at_a.first_negotiated
+    };
+    let milestones = [
+        Some(joined),
+        first_offer,
+        answered,
+        at_b.ice_connected,
+        at_b.connected,
+        at_b.sctp_up,
+        at_b.channel_open,
+    ];
+    Ok(Connected {
+        total: elapsed,
+        phases: phases(start, &milestones, end),
+    })
 }
 
 pub(crate) fn glare(args: &GlareArgs) -> anyhow::Result<ExitCode> {
@@ -159,12 +228,16 @@ pub(crate) fn glare(args: &GlareArgs) -> anyhow::Result<ExitCode> {
             pair.round(Change::AddTransceiver(politely::MediaKind::Audio), true)
                 .await?;
             let mut times = Vec::new();
+            let mut by_phase: Vec<Vec<Duration>> = vec![Vec::new(); GLARE_PHASES.len()];
             let mut glare = 0;
             for i in 0..args.rounds {
                 match pair.round(native::change_of(i + 1, args.add_rounds), false).await {
                     Ok(round) => {
                         times.push(round.elapsed);
                         glare += u64::from(round.glare);
+                        for (all, phase) in by_phase.iter_mut().zip(round.phases) {
+                            all.push(phase);
+                        }
                     }
                     Err(e) => {
                         failures += 1;
@@ -176,6 +249,11 @@ pub(crate) fn glare(args: &GlareArgs) -> anyhow::Result<ExitCode> {
             let (a, b) = pair.stats().await?;
             report("glare round, live connection", &times);
             samples.add("glare round, live connection", &times);
+            println!("  by phase (the engines' timelines; p50 and p99 of each, so they do not add up):");
+            for (name, phase) in GLARE_PHASES.iter().zip(&by_phase) {
+                report_phase(name, phase);
+                samples.add_phase(*name, phase);
+            }
             println!(
                 "  glare in {glare} of {} rounds; rollbacks {}, ignored offers {}, offers {}, watchdog firings {}",
                 times.len(),

@@ -29,6 +29,10 @@ pub(crate) struct Samples {
 struct Series {
     name: String,
     unit: &'static str,
+    /// A phase of the run's whole (its series add up to it, sample by sample), not a
+    /// measure of its own: `plot.mjs --phases` draws these as stacked bars.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    phase: bool,
     samples: Vec<f64>,
 }
 
@@ -53,9 +57,19 @@ impl Samples {
 
     /// Adds a series, in the order measured (not sorted: a plot may show drift over a run).
     pub(crate) fn add(&mut self, name: impl Into<String>, times: &[Duration]) {
+        self.push(name.into(), false, times);
+    }
+
+    /// Adds a phase of the series added before (see [`Series::phase`]).
+    pub(crate) fn add_phase(&mut self, name: impl Into<String>, times: &[Duration]) {
+        self.push(name.into(), true, times);
+    }
+
+    fn push(&mut self, name: String, phase: bool, times: &[Duration]) {
         self.series.push(Series {
-            name: name.into(),
+            name,
             unit: "ms",
+            phase,
             samples: times
                 .iter()
                 .map(|t| round3(t.as_secs_f64() * 1e3))

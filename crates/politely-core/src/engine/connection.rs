@@ -106,6 +106,8 @@ pub(super) struct Connection {
     pub(super) connection_state: ConnectionState,
     /// ICE itself is connected (the transport may still be stuck above it, in DTLS or SCTP).
     pub(super) ice_connected: bool,
+    /// When this connection reached each step ([`Engine::timeline`](super::Engine::timeline)).
+    pub(super) timeline: crate::event::Timeline,
 
     // The W3C pattern's makingOffer and isSettingRemoteAnswerPending are not kept: they guard
     // the awaits inside setLocalDescription and setRemoteDescription, and a sans-I/O engine
@@ -281,6 +283,7 @@ impl Connection {
             gate: Default::default(),
             connection_state: ConnectionState::New,
             ice_connected: false,
+            timeline: crate::event::Timeline::new(now),
             negotiation_needed: false,
             negotiation_check: false,
             ice_restart: None,
@@ -489,6 +492,10 @@ impl Connection {
 
     /// Sets rtc's transceiver directions for the next step (see [`RtcDirections`]).
     pub(super) fn set_rtc_directions(&mut self, mode: RtcDirections<'_>) {
+        let offered = match mode {
+            RtcDirections::Answer(offer) => Some(sdp::Sections::parse(offer)),
+            _ => None,
+        };
         for index in 0..self.transceivers.len() {
             let slot = &self.transceivers[index];
             let preferred = slot.direction;
@@ -497,8 +504,8 @@ impl Connection {
             };
             let mid = t.mid().clone();
             let wanted = match (mode, mid.as_deref()) {
-                (RtcDirections::Answer(offer), Some(mid)) => {
-                    match sdp::section_direction(offer, mid) {
+                (RtcDirections::Answer(_), Some(mid)) => {
+                    match offered.as_ref().and_then(|o| o.direction(mid)) {
                         Some(offered) => preferred.intersect(offered.reverse()),
                         None => preferred,
                     }
@@ -706,9 +713,9 @@ impl Connection {
             })
             .collect();
         let current = self.current.as_ref().map(|c| negotiation_needed::Current {
-            local: &c.local,
+            local: &c.local_sections,
             local_is_answer: c.local_is_answer,
-            remote: &c.remote,
+            remote: &c.remote_sections,
         });
         let has_channels = !self.channels.is_empty() || !self.deferred_channels.is_empty();
         negotiation_needed::check(current.as_ref(), has_channels, &transceivers)

@@ -3,7 +3,8 @@
 use crate::config::{Config, Negotiation as Mode};
 use crate::error::{ApiError, ConfigError, Error, PeerError};
 use crate::event::{
-    ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, WatchdogCause,
+    ConnectionState, Counters, Diagnostic, Event, Recovery, ReplaceReason, Timeline, WatchdogCause,
+    mark,
 };
 use crate::media::{
     ChannelId, ChannelInfo, ChannelOptions, Direction, MediaKind, Origin, TrackLabel,
@@ -129,6 +130,9 @@ pub struct Engine {
     queue: VecDeque<Output>,
     counters: Counters,
     backoff_until: Option<Instant>,
+    /// rtc has work queued that only its next timer would send: run its timers at once (see
+    /// `pump`).
+    rtc_kick: bool,
     /// The remote refused our offer (`on_refused`): ours wait for its offer until then.
     refused_hold: Option<Instant>,
 }
@@ -156,6 +160,7 @@ impl Engine {
             queue: VecDeque::new(),
             counters: Counters::default(),
             backoff_until: None,
+            rtc_kick: false,
             refused_hold: None,
         };
         engine.pump();
@@ -210,6 +215,11 @@ impl Engine {
         self.counters
     }
 
+    /// When the current connection reached each step of its setup and of its latest exchange.
+    pub fn timeline(&self) -> Timeline {
+        self.conn.timeline
+    }
+
     /// The ICE ufrag of the current local description.
     pub fn local_ufrag(&self) -> Option<String> {
         sdp::ice_ufrag(&self.conn.current.as_ref()?.local).map(str::to_owned)
@@ -237,25 +247,28 @@ impl Engine {
         self.conn
             .current
             .as_ref()
-            .map(|c| sdp::mids(&c.local))
+            .map(|c| c.local_sections.mids().map(str::to_owned).collect())
             .unwrap_or_default()
     }
 
     /// A snapshot of every transceiver, in m-line creation order.
     pub fn transceivers(&mut self) -> Vec<TransceiverInfo> {
-        let negotiated = self.negotiated_mids();
-        let current = self.conn.current.clone();
-        let mut out = Vec::with_capacity(self.conn.transceivers.len());
-        for (index, slot) in self.conn.transceivers.iter().enumerate() {
-            let Some(t) = self.conn.pc.rtp_transceiver(index) else {
+        let conn = &mut self.conn;
+        let current = conn.current.as_ref();
+        let mut out = Vec::with_capacity(conn.transceivers.len());
+        for (index, slot) in conn.transceivers.iter().enumerate() {
+            let Some(t) = conn.pc.rtp_transceiver(index) else {
                 continue;
             };
             // Expose a mid only once it is negotiated, never a provisional one
             // (GetStream/stream-video-js PR #2344).
-            let mid = t.mid().clone().filter(|m| negotiated.contains(m));
-            let current_direction = mid.as_deref().and_then(|m| current.as_ref()?.direction(m));
+            let mid = t
+                .mid()
+                .clone()
+                .filter(|m| current.is_some_and(|c| c.local_sections.mids().any(|n| n == m)));
+            let current_direction = mid.as_deref().and_then(|m| current?.direction(m));
             let remote_label = mid.as_deref().and_then(|m| {
-                let (stream, track) = sdp::section_msid(&current.as_ref()?.remote, m)?;
+                let (stream, track) = current?.remote_sections.msid(m)?;
                 Some(TrackLabel {
                     stream_id: stream.to_owned(),
                     track_id: track.unwrap_or_default().to_owned(),
@@ -1039,6 +1052,8 @@ impl Engine {
             return Err(PeerError::InvalidDescription(e.to_string()));
         }
         self.transition(Step::RemoteOffer, "remote offer");
+        mark(&mut self.conn.timeline.first_offer_received, now);
+        self.conn.timeline.last_offer_received = Some(now);
         // An offer taken up ends a hold on ours (`on_refused`).
         self.refused_hold = None;
         self.pump();
@@ -1083,6 +1098,7 @@ impl Engine {
         );
         self.pump();
         self.counters.answers += 1;
+        self.conn.timeline.last_answer_sent = Some(self.now);
         self.send_signal(Payload::Description {
             description: Description {
                 kind: SdpKind::Answer,
@@ -1140,6 +1156,7 @@ impl Engine {
         );
         self.pump();
         self.counters.answers_applied += 1;
+        self.conn.timeline.last_answer_received = Some(self.now);
         self.after_remote_description();
         self.on_negotiated(true, local_sdp, remote_sdp, Some(pending));
         Ok(())
@@ -1216,6 +1233,7 @@ impl Engine {
             }
         }
         self.counters.rollbacks += 1;
+        self.conn.timeline.last_rollback = Some(self.now);
     }
 
     /// The one place the negotiation state changes, and so the signaling state: every step
@@ -1286,12 +1304,7 @@ impl Engine {
             slot.pending_remote = false;
         }
         let previous_remote = self.remote_ufrag();
-        self.conn.current = Some(Exchange {
-            local: local_sdp,
-            remote: remote_sdp,
-            local_is_answer: !local_offer,
-            offer_id,
-        });
+        self.conn.current = Some(Exchange::new(local_sdp, remote_sdp, !local_offer, offer_id));
         let remote_changed = previous_remote.is_none() || previous_remote != self.remote_ufrag();
         let ufrag = self.local_ufrag();
         if ufrag != self.conn.last_local_ufrag {
@@ -1311,6 +1324,9 @@ impl Engine {
         self.conn.set_rtc_directions(RtcDirections::Settled);
         self.conn.negotiation_changed();
         self.update_receiving();
+        let timeline = &mut self.conn.timeline;
+        mark(&mut timeline.first_negotiated, self.now);
+        timeline.last_negotiated = Some(self.now);
         self.queue
             .push_back(Output::Event(Event::Negotiated { local_offer }));
     }
@@ -1518,6 +1534,8 @@ impl Engine {
         );
         self.pump();
         self.counters.offers += 1;
+        mark(&mut self.conn.timeline.first_offer_sent, self.now);
+        self.conn.timeline.last_offer_sent = Some(self.now);
         self.send_signal(Payload::Description {
             description: Description {
                 kind: SdpKind::Offer,
@@ -1860,12 +1878,23 @@ impl Engine {
             messages.sort_by_key(|(rtc_id, _)| self.conn.stream_of(*rtc_id));
             for (rtc_id, msg) in messages {
                 if let Some(channel) = self.conn.channel_by_rtc(rtc_id) {
+                    mark(&mut self.conn.timeline.first_message, self.now);
                     self.queue.push_back(Output::Event(Event::Message {
                         channel,
                         data: msg.data.to_vec(),
                         text: msg.is_string,
                     }));
                 }
+            }
+            if !progressed && std::mem::take(&mut self.rtc_kick) {
+                // rtc's DTLS client writes its first flight when ICE selects a pair, into a
+                // queue that only its next read or timer empties: on a quiet connection that
+                // is the next ICE tick, milliseconds later. Its timers are run now instead
+                // (none is due, so only the queue moves).
+                if let Err(e) = self.conn.pc.handle_timeout(self.now) {
+                    log::debug!("[{}] rtc timeout handling failed: {e}", self.conn.id);
+                }
+                continue;
             }
             if !progressed {
                 match self.conn.flush_deferred_channels() {
@@ -1893,6 +1922,10 @@ impl Engine {
                     state,
                     RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
                 );
+                if self.conn.ice_connected {
+                    mark(&mut self.conn.timeline.ice_connected, self.now);
+                    self.rtc_kick = true;
+                }
             }
             RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
                 Ok(init) => self.conn.local_candidates.push(init),
@@ -1913,7 +1946,10 @@ impl Engine {
                         .push_back(Output::Event(Event::ConnectionStateChange(new)));
                 }
                 match new {
-                    ConnectionState::Connected => self.conn.transport_strikes = 0,
+                    ConnectionState::Connected => {
+                        self.conn.transport_strikes = 0;
+                        mark(&mut self.conn.timeline.connected, self.now);
+                    }
                     // MDN: on failure, restart ICE.
                     ConnectionState::Failed => {
                         let _ = self.restart_ice();
@@ -1926,6 +1962,7 @@ impl Engine {
                 if self.conn.is_hidden_channel(rtc_id) =>
             {
                 self.conn.sctp_ready = true;
+                mark(&mut self.conn.timeline.sctp_up, self.now);
             }
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(rtc_id))
                 if self.conn.is_hidden_channel(rtc_id) =>
@@ -1934,6 +1971,8 @@ impl Engine {
             }
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(rtc_id)) => {
                 self.conn.sctp_ready = true;
+                mark(&mut self.conn.timeline.sctp_up, self.now);
+                mark(&mut self.conn.timeline.channel_open, self.now);
                 let id = match self.conn.channel_by_rtc(rtc_id) {
                     Some(id) => id,
                     None => {

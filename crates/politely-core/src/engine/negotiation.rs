@@ -69,12 +69,40 @@ pub(super) struct Exchange {
     /// The id of the offer this exchange completed, if it had one. A repeat of a remote offer
     /// with this id (its offerer's watchdog heard no answer) is answered with `local` again.
     pub(super) offer_id: Option<u64>,
+    /// `local` and `remote` read once, for the questions asked of them at every step.
+    pub(super) local_sections: sdp::Sections,
+    pub(super) remote_sections: sdp::Sections,
 }
 
 impl Exchange {
-    /// W3C `currentDirection` of the m-section with this mid.
+    pub(super) fn new(
+        local: String,
+        remote: String,
+        local_is_answer: bool,
+        offer_id: Option<u64>,
+    ) -> Self {
+        Self {
+            local_sections: sdp::Sections::parse(&local),
+            remote_sections: sdp::Sections::parse(&remote),
+            local,
+            remote,
+            local_is_answer,
+            offer_id,
+        }
+    }
+
+    /// W3C `currentDirection` of the m-section with this mid: the direction negotiated by this
+    /// exchange, the answer's for the answerer and its reverse for the offerer. Read from the
+    /// SDP rather than from rtc's `current_direction()`, which reports `inactive` for a
+    /// transceiver created by a remote recvonly offer while rtc's answer for it says `sendonly`
+    /// (a local bookkeeping choice so that `add_track` can reuse it); the SDP is what both ends
+    /// agreed on.
     pub(super) fn direction(&self, mid: &str) -> Option<Direction> {
-        sdp::negotiated_direction(&self.local, self.local_is_answer, &self.remote, mid)
+        if self.local_is_answer {
+            self.local_sections.direction(mid)
+        } else {
+            self.remote_sections.direction(mid).map(Direction::reverse)
+        }
     }
 }
 
