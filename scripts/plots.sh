@@ -43,15 +43,16 @@ echo "connect.svg"
 draw --title "Join to the first echoed data-channel message (native, loopback)" \
   --out $plots/connect.svg "native=$data/connect.json#join to first"
 
-# The phase plots draw every earlier run kept beside the latest (data/*-phases-*.json, named
-# by what changed), so that what a change took out stays visible.
+# The phase plots draw the earlier runs kept beside the latest, one bar each
+# (data/connect-phases-N-LABEL.json: N orders the bars, LABEL names one), so that what a change
+# took out stays visible. Keep a run before changing what it measures.
 echo "connect-phases.svg"
 draw --phases --title "Where a connect's time goes (native, mean of each phase)" \
-  --out $plots/connect-phases.svg $(ls $data/connect-phases-*.json 2>/dev/null | sed 's/.*connect-phases-\(.*\)\.json/\1=&/') "now=$data/connect.json"
+  --out $plots/connect-phases.svg $(ls $data/connect-phases-*.json 2>/dev/null | sed 's/.*connect-phases-[0-9]*-\(.*\)\.json/\1=&/') "now=$data/connect.json"
 
 echo "glare-phases.svg"
 draw --phases --title "Where a live glare round's time goes (native, mean of each phase)" \
-  --out $plots/glare-phases.svg $(ls $data/glare-phases-*.json 2>/dev/null | sed 's/.*glare-phases-\(.*\)\.json/\1=&/') "now=$data/glare.json"
+  --out $plots/glare-phases.svg $(ls $data/glare-phases-*.json 2>/dev/null | sed 's/.*glare-phases-[0-9]*-\(.*\)\.json/\1=&/') "now=$data/glare.json"
 
 echo "glare-live.svg"
 draw --title "A glare round on a live connection (both sides change at once)" \

@@ -34,6 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The largest datagram read; anything WebRTC sends fits.
 const MAX_DATAGRAM: usize = 65_536;
+/// Due timers run back to back without a sleep at most this many times; then a sleep (one tick
+/// of tokio's timer wheel) comes between, so a timer that stays due cannot spin the task.
+const MAX_DUE_IN_A_ROW: u32 = 64;
 
 /// What handles ask of the driver.
 pub(crate) enum Command {
@@ -199,12 +202,19 @@ impl<E: Send + 'static> Driver<E> {
     }
 
     pub(crate) async fn run(mut self) {
+        // Timers already due run without a sleep: tokio's timer wheel turns in milliseconds,
+        // so a sleep until an instant just past still waits for its next tick (rtc asks for an
+        // immediate timer to run a connectivity check it deferred; that cost every connect
+        // about a millisecond). Bounded, in case a timer never stops being due.
+        let mut due_in_a_row = 0u32;
         loop {
             self.drain();
             if self.done && self.pending_events.is_empty() && self.pending_signals.is_empty() {
                 break;
             }
             let timeout = self.poll_timeout();
+            let due =
+                timeout.is_some_and(|t| t <= Instant::now()) && due_in_a_row < MAX_DUE_IN_A_ROW;
             let accept_input =
                 !self.done && self.pending_events.len() < self.capacity && self.stalled.is_empty();
             let stalled = self.stalled.front().map(|(sender, _)| sender.clone());
@@ -234,7 +244,13 @@ impl<E: Send + 'static> Driver<E> {
                 () = self.events.sender.closed(), if !self.done => Wake::ReceiverGone,
                 signal = recv_signal(&mut self.signals_in), if accept_input => Wake::Signal(signal),
                 received = recv_any(&self.sockets, &mut self.buf), if accept_input => Wake::Datagram(received),
-                () = sleep_until(timeout), if timeout.is_some() => Wake::Timeout,
+                () = sleep_until(timeout), if timeout.is_some() && !due => Wake::Timeout,
+                () = std::future::ready(()), if due => Wake::Due,
+            };
+            due_in_a_row = if matches!(wake, Wake::Due) {
+                due_in_a_row + 1
+            } else {
+                0
             };
             match wake {
                 Wake::Command(Some(command)) => {
@@ -271,7 +287,7 @@ impl<E: Send + 'static> Driver<E> {
                 Wake::Signal(None) => self.signals_in = None,
                 Wake::Datagram(Ok((index, len, source))) => self.datagram(index, len, source),
                 Wake::Datagram(Err(e)) => tracing::debug!(peer = %self.remote, "UDP receive: {e}"),
-                Wake::Timeout => {
+                Wake::Timeout | Wake::Due => {
                     let now = Instant::now();
                     self.engine.handle_timeout(now);
                     for relay in &mut self.relays {
@@ -669,6 +685,8 @@ enum Wake {
     Signal(Option<Signal>),
     Datagram(io::Result<(usize, usize, SocketAddr)>),
     Timeout,
+    /// A timer that was already due when the loop came round (no sleep).
+    Due,
 }
 
 /// Room in the channel queue of the first stalled message; `None` if that queue is gone.
