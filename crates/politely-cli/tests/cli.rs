@@ -314,6 +314,14 @@ fn native_benchmarks_report_and_fail_nothing() {
     let out = politely(&["bench", "connect", "--count", "3"]);
     let text = succeeded(&out);
     assert!(text.contains("join to first echoed message: n=3"), "{text}");
+    // The connect by phase, from the engine's timeline.
+    for phase in [
+        "offer to answer applied",
+        "to DTLS done (connected)",
+        "message and its echo",
+    ] {
+        assert!(text.contains(phase), "{text}");
+    }
     let json = std::env::temp_dir().join(format!("politely-glare-{}.json", std::process::id()));
     let out = politely(&[
         "bench",
@@ -344,7 +352,10 @@ fn native_benchmarks_report_and_fail_nothing() {
         "{command}"
     );
     let series = written["series"].as_array().unwrap();
-    let names: Vec<&str> = series.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let (phases, totals): (Vec<_>, Vec<_>) = series
+        .iter()
+        .partition(|s| s["phase"].as_bool() == Some(true));
+    let names: Vec<&str> = totals.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
         [
@@ -352,15 +363,29 @@ fn native_benchmarks_report_and_fail_nothing() {
             "glare round, fresh connections"
         ]
     );
-    for s in series {
-        let samples = s["samples"].as_array().unwrap();
+    assert_eq!(phases.len(), 6, "the live round's phases");
+    let samples = |s: &serde_json::Value| -> Vec<f64> {
+        s["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    for s in &totals {
+        let samples = samples(s);
         assert_eq!(samples.len(), 20, "{s}");
-        // Each is a round's time in milliseconds: more than nothing, less than the 10 s a round may take.
+        // Each is a round's time in milliseconds: more than nothing, less than the 10 s a
+        // round may take.
+        assert!(samples.iter().all(|x| *x > 0.0 && *x < 10_000.0), "{s}");
+    }
+    // The phases split each live round: they add up to its time, sample by sample.
+    let live = samples(totals[0]);
+    for (i, total) in live.iter().enumerate() {
+        let sum: f64 = phases.iter().map(|p| samples(p)[i]).sum();
         assert!(
-            samples.iter().all(
-                |x| (0.0..10_000.0).contains(&x.as_f64().unwrap()) && x.as_f64().unwrap() > 0.0
-            ),
-            "{s}"
+            (sum - total).abs() < 0.01,
+            "round {i}: phases {sum} ms, round {total} ms"
         );
     }
 }
