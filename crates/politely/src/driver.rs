@@ -34,9 +34,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The largest datagram read; anything WebRTC sends fits.
 const MAX_DATAGRAM: usize = 65_536;
-/// Due timers run back to back without a sleep at most this many times; then a sleep (one tick
-/// of tokio's timer wheel) comes between, so a timer that stays due cannot spin the task.
-const MAX_DUE_IN_A_ROW: u32 = 64;
 
 /// What handles ask of the driver.
 pub(crate) enum Command {
@@ -205,16 +202,16 @@ impl<E: Send + 'static> Driver<E> {
         // Timers already due run without a sleep: tokio's timer wheel turns in milliseconds,
         // so a sleep until an instant just past still waits for its next tick (rtc asks for an
         // immediate timer to run a connectivity check it deferred; that cost every connect
-        // about a millisecond). Bounded, in case a timer never stops being due.
-        let mut due_in_a_row = 0u32;
+        // about a millisecond). Once per deadline: a deadline still there after it was run
+        // goes back to the sleep, so a timer stuck in the past cannot spin the task.
+        let mut ran_at_once: Option<Instant> = None;
         loop {
             self.drain();
             if self.done && self.pending_events.is_empty() && self.pending_signals.is_empty() {
                 break;
             }
             let timeout = self.poll_timeout();
-            let due =
-                timeout.is_some_and(|t| t <= Instant::now()) && due_in_a_row < MAX_DUE_IN_A_ROW;
+            let due = timeout.is_some_and(|t| t <= Instant::now()) && timeout != ran_at_once;
             let accept_input =
                 !self.done && self.pending_events.len() < self.capacity && self.stalled.is_empty();
             let stalled = self.stalled.front().map(|(sender, _)| sender.clone());
@@ -247,11 +244,9 @@ impl<E: Send + 'static> Driver<E> {
                 () = sleep_until(timeout), if timeout.is_some() && !due => Wake::Timeout,
                 () = std::future::ready(()), if due => Wake::Due,
             };
-            due_in_a_row = if matches!(wake, Wake::Due) {
-                due_in_a_row + 1
-            } else {
-                0
-            };
+            if matches!(wake, Wake::Due) {
+                ran_at_once = timeout;
+            }
             match wake {
                 Wake::Command(Some(command)) => {
                     // The engine stamps what a change starts (an offer, in its timeline) with
