@@ -14,6 +14,7 @@ use crate::channel::{ChannelShared, DataChannel, Message};
 use crate::config::{Delivery, PeerConfig};
 use crate::error::Error;
 use crate::peer::{PeerEvent, PeerStats};
+use crate::timer::DeadlineTimer;
 use crate::turn::Allocation;
 use bytes::Bytes;
 use bytes::BytesMut;
@@ -199,19 +200,13 @@ impl<E: Send + 'static> Driver<E> {
     }
 
     pub(crate) async fn run(mut self) {
-        // Timers already due run without a sleep: tokio's timer wheel turns in milliseconds,
-        // so a sleep until an instant just past still waits for its next tick (rtc asks for an
-        // immediate timer to run a connectivity check it deferred; that cost every connect
-        // about a millisecond). Once per deadline: a deadline still there after it was run
-        // goes back to the sleep, so a timer stuck in the past cannot spin the task.
-        let mut ran_at_once: Option<Instant> = None;
+        let mut timer = DeadlineTimer::default();
         loop {
             self.drain();
             if self.done && self.pending_events.is_empty() && self.pending_signals.is_empty() {
                 break;
             }
             let timeout = self.poll_timeout();
-            let due = timeout.is_some_and(|t| t <= Instant::now()) && timeout != ran_at_once;
             let accept_input =
                 !self.done && self.pending_events.len() < self.capacity && self.stalled.is_empty();
             let stalled = self.stalled.front().map(|(sender, _)| sender.clone());
@@ -241,12 +236,8 @@ impl<E: Send + 'static> Driver<E> {
                 () = self.events.sender.closed(), if !self.done => Wake::ReceiverGone,
                 signal = recv_signal(&mut self.signals_in), if accept_input => Wake::Signal(signal),
                 received = recv_any(&self.sockets, &mut self.buf), if accept_input => Wake::Datagram(received),
-                () = sleep_until(timeout), if timeout.is_some() && !due => Wake::Timeout,
-                () = std::future::ready(()), if due => Wake::Due,
+                () = timer.wait(timeout) => Wake::Timeout,
             };
-            if matches!(wake, Wake::Due) {
-                ran_at_once = timeout;
-            }
             match wake {
                 Wake::Command(Some(command)) => {
                     // The engine stamps what a change starts (an offer, in its timeline) with
@@ -282,7 +273,7 @@ impl<E: Send + 'static> Driver<E> {
                 Wake::Signal(None) => self.signals_in = None,
                 Wake::Datagram(Ok((index, len, source))) => self.datagram(index, len, source),
                 Wake::Datagram(Err(e)) => tracing::debug!(peer = %self.remote, "UDP receive: {e}"),
-                Wake::Timeout | Wake::Due => {
+                Wake::Timeout => {
                     let now = Instant::now();
                     self.engine.handle_timeout(now);
                     for relay in &mut self.relays {
@@ -680,8 +671,6 @@ enum Wake {
     Signal(Option<Signal>),
     Datagram(io::Result<(usize, usize, SocketAddr)>),
     Timeout,
-    /// A timer that was already due when the loop came round (no sleep).
-    Due,
 }
 
 /// Room in the channel queue of the first stalled message; `None` if that queue is gone.
@@ -694,13 +683,6 @@ async fn reserve_owned(
 async fn recv_signal(signals: &mut Option<mpsc::Receiver<Signal>>) -> Option<Signal> {
     match signals {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
         None => std::future::pending().await,
     }
 }

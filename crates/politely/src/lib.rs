@@ -65,6 +65,7 @@ mod gather;
 mod peer;
 mod session;
 mod sfu;
+mod timer;
 mod turn;
 
 pub use channel::{DataChannel, Message};

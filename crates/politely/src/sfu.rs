@@ -12,6 +12,7 @@
 use crate::config::PeerConfig;
 use crate::error::Error;
 use crate::session::{Member, Unconfirmed, Welcome, Ws, connect};
+use crate::timer::DeadlineTimer;
 use futures_util::{SinkExt, StreamExt};
 use politely_core::{Certificate, Role};
 use politely_proto::{ClientMessage, ServerMessage};
@@ -220,6 +221,7 @@ impl SfuTask {
         let mut ws = Some(ws);
         let mut lost: Option<Lost> = None;
         let mut attempt: Option<JoinHandle<Result<(Ws, Welcome), Error>>> = None;
+        let mut timer = DeadlineTimer::default();
         let result = loop {
             if let Err(e) = self.flush(ws.as_mut()).await {
                 tracing::warn!("signaling lost ({e}); resuming");
@@ -234,15 +236,10 @@ impl SfuTask {
                     self.config.reconnect_for
                 )));
             }
-            let deadline = self
-                .room
-                .poll_timeout()
-                .map(Instant::from_std)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let retry_at = lost.as_ref().filter(|_| attempt.is_none()).map(|l| l.next);
             tokio::select! {
                 _ = &mut stop => break Ok(()),
-                () = tokio::time::sleep_until(deadline) => {
+                () = timer.wait(self.room.poll_timeout()) => {
                     self.room.handle_timeout(std::time::Instant::now());
                 }
                 Some(d) = self.datagrams_rx.recv() => {
